@@ -8,13 +8,19 @@ Get Machine 5 req/s with bursts of 10; app deletions 100 per minute.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 __all__ = [
     "ACTION_LIMITS",
     "DEFAULT_LIMIT",
+    "Governor",
     "Limit",
+    "LocalGovernor",
     "RouteMatch",
     "TokenBucket",
     "classify",
@@ -179,3 +185,49 @@ class TokenBucket:
         """Empty the bucket and push refills ``seconds`` into the future (after a 429)."""
         self._refill(now)
         self._tokens = min(self._tokens, 0.0) - seconds * self.limit.rate
+
+
+class Governor(Protocol):
+    """Spends rate-limit budget before a Fly call. Implementations: :class:`LocalGovernor` (one
+    process) and ``scaler.governor.RedisGovernor`` (a budget shared by every scaler replica)."""
+
+    async def acquire(self, action: str, scope: str) -> float:
+        """Wait until one call of ``action`` on ``scope`` fits the limit; return seconds waited."""
+        ...
+
+    def penalize(self, action: str, scope: str, retry_after: float | None) -> None:
+        """Fly answered 429: stop spending on this bucket for ``retry_after`` (or one interval)."""
+        ...
+
+
+class LocalGovernor:
+    """In-process token buckets per (action, scope), with an injectable clock and sleep."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        limits: Callable[[str], Limit] = limit_for,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._limits = limits
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+
+    def bucket(self, action: str, scope: str) -> TokenBucket:
+        """The bucket for one (action, scope), created full on first use."""
+        key = (action, scope)
+        b = self._buckets.get(key)
+        if b is None:
+            b = self._buckets[key] = TokenBucket(self._limits(action), self._clock())
+        return b
+
+    async def acquire(self, action: str, scope: str) -> float:
+        wait = self.bucket(action, scope).reserve(self._clock())
+        if wait > 0:
+            await self._sleep(wait)
+        return wait
+
+    def penalize(self, action: str, scope: str, retry_after: float | None) -> None:
+        b = self.bucket(action, scope)
+        b.drain(self._clock(), retry_after if retry_after else 1.0 / b.limit.rate)
