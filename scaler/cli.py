@@ -1,0 +1,49 @@
+"""The ``scaler`` command: ``run | dev | local-api | status | check-config``.
+
+Each subcommand lives in the module that owns it; this file only wires them up, importing a module
+when its subcommand runs so that ``scaler local-api`` does not pay for the scheduler and so on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, one-line help). The module provides add_arguments(parser) and run(args).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("scaler.commands.run", "run the scheduler against Redis and the Fly Machines API"),
+    "dev": ("scaler.commands.dev", "the whole system on this machine, with a live view"),
+    "local-api": ("scaler.local.cli", "serve the local Machines API (machines as local processes)"),
+    "status": ("scaler.commands.status", "print queues, machines and the last decisions"),
+    "check-config": ("scaler.commands.check_config", "validate a config file and print it"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="scaler", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ImportError:  # a subcommand still being built must not break the others
+            p.set_defaults(_missing=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", False):
+        print(f"scaler {args.command}: not available in this build", file=sys.stderr)
+        return 2
+    rc: int = importlib.import_module(args._module).run(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
