@@ -1,0 +1,151 @@
+"""Every Prometheus metric the scaler exports, in one place.
+
+Conventions: the ``fly_scaler_`` prefix, base units (seconds, bytes, USD), ``_total`` counters, and
+bounded labels only: pool, app, queue, action, code, reason, state, size — never job or machine ids.
+Each :class:`Metrics` owns its own registry, so tests and several scalers in one process do not mix.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
+
+# From 5 ms (an event-driven launch) to 15 min (a cold machine that took long to boot).
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+)
+RUN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0)
+API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The scaler's metrics on a private registry (``registry``); render with :meth:`render`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry(auto_describe=True)
+        p = "fly_scaler_"
+
+        # Queues (from Redis, every tick).
+        self.queue_messages = Gauge(
+            p + "queue_messages", "Messages in a queue by state "
+            "(ready, delayed, in_flight, dead, claimed).", ["queue", "state"], registry=r)
+        self.queue_oldest_age = Gauge(
+            p + "queue_oldest_ready_age_seconds", "Age of the oldest ready message.",
+            ["queue"], registry=r)
+
+        # Machines and pools (from Fly, every tick).
+        self.machines = Gauge(
+            p + "machines", "Our machines by pool and Fly state.", ["pool", "state"], registry=r)
+        self.desired_machines = Gauge(
+            p + "desired_machines", "Machines the planner wants per pool.", ["pool"], registry=r)
+        self.live_machines = Gauge(
+            p + "live_machines", "Machines that count against caps per pool (booting, running and "
+            "in-flight launches).", ["pool"], registry=r)
+        self.machine_cap = Gauge(
+            p + "machine_cap", "Configured machine caps by scope (global, app, pool).",
+            ["scope", "name"], registry=r)
+        self.cap_usage = Gauge(
+            p + "cap_usage_ratio", "Live machines divided by the cap, by scope.",
+            ["scope", "name"], registry=r)
+
+        # Launches, jobs, reaps.
+        self.launches = Counter(
+            p + "launches_total", "Machine launches by pool and result (created, started, "
+            "resolved_existing, failed, rate_limited, capacity).", ["pool", "result"], registry=r)
+        self.enqueue_to_started = Histogram(
+            p + "enqueue_to_started_seconds", "Time from enqueue to the job's machine started.",
+            ["pool"], buckets=LATENCY_BUCKETS, registry=r)
+        self.enqueue_to_launch = Histogram(
+            p + "enqueue_to_launch_seconds", "Time from enqueue to the create request sent.",
+            ["pool"], buckets=LATENCY_BUCKETS, registry=r)
+        self.job_run = Histogram(
+            p + "job_run_seconds", "Run time of a per-job machine, from started to gone.",
+            ["pool"], buckets=RUN_BUCKETS, registry=r)
+        self.jobs_finished = Counter(
+            p + "jobs_finished_total", "Per-job machines that finished, by outcome "
+            "(done, requeued, dead_lettered).", ["pool", "outcome"], registry=r)
+        self.reaps = Counter(
+            p + "reaps_total", "Machines destroyed by the reaper, by reason (stopped, failed, "
+            "boot_timeout, max_runtime, orphan, excess_warm).", ["pool", "reason"], registry=r)
+        self.requeues = Counter(
+            p + "jobs_requeued_total", "Jobs given back to their queue, by reason.",
+            ["pool", "reason"], registry=r)
+        self.dead_letters = Counter(
+            p + "jobs_dead_lettered_total", "Jobs dead-lettered by the scaler, by reason.",
+            ["pool", "reason"], registry=r)
+
+        # Decisions.
+        self.decisions = Counter(
+            p + "decisions_total", "Planner decisions by pool, kind and outcome.",
+            ["pool", "kind", "outcome"], registry=r)
+        self.decisions_not_taken = Counter(
+            p + "decisions_not_taken_total", "Actions the planner wanted but did not take, by "
+            "reason (cap_pool, cap_app, cap_global, rate_limit, unknown_data, budget).",
+            ["pool", "reason"], registry=r)
+
+        # Fly API and the rate governor.
+        self.api_requests = Counter(
+            p + "fly_api_requests_total", "Fly Machines API calls by action (operationId) and "
+            "HTTP status code (\"error\" for transport errors).", ["action", "code"], registry=r)
+        self.api_latency = Histogram(
+            p + "fly_api_request_duration_seconds", "Fly Machines API call latency by action.",
+            ["action"], buckets=API_BUCKETS, registry=r)
+        self.governor_wait = Histogram(
+            p + "governor_wait_seconds", "Time calls waited for rate-limit budget, by action.",
+            ["action"], buckets=API_BUCKETS, registry=r)
+        self.governor_waiting = Gauge(
+            p + "governor_waiting_calls", "Calls waiting for rate-limit budget now, by action.",
+            ["action"], registry=r)
+        self.launches_waiting_budget = Gauge(
+            p + "launches_waiting_for_budget", "Launches the planner deferred for lack of create "
+            "budget in the last tick, per pool.", ["pool"], registry=r)
+
+        # The loop.
+        self.tick_duration = Histogram(
+            p + "tick_duration_seconds", "Duration of one reconcile tick (observe, plan, act).",
+            buckets=API_BUCKETS, registry=r)
+        self.stage_duration = Histogram(
+            p + "tick_stage_duration_seconds", "Duration of each stage of a tick.",
+            ["stage"], buckets=API_BUCKETS, registry=r)
+        self.ticks = Counter(
+            p + "ticks_total", "Reconcile ticks by trigger (event, resync).", ["trigger"],
+            registry=r)
+        self.tick_errors = Counter(
+            p + "tick_errors_total", "Errors during ticks by stage.", ["stage"], registry=r)
+        self.data_unknown = Gauge(
+            p + "data_unknown", "1 while a source could not be read (redis, fly:<app>, "
+            "prometheus); the scaler then neither scales down nor reaps on it.",
+            ["source"], registry=r)
+        self.leader = Gauge(
+            p + "leader", "1 if this replica holds the leader lease.", registry=r)
+        self.leader_changes = Counter(
+            p + "leader_changes_total", "Times this replica gained or lost the lease.",
+            ["change"], registry=r)
+        self.last_tick = Gauge(
+            p + "last_tick_timestamp_seconds", "Unix time of the last completed tick.", registry=r)
+
+        # Cost.
+        self.machine_seconds = Counter(
+            p + "machine_seconds_total", "Seconds our machines spent started, by pool and size.",
+            ["pool", "size"], registry=r)
+        self.cost = Counter(
+            p + "estimated_cost_usd_total", "Estimated cost of started machine time in USD, by "
+            "pool and size (list prices; see [costs]).", ["pool", "size"], registry=r)
+
+        # The enqueue API.
+        self.http_enqueued = Counter(
+            p + "http_enqueued_total", "Messages accepted by the HTTP enqueue API by queue.",
+            ["queue"], registry=r)
+        self.http_rejected = Counter(
+            p + "http_rejected_total", "Requests refused by the HTTP enqueue API by status code.",
+            ["code"], registry=r)
+
+    def observe_api_call(self, action: str, status: int | None, seconds: float) -> None:
+        """Record one Fly API attempt (the Fly client's observer hook)."""
+        self.api_requests.labels(action, str(status) if status is not None else "error").inc()
+        self.api_latency.labels(action).observe(seconds)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
