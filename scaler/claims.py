@@ -1,0 +1,535 @@
+"""Job claims: which ready dramatiq message is bound to which per-job machine.
+
+Key and identity contract (other modules and the in-machine runner depend on it exactly):
+
+- dramatiq keys (namespace ``ns``, default ``"dramatiq"``; queue ``q``): ready list ``{ns}:{q}``,
+  bodies ``{ns}:{q}.msgs``, dead letters ``{ns}:{q}.XQ`` (zset) and ``{ns}:{q}.XQ.msgs``.
+- Scaler keys (prefix ``p``, default ``"fly-scaler"``):
+
+  - ``{p}:claims:{q}`` HASH: redis_message_id -> JSON ``{"pool", "queue", "message_id", "launch"
+    (1-based), "claimed_at" (ms), "machine_name", "state": "claimed"|"running", "machine_id",
+    "started_at" (ms), "heartbeat_at" (ms)}`` (the last three once the runner has started).
+  - ``{p}:launches:{q}`` HASH: dramatiq message_id -> launches so far; deleted when the job
+    finishes or is dead-lettered. A dramatiq retry keeps its message_id but the runner completes
+    the claim of the failed attempt, so this counts machines that died, not dramatiq retries.
+  - ``{p}:dead-reasons:{q}`` HASH: redis_message_id -> JSON ``{"reason", "at", "message_id",
+    "launches"}`` for messages the scaler dead-lettered (the message JSON itself is never
+    rewritten).
+
+- Machine name of a claim: ``f"{pool}-{redis_message_id without dashes}-{launch}"``, the
+  idempotency key of the create call (:func:`machine_name`).
+- Env of a per-job machine (:func:`binding_env`): ``FLY_SCALER_QUEUE``, ``FLY_SCALER_MESSAGE``
+  (redis_message_id), ``FLY_SCALER_NAMESPACE``, ``FLY_SCALER_PREFIX``, ``FLY_SCALER_LAUNCH`` and
+  ``FLY_SCALER_REDIS_URL_ENV`` (the NAME of the env var holding the Redis URL, set by the pool).
+
+Every script the scaler calls (claim, give back, dead-letter, requeue) starts with
+``scaler.leader.FENCE_LUA`` and raises :class:`scaler.leader.Fenced` when a newer leader exists.
+Everything is O(1) per message touched: nothing here scans a queue.
+
+This module is imported by the in-machine runner, so it stays light: ``scaler.leader`` (structlog)
+and ``redis.asyncio`` are imported only on the scaler side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio as aioredis
+
+    from scaler.leader import Fence
+
+__all__ = [
+    "Claim",
+    "ClaimStore",
+    "RunnerClaim",
+    "SettleOutcome",
+    "binding_env",
+    "claims_key",
+    "dead_reasons_key",
+    "launches_key",
+    "machine_name",
+]
+
+log = logging.getLogger(__name__)
+
+SettleOutcome = Literal["requeued", "dead_lettered", "gone"]
+
+
+def claims_key(prefix: str, queue: str) -> str:
+    """``{prefix}:claims:{queue}``: redis_message_id -> claim record JSON."""
+    return f"{prefix}:claims:{queue}"
+
+
+def launches_key(prefix: str, queue: str) -> str:
+    """``{prefix}:launches:{queue}``: dramatiq message_id -> launch count."""
+    return f"{prefix}:launches:{queue}"
+
+
+def dead_reasons_key(prefix: str, queue: str) -> str:
+    """``{prefix}:dead-reasons:{queue}``: redis_message_id -> why the scaler dead-lettered it."""
+    return f"{prefix}:dead-reasons:{queue}"
+
+
+def machine_name(pool: str, redis_message_id: str, launch: int) -> str:
+    """The deterministic machine name of a claim's launch (the create idempotency key)."""
+    return f"{pool}-{redis_message_id.replace('-', '')}-{launch}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claimed message, as stored in ``{p}:claims:{q}``.
+
+    ``message`` is the decoded dramatiq message: filled by :meth:`ClaimStore.claim` and by
+    :meth:`ClaimStore.list_claims` with ``with_messages=True``; ``{}`` when the body is gone or
+    is not valid JSON (such a message can only be dead-lettered).
+    """
+
+    redis_message_id: str
+    pool: str
+    queue: str
+    message_id: str
+    launch: int
+    claimed_at: int
+    machine_name: str
+    state: str = "claimed"
+    machine_id: str | None = None
+    started_at: int | None = None
+    heartbeat_at: int | None = None
+    message: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def machine_options(self) -> dict[str, Any] | None:
+        """The message's per-job machine options (``options.fly_machine``), if any."""
+        options = self.message.get("options")
+        if not isinstance(options, dict):
+            return None
+        value = options.get("fly_machine")
+        return dict(value) if isinstance(value, dict) else None
+
+    @classmethod
+    def from_record(
+        cls, redis_message_id: str, record: str | bytes, body: str | bytes | None = None
+    ) -> Claim:
+        """Build a claim from its stored JSON record and (optionally) the message body."""
+        data = json.loads(record)
+        message: dict[str, Any] = {}
+        if body is not None:
+            try:
+                decoded = json.loads(body)
+            except ValueError:
+                decoded = None
+            if isinstance(decoded, dict):
+                message = decoded
+        return cls(
+            redis_message_id=redis_message_id,
+            pool=str(data["pool"]),
+            queue=str(data["queue"]),
+            message_id=str(data["message_id"]),
+            launch=int(data["launch"]),
+            claimed_at=int(data["claimed_at"]),
+            machine_name=str(data["machine_name"]),
+            state=str(data.get("state", "claimed")),
+            machine_id=_opt_str(data.get("machine_id")),
+            started_at=_opt_int(data.get("started_at")),
+            heartbeat_at=_opt_int(data.get("heartbeat_at")),
+            message=message,
+        )
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def binding_env(
+    claim: Claim, *, redis_url_env: str = "REDIS_URL", namespace: str, prefix: str
+) -> dict[str, str]:
+    """The env that binds a per-job machine to its claim (the runner reads it).
+
+    ``redis_url_env`` is the *name* of the env var in which the machine finds the Redis URL (the
+    pool config provides the value); the URL itself never goes through here.
+    """
+    if not redis_url_env.isidentifier():
+        raise ValueError(
+            f"redis_url_env: {redis_url_env!r} is not an env var name; use e.g. 'REDIS_URL'"
+        )
+    return {
+        "FLY_SCALER_QUEUE": claim.queue,
+        "FLY_SCALER_MESSAGE": claim.redis_message_id,
+        "FLY_SCALER_NAMESPACE": namespace,
+        "FLY_SCALER_PREFIX": prefix,
+        "FLY_SCALER_LAUNCH": str(claim.launch),
+        "FLY_SCALER_REDIS_URL_ENV": redis_url_env,
+    }
+
+
+# --- Lua -------------------------------------------------------------------------------------
+# Message bodies are only ever cjson.decode'd (read); they are never re-encoded, because cjson
+# loses precision on big numbers. Our own claim records are small and safe to re-encode.
+
+# KEYS: fence, ready, msgs, claims, launches. ARGV: fence value, n, now_ms, pool, queue.
+_CLAIM = """
+local n = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local out = {}
+local got = 0
+while got < n do
+  local id = redis.call('LPOP', KEYS[2])
+  if not id then break end
+  local body = redis.call('HGET', KEYS[3], id)
+  if body and redis.call('HEXISTS', KEYS[4], id) == 0 then
+    local ok, msg = pcall(cjson.decode, body)
+    local mid = id
+    if ok and type(msg) == 'table' and type(msg['message_id']) == 'string' then
+      mid = msg['message_id']
+    end
+    local launch = redis.call('HINCRBY', KEYS[5], mid, 1)
+    local bare = (string.gsub(id, '%-', ''))
+    local rec = cjson.encode({pool = ARGV[4], queue = ARGV[5], message_id = mid, launch = launch,
+      claimed_at = now, machine_name = ARGV[4] .. '-' .. bare .. '-' .. launch, state = 'claimed'})
+    redis.call('HSET', KEYS[4], id, rec)
+    out[#out + 1] = id
+    out[#out + 1] = rec
+    out[#out + 1] = body
+    got = got + 1
+  end
+end
+return out
+"""
+
+# KEYS: fence, ready, msgs, claims, launches, xq, xq msgs, dead reasons.
+# ARGV: fence value, rmid, mode (give_back|dead_letter|auto), max_launches, now_ms, reason, uncount.
+_SETTLE = """
+local rec = redis.call('HGET', KEYS[4], ARGV[2])
+if not rec then return 'gone' end
+local claim = cjson.decode(rec)
+local mid = claim['message_id']
+local mode = ARGV[3]
+local reason = ARGV[6]
+local launches = tonumber(redis.call('HGET', KEYS[5], mid) or '0')
+if mode == 'auto' then
+  if launches < tonumber(ARGV[4]) then
+    mode = 'give_back'
+  else
+    mode = 'dead_letter'
+    reason = reason .. '; gave up after ' .. launches .. ' launches'
+  end
+end
+redis.call('HDEL', KEYS[4], ARGV[2])
+local body = redis.call('HGET', KEYS[3], ARGV[2])
+if mode == 'give_back' then
+  if ARGV[7] == '1' and redis.call('HINCRBY', KEYS[5], mid, -1) <= 0 then
+    redis.call('HDEL', KEYS[5], mid)
+  end
+  if body then
+    redis.call('LPUSH', KEYS[2], ARGV[2])
+    return 'requeued'
+  end
+  return 'gone'
+end
+redis.call('HDEL', KEYS[5], mid)
+if not body then return 'gone' end
+redis.call('ZADD', KEYS[6], ARGV[5], ARGV[2])
+redis.call('HSET', KEYS[7], ARGV[2], body)
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[8], ARGV[2], cjson.encode({reason = reason, at = tonumber(ARGV[5]),
+  message_id = mid, launches = launches}))
+return 'dead_lettered'
+"""
+
+# KEYS: claims. ARGV: rmid, machine_id, now_ms, only_heartbeat ('1'|'0').
+_MARK = """
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+if not rec then return 0 end
+local c = cjson.decode(rec)
+local owner = c['machine_id']
+if ARGV[4] == '1' then
+  if owner ~= ARGV[2] then return 0 end
+elseif c['state'] == 'running' and owner and owner ~= ARGV[2] then
+  return 0
+end
+local now = tonumber(ARGV[3])
+c['state'] = 'running'
+c['machine_id'] = ARGV[2]
+if not c['started_at'] then c['started_at'] = now end
+c['heartbeat_at'] = now
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(c))
+return 1
+"""
+
+# KEYS: claims, launches, msgs, xq, xq msgs. ARGV: rmid, outcome (none|ack|nack), now_ms.
+# Ack/nack on the message and the end of the claim happen together: a crash between the two
+# would otherwise strand a body with no claim and no place in the ready list.
+_FINISH = """
+if ARGV[2] == 'ack' then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+elseif ARGV[2] == 'nack' then
+  local body = redis.call('HGET', KEYS[3], ARGV[1])
+  if body then
+    redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+    redis.call('HSET', KEYS[5], ARGV[1], body)
+    redis.call('HDEL', KEYS[3], ARGV[1])
+  end
+end
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+if not rec then return 0 end
+local c = cjson.decode(rec)
+redis.call('HDEL', KEYS[2], c['message_id'])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
+FinishOutcome = Literal["none", "ack", "nack"]
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Keys:
+    """The keys of one queue, for both the dramatiq and the scaler side."""
+
+    def __init__(self, namespace: str, prefix: str, queue: str) -> None:
+        base = f"{namespace}:{queue}"
+        self.ready = base
+        self.msgs = f"{base}.msgs"
+        self.xq = f"{base}.XQ"
+        self.xq_msgs = f"{base}.XQ.msgs"
+        self.claims = claims_key(prefix, queue)
+        self.launches = launches_key(prefix, queue)
+        self.dead_reasons = dead_reasons_key(prefix, queue)
+
+    def finish(self) -> list[str]:
+        return [self.claims, self.launches, self.msgs, self.xq, self.xq_msgs]
+
+
+class ClaimStore:
+    """Claims on the scaler side (async, fenced), plus the runner-side calls for async callers.
+
+    Scripts are registered once per store; redis-py loads them with EVALSHA and falls back to a
+    load on ``NOSCRIPT``.
+    """
+
+    def __init__(
+        self, redis: aioredis.Redis, namespace: str = "dramatiq", prefix: str = "fly-scaler"
+    ):
+        # Imported here so that the in-machine runner never pays for structlog.
+        from scaler.leader import FENCE_LUA
+
+        self._redis = redis
+        self.namespace = namespace
+        self.prefix = prefix
+        self._claim = redis.register_script(FENCE_LUA + _CLAIM)
+        self._settle = redis.register_script(FENCE_LUA + _SETTLE)
+        self._mark = redis.register_script(_MARK)
+        self._finish = redis.register_script(_FINISH)
+
+    def keys(self, queue: str) -> _Keys:
+        """The Redis keys of ``queue`` (dramatiq's and ours)."""
+        return _Keys(self.namespace, self.prefix, queue)
+
+    async def _fenced(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        from scaler.leader import raise_if_fenced
+
+        try:
+            return await script(keys=keys, args=args)
+        except Exception as exc:
+            raise_if_fenced(exc)
+            raise
+
+    @staticmethod
+    def _fence(fence: Fence | None, default_key: str) -> tuple[str, str]:
+        return (default_key, "") if fence is None else (fence.key, fence.value)
+
+    async def claim(
+        self, queue: str, pool: str, n: int, now_ms: int, fence: Fence | None
+    ) -> list[Claim]:
+        """Atomically take up to ``n`` ready messages of ``queue`` for ``pool``.
+
+        Pops from the head (oldest first); ids whose body is gone are dropped; each claim bumps
+        the launch count of its dramatiq message_id. Raises :class:`scaler.leader.Fenced`.
+        """
+        if n <= 0:
+            return []
+        k = self.keys(queue)
+        fkey, fval = self._fence(fence, k.claims)
+        raw = await self._fenced(
+            self._claim,
+            [fkey, k.ready, k.msgs, k.claims, k.launches],
+            [fval, n, now_ms, pool, queue],
+        )
+        out = []
+        for i in range(0, len(raw), 3):
+            out.append(Claim.from_record(_text(raw[i]), raw[i + 1], raw[i + 2]))
+        return out
+
+    async def list_claims(
+        self, queues: Sequence[str], *, with_messages: bool = False
+    ) -> dict[str, list[Claim]]:
+        """Every claim of ``queues`` (one pipeline; a second one for bodies if asked)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.hgetall(claims_key(self.prefix, q))
+            replies = await pipe.execute()
+        records: dict[str, list[tuple[str, Any]]] = {}
+        for q, reply in zip(queues, replies, strict=True):
+            records[q] = sorted(((_text(k), v) for k, v in reply.items()), key=lambda kv: kv[0])
+        bodies: dict[str, list[Any]] = {q: [None] * len(r) for q, r in records.items()}
+        if with_messages and any(records.values()):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                wanted = [q for q in queues if records[q]]
+                for q in wanted:
+                    pipe.hmget(self.keys(q).msgs, [rmid for rmid, _ in records[q]])
+                for q, reply in zip(wanted, await pipe.execute(), strict=True):
+                    bodies[q] = list(reply)
+        result: dict[str, list[Claim]] = {}
+        for q in queues:
+            claims = []
+            for (rmid, rec), body in zip(records[q], bodies[q], strict=True):
+                try:
+                    claims.append(Claim.from_record(rmid, rec, body))
+                except (ValueError, KeyError, TypeError):
+                    log.warning("skipping a malformed claim record %s in queue %s", rmid, q)
+            result[q] = claims
+        return result
+
+    async def _settle_call(
+        self,
+        queue: str,
+        rmid: str,
+        mode: str,
+        reason: str,
+        fence: Fence | None,
+        now_ms: int,
+        max_launches: int = 0,
+        uncount: bool = False,
+    ) -> SettleOutcome:
+        k = self.keys(queue)
+        fkey, fval = self._fence(fence, k.claims)
+        outcome = await self._fenced(
+            self._settle,
+            [fkey, k.ready, k.msgs, k.claims, k.launches, k.xq, k.xq_msgs, k.dead_reasons],
+            [fval, rmid, mode, max_launches, now_ms, reason, "1" if uncount else "0"],
+        )
+        result: SettleOutcome = _text(outcome)  # type: ignore[assignment]
+        if result != "gone":
+            log.info("claim %s of queue %s %s: %s", rmid, queue, result, reason)
+        return result
+
+    async def give_back(
+        self,
+        queue: str,
+        redis_message_id: str,
+        reason: str,
+        fence: Fence | None,
+        *,
+        uncount: bool = False,
+    ) -> SettleOutcome:
+        """End a claim and put the message back at the head of the ready list (its old place).
+
+        ``uncount=True`` also takes back the launch (the machine was certainly never created).
+        Idempotent: ``"gone"`` when the claim no longer exists or the body was already acked.
+        """
+        return await self._settle_call(
+            queue, redis_message_id, "give_back", reason, fence, 0, uncount=uncount
+        )
+
+    async def dead_letter(
+        self, queue: str, redis_message_id: str, reason: str, fence: Fence | None, now_ms: int
+    ) -> SettleOutcome:
+        """End a claim and move its message to ``{q}.XQ`` as dramatiq's nack does.
+
+        The reason goes to ``{p}:dead-reasons:{q}`` (see :meth:`dead_reason`). Idempotent.
+        """
+        return await self._settle_call(
+            queue, redis_message_id, "dead_letter", reason, fence, now_ms
+        )
+
+    async def requeue_or_dead_letter(
+        self,
+        queue: str,
+        redis_message_id: str,
+        reason: str,
+        max_launches: int,
+        fence: Fence | None,
+        now_ms: int,
+    ) -> SettleOutcome:
+        """The claim's machine is gone without acking: give the job back, or dead-letter it
+        with ``"{reason}; gave up after {n} launches"`` once ``n >= max_launches``."""
+        if max_launches < 1:
+            raise ValueError(f"max_launches: must be >= 1, got {max_launches}")
+        return await self._settle_call(
+            queue, redis_message_id, "auto", reason, fence, now_ms, max_launches
+        )
+
+    async def dead_reason(self, queue: str, redis_message_id: str) -> dict[str, Any] | None:
+        """Why the scaler dead-lettered this message, or None."""
+        raw = await self._redis.hget(dead_reasons_key(self.prefix, queue), redis_message_id)
+        return None if raw is None else dict(json.loads(raw))
+
+    async def launches(self, queue: str, message_id: str) -> int:
+        """How many machines were launched for this dramatiq message_id so far."""
+        raw = await self._redis.hget(launches_key(self.prefix, queue), message_id)
+        return 0 if raw is None else int(raw)
+
+    async def mark_running(self, queue: str, rmid: str, machine_id: str, now_ms: int) -> bool:
+        """Runner side: the claim's machine has started. False if the claim is gone or is
+        running on another machine (the caller must not run the job)."""
+        k = self.keys(queue)
+        return bool(await self._mark(keys=[k.claims], args=[rmid, machine_id, now_ms, "0"]))
+
+    async def heartbeat(self, queue: str, rmid: str, machine_id: str, now_ms: int) -> bool:
+        """Runner side: refresh ``heartbeat_at``. False if the claim is gone or not ours."""
+        k = self.keys(queue)
+        return bool(await self._mark(keys=[k.claims], args=[rmid, machine_id, now_ms, "1"]))
+
+    async def complete(self, queue: str, rmid: str) -> bool:
+        """Runner side: the job is done (acked or dead-lettered by dramatiq): drop the claim and
+        the launch count. False if there was no claim."""
+        k = self.keys(queue)
+        return bool(await self._finish(keys=k.finish(), args=[rmid, "none", 0]))
+
+
+class RunnerClaim:
+    """The runner's synchronous handle on its one bound claim (no fencing: it owns the claim)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        namespace: str,
+        prefix: str,
+        queue: str,
+        redis_message_id: str,
+    ) -> None:
+        self._keys = _Keys(namespace, prefix, queue)
+        self.queue = queue
+        self.redis_message_id = redis_message_id
+        self._mark = client.register_script(_MARK)
+        self._finish = client.register_script(_FINISH)
+
+    def mark_running(self, machine_id: str, now_ms: int) -> bool:
+        """Record that this machine runs the job; False if the claim is gone or not ours."""
+        args: list[str | int] = [self.redis_message_id, machine_id, now_ms, "0"]
+        return bool(self._mark(keys=[self._keys.claims], args=args))
+
+    def heartbeat(self, machine_id: str, now_ms: int) -> bool:
+        """Refresh ``heartbeat_at``; False if the claim is gone or not ours."""
+        args: list[str | int] = [self.redis_message_id, machine_id, now_ms, "1"]
+        return bool(self._mark(keys=[self._keys.claims], args=args))
+
+    def finish(self, outcome: FinishOutcome, now_ms: int) -> bool:
+        """Atomically ack (``"ack"``: drop the body) or nack (``"nack"``: move it to ``{q}.XQ``)
+        the message and end the claim. False if there was no claim any more."""
+        return bool(
+            self._finish(keys=self._keys.finish(), args=[self.redis_message_id, outcome, now_ms])
+        )

@@ -1,0 +1,271 @@
+"""Claims against a real Redis: atomic, idempotent, fenced, O(1) per message."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from scaler.claims import (
+    Claim,
+    ClaimStore,
+    RunnerClaim,
+    binding_env,
+    claims_key,
+    launches_key,
+    machine_name,
+)
+from scaler.leader import Fence, Fenced
+
+NOW = 1_700_000_000_000
+Q = "jobs"
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def store(aredis: aioredis.Redis, redis_prefix: str) -> ClaimStore:
+    return ClaimStore(aredis, namespace=f"{redis_prefix}-ns", prefix=redis_prefix)
+
+
+def enqueue(
+    client: redis.Redis, ns: str, queue: str = Q, *, options: dict[str, object] | None = None
+) -> tuple[str, str]:
+    """Enqueue like dramatiq's dispatch script does; returns (redis_message_id, message_id)."""
+    rmid, mid = str(uuid.uuid4()), str(uuid.uuid4())
+    body = {
+        "queue_name": queue,
+        "actor_name": "work",
+        "args": [12345678901234567890],
+        "kwargs": {},
+        "options": {"redis_message_id": rmid, **(options or {})},
+        "message_id": mid,
+        "message_timestamp": NOW - 5000,
+    }
+    client.hset(f"{ns}:{queue}.msgs", rmid, json.dumps(body, separators=(",", ":")))
+    client.rpush(f"{ns}:{queue}", rmid)
+    return rmid, mid
+
+
+def test_machine_name_is_deterministic() -> None:
+    rmid = "7642c86a-1111-2222-3333-444455556666"
+    assert machine_name("ci", rmid, 2) == "ci-7642c86a111122223333444455556666-2"
+
+
+async def test_claim_takes_oldest_first_and_records(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    ns = store.namespace
+    ids = [enqueue(redis_client, ns, options={"fly_machine": {"cpus": 2}}) for _ in range(3)]
+    claims = await store.claim(Q, "ci", 2, NOW, None)
+    assert [c.redis_message_id for c in claims] == [ids[0][0], ids[1][0]]
+    first = claims[0]
+    assert first.message_id == ids[0][1]
+    assert first.launch == 1
+    assert first.state == "claimed"
+    assert first.claimed_at == NOW
+    assert first.machine_name == machine_name("ci", ids[0][0], 1)
+    assert first.machine_options == {"cpus": 2}
+    # the message body is returned untouched (a big int survives: it was never re-encoded)
+    assert first.message["args"] == [12345678901234567890]
+    assert redis_client.lrange(f"{ns}:{Q}", 0, -1) == [ids[2][0].encode()]
+    listed = await store.list_claims([Q, "other"])
+    assert sorted(c.redis_message_id for c in listed[Q]) == sorted(
+        c.redis_message_id for c in claims
+    )
+    assert listed["other"] == []
+    assert listed[Q][0].message == {}
+    with_bodies = await store.list_claims([Q], with_messages=True)
+    assert all(c.message["queue_name"] == Q for c in with_bodies[Q])
+
+
+async def test_claim_skips_stale_ids_and_empty_queue(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    ns = store.namespace
+    redis_client.rpush(f"{ns}:{Q}", "ghost")
+    rmid, _ = enqueue(redis_client, ns)
+    claims = await store.claim(Q, "ci", 5, NOW, None)
+    assert [c.redis_message_id for c in claims] == [rmid]
+    assert await store.claim(Q, "ci", 5, NOW, None) == []
+    assert await store.claim(Q, "ci", 0, NOW, None) == []
+
+
+async def test_same_id_is_never_claimed_twice(store: ClaimStore, redis_client: redis.Redis) -> None:
+    ns = store.namespace
+    rmid, _ = enqueue(redis_client, ns)
+    await store.claim(Q, "ci", 1, NOW, None)
+    redis_client.rpush(f"{ns}:{Q}", rmid)  # e.g. a maintenance requeue raced us
+    assert await store.claim(Q, "ci", 1, NOW, None) == []
+    assert redis_client.hlen(claims_key(store.prefix, Q)) == 1
+
+
+async def test_give_back_restores_head_and_is_idempotent(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    ns = store.namespace
+    a, _ = enqueue(redis_client, ns)
+    b, _ = enqueue(redis_client, ns)
+    [claim] = await store.claim(Q, "ci", 1, NOW, None)
+    assert claim.redis_message_id == a
+    assert await store.give_back(Q, a, "capacity", None) == "requeued"
+    assert await store.give_back(Q, a, "capacity", None) == "gone"
+    assert redis_client.lrange(f"{ns}:{Q}", 0, -1) == [a.encode(), b.encode()]
+    [again] = await store.claim(Q, "ci", 1, NOW, None)
+    assert again.launch == 2
+    assert again.machine_name.endswith("-2")
+
+
+async def test_give_back_uncount_takes_back_the_launch(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    rmid, mid = enqueue(redis_client, store.namespace)
+    await store.claim(Q, "ci", 1, NOW, None)
+    await store.give_back(Q, rmid, "create refused", None, uncount=True)
+    assert await store.launches(Q, mid) == 0
+    [claim] = await store.claim(Q, "ci", 1, NOW, None)
+    assert claim.launch == 1
+
+
+async def test_dead_letter_moves_to_xq_with_reason(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    ns = store.namespace
+    rmid, mid = enqueue(redis_client, ns)
+    body = redis_client.hget(f"{ns}:{Q}.msgs", rmid)
+    await store.claim(Q, "ci", 1, NOW, None)
+    assert await store.dead_letter(Q, rmid, "fly_machine.cpus: 3 not allowed", None, NOW) == (
+        "dead_lettered"
+    )
+    assert redis_client.zscore(f"{ns}:{Q}.XQ", rmid) == NOW
+    assert redis_client.hget(f"{ns}:{Q}.XQ.msgs", rmid) == body
+    assert not redis_client.hexists(f"{ns}:{Q}.msgs", rmid)
+    assert redis_client.hlen(claims_key(store.prefix, Q)) == 0
+    assert not redis_client.hexists(launches_key(store.prefix, Q), mid)
+    reason = await store.dead_reason(Q, rmid)
+    assert reason is not None
+    assert reason["reason"] == "fly_machine.cpus: 3 not allowed"
+    assert reason["message_id"] == mid
+    assert await store.dead_letter(Q, rmid, "again", None, NOW) == "gone"
+
+
+async def test_requeue_until_max_launches_then_dead_letter(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    ns = store.namespace
+    rmid, _ = enqueue(redis_client, ns)
+    outcomes = []
+    for _ in range(3):
+        [claim] = await store.claim(Q, "ci", 1, NOW, None)
+        outcomes.append(
+            await store.requeue_or_dead_letter(Q, claim.redis_message_id, "oom", 3, None, NOW)
+        )
+    assert outcomes == ["requeued", "requeued", "dead_lettered"]
+    reason = await store.dead_reason(Q, rmid)
+    assert reason is not None
+    assert reason["reason"] == "oom; gave up after 3 launches"
+    assert redis_client.zcard(f"{ns}:{Q}.XQ") == 1
+    assert redis_client.llen(f"{ns}:{Q}") == 0
+    with pytest.raises(ValueError, match="max_launches"):
+        await store.requeue_or_dead_letter(Q, rmid, "oom", 0, None, NOW)
+
+
+async def test_fenced_scripts_refuse_a_stale_leader(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    ns = store.namespace
+    rmid, _ = enqueue(redis_client, ns)
+    lease = f"{store.prefix}:leader"
+    redis_client.set(lease, "me:2")
+    assert len(await store.claim(Q, "ci", 1, NOW, Fence(lease, "me:2", 2))) == 1
+    stale = Fence(lease, "me:1", 1)
+    with pytest.raises(Fenced):
+        await store.give_back(Q, rmid, "x", stale)
+    with pytest.raises(Fenced):
+        await store.dead_letter(Q, rmid, "x", stale, NOW)
+    with pytest.raises(Fenced):
+        await store.requeue_or_dead_letter(Q, rmid, "x", 3, stale, NOW)
+    enqueue(redis_client, ns)
+    with pytest.raises(Fenced):
+        await store.claim(Q, "ci", 1, NOW, stale)
+    assert redis_client.llen(f"{ns}:{Q}") == 1  # the refused claim popped nothing
+
+
+async def test_runner_side_lifecycle(
+    store: ClaimStore, redis_client: redis.Redis, redis_url: str
+) -> None:
+    ns = store.namespace
+    rmid, mid = enqueue(redis_client, ns)
+    await store.claim(Q, "ci", 1, NOW, None)
+    runner = RunnerClaim(
+        redis_client, namespace=ns, prefix=store.prefix, queue=Q, redis_message_id=rmid
+    )
+    assert runner.mark_running("m1", NOW + 10)
+    assert not runner.mark_running("m2", NOW + 11)  # someone else owns it
+    assert runner.mark_running("m1", NOW + 12)  # the same machine restarting is fine
+    assert runner.heartbeat("m1", NOW + 20)
+    assert not runner.heartbeat("m2", NOW + 20)
+    [claim] = (await store.list_claims([Q]))[Q]
+    assert (claim.state, claim.machine_id, claim.started_at, claim.heartbeat_at) == (
+        "running",
+        "m1",
+        NOW + 10,
+        NOW + 20,
+    )
+    assert runner.finish("ack", NOW + 30)
+    assert not redis_client.hexists(f"{ns}:{Q}.msgs", rmid)
+    assert redis_client.hlen(claims_key(store.prefix, Q)) == 0
+    assert not redis_client.hexists(launches_key(store.prefix, Q), mid)
+    assert not runner.finish("ack", NOW + 30)
+    assert not runner.mark_running("m1", NOW)
+
+
+async def test_runner_nack_dead_letters_and_async_twins(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    ns = store.namespace
+    rmid, _ = enqueue(redis_client, ns)
+    await store.claim(Q, "ci", 1, NOW, None)
+    assert await store.mark_running(Q, rmid, "m1", NOW)
+    assert await store.heartbeat(Q, rmid, "m1", NOW + 1)
+    runner = RunnerClaim(
+        redis_client, namespace=ns, prefix=store.prefix, queue=Q, redis_message_id=rmid
+    )
+    assert runner.finish("nack", NOW + 5)
+    assert redis_client.zscore(f"{ns}:{Q}.XQ", rmid) == NOW + 5
+    other, _ = enqueue(redis_client, ns)
+    await store.claim(Q, "ci", 1, NOW, None)
+    assert await store.complete(Q, other)
+    assert not await store.complete(Q, other)
+
+
+def test_binding_env() -> None:
+    claim = Claim(
+        redis_message_id="r-1",
+        pool="ci",
+        queue=Q,
+        message_id="m",
+        launch=2,
+        claimed_at=NOW,
+        machine_name="ci-r1-2",
+    )
+    env = binding_env(claim, redis_url_env="REDIS_URL", namespace="dramatiq", prefix="fs")
+    assert env == {
+        "FLY_SCALER_QUEUE": Q,
+        "FLY_SCALER_MESSAGE": "r-1",
+        "FLY_SCALER_NAMESPACE": "dramatiq",
+        "FLY_SCALER_PREFIX": "fs",
+        "FLY_SCALER_LAUNCH": "2",
+        "FLY_SCALER_REDIS_URL_ENV": "REDIS_URL",
+    }
+    with pytest.raises(ValueError, match="redis_url_env"):
+        binding_env(claim, redis_url_env="redis://x", namespace="d", prefix="p")
