@@ -1,0 +1,48 @@
+"""The pure planner: ``plan(observation, pools, caps) -> Plan`` (DESIGN.md §2, §3).
+
+No I/O, no clock, no randomness: the same observation always yields the same plan.
+"""
+
+from scaler.policy.types import (
+    Action,
+    Caps,
+    ClaimAction,
+    ClaimView,
+    Create,
+    DeadLetter,
+    Decision,
+    Destroy,
+    GiveBack,
+    Launch,
+    MachineView,
+    MarkOrphan,
+    Observation,
+    Plan,
+    PoolPolicy,
+    QueueView,
+    Relaunch,
+    RequeueOrDeadLetter,
+    Start,
+)
+
+__all__ = [
+    "Action",
+    "Caps",
+    "ClaimAction",
+    "ClaimView",
+    "Create",
+    "DeadLetter",
+    "Decision",
+    "Destroy",
+    "GiveBack",
+    "Launch",
+    "MachineView",
+    "MarkOrphan",
+    "Observation",
+    "Plan",
+    "PoolPolicy",
+    "QueueView",
+    "Relaunch",
+    "RequeueOrDeadLetter",
+    "Start",
+]

@@ -1,0 +1,481 @@
+"""The planner's vocabulary: what it is told (pools, caps, an observation) and what it answers.
+
+Everything here is a frozen, slotted dataclass holding tuples and read-only mappings, so a plan can
+be compared, logged and replayed. Times are seconds since the epoch (floats); durations are seconds.
+The reconciler fills an :class:`Observation` from Redis and Fly and executes the :class:`Plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+__all__ = [
+    "DEFAULT_ORPHAN_GRACE_S",
+    "Action",
+    "Caps",
+    "ClaimAction",
+    "ClaimView",
+    "Create",
+    "DeadLetter",
+    "Decision",
+    "Destroy",
+    "GiveBack",
+    "Launch",
+    "MachineView",
+    "MarkOrphan",
+    "Observation",
+    "Plan",
+    "PoolMode",
+    "PoolPolicy",
+    "QueueView",
+    "Relaunch",
+    "RequeueOrDeadLetter",
+    "ScaleOn",
+    "Start",
+]
+
+PoolMode = Literal["per-job", "worker"]
+ScaleOn = Literal["depth", "latency", "prometheus"]
+Outcome = Literal["acted", "not_taken"]
+
+DEFAULT_ORPHAN_GRACE_S = 300.0
+"""Grace before destroying a machine whose pool is unknown and whose app has no configured pool."""
+
+_MODES = ("per-job", "worker")
+_SCALE_ON = ("depth", "latency", "prometheus")
+
+
+def _empty() -> Mapping[str, int]:
+    return {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs: configuration
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPolicy:
+    """What the planner needs to know about one pool (a subset of the configured pool).
+
+    Attributes:
+        name: unique pool name; machines carry it in their metadata.
+        mode: ``"per-job"`` (one auto-destroying machine per message) or ``"worker"``
+            (a fleet of dramatiq workers scaled from a signal).
+        app: the Fly app the pool's machines live in.
+        queues: the dramatiq queues the pool serves.
+        max_machines: pool cap on live machines (see :func:`scaler.policy.states.is_live`).
+        region: preferred Fly region (informational for the act step).
+        boot_timeout_s: a machine still not ``started`` this long after it was created (per-job) or
+            entered its current state (worker) is destroyed.
+        max_runtime_s: a started machine older than this is destroyed; ``None`` means no limit.
+        max_launches: per-job: launches per message before the act step dead-letters it.
+        orphan_grace_s: how long an orphan stays marked before it is destroyed.
+        claim_grace_s: per-job: how long a claim may lack a visible machine (listing lag, a create
+            in flight) before it is relaunched or its job requeued.
+        min_machines: worker: floor of the desired count.
+        jobs_per_machine: worker, ``scale_on="depth"``: messages one machine handles at once.
+        warm_machines: worker: stopped machines kept for fast starts; extra stopped ones are
+            destroyed.
+        scale_on: worker: the signal, ``"depth"``, ``"latency"`` or ``"prometheus"``.
+        target_latency_s: worker, ``"latency"``: scale up while the oldest ready message is older.
+        target_per_machine: worker, ``"prometheus"``: metric value one machine absorbs.
+        idle_timeout_s: worker: how long a worker waits idle before exiting (used by the act step
+            for the machine's environment; the planner never stops started workers).
+    """
+
+    name: str
+    mode: PoolMode
+    app: str
+    queues: tuple[str, ...]
+    max_machines: int
+    region: str | None = None
+    boot_timeout_s: float = 300.0
+    max_runtime_s: float | None = None
+    max_launches: int = 3
+    orphan_grace_s: float = 60.0
+    claim_grace_s: float = 30.0
+    min_machines: int = 0
+    jobs_per_machine: int = 1
+    warm_machines: int = 0
+    scale_on: ScaleOn = "depth"
+    target_latency_s: float = 30.0
+    target_per_machine: float = 1.0
+    idle_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, value: object, fix: str) -> ValueError:
+            return ValueError(f"pool {self.name!r}: {name} is {value!r}; {fix}")
+
+        if not self.name:
+            raise ValueError("pool name is empty; give every pool a unique, non-empty name")
+        if self.mode not in _MODES:
+            raise bad("mode", self.mode, 'use "per-job" or "worker"')
+        if not self.app:
+            raise bad("app", self.app, "set the Fly app the pool's machines run in")
+        if not isinstance(self.queues, tuple):
+            raise bad("queues", self.queues, "pass a tuple of queue names")
+        if self.max_machines < 0:
+            raise bad("max_machines", self.max_machines, "use 0 or more")
+        if not 0 <= self.min_machines <= self.max_machines:
+            raise bad("min_machines", self.min_machines, "use a value between 0 and max_machines")
+        if self.jobs_per_machine < 1:
+            raise bad("jobs_per_machine", self.jobs_per_machine, "use 1 or more")
+        if self.warm_machines < 0:
+            raise bad("warm_machines", self.warm_machines, "use 0 or more")
+        if self.max_launches < 1:
+            raise bad("max_launches", self.max_launches, "use 1 or more")
+        if self.scale_on not in _SCALE_ON:
+            raise bad("scale_on", self.scale_on, 'use "depth", "latency" or "prometheus"')
+        if self.target_per_machine <= 0:
+            raise bad("target_per_machine", self.target_per_machine, "use a positive number")
+        if self.target_latency_s <= 0:
+            raise bad("target_latency_s", self.target_latency_s, "use a positive number of seconds")
+        for name in ("boot_timeout_s", "orphan_grace_s", "claim_grace_s", "idle_timeout_s"):
+            if getattr(self, name) < 0:
+                raise bad(name, getattr(self, name), "use 0 or more seconds")
+        if self.max_runtime_s is not None and self.max_runtime_s <= 0:
+            raise bad("max_runtime_s", self.max_runtime_s, "use a positive number or None")
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """Caps on live machines beyond each pool's own ``max_machines``.
+
+    Attributes:
+        global_max: live machines across every app.
+        per_app: live machines per Fly app; an app missing here has no app cap.
+    """
+
+    global_max: int
+    per_app: Mapping[str, int] = field(default_factory=_empty)
+
+    def __post_init__(self) -> None:
+        if self.global_max < 0:
+            raise ValueError(f"caps: global_max is {self.global_max}; use 0 or more")
+        for app, cap in self.per_app.items():
+            if cap < 0:
+                raise ValueError(f"caps: per_app[{app!r}] is {cap}; use 0 or more")
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs: the observed world
+
+
+@dataclass(frozen=True, slots=True)
+class MachineView:
+    """One machine carrying our metadata (the reconciler drops every other machine).
+
+    Attributes:
+        id: Fly machine id.
+        name: machine name (deterministic per job and launch for per-job pools).
+        app: Fly app.
+        pool: pool from metadata; ``None`` = ours but the pool is missing or unreadable.
+        state: Fly state string (``created``, ``started``, ``stopped``, ...).
+        region: Fly region.
+        created_at: when the machine was created.
+        updated_at: when the machine last changed state.
+        started_at: when it last reached ``started``; ``None`` if it never did.
+        job: per-job: the dramatiq ``redis_message_id`` it is bound to.
+        queue: per-job: the queue of that message.
+        message_id: per-job: the dramatiq ``message_id``.
+        launch: per-job: the launch number of the job this machine runs.
+        orphan_marked_at: ``fly_scaler_orphan_at`` metadata written by an earlier MarkOrphan.
+        size: preset or guest label, for cost accounting.
+    """
+
+    id: str
+    name: str
+    app: str
+    pool: str | None
+    state: str
+    region: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float | None = None
+    job: str | None = None
+    queue: str | None = None
+    message_id: str | None = None
+    launch: int | None = None
+    orphan_marked_at: float | None = None
+    size: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """Counts for one dramatiq queue.
+
+    Attributes:
+        name: queue name.
+        ready: messages waiting to be consumed (claimed ones are not counted here).
+        delayed: messages in the delay queue.
+        in_flight: messages held by workers (unacked).
+        dead: dead-lettered messages.
+        claimed: messages claimed by per-job launches.
+        oldest_ready_age_s: age of the oldest ready message; ``None`` if unknown or empty.
+        delayed_due: delayed messages whose eta has passed (they need a worker to become ready).
+    """
+
+    name: str
+    ready: int
+    delayed: int = 0
+    in_flight: int = 0
+    dead: int = 0
+    claimed: int = 0
+    oldest_ready_age_s: float | None = None
+    delayed_due: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimView:
+    """A per-job claim: a message taken off its queue and bound to one machine.
+
+    Attributes:
+        queue: the message's queue.
+        job: dramatiq ``redis_message_id`` (the idempotency key).
+        message_id: dramatiq ``message_id``.
+        pool: the pool that claimed it.
+        launch: launch number (1 for the first machine).
+        claimed_at: when the claim was made.
+        machine_name: the deterministic machine name for this job and launch.
+        state: ``"claimed"`` (machine being created) or ``"running"`` (the runner picked it up).
+        machine_id: the created machine's id, once the create returned.
+        machine_options_error: non-``None`` when the message's per-job machine options are
+            invalid; the planner dead-letters the message with this text.
+        updated_at: when the claim last changed (``machine_id`` set, relaunched); the grace for a
+            missing machine runs from the later of this and ``claimed_at``.
+    """
+
+    queue: str
+    job: str
+    message_id: str
+    pool: str
+    launch: int
+    claimed_at: float
+    machine_name: str
+    state: Literal["claimed", "running"] = "claimed"
+    machine_id: str | None = None
+    machine_options_error: str | None = None
+    updated_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Everything one tick observed. A ``None`` value means "could not read": unknown, never zero.
+
+    Attributes:
+        now: the tick's clock.
+        queues: per queue name; ``None`` = unreadable.
+        machines_by_app: per app; ``None`` = the listing failed. An app of a configured pool that
+            is absent here is treated as unknown.
+        claims: per queue name; ``None`` = unreadable. A queue absent here has no claims.
+        inflight: per pool, launches/creates/starts already started by the act step and not yet
+            visible in listings; they count against every cap.
+        create_budget: per app, ``Machines_create`` tokens available now; an app absent here has a
+            budget of 0 (nothing is created on it; decisions say "rate_limit").
+        metric_values: per pool, the value for ``scale_on="prometheus"``; ``None`` or absent =
+            unknown.
+    """
+
+    now: float
+    queues: Mapping[str, QueueView | None] = field(default_factory=dict)
+    machines_by_app: Mapping[str, tuple[MachineView, ...] | None] = field(default_factory=dict)
+    claims: Mapping[str, tuple[ClaimView, ...] | None] = field(default_factory=dict)
+    inflight: Mapping[str, int] = field(default_factory=_empty)
+    create_budget: Mapping[str, float] = field(default_factory=dict)
+    metric_values: Mapping[str, float | None] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs: actions
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Per-job: claim up to ``count`` ready messages of ``queue`` and create one machine each."""
+
+    pool: str
+    app: str
+    queue: str
+    count: int
+    reason: str = "demand"
+
+
+@dataclass(frozen=True, slots=True)
+class Relaunch:
+    """Per-job: create the claim's machine again under the same deterministic name.
+
+    Used when a claim has no machine id and no visible machine past its grace (e.g. the scaler
+    stopped between claim and create). The create is idempotent by name.
+    """
+
+    pool: str
+    app: str
+    claim: ClaimView
+    reason: str = "no_machine"
+
+
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    """Per-job: return the claimed message to its queue without counting a failed launch.
+
+    ``requires_destroy`` names a machine destroyed in the same plan: give back only after that
+    destroy succeeded.
+    """
+
+    pool: str
+    claim: ClaimView
+    reason: str
+    requires_destroy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Per-job: move the claimed message to the dead-letter queue with ``reason``.
+
+    ``requires_destroy`` as for :class:`GiveBack`.
+    """
+
+    pool: str
+    claim: ClaimView
+    reason: str
+    requires_destroy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueOrDeadLetter:
+    """Per-job: the claim's machine is gone (or being destroyed) without an ack.
+
+    The act step gives the message back unless ``claim.launch >= max_launches``, in which case it
+    dead-letters it. ``requires_destroy`` as for :class:`GiveBack`. The act step should make the
+    release conditional on the claim still existing (the job may have acked meanwhile).
+    """
+
+    pool: str
+    claim: ClaimView
+    reason: str
+    max_launches: int
+    requires_destroy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Worker pool: create ``count`` new worker machines."""
+
+    pool: str
+    app: str
+    count: int
+    reason: str = "scale_up"
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Worker pool: start a stopped (warm) machine; preferred over :class:`Create`."""
+
+    pool: str
+    machine: MachineView
+    reason: str = "scale_up"
+
+
+@dataclass(frozen=True, slots=True)
+class Destroy:
+    """Destroy a machine; ``force`` kills it first (needed unless it is stopped).
+
+    ``pool`` is ``None`` for a machine whose pool is unknown.
+    """
+
+    pool: str | None
+    machine: MachineView
+    reason: str
+    force: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MarkOrphan:
+    """Write ``fly_scaler_orphan_at = now`` into the machine's metadata; a later plan destroys it
+    once ``orphan_grace_s`` has passed and it is still an orphan."""
+
+    pool: str | None
+    machine: MachineView
+    reason: str
+
+
+Action = (
+    Launch
+    | Relaunch
+    | GiveBack
+    | DeadLetter
+    | RequeueOrDeadLetter
+    | Create
+    | Start
+    | Destroy
+    | MarkOrphan
+)
+"""Any planned action; every one has ``pool`` and ``reason``."""
+ClaimAction = Relaunch | GiveBack | DeadLetter | RequeueOrDeadLetter
+"""An action on one per-job claim; the planner plans at most one per claim."""
+A = TypeVar("A")
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs: decisions and the plan
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Why the planner did, or did not do, something for a pool.
+
+    Attributes:
+        pool: the pool; ``None`` for machines or claims whose pool is unknown.
+        kind: ``"launch"``, ``"relaunch"``, ``"create"``, ``"start"``, ``"scale"``, ``"reap"``,
+            ``"mark_orphan"``, ``"requeue"``, ``"dead_letter"``, ``"give_back"``, ``"wait"``,
+            ``"skip"``.
+        outcome: ``"acted"`` or ``"not_taken"``.
+        reason: short machine-readable cause (``"cap_pool"``, ``"cap_app"``, ``"cap_global"``,
+            ``"rate_limit"``, ``"unknown_data"``, ``"no_demand"``, ``"boot_timeout"``,
+            ``"max_runtime"``, ``"failed"``, ``"stopped"``, ``"stuck"``, ``"orphan"``, ...).
+        count: how many units (machines, messages, claims) the decision covers.
+        inputs: the numbers that led to it.
+        message: one human sentence.
+    """
+
+    pool: str | None
+    kind: str
+    outcome: Outcome
+    reason: str
+    count: int
+    inputs: Mapping[str, float | int | str]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do this tick, and why.
+
+    Attributes:
+        actions: in execution order (for one claim, its machine's Destroy comes before the claim
+            action that ``requires_destroy`` it).
+        decisions: at least one per configured pool, including the decisions not taken.
+        desired: per configured pool, the number of live machines the pool wants.
+    """
+
+    actions: tuple[Action, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+    desired: Mapping[str, int] = field(default_factory=_empty)
+
+    def of_type(self, kind: type[A]) -> tuple[A, ...]:
+        """The actions of one class, in plan order."""
+        return tuple(a for a in self.actions if isinstance(a, kind))
+
+    def for_pool(self, pool: str | None) -> tuple[Action, ...]:
+        """The actions of one pool (``None``: machines whose pool is unknown)."""
+        return tuple(a for a in self.actions if a.pool == pool)
+
+    def decisions_for(self, pool: str | None) -> tuple[Decision, ...]:
+        """The decisions about one pool."""
+        return tuple(d for d in self.decisions if d.pool == pool)
+
+    def not_taken(self) -> tuple[Decision, ...]:
+        """The decisions not acted on."""
+        return tuple(d for d in self.decisions if d.outcome == "not_taken")
