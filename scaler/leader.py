@@ -194,9 +194,7 @@ class LeaderLease:
         if self._fence is None:
             return False
         started = self._clock()
-        ok = await self._redis.eval(
-            _RENEW, 1, self.key, self._fence.value, self._ttl_ms
-        )
+        ok = await self._redis.eval(_RENEW, 1, self.key, self._fence.value, self._ttl_ms)
         if not ok:
             self._fence = None
             return False
