@@ -1,0 +1,93 @@
+"""The Fly Machines API: typed clients, wire models, errors, sizing, rate limits.
+
+- :class:`AsyncFlyClient` / :class:`FlyClient` (``scaler.fly.client``): every operation, with the
+  rate governor, bounded retries and safe create resolution.
+- ``scaler.fly.models``: pydantic wire models per the official spec (unknown fields kept).
+- ``scaler.fly.errors``: the documented error hierarchy (:class:`FlyError` and below).
+- ``scaler.fly.sizing``: presets and :func:`guest_for` / :func:`validate_guest`.
+- ``scaler.fly.manager``: the seed's :class:`FlyIOManager` and its ``MachineConfig`` *builder*,
+  exported here as :class:`MachineBuilder` (``scaler.fly.MachineConfig`` is the wire model).
+"""
+
+from scaler.fly.client import AsyncFlyClient, ClientOptions, FlyClient
+from scaler.fly.errors import (
+    AmbiguousCreate,
+    BadRequest,
+    Conflict,
+    FlyAPIError,
+    FlyError,
+    FlyTransportError,
+    Forbidden,
+    InsufficientCapacity,
+    MachineLimit,
+    NameTaken,
+    NotFound,
+    PreconditionFailed,
+    RateLimited,
+    RequestTimeout,
+    ServerError,
+    Unauthorized,
+    Unprocessable,
+)
+from scaler.fly.manager import FlyIOManager
+from scaler.fly.manager import MachineConfig as MachineBuilder
+from scaler.fly.models import (
+    App,
+    CreateMachineRequest,
+    Guest,
+    Lease,
+    Machine,
+    MachineConfig,
+    MachineEvent,
+    Region,
+    StartResponse,
+    UpdateMachineRequest,
+    Volume,
+    VolumeSnapshot,
+    WaitResponse,
+)
+from scaler.fly.retry import RetryPolicy, Safety
+from scaler.fly.sizing import SizingError, guest_for, validate_guest
+
+__all__ = [
+    "AmbiguousCreate",
+    "App",
+    "AsyncFlyClient",
+    "BadRequest",
+    "ClientOptions",
+    "Conflict",
+    "CreateMachineRequest",
+    "FlyAPIError",
+    "FlyClient",
+    "FlyError",
+    "FlyIOManager",
+    "FlyTransportError",
+    "Forbidden",
+    "Guest",
+    "InsufficientCapacity",
+    "Lease",
+    "Machine",
+    "MachineBuilder",
+    "MachineConfig",
+    "MachineEvent",
+    "MachineLimit",
+    "NameTaken",
+    "NotFound",
+    "PreconditionFailed",
+    "RateLimited",
+    "Region",
+    "RequestTimeout",
+    "RetryPolicy",
+    "Safety",
+    "ServerError",
+    "SizingError",
+    "StartResponse",
+    "Unauthorized",
+    "Unprocessable",
+    "UpdateMachineRequest",
+    "Volume",
+    "VolumeSnapshot",
+    "WaitResponse",
+    "guest_for",
+    "validate_guest",
+]

@@ -1,0 +1,640 @@
+"""Each Fly Machines API operation, defined once as a request description (a :class:`Call`).
+
+An operation function validates its arguments (before anything is sent), builds the method, path,
+query, headers and body, names how safe it is to repeat (``scaler.fly.retry.Safety``) and how to
+read the answer. Both clients execute the same Calls, so no logic is written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from pydantic import BaseModel
+
+from scaler.fly.models import (
+    App,
+    CreateAppRequest,
+    CreateAppResponse,
+    CreateLeaseRequest,
+    CreateMachineRequest,
+    CreateVolumeRequest,
+    ExtendVolumeRequest,
+    ExtendVolumeResponse,
+    Lease,
+    ListAppsResponse,
+    Machine,
+    MachineConfig,
+    MachineEvent,
+    MachineVersion,
+    RegionsResponse,
+    SignalRequest,
+    StartResponse,
+    StopRequest,
+    UpdateMachineRequest,
+    UpdateMetadataRequest,
+    UpdateVolumeRequest,
+    UpsertMetadataKeyRequest,
+    Volume,
+    VolumeSnapshot,
+    WaitResponse,
+    parse_lease,
+    signal_name,
+)
+from scaler.fly.retry import Safety
+from scaler.fly.sizing import validate_guest
+
+__all__ = ["NONCE_HEADER", "WAIT_STATES", "Call", "Lookup"]
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+NONCE_HEADER = "fly-machine-lease-nonce"
+WAIT_STATES = ("started", "stopped", "suspended", "destroyed", "failed", "settled")
+Params = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """How to find a machine whose create had an unknown outcome: a list call and a picker."""
+
+    call: Call[list[Machine]]
+    pick: Callable[[list[Machine]], Machine | None]
+    by: str
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API request, ready to send, plus how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    safety: Safety
+    params: Params = field(default_factory=list)
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    read_timeout: float | None = None
+    lookup: Lookup | None = None
+
+
+# --- small helpers ------------------------------------------------------------------------------
+
+
+def _required(value: str, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _seg(value: str, name: str) -> str:
+    return quote(_required(value, name), safe="")
+
+
+def _m(app_name: str, machine_id: str, tail: str = "") -> str:
+    return f"/v1/apps/{_seg(app_name, 'app_name')}/machines/{_seg(machine_id, 'machine_id')}{tail}"
+
+
+def _v(app_name: str, volume_id: str, tail: str = "") -> str:
+    return f"/v1/apps/{_seg(app_name, 'app_name')}/volumes/{_seg(volume_id, 'volume_id')}{tail}"
+
+
+def _q(**values: str | int | bool | None) -> Params:
+    out: Params = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        out.append((key, ("true" if value else "false") if isinstance(value, bool) else str(value)))
+    return out
+
+
+def _nonce(nonce: str | None) -> dict[str, str]:
+    return {NONCE_HEADER: nonce} if nonce else {}
+
+
+def _model(cls: type[M]) -> Callable[[Any], M]:
+    def parse(body: Any) -> M:
+        return cls.model_validate(body if body is not None else {})
+
+    return parse
+
+
+def _models(cls: type[M]) -> Callable[[Any], list[M]]:
+    def parse(body: Any) -> list[M]:
+        return [cls.model_validate(item) for item in (body or [])]
+
+    return parse
+
+
+def _nothing(body: Any) -> None:
+    return None
+
+
+def _states(state: str | Sequence[str], name: str) -> str:
+    states = [state] if isinstance(state, str) else list(state)
+    if not states or not all(isinstance(s, str) and s for s in states):
+        raise ValueError(f"{name} must be a state name or a list of them, got {state!r}")
+    return ",".join(states)
+
+
+def _duration(value: str | float | None, name: str) -> str | None:
+    """Seconds (number) or a Go duration string (``"10s"``) as a Go duration string."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name}={value!r} must be seconds (>= 0) or a duration like '10s'")
+    return f"{value:g}s"
+
+
+def _check_config(config: MachineConfig | None, where: str) -> None:
+    if config is not None and config.guest is not None:
+        validate_guest(config.guest, field=f"{where}.guest")
+
+
+# --- apps ---------------------------------------------------------------------------------------
+
+
+def list_apps(org_slug: str = "personal", *, app_role: str | None = None) -> Call[list[App]]:
+    """List the apps of an organization (``personal`` is your own)."""
+    return Call(
+        "GET", "/v1/apps", lambda b: ListAppsResponse.model_validate(b or {}).apps,
+        Safety.IDEMPOTENT, params=_q(org_slug=org_slug, app_role=app_role),
+    )
+
+
+def create_app(
+    name: str,
+    org_slug: str = "personal",
+    *,
+    network: str | None = None,
+    enable_subdomains: bool | None = None,
+) -> Call[CreateAppResponse]:
+    """Create an app (names are global across Fly: 422 :class:`NameTaken` if used)."""
+    body = CreateAppRequest(
+        name=name, org_slug=org_slug, network=network, enable_subdomains=enable_subdomains
+    )
+    return Call("POST", "/v1/apps", _model(CreateAppResponse), Safety.UNSAFE, body=body.to_wire())
+
+
+def get_app(app_name: str) -> Call[App]:
+    """One app."""
+    return Call("GET", f"/v1/apps/{_seg(app_name, 'app_name')}", _model(App), Safety.IDEMPOTENT)
+
+
+def delete_app(app_name: str, *, force: bool = False) -> Call[None]:
+    """Delete an app; ``force`` stops its machines first (Fly: 100 deletions per minute)."""
+    return Call(
+        "DELETE", f"/v1/apps/{_seg(app_name, 'app_name')}", _nothing, Safety.IDEMPOTENT,
+        params=_q(force=True if force else None),
+    )
+
+
+# --- machines -----------------------------------------------------------------------------------
+
+
+def list_machines(
+    app_name: str,
+    *,
+    include_deleted: bool | None = None,
+    include_leases: bool | None = None,
+    region: str | None = None,
+    state: str | Sequence[str] | None = None,
+    summary: bool | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Call[list[Machine]]:
+    """List machines; ``metadata`` filters (``metadata.KEY=value``) must all match."""
+    params = _q(
+        include_deleted=include_deleted, include_leases=include_leases, region=region,
+        state=None if state is None else _states(state, "state"), summary=summary,
+    )
+    for key, value in (metadata or {}).items():
+        params.append((f"metadata.{key}", str(value)))
+    return Call(
+        "GET", f"/v1/apps/{_seg(app_name, 'app_name')}/machines", _models(Machine),
+        Safety.IDEMPOTENT, params=params,
+    )
+
+
+def _lookup_for(app_name: str, request: CreateMachineRequest) -> Lookup | None:
+    name = request.name
+    if name:
+        return Lookup(
+            list_machines(app_name, include_deleted=False),
+            lambda ms: next((m for m in ms if m.name == name), None),
+            by=f"name {name!r}",
+        )
+    metadata = request.config.metadata
+    if metadata:
+        wanted = dict(metadata)
+
+        def newest_match(ms: list[Machine]) -> Machine | None:
+            hits = [m for m in ms if wanted.items() <= m.metadata.items()]
+            return max(hits, key=lambda m: m.created_at or "", default=None)
+
+        return Lookup(
+            list_machines(app_name, include_deleted=False, metadata=wanted),
+            newest_match, by=f"metadata {sorted(wanted)}",
+        )
+    return None
+
+
+def _machine_request(
+    cls: type[CreateMachineRequest],
+    config: MachineConfig | CreateMachineRequest,
+    overrides: dict[str, Any],
+) -> CreateMachineRequest:
+    base = config if isinstance(config, CreateMachineRequest) else cls(config=config)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    request = cls.model_validate({**base.model_dump(exclude_none=True), **changes})
+    _check_config(request.config, "config")
+    return request
+
+
+def create_machine(
+    app_name: str,
+    config: MachineConfig | CreateMachineRequest,
+    *,
+    name: str | None = None,
+    region: str | None = None,
+    skip_launch: bool | None = None,
+    lease_ttl: int | None = None,
+    skip_service_registration: bool | None = None,
+    skip_secrets: bool | None = None,
+    min_secrets_version: int | None = None,
+) -> Call[Machine]:
+    """Create (and unless ``skip_launch``, boot) a machine; keyword arguments override fields of a
+    given request. Never repeated blindly: an unknown outcome is looked up by ``name``, or else by
+    ``config.metadata``, before any retry; with neither, :class:`AmbiguousCreate` is raised."""
+    request = _machine_request(CreateMachineRequest, config, {
+        "name": name, "region": region, "skip_launch": skip_launch, "lease_ttl": lease_ttl,
+        "skip_service_registration": skip_service_registration, "skip_secrets": skip_secrets,
+        "min_secrets_version": min_secrets_version,
+    })
+    return Call(
+        "POST", f"/v1/apps/{_seg(app_name, 'app_name')}/machines", _model(Machine), Safety.CREATE,
+        body=request.to_wire(), lookup=_lookup_for(app_name, request),
+    )
+
+
+def get_machine(
+    app_name: str, machine_id: str, *, include_leases: bool | None = None
+) -> Call[Machine]:
+    """One machine (destroyed machines can still be read for a while)."""
+    return Call(
+        "GET", _m(app_name, machine_id), _model(Machine), Safety.IDEMPOTENT,
+        params=_q(include_leases=include_leases),
+    )
+
+
+def update_machine(
+    app_name: str,
+    machine_id: str,
+    config: MachineConfig | UpdateMachineRequest,
+    *,
+    current_version: str | None = None,
+    skip_launch: bool | None = None,
+    lease_ttl: int | None = None,
+    skip_service_registration: bool | None = None,
+    nonce: str | None = None,
+) -> Call[Machine]:
+    """Replace a machine's whole config; ``current_version`` (its ``instance_id``) makes Fly
+    refuse with 409 if someone else updated it first. Not retried on an unknown outcome."""
+    request = _machine_request(UpdateMachineRequest, config, {
+        "current_version": current_version, "skip_launch": skip_launch, "lease_ttl": lease_ttl,
+        "skip_service_registration": skip_service_registration,
+    })
+    return Call(
+        "POST", _m(app_name, machine_id), _model(Machine), Safety.UNSAFE,
+        body=request.to_wire(), headers=_nonce(nonce),
+    )
+
+
+def start_machine(
+    app_name: str, machine_id: str, *, nonce: str | None = None
+) -> Call[StartResponse]:
+    """Start a created, stopped or suspended machine."""
+    return Call(
+        "POST", _m(app_name, machine_id, "/start"), _model(StartResponse), Safety.IDEMPOTENT,
+        headers=_nonce(nonce),
+    )
+
+
+def stop_machine(
+    app_name: str,
+    machine_id: str,
+    *,
+    signal: str | int | None = None,
+    timeout: str | float | None = None,
+    nonce: str | None = None,
+) -> Call[None]:
+    """Stop a machine: send ``signal`` (default SIGINT on Fly's side), kill after ``timeout``
+    (seconds, or a Go duration like ``"30s"``)."""
+    body = StopRequest(
+        signal=None if signal is None else signal_name(signal),
+        timeout=_duration(timeout, "timeout"),
+    )
+    return Call(
+        "POST", _m(app_name, machine_id, "/stop"), _nothing, Safety.IDEMPOTENT,
+        body=body.to_wire(), headers=_nonce(nonce),
+    )
+
+
+def restart_machine(
+    app_name: str,
+    machine_id: str,
+    *,
+    timeout: str | float | None = None,
+    signal: str | int | None = None,
+    nonce: str | None = None,
+) -> Call[None]:
+    """Restart a started machine (query parameters ``timeout`` and ``signal``)."""
+    return Call(
+        "POST", _m(app_name, machine_id, "/restart"), _nothing, Safety.UNSAFE,
+        params=_q(
+            timeout=_duration(timeout, "timeout"),
+            signal=None if signal is None else signal_name(signal),
+        ),
+        headers=_nonce(nonce),
+    )
+
+
+def suspend_machine(app_name: str, machine_id: str, *, nonce: str | None = None) -> Call[None]:
+    """Suspend a started machine (memory snapshot; resumes fast on start)."""
+    return Call(
+        "POST", _m(app_name, machine_id, "/suspend"), _nothing, Safety.IDEMPOTENT,
+        headers=_nonce(nonce),
+    )
+
+
+def signal_machine(
+    app_name: str, machine_id: str, signal: str | int, *, nonce: str | None = None
+) -> Call[None]:
+    """Send a signal (name like ``"SIGUSR1"``, or a number, sent as its name)."""
+    body = SignalRequest(signal=signal_name(signal))
+    return Call(
+        "POST", _m(app_name, machine_id, "/signal"), _nothing, Safety.UNSAFE,
+        body=body.to_wire(), headers=_nonce(nonce),
+    )
+
+
+def destroy_machine(
+    app_name: str, machine_id: str, *, force: bool = False, nonce: str | None = None
+) -> Call[None]:
+    """Destroy a machine; without ``force`` it must be stopped or suspended first."""
+    return Call(
+        "DELETE", _m(app_name, machine_id), _nothing, Safety.IDEMPOTENT,
+        params=_q(force=True if force else None), headers=_nonce(nonce),
+    )
+
+
+def wait_machine(
+    app_name: str,
+    machine_id: str,
+    state: str | Sequence[str] = "started",
+    *,
+    timeout: int = 60,
+    version: str | None = None,
+    from_event_id: str | None = None,
+) -> Call[WaitResponse]:
+    """Wait (server side, ``timeout`` 1-60 s) until the machine reaches one of ``state``.
+
+    Raises :class:`RequestTimeout` (408, not retried) when it did not get there in time. Waiting
+    for ``stopped`` needs ``version`` (the machine's ``instance_id``) on real Fly.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 60:
+        raise ValueError(f"timeout={timeout!r} must be whole seconds from 1 to 60 (Fly's limit)")
+    states = _states(state, "state")
+    unknown = [s for s in states.split(",") if s not in WAIT_STATES]
+    if unknown:
+        raise ValueError(f"state={unknown[0]!r} is not one of {', '.join(WAIT_STATES)}")
+    return Call(
+        "GET", _m(app_name, machine_id, "/wait"), _model(WaitResponse), Safety.WAIT,
+        params=_q(
+            state=states, timeout=timeout, version=version, instance_id=version,
+            from_event_id=from_event_id,
+        ),
+        read_timeout=timeout + 15.0,
+    )
+
+
+def cordon_machine(app_name: str, machine_id: str, *, nonce: str | None = None) -> Call[None]:
+    """Take a machine out of Fly Proxy's routing."""
+    return Call(
+        "POST", _m(app_name, machine_id, "/cordon"), _nothing, Safety.IDEMPOTENT,
+        headers=_nonce(nonce),
+    )
+
+
+def uncordon_machine(app_name: str, machine_id: str, *, nonce: str | None = None) -> Call[None]:
+    """Put a machine back into Fly Proxy's routing."""
+    return Call(
+        "POST", _m(app_name, machine_id, "/uncordon"), _nothing, Safety.IDEMPOTENT,
+        headers=_nonce(nonce),
+    )
+
+
+def list_events(
+    app_name: str, machine_id: str, *, limit: int | None = None
+) -> Call[list[MachineEvent]]:
+    """A machine's events, newest first (``limit`` default 20, max 50)."""
+    if limit is not None and not 1 <= limit <= 50:
+        raise ValueError(f"limit={limit} must be from 1 to 50")
+    return Call(
+        "GET", _m(app_name, machine_id, "/events"), _models(MachineEvent), Safety.IDEMPOTENT,
+        params=_q(limit=limit),
+    )
+
+
+def list_versions(app_name: str, machine_id: str) -> Call[list[MachineVersion]]:
+    """A machine's config versions."""
+    return Call(
+        "GET", _m(app_name, machine_id, "/versions"), _models(MachineVersion), Safety.IDEMPOTENT
+    )
+
+
+# --- metadata -----------------------------------------------------------------------------------
+
+
+def get_metadata(app_name: str, machine_id: str) -> Call[dict[str, str]]:
+    """All metadata of a machine."""
+    return Call(
+        "GET", _m(app_name, machine_id, "/metadata"),
+        lambda b: {str(k): str(v) for k, v in (b or {}).items()}, Safety.IDEMPOTENT,
+    )
+
+
+def get_metadata_key(app_name: str, machine_id: str, key: str) -> Call[str]:
+    """One metadata value (404 :class:`NotFound` if the key is not set)."""
+    return Call(
+        "GET", _m(app_name, machine_id, f"/metadata/{_seg(key, 'key')}"),
+        lambda b: str((b or {}).get("value", "")), Safety.IDEMPOTENT,
+    )
+
+
+def set_metadata_key(
+    app_name: str, machine_id: str, key: str, value: str, *, nonce: str | None = None
+) -> Call[None]:
+    """Set one metadata key (no reboot)."""
+    return Call(
+        "POST", _m(app_name, machine_id, f"/metadata/{_seg(key, 'key')}"), _nothing,
+        Safety.IDEMPOTENT, body=UpsertMetadataKeyRequest(value=value).to_wire(),
+        headers=_nonce(nonce),
+    )
+
+
+def update_metadata(
+    app_name: str,
+    machine_id: str,
+    metadata: Mapping[str, str],
+    *,
+    machine_version: str | None = None,
+    nonce: str | None = None,
+) -> Call[None]:
+    """Replace a machine's metadata; with ``machine_version``, Fly answers 412
+    :class:`PreconditionFailed` if the machine changed meanwhile."""
+    body = UpdateMetadataRequest(metadata=dict(metadata), machine_version=machine_version)
+    return Call(
+        "PUT", _m(app_name, machine_id, "/metadata"), _nothing, Safety.IDEMPOTENT,
+        body=body.to_wire(), headers=_nonce(nonce),
+    )
+
+
+def delete_metadata_key(
+    app_name: str, machine_id: str, key: str, *, nonce: str | None = None
+) -> Call[None]:
+    """Remove one metadata key."""
+    return Call(
+        "DELETE", _m(app_name, machine_id, f"/metadata/{_seg(key, 'key')}"), _nothing,
+        Safety.IDEMPOTENT, headers=_nonce(nonce),
+    )
+
+
+# --- leases -------------------------------------------------------------------------------------
+
+
+def acquire_lease(
+    app_name: str, machine_id: str, *, ttl: int, description: str | None = None
+) -> Call[Lease]:
+    """Take a lease for ``ttl`` seconds (409 :class:`Conflict` if someone else holds one).
+    Send the returned ``nonce`` with every mutation while it is held."""
+    return Call(
+        "POST", _m(app_name, machine_id, "/lease"), parse_lease, Safety.UNSAFE,
+        body=CreateLeaseRequest(ttl=ttl, description=description).to_wire(),
+    )
+
+
+def refresh_lease(app_name: str, machine_id: str, nonce: str, *, ttl: int) -> Call[Lease]:
+    """Extend the lease identified by ``nonce`` by ``ttl`` seconds."""
+    return Call(
+        "POST", _m(app_name, machine_id, "/lease"), parse_lease, Safety.IDEMPOTENT,
+        body=CreateLeaseRequest(ttl=ttl).to_wire(),
+        headers={NONCE_HEADER: _required(nonce, "nonce")},
+    )
+
+
+def get_lease(app_name: str, machine_id: str) -> Call[Lease]:
+    """The current lease (404 :class:`NotFound` when there is none)."""
+    return Call("GET", _m(app_name, machine_id, "/lease"), parse_lease, Safety.IDEMPOTENT)
+
+
+def release_lease(app_name: str, machine_id: str, nonce: str) -> Call[None]:
+    """Release the lease identified by ``nonce`` (required)."""
+    return Call(
+        "DELETE", _m(app_name, machine_id, "/lease"), _nothing, Safety.IDEMPOTENT,
+        headers={NONCE_HEADER: _required(nonce, "nonce")},
+    )
+
+
+# --- volumes ------------------------------------------------------------------------------------
+
+
+def create_volume(
+    app_name: str,
+    name: str,
+    *,
+    region: str | None = None,
+    size_gb: int | None = None,
+    encrypted: bool | None = None,
+    require_unique_zone: bool | None = None,
+    snapshot_id: str | None = None,
+    source_volume_id: str | None = None,
+    snapshot_retention: int | None = None,
+    auto_backup_enabled: bool | None = None,
+    fstype: str | None = None,
+) -> Call[Volume]:
+    """Create a volume (Fly's defaults: 3 GB, encrypted). Not retried on an unknown outcome:
+    a second create would make a second volume."""
+    body = CreateVolumeRequest(
+        name=name, region=region, size_gb=size_gb, encrypted=encrypted,
+        require_unique_zone=require_unique_zone, snapshot_id=snapshot_id,
+        source_volume_id=source_volume_id, snapshot_retention=snapshot_retention,
+        auto_backup_enabled=auto_backup_enabled, fstype=fstype,
+    )
+    return Call(
+        "POST", f"/v1/apps/{_seg(app_name, 'app_name')}/volumes", _model(Volume), Safety.UNSAFE,
+        body=body.to_wire(),
+    )
+
+
+def list_volumes(app_name: str, *, summary: bool | None = None) -> Call[list[Volume]]:
+    """The app's volumes."""
+    return Call(
+        "GET", f"/v1/apps/{_seg(app_name, 'app_name')}/volumes", _models(Volume),
+        Safety.IDEMPOTENT, params=_q(summary=summary),
+    )
+
+
+def get_volume(app_name: str, volume_id: str) -> Call[Volume]:
+    """One volume."""
+    return Call("GET", _v(app_name, volume_id), _model(Volume), Safety.IDEMPOTENT)
+
+
+def update_volume(
+    app_name: str,
+    volume_id: str,
+    *,
+    snapshot_retention: int | None = None,
+    auto_backup_enabled: bool | None = None,
+) -> Call[Volume]:
+    """Change a volume's snapshot settings."""
+    body = UpdateVolumeRequest(
+        snapshot_retention=snapshot_retention, auto_backup_enabled=auto_backup_enabled
+    )
+    return Call(
+        "PUT", _v(app_name, volume_id), _model(Volume), Safety.IDEMPOTENT, body=body.to_wire()
+    )
+
+
+def delete_volume(app_name: str, volume_id: str) -> Call[Volume]:
+    """Destroy a volume (answers it with ``state: "destroyed"``)."""
+    return Call("DELETE", _v(app_name, volume_id), _model(Volume), Safety.IDEMPOTENT)
+
+
+def extend_volume(app_name: str, volume_id: str, size_gb: int) -> Call[ExtendVolumeResponse]:
+    """Grow a volume to ``size_gb`` (an absolute size, so repeating it is harmless)."""
+    return Call(
+        "PUT", _v(app_name, volume_id, "/extend"), _model(ExtendVolumeResponse),
+        Safety.IDEMPOTENT, body=ExtendVolumeRequest(size_gb=size_gb).to_wire(),
+    )
+
+
+def list_snapshots(app_name: str, volume_id: str) -> Call[list[VolumeSnapshot]]:
+    """A volume's snapshots."""
+    return Call(
+        "GET", _v(app_name, volume_id, "/snapshots"), _models(VolumeSnapshot), Safety.IDEMPOTENT
+    )
+
+
+def create_snapshot(app_name: str, volume_id: str) -> Call[None]:
+    """Take an on-demand snapshot (the answer has no documented shape)."""
+    return Call("POST", _v(app_name, volume_id, "/snapshots"), _nothing, Safety.UNSAFE)
+
+
+# --- platform -----------------------------------------------------------------------------------
+
+
+def list_regions() -> Call[RegionsResponse]:
+    """Fly's regions and the one nearest to the caller."""
+    return Call("GET", "/v1/platform/regions", _model(RegionsResponse), Safety.IDEMPOTENT)
