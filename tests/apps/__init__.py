@@ -1,0 +1,1 @@
+"""Small dramatiq apps used by runner and end-to-end tests (run in subprocesses)."""

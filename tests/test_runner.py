@@ -1,0 +1,206 @@
+"""The in-machine runner as a real subprocess against real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+import redis.asyncio as aioredis
+from dramatiq.brokers.redis import RedisBroker
+
+from scaler.claims import Claim, ClaimStore, binding_env, claims_key, launches_key
+
+ROOT = Path(__file__).resolve().parents[1]
+Q = "sample"
+
+
+@pytest.fixture
+def ns(redis_prefix: str) -> str:
+    return f"{redis_prefix}-ns"
+
+
+@pytest.fixture
+def broker(redis_url: str, ns: str) -> Iterator[RedisBroker]:
+    b = RedisBroker(url=redis_url, namespace=ns)  # type: ignore[no-untyped-call]
+    yield b
+    b.client.close()
+
+
+def send(broker: RedisBroker, actor: str, *args: Any, **options: Any) -> dramatiq.Message[Any]:
+    message: dramatiq.Message[Any] = broker.enqueue(dramatiq.Message(Q, actor, args, {}, options))
+    return message
+
+
+def claim_one(redis_url: str, ns: str, prefix: str) -> Claim:
+    async def go() -> Claim:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            [claim] = await ClaimStore(client, ns, prefix).claim(Q, "jobs", 1, 1, None)
+            return claim
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def runner_env(redis_url: str, ns: str, prefix: str, claim: Claim | None = None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": redis_url,
+        "FLY_SCALER_NAMESPACE": ns,
+        "FLY_SCALER_PREFIX": prefix,
+        "SAMPLE_QUEUE": Q,
+        "SCALER_ACTORS": "tests.apps.sample_tasks",
+        "FLY_MACHINE_ID": "m-test",
+    }
+    if claim is not None:
+        env.update(binding_env(claim, namespace=ns, prefix=prefix))
+    return env
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.runner", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_success_acks_and_completes_the_claim(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:out"
+    sent = send(broker, "record", key, "hello")
+    claim = claim_one(redis_url, ns, redis_prefix)
+    proc = run(runner_env(redis_url, ns, redis_prefix, claim))
+    assert proc.returncode == 0, proc.stderr
+    assert redis_client.lrange(key, 0, -1) == [b"hello@m-test"]
+    assert not redis_client.hexists(f"{ns}:{Q}.msgs", sent.options["redis_message_id"])
+    assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0
+    assert redis_client.hlen(launches_key(redis_prefix, Q)) == 0
+    assert redis_client.zcard(f"{ns}:{Q}.XQ") == 0
+
+
+def test_failure_schedules_a_retry_and_exits_1(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:count"
+    sent = send(broker, "flaky", key, 1)
+    claim = claim_one(redis_url, ns, redis_prefix)
+    proc = run(runner_env(redis_url, ns, redis_prefix, claim))
+    assert proc.returncode == 1, proc.stderr
+    assert "planned failure" in proc.stderr
+    retries = redis_client.hgetall(f"{ns}:{Q}.DQ.msgs")
+    assert len(retries) == 1
+    retry = json.loads(next(iter(retries.values())))
+    assert retry["message_id"] == sent.message_id
+    assert retry["options"]["retries"] == 1
+    assert retry["options"]["eta"] > 0
+    assert not redis_client.hexists(f"{ns}:{Q}.msgs", sent.options["redis_message_id"])
+    assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0
+
+
+def test_final_failure_dead_letters(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:count"
+    sent = send(broker, "always_fails", key, retries=1)  # max_retries=1: this is the last try
+    claim = claim_one(redis_url, ns, redis_prefix)
+    proc = run(runner_env(redis_url, ns, redis_prefix, claim))
+    assert proc.returncode == 1, proc.stderr
+    rmid = sent.options["redis_message_id"]
+    assert redis_client.zscore(f"{ns}:{Q}.XQ", rmid) is not None
+    assert redis_client.hexists(f"{ns}:{Q}.XQ.msgs", rmid)
+    assert not redis_client.hexists(f"{ns}:{Q}.msgs", rmid)
+    assert redis_client.hlen(f"{ns}:{Q}.DQ.msgs") == 0
+    assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0
+    assert redis_client.get(key) == b"1"
+
+
+def test_missing_claim_exits_0_without_running(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:out"
+    sent = send(broker, "record", key, "x")
+    env = runner_env(redis_url, ns, redis_prefix)
+    env.update(FLY_SCALER_QUEUE=Q, FLY_SCALER_MESSAGE=sent.options["redis_message_id"])
+    proc = run(env)
+    assert proc.returncode == 0, proc.stderr
+    assert redis_client.llen(key) == 0
+    assert redis_client.llen(f"{ns}:{Q}") == 1  # untouched: still ready for whoever claims it
+
+
+def test_setup_errors_exit_2_with_a_clear_message(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    sent = send(broker, "record", f"{redis_prefix}:out", "x")
+    claim = claim_one(redis_url, ns, redis_prefix)
+    env = runner_env(redis_url, ns, redis_prefix, claim)
+    proc = run({**env, "SCALER_ACTORS": "tests.apps.no_such_module"})
+    assert proc.returncode == 2
+    assert "cannot import actors module 'tests.apps.no_such_module'" in proc.stderr
+    redis_client.hdel(f"{ns}:{Q}.msgs", sent.options["redis_message_id"])
+    proc = run(env)
+    assert proc.returncode == 2
+    assert f"{ns}:{Q}.msgs" in proc.stderr
+    env.pop("FLY_SCALER_MESSAGE")
+    proc = run(env)
+    assert proc.returncode == 2
+    assert "FLY_SCALER_MESSAGE" in proc.stderr
+
+
+def test_sigterm_leaves_the_message_claimed(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:steps"
+    sent = send(broker, "sleeper", key, 30)
+    claim = claim_one(redis_url, ns, redis_prefix)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.runner"],
+        env=runner_env(redis_url, ns, redis_prefix, claim),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert redis_client.blpop([key], timeout=30) == (key.encode(), b"start")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    rmid = sent.options["redis_message_id"]
+    assert redis_client.hexists(f"{ns}:{Q}.msgs", rmid)
+    record = json.loads(redis_client.hget(claims_key(redis_prefix, Q), rmid) or b"{}")
+    assert (record["state"], record["machine_id"]) == ("running", "m-test")
+
+
+def test_drain_mode_runs_everything_then_exits_when_idle(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:out"
+    for i in range(3):
+        send(broker, "record", key, str(i))
+    env = runner_env(redis_url, ns, redis_prefix)
+    proc = run(env, "--drain", "--queues", Q, "--threads", "2", "--idle-timeout", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(redis_client.lrange(key, 0, -1)) == [b"0@m-test", b"1@m-test", b"2@m-test"]
+    assert redis_client.llen(f"{ns}:{Q}") == 0
+    assert redis_client.hlen(f"{ns}:{Q}.msgs") == 0
