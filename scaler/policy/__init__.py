@@ -3,6 +3,7 @@
 No I/O, no clock, no randomness: the same observation always yields the same plan.
 """
 
+from scaler.policy.planner import plan
 from scaler.policy.types import (
     Action,
     Caps,
@@ -45,4 +46,5 @@ __all__ = [
     "Relaunch",
     "RequeueOrDeadLetter",
     "Start",
+    "plan",
 ]

@@ -1,0 +1,219 @@
+"""Capacity: what is live per pool, app and globally, and a fair split of the room that is left.
+
+Live machines are those :func:`~scaler.policy.states.is_live` says cost money or may start, plus the
+act step's in-flight launches. Stopped warm machines are not live: a Start makes one live, so a
+Start needs room like a create does (but no create token).
+
+When an app's listing is unknown its live count is taken at its worst case (its app cap, else the
+sum of its pools' ``max_machines``), so the global cap still holds without blocking every other app.
+
+Room is split by max-min fairness (water-filling): every pool with demand gets the same share until
+its demand, its app's room or the global room runs out; single leftover units go to the pool whose
+work waited longest (then pool order). A pool's demand therefore cannot starve another pool.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from scaler.policy.states import is_live
+from scaler.policy.types import Caps, Observation, PoolPolicy
+
+__all__ = ["Grant", "Ledger", "Request", "allocate", "unknown_app_estimate"]
+
+_UNLIMITED = sys.maxsize
+
+
+def unknown_app_estimate(app: str, pools: Sequence[PoolPolicy], caps: Caps) -> int:
+    """Worst-case live machines of an app whose listing failed."""
+    cap = caps.per_app.get(app)
+    if cap is not None:
+        return cap
+    return sum(p.max_machines for p in pools if p.app == app)
+
+
+@dataclass(slots=True)
+class Ledger:
+    """Live counts against caps, updated as the planner grants room; plus create tokens per app."""
+
+    caps: Caps
+    pool_cap: dict[str, int]
+    pool_live: dict[str, int] = field(default_factory=dict)
+    app_live: dict[str, int] = field(default_factory=dict)
+    global_live: int = 0
+    budget: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_observation(cls, obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Ledger:
+        """Count live machines and in-flight launches; floor the create budgets."""
+        by_name = {p.name: p for p in pools}
+        ledger = cls(caps=caps, pool_cap={p.name: p.max_machines for p in pools})
+        apps = dict.fromkeys([*obs.machines_by_app, *(p.app for p in pools)])
+        for app in apps:
+            machines = obs.machines_by_app.get(app)
+            if machines is None:
+                estimate = unknown_app_estimate(app, pools, caps)
+                ledger.app_live[app] = estimate
+                ledger.global_live += estimate
+                for p in pools:
+                    if p.app == app:
+                        ledger.pool_live[p.name] = p.max_machines
+                continue
+            count = 0
+            for m in machines:
+                if not is_live(m.state):
+                    continue
+                count += 1
+                owner = by_name.get(m.pool) if m.pool is not None else None
+                if owner is not None and owner.app == app:
+                    ledger.pool_live[owner.name] = ledger.pool_live.get(owner.name, 0) + 1
+            ledger.app_live[app] = count
+            ledger.global_live += count
+        for p in pools:
+            if obs.machines_by_app.get(p.app) is None:
+                continue
+            extra = max(0, obs.inflight.get(p.name, 0))
+            ledger.pool_live[p.name] = ledger.pool_live.get(p.name, 0) + extra
+            ledger.app_live[p.app] = ledger.app_live.get(p.app, 0) + extra
+            ledger.global_live += extra
+        for app in apps:
+            ledger.budget[app] = max(0, int(obs.create_budget.get(app, 0.0)))
+        return ledger
+
+    def live(self, pool: str) -> int:
+        """Live machines of a pool, in-flight launches included."""
+        return self.pool_live.get(pool, 0)
+
+    def pool_room(self, pool: str) -> int:
+        """Machines the pool cap still allows."""
+        return max(0, self.pool_cap.get(pool, 0) - self.live(pool))
+
+    def app_room(self, app: str) -> int:
+        """Machines the app cap still allows (a very large number if the app has no cap)."""
+        cap = self.caps.per_app.get(app)
+        if cap is None:
+            return _UNLIMITED
+        return max(0, cap - self.app_live.get(app, 0))
+
+    def global_room(self) -> int:
+        """Machines the global cap still allows."""
+        return max(0, self.caps.global_max - self.global_live)
+
+    def take(self, pool: str, app: str, count: int, creates: int) -> None:
+        """Record ``count`` machines made live, ``creates`` of them by a create call."""
+        self.pool_live[pool] = self.live(pool) + count
+        self.app_live[app] = self.app_live.get(app, 0) + count
+        self.global_live += count
+        self.budget[app] = self.budget.get(app, 0) - creates
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A pool asking for ``want`` more live machines.
+
+    ``free`` of them (served first) need no create token (Starts); ``rank`` orders pools for
+    leftover single units, lowest first.
+    """
+
+    pool: str
+    app: str
+    want: int
+    free: int = 0
+    rank: tuple[float, int] = (0.0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a pool got: ``count`` machines, ``free`` of them without a create token.
+
+    ``limit`` names what stopped the rest (``"cap_pool"``, ``"cap_app"``, ``"rate_limit"``,
+    ``"cap_global"``), ``None`` if the whole request was granted.
+    """
+
+    pool: str
+    count: int
+    free: int
+    limit: str | None
+
+    @property
+    def creates(self) -> int:
+        """Granted units that need a create token."""
+        return self.count - self.free
+
+
+def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]:
+    """Split the room left in ``ledger`` among ``requests`` fairly; the ledger is not changed."""
+    order = sorted(requests, key=lambda r: r.rank)
+    rem: dict[str, int] = {}
+    free_left: dict[str, int] = {}
+    got: dict[str, int] = {}
+    got_free: dict[str, int] = {}
+    for r in order:
+        rem[r.pool] = min(max(0, r.want), ledger.pool_room(r.pool))
+        free_left[r.pool] = min(max(0, r.free), rem[r.pool])
+        got[r.pool] = 0
+        got_free[r.pool] = 0
+    app_room = {r.app: ledger.app_room(r.app) for r in order}
+    budget = {r.app: ledger.budget.get(r.app, 0) for r in order}
+    glob = ledger.global_room()
+
+    def can(r: Request) -> bool:
+        return (
+            rem[r.pool] > 0
+            and glob > 0
+            and app_room[r.app] > 0
+            and (free_left[r.pool] > 0 or budget[r.app] > 0)
+        )
+
+    def give(r: Request, k: int) -> None:
+        nonlocal glob
+        rem[r.pool] -= k
+        got[r.pool] += k
+        glob -= k
+        app_room[r.app] -= k
+        if free_left[r.pool] >= k:
+            free_left[r.pool] -= k
+            got_free[r.pool] += k
+        else:
+            budget[r.app] -= k
+
+    active = [r for r in order if rem[r.pool] > 0]
+    while True:
+        active = [r for r in active if can(r)]
+        if not active:
+            break
+        # A level step: every active pool takes `inc` units at the same per-unit cost (nobody
+        # crosses from free units to create tokens inside a step), so all rooms stay exact.
+        inc = min(glob // len(active), min(rem[r.pool] for r in active))
+        for app, n in Counter(r.app for r in active).items():
+            inc = min(inc, app_room[app] // n)
+        for app, n in Counter(r.app for r in active if free_left[r.pool] == 0).items():
+            inc = min(inc, budget[app] // n)
+        for r in active:
+            if free_left[r.pool] > 0:
+                inc = min(inc, free_left[r.pool])
+        if inc >= 1:
+            for r in active:
+                give(r, inc)
+        else:
+            for r in active:
+                if can(r):
+                    give(r, 1)
+
+    grants: dict[str, Grant] = {}
+    for r in order:
+        limit: str | None = None
+        if got[r.pool] < r.want:
+            if got[r.pool] >= ledger.pool_room(r.pool):
+                limit = "cap_pool"
+            elif app_room[r.app] <= 0:
+                limit = "cap_app"
+            elif free_left[r.pool] == 0 and budget[r.app] <= 0:
+                limit = "rate_limit"
+            else:
+                limit = "cap_global"
+        grants[r.pool] = Grant(r.pool, got[r.pool], got_free[r.pool], limit)
+    return grants

@@ -1,0 +1,94 @@
+"""Decisions that explain themselves: reason wording and the collector that tallies them.
+
+Per-machine and per-claim outcomes are tallied per (pool, kind, outcome, reason) so a plan over
+10,000 machines carries a handful of decisions, each with a count, not 10,000.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from scaler.policy.types import Decision, Outcome
+
+__all__ = ["REASON_TEXT", "Tally", "describe"]
+
+REASON_TEXT: Mapping[str, str] = {
+    "cap_pool": "pool cap",
+    "cap_app": "app cap",
+    "cap_global": "global cap",
+    "rate_limit": "create rate limit",
+    "unknown_data": "data unknown",
+    "no_demand": "no demand",
+    "boot_timeout": "never started before its boot timeout",
+    "max_runtime": "ran past its max runtime",
+    "failed": "failed",
+    "stopped": "stopped",
+    "stuck": "wedged in a transient state",
+    "orphan": "orphan past its grace",
+    "no_claim": "no claim for its job",
+    "unknown_pool": "pool unknown",
+    "machine_gone": "machine gone without an ack",
+    "no_machine": "claim has no machine",
+    "claim_grace": "machine not visible yet (within grace)",
+    "orphan_grace": "orphan within its grace",
+    "invalid_options": "invalid machine options",
+    "extra_warm": "more stopped machines than warm_machines",
+}
+"""Human wording for each machine-readable reason."""
+
+
+def describe(reason: str) -> str:
+    """The human wording of a reason (the reason itself when it has none)."""
+    return REASON_TEXT.get(reason, reason)
+
+
+_Key = tuple[str | None, str, Outcome, str]
+
+
+@dataclass(slots=True)
+class Tally:
+    """Collects decisions; ``count`` aggregates repeated per-machine or per-claim outcomes."""
+
+    _single: list[Decision] = field(default_factory=list)
+    _counts: dict[_Key, int] = field(default_factory=dict)
+    _order: list[_Key] = field(default_factory=list)
+
+    def add(self, decision: Decision) -> None:
+        """Record one fully formed decision."""
+        self._single.append(decision)
+
+    def count(
+        self, pool: str | None, kind: str, reason: str, outcome: Outcome = "acted", n: int = 1
+    ) -> None:
+        """Count ``n`` more units of the (pool, kind, outcome, reason) decision."""
+        key = (pool, kind, outcome, reason)
+        if key not in self._counts:
+            self._counts[key] = 0
+            self._order.append(key)
+        self._counts[key] += n
+
+    def pools_with_decisions(self) -> set[str | None]:
+        """The pools any decision was recorded for so far."""
+        return {d.pool for d in self._single} | {k[0] for k in self._order}
+
+    def decisions(self) -> tuple[Decision, ...]:
+        """All decisions: the single ones first, then one per tallied key, in first-seen order."""
+        tallied = []
+        for key in self._order:
+            pool, kind, outcome, reason = key
+            n = self._counts[key]
+            verb = "did" if outcome == "acted" else "did not"
+            label = pool if pool is not None else "(unknown pool)"
+            tallied.append(
+                Decision(
+                    pool=pool,
+                    kind=kind,
+                    outcome=outcome,
+                    reason=reason,
+                    count=n,
+                    inputs={"count": n},
+                    message=f"{label}: {verb} {kind.replace('_', ' ')} {n} ({describe(reason)})",
+                )
+            )
+        return (*self._single, *tallied)

@@ -1,0 +1,320 @@
+"""``plan(observation, pools, caps) -> Plan``: the pure function at the centre of the scaler.
+
+Order of work, and why:
+
+1. Housekeeping per pool whose app listing is known: claims released, machines reaped or marked
+   (per-job, :mod:`~scaler.policy.perjob`; worker, :mod:`~scaler.policy.workers`), then machines
+   whose pool is unknown. Destroys do not free room this tick: a machine is live until it is gone.
+2. Relaunches of claims that lost their create, before any new work: those jobs waited longest.
+3. New capacity for every pool at once, split fairly (:mod:`~scaler.policy.caps`): per-job
+   Launches up to the ready count, worker Starts of warm machines before Creates. Every create
+   (Launch, Relaunch, Create) spends one token of the app's ``create_budget``.
+4. Worker pools with a known signal destroy stopped machines beyond ``warm_machines``.
+
+Pools on an app whose listing is unknown get no action at all, only an ``unknown_data`` decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from scaler.policy.builder import PlanBuilder
+from scaler.policy.caps import Grant, Ledger, Request, allocate
+from scaler.policy.explain import describe
+from scaler.policy.index import AppIndex, ClaimIndex, index_apps, index_claims
+from scaler.policy.perjob import QueueDemand, launch_demand, reconcile
+from scaler.policy.reaper import orphan_grace, orphan_step
+from scaler.policy.states import is_gone
+from scaler.policy.types import (
+    Caps,
+    ClaimView,
+    Create,
+    Decision,
+    Launch,
+    MachineView,
+    Observation,
+    Plan,
+    PoolPolicy,
+    Relaunch,
+)
+from scaler.policy.workers import Signal, desired_workers, reap_workers
+
+__all__ = ["plan"]
+
+Inputs = dict[str, float | int | str]
+
+
+def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
+    """Plan one tick: actions to take and a decision (taken or not) for every pool.
+
+    Raises:
+        ValueError: two pools share a name.
+    """
+    pools = tuple(pools)
+    names = [p.name for p in pools]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"pool names must be unique; rename the duplicates: {dup}")
+    apps = index_apps(obs, pools)
+    claims = index_claims(obs.claims)
+    ledger = Ledger.from_observation(obs, pools, caps)
+    out = PlanBuilder()
+    desired: dict[str, int] = {}
+
+    relaunch: dict[str, list[ClaimView]] = {}
+    stopped: dict[str, list[MachineView]] = {}
+    for p in pools:
+        idx = apps.get(p.app)
+        if idx is None:
+            continue
+        if p.mode == "per-job":
+            relaunch[p.name] = reconcile(p, idx, claims, obs.now, out)
+        else:
+            stopped[p.name] = reap_workers(p, idx, obs.now, out)
+    for app, idx in apps.items():
+        _reap_unknown_pool(idx, orphan_grace(app, pools), obs.now, out)
+    _report_unknown_pool_claims(pools, claims, out)
+
+    _relaunch(pools, relaunch, ledger, obs.now, out)
+    _scale(pools, obs, apps, claims, stopped, ledger, out, desired)
+    return out.build(desired)
+
+
+def _reap_unknown_pool(idx: AppIndex, grace: float, now: float, out: PlanBuilder) -> None:
+    for m in idx.by_pool.get(None, ()):
+        if is_gone(m.state):
+            continue
+        if m.state == "failed":
+            out.destroy(None, m, "failed", True)
+        elif m.state == "stopped":
+            out.destroy(None, m, "stopped", False)
+        else:
+            step = orphan_step(m, grace, now)
+            if step == "mark":
+                out.mark_orphan(None, m, "unknown_pool")
+            elif step == "destroy":
+                out.destroy(None, m, "orphan", True)
+            else:
+                out.tally.count(None, "reap", "orphan_grace", "not_taken")
+
+
+def _report_unknown_pool_claims(
+    pools: Sequence[PoolPolicy], claims: ClaimIndex, out: PlanBuilder
+) -> None:
+    """Claims of a pool that is gone (or not per-job) are left alone, and reported every tick."""
+    per_job = {p.name for p in pools if p.mode == "per-job"}
+    for name, cs in claims.by_pool.items():
+        if name not in per_job:
+            out.tally.count(None, "skip", "unknown_pool", "not_taken", len(cs))
+
+
+def _relaunch(
+    pools: Sequence[PoolPolicy],
+    relaunch: Mapping[str, list[ClaimView]],
+    ledger: Ledger,
+    now: float,
+    out: PlanBuilder,
+) -> None:
+    requests = [
+        Request(p.name, p.app, len(relaunch[p.name]), 0, (relaunch[p.name][0].claimed_at - now, i))
+        for i, p in enumerate(pools)
+        if relaunch.get(p.name)
+    ]
+    grants = allocate(requests, ledger)
+    for p in pools:
+        cands = relaunch.get(p.name)
+        if not cands:
+            continue
+        g = grants[p.name]
+        for c in cands[: g.count]:
+            out.claim_action(Relaunch(p.name, p.app, c), "relaunch")
+        ledger.take(p.name, p.app, g.count, g.count)
+        if g.limit is not None:
+            out.tally.count(p.name, "relaunch", g.limit, "not_taken", len(cands) - g.count)
+
+
+def _oldest_age(p: PoolPolicy, obs: Observation) -> float:
+    ages = [
+        v.oldest_ready_age_s
+        for q in p.queues
+        if (v := obs.queues.get(q)) is not None and v.oldest_ready_age_s is not None
+    ]
+    return max(ages, default=0.0)
+
+
+def _scale(
+    pools: Sequence[PoolPolicy],
+    obs: Observation,
+    apps: Mapping[str, AppIndex],
+    claims: ClaimIndex,
+    stopped: Mapping[str, list[MachineView]],
+    ledger: Ledger,
+    out: PlanBuilder,
+    desired: dict[str, int],
+) -> None:
+    remaining: dict[str, int] = {}
+    demands: dict[str, QueueDemand] = {}
+    signals: dict[str, Signal] = {}
+    requests: list[Request] = []
+    for i, p in enumerate(pools):
+        live = ledger.live(p.name)
+        if p.app not in apps:
+            desired[p.name] = live
+            continue
+        if p.mode == "per-job":
+            d = launch_demand(p, obs, claims, remaining)
+            demands[p.name] = d
+            desired[p.name] = min(p.max_machines, live + d.total) if d.total else live
+            requests.append(Request(p.name, p.app, d.total, 0, (-d.oldest_age, i)))
+        else:
+            sig = desired_workers(p, obs, live)
+            signals[p.name] = sig
+            desired[p.name] = sig.desired
+            want = max(0, sig.desired - live)
+            free = min(want, len(stopped.get(p.name, ())))
+            requests.append(Request(p.name, p.app, want, free, (-_oldest_age(p, obs), i)))
+    before = {p.name: _snapshot(p, ledger) for p in pools}
+    grants = allocate(requests, ledger)
+    for p in pools:
+        if p.app not in apps:
+            out.tally.add(
+                Decision(
+                    p.name,
+                    "skip",
+                    "not_taken",
+                    "unknown_data",
+                    0,
+                    {"app": p.app},
+                    f"{p.name}: machine listing of app {p.app} unknown: "
+                    "no launch, destroy or requeue until it can be read",
+                )
+            )
+        elif p.mode == "per-job":
+            _apply_launch(
+                p, demands[p.name], grants[p.name], remaining, ledger, out, before[p.name]
+            )
+        else:
+            _apply_workers(
+                p,
+                signals[p.name],
+                grants[p.name],
+                stopped.get(p.name, []),
+                ledger,
+                out,
+                before[p.name],
+            )
+
+
+def _snapshot(p: PoolPolicy, ledger: Ledger) -> Inputs:
+    app_cap = ledger.caps.per_app.get(p.app)
+    return {
+        "live": ledger.live(p.name),
+        "cap": p.max_machines,
+        "app_live": ledger.app_live.get(p.app, 0),
+        "app_cap": app_cap if app_cap is not None else "none",
+        "global_live": ledger.global_live,
+        "global_cap": ledger.caps.global_max,
+        "create_budget": ledger.budget.get(p.app, 0),
+    }
+
+
+def _apply_launch(
+    p: PoolPolicy,
+    d: QueueDemand,
+    g: Grant,
+    remaining: dict[str, int],
+    ledger: Ledger,
+    out: PlanBuilder,
+    snap: Inputs,
+) -> None:
+    left = g.count
+    launched = 0
+    order = {q: i for i, q in enumerate(p.queues)}
+    for q in sorted(d.ready, key=order.__getitem__):
+        n = min(left, remaining[q])
+        if n > 0:
+            out.add(Launch(p.name, p.app, q, n))
+            remaining[q] -= n
+            left -= n
+            launched += n
+    ledger.take(p.name, p.app, launched, launched)
+    want = d.total
+    inputs: Inputs = {"ready": want, **snap}
+    head = (
+        f"{p.name}: {want} ready, {snap['live']} live of cap {p.max_machines}: launching {launched}"
+    )
+    decided = False
+    if launched:
+        out.tally.add(Decision(p.name, "launch", "acted", "demand", launched, inputs, head))
+        decided = True
+    if want > launched:
+        reason = g.limit if g.limit is not None else "no_demand"
+        msg = f"{head} ({describe(reason)})"
+        if reason == "no_demand":
+            msg = f"{head} (ready messages taken by another pool on the same queue)"
+        out.tally.add(Decision(p.name, "launch", "not_taken", reason, want - launched, inputs, msg))
+        decided = True
+    if d.unknown:
+        queues = ", ".join(d.unknown)
+        out.tally.add(
+            Decision(
+                p.name,
+                "launch",
+                "not_taken",
+                "unknown_data",
+                0,
+                {**inputs, "unknown_queues": queues},
+                f"{p.name}: queue stats or claims of {queues} unknown: no launch for them",
+            )
+        )
+        decided = True
+    if not decided:
+        out.tally.add(
+            Decision(p.name, "launch", "not_taken", "no_demand", 0, inputs, f"{head} (no demand)")
+        )
+
+
+def _apply_workers(
+    p: PoolPolicy,
+    sig: Signal,
+    g: Grant,
+    stopped: list[MachineView],
+    ledger: Ledger,
+    out: PlanBuilder,
+    snap: Inputs,
+) -> None:
+    startable = [m for m in stopped if not out.touched(m)]
+    starts = 0
+    for m in startable[: g.free]:
+        if out.start(p.name, m):
+            starts += 1
+    creates = g.count - g.free
+    if creates:
+        out.add(Create(p.name, p.app, creates))
+    ledger.take(p.name, p.app, starts + creates, creates)
+    live = int(snap["live"])
+    want = max(0, sig.desired - live)
+    inputs: Inputs = {**sig.inputs, **snap, "desired": sig.desired, "stopped": len(startable)}
+    head = f"{p.name}: desired {sig.desired}, {live} live of cap {p.max_machines}"
+    if starts:
+        msg = f"{head}: starting {starts} warm machine(s)"
+        out.tally.add(Decision(p.name, "start", "acted", "scale_up", starts, inputs, msg))
+    if creates:
+        msg = f"{head}: creating {creates} machine(s)"
+        out.tally.add(Decision(p.name, "create", "acted", "scale_up", creates, inputs, msg))
+    if want > starts + creates:
+        reason = g.limit or "cap_pool"
+        msg = f"{head}: {want - starts - creates} more not started ({describe(reason)})"
+        out.tally.add(
+            Decision(p.name, "create", "not_taken", reason, want - starts - creates, inputs, msg)
+        )
+    if not sig.known:
+        msg = f"{head}: signal unknown, holding (no scale-down, warm machines kept)"
+        out.tally.add(Decision(p.name, "scale", "not_taken", "unknown_data", 0, inputs, msg))
+        return
+    extra = startable[starts + p.warm_machines :]
+    for m in extra:
+        out.destroy(p.name, m, "stopped", False)
+    if want == 0 and not extra:
+        msg = f"{head}: no scale-up needed"
+        out.tally.add(Decision(p.name, "scale", "not_taken", "no_demand", 0, inputs, msg))

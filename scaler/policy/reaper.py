@@ -1,0 +1,67 @@
+"""Which machines must go, and why: failed, wedged, never booted, over their runtime, or orphaned.
+
+These rules read only the machine listing, so they are safe whenever that listing is known.
+Destroying a machine that still holds a per-job claim is paired with releasing that claim
+(see :mod:`scaler.policy.perjob`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scaler.policy.states import PRE_START_STATES, is_gone, is_wedged
+from scaler.policy.types import DEFAULT_ORPHAN_GRACE_S, MachineView, PoolPolicy
+
+__all__ = ["Verdict", "orphan_grace", "orphan_step", "verdict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A machine must be destroyed: ``reason``, and whether it must be killed first."""
+
+    reason: str
+    force: bool
+
+
+def verdict(m: MachineView, pool: PoolPolicy, now: float) -> Verdict | None:
+    """The rule that condemns ``m``, if any (stopped machines are the caller's business).
+
+    Boot time runs from ``created_at`` for a machine that never started, else from ``updated_at``
+    (a warm worker being started again). Runtime runs from ``started_at``.
+    """
+    if m.state in ("destroyed", "launch_failed"):
+        return None
+    if m.state == "failed":
+        return Verdict("failed", True)
+    if is_wedged(m, now):
+        return Verdict("stuck", True)
+    if is_gone(m.state) or m.state == "stopped":
+        return None
+    if m.state in PRE_START_STATES:
+        since = m.created_at if m.started_at is None else m.updated_at
+        if now - since > pool.boot_timeout_s:
+            return Verdict("boot_timeout", True)
+        return None
+    if (
+        pool.max_runtime_s is not None
+        and m.started_at is not None
+        and now - m.started_at > pool.max_runtime_s
+    ):
+        return Verdict("max_runtime", True)
+    return None
+
+
+def orphan_grace(app: str, pools: Sequence[PoolPolicy]) -> float:
+    """Grace for a machine of ``app`` whose pool is unknown: the longest of the app's pools."""
+    graces = [p.orphan_grace_s for p in pools if p.app == app]
+    return max(graces) if graces else DEFAULT_ORPHAN_GRACE_S
+
+
+def orphan_step(m: MachineView, grace: float, now: float) -> str:
+    """What to do with an orphan now: ``"mark"``, ``"destroy"`` or ``"wait"``."""
+    if m.orphan_marked_at is None:
+        return "mark"
+    if now - m.orphan_marked_at >= grace:
+        return "destroy"
+    return "wait"
