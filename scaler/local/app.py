@@ -1,0 +1,216 @@
+"""The ASGI application: auth, request ids, faults, rate limits, then the handler named by the
+spec's operationId. ``create_app(config)`` builds it; :mod:`scaler.local.server` runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import math
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from scaler.fly.limits import classify
+from scaler.fly.spec import load_spec
+from scaler.local import ids, routes_apps, routes_machines
+from scaler.local.config import LocalAPIConfig
+from scaler.local.context import Context, DropConnection, Handler, json_response
+from scaler.local.errors import APIError
+from scaler.local.faults import FaultInjector, FaultSpec, RequestFault
+from scaler.local.lifecycle import Engine
+from scaler.local.process_runtime import ProcessRuntime
+from scaler.local.ratelimit import RateLimiter
+from scaler.local.runtime import ExitCallback, Runtime
+from scaler.local.sim_runtime import SimRuntime
+from scaler.local.store import Store
+
+__all__ = ["LocalAPI", "create_app"]
+
+HANDLERS: dict[str, Handler] = {**routes_apps.HANDLERS, **routes_machines.HANDLERS}
+UNAUTHORIZED = {"error": "Authenticate: token validation error"}
+_NO_FAULT = RequestFault()
+_RAW_SEND = "scaler.local.raw_send"
+
+
+def _spec_paths() -> list[tuple[str, re.Pattern[str]]]:
+    out = []
+    for path, ops in load_spec()["paths"].items():
+        rx = re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$")
+        for method in ops:
+            out.append((method.upper(), rx))
+    return out
+
+
+def token_owner(token: str) -> str:
+    """The lease owner for a token: stable, and reveals nothing of the token."""
+    return f"user-{hashlib.sha256(token.encode()).hexdigest()[:8]}@local.fly"
+
+
+class LocalAPI(Starlette):
+    """The Starlette app, carrying the server's parts as attributes (``store``, ``engine``...)."""
+
+    config: LocalAPIConfig
+    store: Store
+    engine: Engine
+    faults: FaultInjector
+    limiter: RateLimiter | None
+    workdir: Path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_RAW_SEND] = send  # to drop a connection without answering (ambiguous creates)
+        await super().__call__(scope, receive, send)
+
+
+def create_app(config: LocalAPIConfig) -> LocalAPI:
+    """Build the local Machines API as an ASGI app (state lives in ``app.store``)."""
+    store = Store(config.recent_requests)
+    faults = FaultInjector(FaultSpec.parse(config.faults), config.seed)
+    workdir = config.workdir or Path(tempfile.mkdtemp(prefix="scaler-local-api-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def runtime_factory(on_exit: ExitCallback) -> Runtime:
+        if config.runtime == "sim":
+            return SimRuntime(on_exit, config.sim_run_seconds, config.sim_exit_code)
+        return ProcessRuntime(on_exit, workdir, config.images)
+
+    engine = Engine(
+        store,
+        config.resolved_timings,
+        faults,
+        runtime_factory,
+        clock=config.clock,
+        destroyed_retention=config.destroyed_retention,
+    )
+    tokens = [(t.encode(), token_owner(t)) for t in config.all_tokens()]
+    spec_paths = _spec_paths()
+    limiter = RateLimiter(config.clock) if config.rate_limits == "fly" else None
+
+    def authenticate(request: Request) -> str | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() not in ("bearer", "flyv1") or not value:
+            return None
+        given = value.strip().encode()
+        owner = None
+        for token, who in tokens:  # compare with every token: constant time overall
+            if hmac.compare_digest(given, token):
+                owner = who
+        return owner
+
+    def finish(response: Response, operation: str) -> Response:
+        response.headers["fly-request-id"] = f"{ids.ulid()}-{config.region}"
+        store.record_request(config.clock(), operation, response.status_code)
+        return response
+
+    async def drop(request: Request) -> Response:
+        send = request.scope.get(_RAW_SEND)
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if transport is not None:
+            transport.close()
+            for _ in range(3):  # let the server see the connection is gone before we "answer"
+                await asyncio.sleep(0)
+            return Response(status_code=499)
+        return json_response({"error": "connection dropped (simulated)"}, 502)
+
+    async def dispatch(request: Request) -> Response:
+        path = request.url.path
+        if path.startswith("/_admin"):
+            return await admin(request)
+        route = classify(request.method, path)
+        operation = route.action
+        if authenticate(request) is None:
+            return finish(json_response(UNAUTHORIZED, 401), operation)
+        handler = HANDLERS.get(operation)
+        if handler is None:
+            if any(m == request.method and rx.match(path) for m, rx in spec_paths):
+                body = {"error": f"{operation}: not implemented by the local Machines API"}
+                return finish(json_response(body, 501), operation)
+            return finish(json_response({"error": "not found"}, 404), operation)
+        owner = authenticate(request) or ""
+        fault = faults.for_request(operation) if faults.spec.ops else _NO_FAULT
+        try:
+            if fault.latency:
+                await asyncio.sleep(fault.latency)
+            if fault.outcome == "rate_limit":
+                store.faults_injected["rate_limit"] += 1
+                return finish(_too_many(1.0), operation)
+            if fault.outcome == "error":
+                store.faults_injected["error"] += 1
+                body = {"error": "internal: injected fault", "status": "unknown"}
+                return finish(json_response(body, fault.error_status), operation)
+            if limiter is not None:
+                wait = limiter.check(operation, route.scope)
+                if wait > 0:
+                    return finish(_too_many(wait), operation)
+            ctx = Context(request, operation, route.params, owner, fault, config, store, engine)
+            response = await handler(ctx)
+        except APIError as exc:
+            response = json_response(exc.body(), exc.http_status)
+        except DropConnection:
+            response = await drop(request)
+        return finish(response, operation)
+
+    async def admin(request: Request) -> Response:
+        if authenticate(request) is None:
+            return json_response(UNAUTHORIZED, 401)
+        path, method = request.url.path, request.method
+        try:
+            if path == "/_admin/state" and method == "GET":
+                return json_response(store.summary())
+            if path == "/_admin/faults" and method == "GET":
+                return json_response(faults.spec.to_dict())
+            if path == "/_admin/faults" and method == "POST":
+                body: Any = await request.json()
+                seed = body.pop("seed", None) if isinstance(body, dict) else None
+                try:
+                    faults.configure(FaultSpec.parse(body), seed)
+                except (ValueError, TypeError) as exc:
+                    raise APIError(400, str(exc)) from None
+                return json_response(faults.spec.to_dict())
+            match = re.fullmatch(r"/_admin/apps/([^/]+)/machines/([^/]+)/exit", path)
+            if match and method == "POST":
+                ctx = Context(
+                    request, "admin_exit", {"app_name": match[1], "machine_id": match[2]}, "",
+                    _NO_FAULT, config, store, engine,
+                )
+                return await routes_machines.exit_machine(ctx)
+        except APIError as exc:
+            return json_response(exc.body(), exc.http_status)
+        return json_response({"error": "not found"}, 404)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await engine.close()
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    app = LocalAPI(
+        routes=[Route("/{path:path}", dispatch, methods=methods)], lifespan=lifespan
+    )
+    app.config = config
+    app.store = store
+    app.engine = engine
+    app.faults = faults
+    app.limiter = limiter
+    app.workdir = workdir
+    return app
+
+
+def _too_many(wait: float) -> Response:
+    response = json_response({"error": "rate limit exceeded"}, 429)
+    response.headers["retry-after"] = str(max(1, math.ceil(wait)))
+    return response
+
+

@@ -1,0 +1,112 @@
+"""``scaler local-api``: serve the local Machines API in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from scaler.local.app import create_app
+from scaler.local.config import LocalAPIConfig
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``scaler local-api``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=4280, help="port (default 4280, as Fly's)")
+    parser.add_argument("--runtime", choices=["process", "sim"], default="process",
+                        help="process: machines are local processes; sim: simulated")
+    parser.add_argument("--token", default=None,
+                        help="bearer token to require (default: a random one, printed)")
+    parser.add_argument("--timings", choices=["fast", "realistic"], default="realistic")
+    parser.add_argument("--rate-limits", choices=["fly", "off"], default="fly")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow a non-loopback --host (requires --token)")
+    parser.add_argument("--faults", default=None,
+                        help="fault spec: JSON, @FILE, or OP.field=value,... (see BEHAVIOUR.md)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the fault RNG")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where machine directories and logs go (default: a temp dir)")
+    parser.add_argument("--image", action="append", default=[], metavar="IMAGE=CMD",
+                        help="command a process machine of IMAGE runs when its config has none")
+    parser.add_argument("--sim-run-seconds", type=float, default=None,
+                        help="sim: seconds a machine runs before exiting 0 (default: forever)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; every machine process is stopped on the way out."""
+    if not _is_loopback(args.host):
+        if not args.allow_remote:
+            print(f"scaler local-api: refusing to bind {args.host}: the process runtime runs "
+                  "the commands it is sent. Pass --allow-remote together with --token to "
+                  "expose it.", file=sys.stderr)
+            return 2
+        if not args.token:
+            print("scaler local-api: --allow-remote requires --token (an explicit secret)",
+                  file=sys.stderr)
+            return 2
+    images: dict[str, list[str]] = {}
+    for item in args.image:
+        image, eq, cmd = item.partition("=")
+        if not eq or not image or not cmd.strip():
+            print(f"scaler local-api: --image {item!r}: use IMAGE=CMD, e.g. "
+                  "--image worker:latest='python -m workers.runner'", file=sys.stderr)
+            return 2
+        images[image] = cmd.split()
+    faults = args.faults
+    if faults and faults.startswith("@"):
+        faults = Path(faults[1:]).read_text()
+    generated = args.token is None
+    token = args.token or secrets.token_hex(16)
+    try:
+        config = LocalAPIConfig(
+            host=args.host, port=args.port, runtime=args.runtime, token=token,
+            timings=args.timings, rate_limits=args.rate_limits, allow_remote=args.allow_remote,
+            faults=faults, seed=args.seed, workdir=args.workdir, images=images,
+            sim_run_seconds=args.sim_run_seconds,
+        )
+        app = create_app(config)
+    except ValueError as exc:
+        print(f"scaler local-api: {exc}", file=sys.stderr)
+        return 2
+    url = f"http://{args.host}:{args.port}"
+    print(f"local Machines API on {url} (runtime={args.runtime}, timings={args.timings}, "
+          f"rate limits={args.rate_limits}); machine files in {app.workdir}")
+    print("Point a client at it with:")
+    print(f"  export FLY_API_URL={url}")
+    if generated:  # the user chose a token already; do not echo theirs back into logs
+        print(f"  export FLY_API_TOKEN={token}")
+    sys.stdout.flush()
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level="warning", lifespan="on"))
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        await server.serve()
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    finally:
+        app.engine.runtime.kill_all_now()
+    return 0

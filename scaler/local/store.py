@@ -1,0 +1,113 @@
+"""The in-memory state of the local Machines API: apps (each indexing its machines and volumes),
+request counters, and the waiters that ``/wait`` parks on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+from typing import Any
+
+from scaler.local.errors import not_found_app, not_found_machine
+from scaler.local.model import AppRecord, MachineRecord
+
+__all__ = ["Store"]
+
+
+class Store:
+    """Apps, machines and volumes, plus counters. Read it from tests for assertions.
+
+    Everything is mutated on the server's event loop; readers in other threads should use
+    the snapshot helpers (:meth:`machines`, :meth:`counts`), which copy before iterating.
+    """
+
+    def __init__(self, recent_requests: int = 10_000) -> None:
+        self.apps: dict[str, AppRecord] = {}
+        self.machines_by_id: dict[str, MachineRecord] = {}
+        self.requests: Counter[tuple[str, int]] = Counter()
+        """Requests answered, by (operation, HTTP status)."""
+        self.recent: deque[tuple[float, str, int]] = deque(maxlen=recent_requests)
+        """The last requests as (monotonic time, operation, HTTP status)."""
+        self.faults_injected: Counter[str] = Counter()
+        self._waiters: dict[str, list[asyncio.Event]] = {}
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def app(self, name: str) -> AppRecord:
+        """The app, or a 404 :class:`APIError`."""
+        app = self.apps.get(name)
+        if app is None:
+            raise not_found_app()
+        return app
+
+    def machine(self, app_name: str, machine_id: str) -> MachineRecord:
+        """The machine (destroyed ones included), or a 404."""
+        app = self.app(app_name)
+        machine = app.machines.get(machine_id)
+        if machine is None:
+            raise not_found_machine()
+        return machine
+
+    def machines(self, app_name: str | None = None) -> list[MachineRecord]:
+        """A snapshot list of machines (of one app, or all), destroyed ones included."""
+        if app_name is None:
+            return list(self.machines_by_id.values())
+        app = self.apps.get(app_name)
+        return list(app.machines.values()) if app else []
+
+    def counts(self) -> dict[str, int]:
+        """Machines per state."""
+        return dict(Counter(m.state for m in list(self.machines_by_id.values())))
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def add_machine(self, machine: MachineRecord) -> None:
+        """Index a new machine."""
+        self.apps[machine.app].machines[machine.id] = machine
+        self.machines_by_id[machine.id] = machine
+
+    def forget_machine(self, machine: MachineRecord) -> None:
+        """Drop a (destroyed) machine entirely."""
+        app = self.apps.get(machine.app)
+        if app is not None:
+            app.machines.pop(machine.id, None)
+        self.machines_by_id.pop(machine.id, None)
+
+    def record_request(self, now: float, operation: str, status: int) -> None:
+        """Count one answered request."""
+        self.requests[(operation, status)] += 1
+        self.recent.append((now, operation, status))
+
+    def summary(self) -> dict[str, Any]:
+        """Counters for ``GET /_admin/state``."""
+        by_op: dict[str, dict[str, int]] = {}
+        for (op, status), n in list(self.requests.items()):
+            by_op.setdefault(op, {})[str(status)] = n
+        return {
+            "apps": len(self.apps),
+            "machines": self.counts(),
+            "requests": by_op,
+            "faults_injected": dict(self.faults_injected),
+        }
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    def notify(self, machine_id: str) -> None:
+        """Wake everything waiting on a machine (its state or version changed)."""
+        waiters = self._waiters.pop(machine_id, None)
+        if waiters:
+            for event in waiters:
+                event.set()
+
+    def waiter(self, machine_id: str) -> asyncio.Event:
+        """An event set at the machine's next change."""
+        event = asyncio.Event()
+        self._waiters.setdefault(machine_id, []).append(event)
+        return event
+
+    def drop_waiter(self, machine_id: str, event: asyncio.Event) -> None:
+        """Unregister a waiter that timed out."""
+        waiters = self._waiters.get(machine_id)
+        if waiters and event in waiters:
+            waiters.remove(event)
+            if not waiters:
+                del self._waiters[machine_id]
