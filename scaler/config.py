@@ -441,6 +441,16 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
             problems.append(
                 (("queues",), 'a pool needs at least one queue, e.g. queues = ["jobs"]')
             )
+        for q in queues:
+            if isinstance(q, str) and q[-3:] in (".DQ", ".XQ"):
+                kind = "delay" if q.endswith(".DQ") else "dead-letter"
+                problems.append(
+                    (
+                        ("queues",),
+                        f"{q!r} is dramatiq's {kind} queue of {q[:-3]!r}; list {q[:-3]!r} "
+                        "instead (the scaler watches both)",
+                    )
+                )
         dupes = sorted({q for q in queues if isinstance(q, str) and queues.count(q) > 1})
         if dupes:
             problems.append((("queues",), f"queue {dupes[0]!r} is listed twice"))
@@ -877,6 +887,7 @@ def _format_error(err: Mapping[str, Any], env_sources: Mapping[tuple[str, ...], 
     msg = str(err["msg"])
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
+    msg = msg.replace("valid tuple", "list").replace("valid dictionary", "table")
     if "[key]" in err["loc"]:
         msg = f"bad key: {msg}"
     shown = _show(loc, err.get("input"))

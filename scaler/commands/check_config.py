@@ -1,0 +1,37 @@
+"""``scaler check-config``: validate a config file and print what was understood (never secrets)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from scaler.config import ConfigError, default_config_path, load_settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-c/--config PATH`` (default: ``$SCALER_CONFIG``, else ``./scaler.toml``)."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="config file (default: $SCALER_CONFIG, else ./scaler.toml)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the understood settings and return 0, or print every problem and return 2."""
+    path: Path | None = args.config or default_config_path(os.environ)
+    if path is None:
+        path = Path("scaler.toml")
+    try:
+        settings = load_settings(path, os.environ)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"config {path}: OK")
+    print(settings.describe())
+    return 0
