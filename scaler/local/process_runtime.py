@@ -169,7 +169,8 @@ class ProcessRuntime:
                 await entry.proc.wait()
             if entry.waiter is not None:
                 await entry.waiter
-            return _exit_code(entry.proc.returncode)
+            rc = entry.proc.returncode
+            return None if rc is None else _exit_code(rc)
         finally:
             self._stopping.discard(machine.id)
 
@@ -226,8 +227,6 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _exit_code(returncode: int | None) -> int | None:
+def _exit_code(returncode: int) -> int:
     """A shell-style exit code: death by signal N is 128 + N."""
-    if returncode is None or returncode >= 0:
-        return returncode
-    return 128 - returncode
+    return returncode if returncode >= 0 else 128 - returncode
