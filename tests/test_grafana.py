@@ -94,7 +94,7 @@ def test_every_metric_in_a_query_is_exported() -> None:
         for name in METRIC_NAME.findall(expr)
         if name not in exported
     }
-    assert not unknown, f"queries name metrics that scaler.metrics.Metrics does not export: {unknown}"
+    assert not unknown, f"queries name metrics scaler.metrics.Metrics does not export: {unknown}"
 
 
 def test_every_exported_metric_is_on_the_dashboard() -> None:
@@ -144,7 +144,7 @@ def test_datasource_provisioning_defines_the_prometheus_datasource() -> None:
     assert source["isDefault"] is True
     assert source["url"] == "http://prometheus:9090"  # the compose service
     scrape = yaml.safe_load(PROMETHEUS_YML.read_text())["global"]["scrape_interval"]
-    assert source["jsonData"]["timeInterval"] == scrape, "$__rate_interval needs the scrape interval"
+    assert source["jsonData"]["timeInterval"] == scrape, "$__rate_interval needs the interval"
 
 
 def test_dashboard_provider_points_at_the_dashboard_through_the_compose_mounts() -> None:
@@ -162,5 +162,6 @@ def test_dashboard_provider_points_at_the_dashboard_through_the_compose_mounts()
 
 def test_compose_home_dashboard_exists() -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
-    home = compose["services"]["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    env = compose["services"]["grafana"]["environment"]
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert _host_path(home, _compose_mounts("grafana")).resolve() == DASHBOARD
