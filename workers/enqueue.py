@@ -31,9 +31,11 @@ from typing import Any
 
 import dramatiq
 from dramatiq.common import current_millis, q_name
+from dramatiq.middleware import MiddlewareError
 
 __all__ = [
     "MACHINE_OPTION_KEYS",
+    "ActorMachineError",
     "MachineOptionsError",
     "ScalerMiddleware",
     "send_with_machine",
@@ -53,6 +55,10 @@ class MachineOptionsError(ValueError):
         self.field = field
         self.value = value
         super().__init__(message)
+
+
+class ActorMachineError(MachineOptionsError, MiddlewareError):
+    """An actor's ``machine`` option is invalid (raised when the actor is declared)."""
 
 
 def validate_machine_options(
@@ -161,13 +167,21 @@ class ScalerMiddleware(dramatiq.Middleware):
         """``machine``: default per-job machine options for an actor's messages."""
         return {"machine"}
 
-    def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+    def before_declare_actor(
+        self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]
+    ) -> None:
         """Validate an actor's ``machine`` option when the actor is declared."""
         machine = actor.options.get("machine")
-        if machine is not None:
+        if machine is None:
+            return
+        try:
             actor.options["machine"] = validate_machine_options(
                 machine, field=f"{actor.actor_name}.machine"
             )
+        except ValueError as exc:
+            # dramatiq swallows middleware errors other than MiddlewareError
+            field = getattr(exc, "field", f"{actor.actor_name}.machine")
+            raise ActorMachineError(field, machine, str(exc)) from exc
 
     def before_enqueue(
         self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None

@@ -1,0 +1,155 @@
+"""The app-side helpers: machine options, the enqueue middleware, send_with_machine."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from scaler.fly.sizing import SizingError
+from workers.enqueue import (
+    ActorMachineError,
+    MachineOptionsError,
+    ScalerMiddleware,
+    send_with_machine,
+    validate_machine_options,
+)
+
+Q = "jobs"
+
+
+@pytest.fixture
+def ns(redis_prefix: str) -> str:
+    return f"{redis_prefix}-ns"
+
+
+@pytest.fixture
+def broker(redis_url: str, ns: str, redis_prefix: str) -> Iterator[RedisBroker]:
+    b = RedisBroker(url=redis_url, namespace=ns)  # type: ignore[no-untyped-call]
+    b.add_middleware(ScalerMiddleware(prefix=redis_prefix))
+    yield b
+    b.client.close()
+
+
+def stored(client: redis.Redis, ns: str, message: dramatiq.Message[Any]) -> dict[str, Any]:
+    queue = message.queue_name
+    raw = client.hget(f"{ns}:{queue}.msgs", message.options["redis_message_id"])
+    assert raw is not None
+    body: dict[str, Any] = json.loads(raw)
+    return body
+
+
+def test_validate_normalizes_presets_and_explicit_shapes() -> None:
+    assert validate_machine_options({"size": "performance-2x", "region": "ord"}) == {
+        "cpu_kind": "performance",
+        "cpus": 2,
+        "memory_mb": 4096,
+        "region": "ord",
+    }
+    assert validate_machine_options({"cpus": 2, "memory_mb": 1024}) == {
+        "cpu_kind": "shared",
+        "cpus": 2,
+        "memory_mb": 1024,
+    }
+
+
+@pytest.mark.parametrize(
+    ("opts", "field", "error"),
+    [
+        ({"gpu": 1}, "fly_machine.gpu", MachineOptionsError),
+        ({"cpus": "2"}, "fly_machine.cpus", MachineOptionsError),
+        ({"cpus": True}, "fly_machine.cpus", MachineOptionsError),
+        ({"region": "Chicago"}, "fly_machine.region", MachineOptionsError),
+        ({"cpus": 3}, "fly_machine.cpus", SizingError),
+        ({"cpus": 1, "memory_mb": 100}, "fly_machine.memory_mb", SizingError),
+    ],
+)
+def test_validate_names_the_bad_field(
+    opts: dict[str, Any], field: str, error: type[ValueError]
+) -> None:
+    with pytest.raises(error) as info:
+        validate_machine_options(opts)
+    assert info.value.field == field  # type: ignore[attr-defined]
+    assert field in str(info.value)
+
+
+def test_send_with_machine_validates_before_enqueue(
+    broker: RedisBroker, redis_client: redis.Redis, ns: str
+) -> None:
+    @dramatiq.actor(broker=broker, queue_name=Q)
+    def work(x: int) -> None:
+        """Not run here."""
+
+    sent = send_with_machine(work, 1, cpus=2, memory_mb=2048, region="ams")
+    body = stored(redis_client, ns, sent)
+    assert body["args"] == [1]
+    assert body["options"]["fly_machine"] == {
+        "cpu_kind": "shared",
+        "cpus": 2,
+        "memory_mb": 2048,
+        "region": "ams",
+    }
+    with pytest.raises(SizingError, match=r"fly_machine\.cpus"):
+        send_with_machine(work, 2, cpus=5)
+    assert redis_client.llen(f"{ns}:{Q}") == 1  # the bad one never reached the queue
+
+
+def test_middleware_stamps_copies_actor_machine_and_publishes(
+    broker: RedisBroker, redis_client: redis.Redis, ns: str, redis_prefix: str
+) -> None:
+    @dramatiq.actor(broker=broker, queue_name=Q, machine={"size": "shared-cpu-2x"})
+    def big() -> None:
+        """Not run here."""
+
+    pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub.subscribe(f"{redis_prefix}:wake")
+    try:
+        confirmed = pubsub.get_message(timeout=5)
+        assert confirmed is not None
+        assert confirmed["type"] == "subscribe"
+        sent = big.send()
+        wake = pubsub.get_message(timeout=5)
+        assert wake is not None
+        assert wake["data"] == Q.encode()
+    finally:
+        pubsub.close()
+    body = stored(redis_client, ns, sent)
+    assert body["options"]["fly_machine"] == {"cpu_kind": "shared", "cpus": 2, "memory_mb": 512}
+    assert body["options"]["enqueued_at"] >= body["message_timestamp"]
+    own = big.send_with_options(fly_machine={"cpus": 4})
+    assert stored(redis_client, ns, own)["options"]["fly_machine"] == {"cpus": 4}
+
+
+def test_delayed_messages_are_stamped_with_their_due_time(
+    broker: RedisBroker, redis_client: redis.Redis, ns: str
+) -> None:
+    sent = broker.enqueue(dramatiq.Message(Q, "a", (), {}, {}), delay=60_000)
+    body = stored(redis_client, ns, sent)
+    assert body["options"]["enqueued_at"] >= body["options"]["eta"] - 5
+
+
+def test_bad_actor_machine_option_fails_at_declaration(broker: RedisBroker) -> None:
+    with pytest.raises(ActorMachineError, match=r"oops\.machine\.cpus") as info:
+
+        @dramatiq.actor(broker=broker, queue_name=Q, machine={"cpus": 3})
+        def oops() -> None:
+            """Never declared."""
+
+    assert info.value.field == "oops.machine.cpus"
+    assert "oops" not in broker.actors
+
+
+def test_a_failed_publish_never_fails_the_enqueue(
+    broker: RedisBroker, redis_client: redis.Redis, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*args: object) -> None:
+        raise redis.ConnectionError("pubsub unavailable")
+
+    monkeypatch.setattr(broker.client, "publish", down)
+    broker.enqueue(dramatiq.Message(Q, "a", (), {}, {}))
+    assert redis_client.llen(f"{ns}:{Q}") == 1
