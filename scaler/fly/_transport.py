@@ -232,15 +232,19 @@ class Engine:
             json=call.body, timeout=timeout,
         )
         began = self._clock()
+        failure: FlyTransportError | None = None
         try:
             response = await self._http.send(request)
         except httpx.TransportError as err:
-            self._observe(route.action, None, began)
-            # `from None`: the httpx error holds the request, and the request holds the token.
-            raise FlyTransportError(
+            failure = FlyTransportError(
                 f"{type(err).__name__}: {err}", sent=not isinstance(err, _NOT_SENT),
                 action=route.action,
-            ) from None
+            )
+        if failure is not None:
+            # Raised outside the except block: the httpx error holds the request, and the
+            # request holds the token, so it must not ride along as __context__.
+            self._observe(route.action, None, began)
+            raise failure
         self._observe(route.action, response.status_code, began)
         if response.status_code >= 400:
             retry_after = _retry_after(response)
@@ -273,6 +277,9 @@ def _first_problem(err: Exception) -> str:
     return type(err).__name__
 
 
+_ENCODING_HEADERS = {"content-encoding", "content-length", "transfer-encoding"}
+
+
 class SyncTransportAdapter(httpx.AsyncBaseTransport):
     """Runs a sync httpx transport (e.g. ``MockTransport`` with a sync handler) from async code,
     in a worker thread so the loop keeps running."""
@@ -281,16 +288,21 @@ class SyncTransportAdapter(httpx.AsyncBaseTransport):
         self._transport = transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        def send() -> tuple[int, httpx.Headers, bytes]:
+        def send() -> tuple[int, list[tuple[str, str]], bytes]:
             response = self._transport.handle_request(request)
             try:
-                raw = b"".join(response.iter_raw())
+                content = response.read()
             finally:
                 response.close()
-            return response.status_code, response.headers, raw
+            # The body is decoded now: headers describing the encoded form no longer apply.
+            headers = [
+                (k, v) for k, v in response.headers.multi_items()
+                if k.lower() not in _ENCODING_HEADERS
+            ]
+            return response.status_code, headers, content
 
-        status, headers, raw = await asyncio.to_thread(send)
-        return httpx.Response(status, headers=headers, content=raw, request=request)
+        status, headers, content = await asyncio.to_thread(send)
+        return httpx.Response(status, headers=headers, content=content, request=request)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._transport.close)
