@@ -204,3 +204,16 @@ def test_drain_mode_runs_everything_then_exits_when_idle(
     assert sorted(redis_client.lrange(key, 0, -1)) == [b"0@m-test", b"1@m-test", b"2@m-test"]
     assert redis_client.llen(f"{ns}:{Q}") == 0
     assert redis_client.hlen(f"{ns}:{Q}.msgs") == 0
+
+
+def test_time_limit_is_enforced(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:steps"
+    sent = send(broker, "too_slow", key)
+    claim = claim_one(redis_url, ns, redis_prefix)
+    proc = run(runner_env(redis_url, ns, redis_prefix, claim))
+    assert proc.returncode == 1, proc.stderr
+    assert "TimeLimitExceeded" in proc.stderr
+    assert redis_client.lrange(key, 0, -1) == [b"start"]
+    assert redis_client.zscore(f"{ns}:{Q}.XQ", sent.options["redis_message_id"]) is not None

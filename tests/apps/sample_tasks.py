@@ -66,3 +66,13 @@ def sleeper(key: str, seconds: float) -> None:
 def sized(key: str) -> None:
     """An actor whose messages ask for a bigger machine."""
     _client.rpush(key, "sized")
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=100)
+def too_slow(key: str) -> None:
+    """Record ``start``, then outlive its 100 ms time limit (in small sleeps it can interrupt)."""
+    _client.rpush(key, "start")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    _client.rpush(key, "done")
