@@ -3,8 +3,10 @@ enqueue write (read back by dramatiq itself) and the message state lookup throug
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,6 +16,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+import uvicorn
 from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -25,6 +28,7 @@ from scaler.messages import record_key
 from scaler.metrics import Metrics
 from scaler.secret import Secret
 from workers.enqueue import ScalerMiddleware
+from workers.http_client import EnqueueClient, EnqueueError
 
 TOKEN = "tok-alpha-7f3c9e"
 OTHER_TOKEN = "tok-beta-1d2e3f"
@@ -460,3 +464,66 @@ async def test_queue_names_are_checked_when_the_app_is_built(aredis: aioredis.Re
         create_http_app(metrics=Metrics(), redis=aredis, namespace="n", prefix="p",
                         queues={"bad queue": QueueInfo(frozenset({"a"}))}, tokens=[],
                         ready=Ready())
+
+
+# -- the Python client, over real HTTP ------------------------------------------------------------
+
+@pytest.fixture
+def served_url(redis_url: str, redis_prefix: str) -> Iterator[str]:
+    """The app served by uvicorn on a loopback socket (listening before the thread starts)."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    client = aioredis.Redis.from_url(redis_url)
+    app = create_http_app(metrics=Metrics(), redis=client, namespace=redis_prefix,
+                          prefix=redis_prefix, queues=QUEUES, tokens=[Secret(TOKEN)],
+                          ready=Ready())
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+
+    async def serve() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            await client.aclose()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),))
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+    assert not thread.is_alive()
+
+
+def test_client_enqueues_retries_idempotently_and_reports_errors(served_url: str) -> None:
+    with EnqueueClient(served_url, TOKEN, backoff_s=0) as client:
+        assert TOKEN not in repr(client)
+        sent = client.enqueue("jobs", "work", args=[1], machine={"cpus": 2, "memory_mb": 512},
+                              delay_ms=60_000)
+        assert sent["state"] == "queued" and sent["eta_ms"] > 0
+        assert client.state(sent["message_id"])["eta_ms"] == sent["eta_ms"]
+        again = client.enqueue("jobs", "work", args=[1], machine={"cpus": 2, "memory_mb": 512},
+                               delay_ms=60_000, message_id=sent["message_id"])
+        assert again["message_id"] == sent["message_id"]
+        with pytest.raises(EnqueueError) as refused:
+            client.enqueue("jobs", "work", machine={"cpus": 3})
+        assert refused.value.status == 422
+        assert refused.value.body["errors"][0]["field"] == "options.machine.cpus"
+    with EnqueueClient(served_url, "wrong") as client, pytest.raises(EnqueueError) as denied:
+        client.state(str(uuid.uuid4()))
+    assert denied.value.status == 403 and "wrong" not in str(denied.value)
+
+
+def test_client_retries_a_503_with_the_same_message_id() -> None:
+    # A proxy answering 503 once cannot be produced locally, hence the mock transport.
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        if len(seen) == 1:
+            return httpx.Response(503, json={"error": "unavailable", "message": "retry"})
+        return httpx.Response(202, json={"message_id": seen[-1]["message_id"], "queue": "jobs",
+                                         "state": "queued"})
+
+    with EnqueueClient("http://scaler", TOKEN, backoff_s=0,
+                       transport=httpx.MockTransport(handler)) as client:
+        sent = client.enqueue("jobs", "work")
+    assert len(seen) == 2 and seen[0]["message_id"] == seen[1]["message_id"] == sent["message_id"]
