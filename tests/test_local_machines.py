@@ -80,7 +80,9 @@ def test_env_injection_and_working_directory(
     assert local_api.token not in json.dumps(env)  # the API token never reaches a machine
 
 
-def test_log_file_captures_output(client: httpx.Client, app: str, local_api: LocalAPIServer) -> None:
+def test_log_file_captures_output(
+    client: httpx.Client, app: str, local_api: LocalAPIServer
+) -> None:
     m = make_machine(client, app, py("print('hello from the machine')"),
                      config={"restart": {"policy": "no"}})
     wait_state(client, app, m["id"], "stopped")
@@ -109,7 +111,9 @@ def test_no_command_fails_the_machine(client: httpx.Client, app: str) -> None:
 
 
 def test_restart_policy_no_records_exit_code(client: httpx.Client, app: str) -> None:
-    m = make_machine(client, app, py("import sys; sys.exit(3)"), config={"restart": {"policy": "no"}})
+    m = make_machine(
+        client, app, py("import sys; sys.exit(3)"), config={"restart": {"policy": "no"}}
+    )
     wait_state(client, app, m["id"], "stopped")
     exits = _exit_events(client, app, m["id"])
     assert len(exits) == 1
@@ -279,7 +283,7 @@ def test_suspend_freezes_and_start_resumes(
     (pid,) = local_api.pids()
     assert client.post(f"/v1/apps/{app}/machines/{m['id']}/suspend").json() == {"ok": True}
     wait_state(client, app, m["id"], "suspended")
-    assert _proc_state(pid) == "T"
+    eventually(lambda: _proc_state(pid) == "T")  # SIGSTOP lands asynchronously
     r = client.post(f"/v1/apps/{app}/machines/{m['id']}/start")
     assert r.json()["previous_state"] == "suspended"
     wait_state(client, app, m["id"], "started")

@@ -34,7 +34,8 @@ class LocalAPIServer:
         base = config or LocalAPIConfig(host="127.0.0.1", port=0)
         self.config = dataclasses.replace(base, **options) if options else base
         self.app: LocalAPI = create_app(self.config)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto must be IPPROTO_TCP or asyncio skips TCP_NODELAY (40 ms delayed-ACK stalls).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.config.host, self.config.port))
         self._socket = sock
