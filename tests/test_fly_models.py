@@ -112,6 +112,15 @@ def test_exit_event_in_the_fly_go_shape() -> None:
     assert exit_event.request.restart_count == 0
 
 
+def test_exit_time_as_ms_or_rfc3339() -> None:
+    for exited_at in (1653047897299, "2022-05-20T11:58:17.299Z"):
+        event = m.MachineEvent.model_validate(
+            {"type": "exit", "request": {"exit_event": {"exit_code": 0, "exited_at": exited_at}}}
+        )
+        assert event.request is not None and event.request.exit_event is not None
+        assert event.request.exit_event.exited_at == exited_at
+
+
 def test_nulls_and_blank_enums_from_fly_are_accepted() -> None:
     machine = m.Machine.model_validate(_load("machines-update.response.json"))
     assert machine.config is not None

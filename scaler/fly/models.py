@@ -482,7 +482,8 @@ class CheckStatus(FlyModel):
 
 
 class ExitEvent(FlyModel):
-    """How the main process ended (fly-go ``MachineExitEvent``; ``exited_at`` in Unix ms)."""
+    """How the main process ended (fly-go ``MachineExitEvent``). ``exited_at`` is Unix ms in the
+    docs' example but an RFC 3339 string from fly-go, so both are accepted."""
 
     exit_code: int | None = None
     guest_exit_code: int | None = None
@@ -491,7 +492,7 @@ class ExitEvent(FlyModel):
     requested_stop: bool | None = None
     restarting: bool | None = None
     signal: int | None = None
-    exited_at: int | None = None
+    exited_at: int | str | None = None
 
 
 class MachineEventRequest(FlyModel):
