@@ -158,7 +158,7 @@ async def test_metadata(fly: AsyncFlyClient, app: str) -> None:
     await fly.update_metadata(app, mid, {"pool": "gpu"}, machine_version=version)
     assert (await fly.get_metadata(app, mid))["pool"] == "gpu"
     with pytest.raises(PreconditionFailed):
-        await fly.update_metadata(app, mid, {"pool": "x"}, machine_version="01STALE0000000000000000000")
+        await fly.update_metadata(app, mid, {"pool": "x"}, machine_version="01STALE0000000")
     await fly.delete_metadata_key(app, mid, "pool")
     with pytest.raises(NotFound):
         await fly.get_metadata_key(app, mid, "pool")
