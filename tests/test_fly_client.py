@@ -12,33 +12,17 @@ import httpx
 import pytest
 
 from scaler.fly import (
-    AmbiguousCreate,
     AsyncFlyClient,
-    BadRequest,
-    Conflict,
-    FlyAPIError,
     FlyClient,
-    FlyError,
-    FlyTransportError,
-    Forbidden,
-    InsufficientCapacity,
     Lease,
     Machine,
     MachineConfig,
-    MachineLimit,
-    NameTaken,
-    NotFound,
-    PreconditionFailed,
-    RateLimited,
-    RequestTimeout,
     RetryPolicy,
-    ServerError,
     StartResponse,
-    Unauthorized,
-    Unprocessable,
     Volume,
     WaitResponse,
 )
+from scaler.fly import errors as fe
 from scaler.fly.limits import LocalGovernor, classify
 from scaler.fly.models import (
     App,
@@ -395,25 +379,25 @@ def test_sync_client_runs_on_its_own_thread_and_closes() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "cls"),
     [
-        (400, {"error": "bad"}, BadRequest),
-        (401, {"error": "Authenticate: token validation error"}, Unauthorized),
-        (403, {"error": "nope"}, Forbidden),
-        (404, {"error": "machine not found"}, NotFound),
-        (409, {"status": "error", "message": "lease currently held by x"}, Conflict),
-        (412, {"error": "unable to start machine from current state"}, PreconditionFailed),
-        (422, {"error": "invalid"}, Unprocessable),
-        (422, {"error": "taken", "status": "name_taken"}, NameTaken),
+        (400, {"error": "bad"}, fe.BadRequest),
+        (401, {"error": "Authenticate: token validation error"}, fe.Unauthorized),
+        (403, {"error": "nope"}, fe.Forbidden),
+        (404, {"error": "machine not found"}, fe.NotFound),
+        (409, {"status": "error", "message": "lease currently held by x"}, fe.Conflict),
+        (412, {"error": "unable to start machine from current state"}, fe.PreconditionFailed),
+        (422, {"error": "invalid"}, fe.Unprocessable),
+        (422, {"error": "taken", "status": "name_taken"}, fe.NameTaken),
         (422, {"error": "To create more than 1 machine per app please add a payment method"},
-         MachineLimit),
-        (412, {"error": "no room", "status": "insufficient_capacity"}, InsufficientCapacity),
-        (400, {"error": "no room", "status": "volume_placement_capacity"}, InsufficientCapacity),
-        (418, {"error": "teapot"}, FlyAPIError),
+         fe.MachineLimit),
+        (412, {"error": "no room", "status": "insufficient_capacity"}, fe.InsufficientCapacity),
+        (400, {"error": "no room", "status": "volume_placement_capacity"}, fe.InsufficientCapacity),
+        (418, {"error": "teapot"}, fe.FlyAPIError),
     ],
 )
 async def test_error_statuses_map_to_the_hierarchy(status: int, body: Any, cls: type) -> None:
     response = httpx.Response(status, json=body, headers={"fly-request-id": "01JREQ-iad"})
     async with fast_client(Recorder(response)) as fly:
-        with pytest.raises(FlyAPIError) as info:
+        with pytest.raises(fe.FlyAPIError) as info:
             await fly.get_machine("a1", "m1")
     exc = info.value
     assert type(exc) is cls
@@ -427,11 +411,11 @@ async def test_error_statuses_map_to_the_hierarchy(status: int, body: Any, cls: 
 
 async def test_server_errors_and_request_timeouts_after_retries() -> None:
     async with fast_client(Recorder(*[httpx.Response(503, text="upstream")] * 5)) as fly:
-        with pytest.raises(ServerError) as info:
+        with pytest.raises(fe.ServerError) as info:
             await fly.get_machine("a1", "m1")
     assert info.value.error == "upstream"
     async with fast_client(Recorder(*[httpx.Response(408)] * 5)) as fly:
-        with pytest.raises(RequestTimeout):
+        with pytest.raises(fe.RequestTimeout):
             await fly.get_machine("a1", "m1")
 
 
@@ -440,7 +424,7 @@ async def test_rate_limited_reads_retry_after(header: str | None, expected: floa
     headers = {"retry-after": header} if header else {}
     response = httpx.Response(429, json={"error": "rate limit exceeded"}, headers=headers)
     async with fast_client(Recorder(response), retry=RetryPolicy(max_attempts=1)) as fly:
-        with pytest.raises(RateLimited) as info:
+        with pytest.raises(fe.RateLimited) as info:
             await fly.get_machine("a1", "m1")
     assert info.value.retry_after == expected
 
@@ -453,7 +437,7 @@ async def test_the_token_never_shows(kind: str, make_client: Callable[..., Any])
     for handler in (Recorder(httpx.Response(401, json={"error": "bad token"})), boom):
         client = make_client(handler, retry=RetryPolicy(max_attempts=1))
         shown += [repr(client), str(client)]
-        with pytest.raises(FlyError) as info:
+        with pytest.raises(fe.FlyError) as info:
             await call(client.get_machine("a1", "m1"))
         exc: BaseException | None = info.value
         while exc is not None:  # the whole chain, as a traceback would print it
@@ -465,7 +449,7 @@ async def test_the_token_never_shows(kind: str, make_client: Callable[..., Any])
 
 async def test_transport_errors_do_not_carry_the_request() -> None:
     async with fast_client(Recorder(_drop), retry=RetryPolicy(max_attempts=1)) as fly:
-        with pytest.raises(FlyTransportError) as info:
+        with pytest.raises(fe.FlyTransportError) as info:
             await fly.get_machine("a1", "m1")
     assert info.value.__cause__ is None and info.value.__context__ is None
 
@@ -498,7 +482,7 @@ async def test_reads_retry_with_exponential_full_jitter_backoff() -> None:
 async def test_retries_stop_at_max_attempts() -> None:
     rec = Recorder(*[httpx.Response(503)] * 10)
     async with fast_client(rec, retry=RetryPolicy(max_attempts=3, max_elapsed=1000)) as fly:
-        with pytest.raises(ServerError):
+        with pytest.raises(fe.ServerError):
             await fly.get_machine("a1", "m1")
     assert len(rec.requests) == 3
 
@@ -508,7 +492,7 @@ async def test_retries_stop_at_max_elapsed() -> None:
     policy = RetryPolicy(max_attempts=10, max_elapsed=3.0, base=1.0, cap=100)
     clock = FakeClock()
     async with fast_client(rec, retry=policy, clock=clock) as fly:
-        with pytest.raises(ServerError):
+        with pytest.raises(fe.ServerError):
             await fly.get_machine("a1", "m1")
     assert clock.sleeps == [1.0, 2.0]  # the next (4 s) would end past the 3 s budget
     assert len(rec.requests) == 3
@@ -528,7 +512,7 @@ async def test_429_waits_retry_after_and_penalizes_the_governor() -> None:
 async def test_wait_408_is_returned_not_retried() -> None:
     rec = Recorder(httpx.Response(408, json={"error": "deadline exceeded"}))
     async with fast_client(rec) as fly:
-        with pytest.raises(RequestTimeout):
+        with pytest.raises(fe.RequestTimeout):
             await fly.wait_machine("a1", "m1", "started", timeout=5)
     assert len(rec.requests) == 1
 
@@ -570,7 +554,7 @@ async def test_what_is_safe_to_repeat(invoke: Callable[[Any], Any], first: Any,
     rec = Recorder(first)
     async with fast_client(rec) as fly:
         if attempts == 1:
-            with pytest.raises(FlyError):
+            with pytest.raises(fe.FlyError):
                 await invoke(fly)
         else:
             await invoke(fly)
@@ -583,7 +567,7 @@ async def test_transport_errors_say_whether_the_request_was_sent() -> None:
         client = fast_client(Recorder(*[handler] * 5), retry=RetryPolicy(max_attempts=2),
                              observer=lambda a, s, sec: seen.append((a, s)))
         async with client as fly:
-            with pytest.raises(FlyTransportError) as info:
+            with pytest.raises(fe.FlyTransportError) as info:
                 await fly.restart_machine("a1", "m1")
         assert info.value.sent is sent
     assert seen[0] == ("Machines_restart", None)
@@ -592,7 +576,7 @@ async def test_transport_errors_say_whether_the_request_was_sent() -> None:
 async def test_an_unexpected_body_is_a_fly_error_without_the_values() -> None:
     rec = Recorder(httpx.Response(200, json=[{"env": {"SECRET": "hunter2"}}]))
     async with fast_client(rec) as fly:
-        with pytest.raises(FlyError, match="expected shape") as info:
+        with pytest.raises(fe.FlyError, match="expected shape") as info:
             await fly.get_machine("a1", "m1")
     assert "hunter2" not in str(info.value)
 
@@ -671,7 +655,7 @@ async def test_create_that_did_not_happen_is_retried_once_not_found() -> None:
 async def test_create_without_name_or_metadata_is_ambiguous() -> None:
     fly = FakeFly(create_then=httpx.Response(408))
     async with fast_client(fly) as client:
-        with pytest.raises(AmbiguousCreate, match="no name or metadata"):
+        with pytest.raises(fe.AmbiguousCreate, match="no name or metadata"):
             await client.create_machine("a1", MachineConfig(image="x"))
     assert fly.posts() == 1
 
@@ -679,7 +663,7 @@ async def test_create_without_name_or_metadata_is_ambiguous() -> None:
 async def test_create_whose_lookup_fails_is_ambiguous() -> None:
     rec = Recorder(httpx.Response(500), *[httpx.Response(401)] * 3)
     async with fast_client(rec) as client:
-        with pytest.raises(AmbiguousCreate, match="looking it up by name 'job-3' failed"):
+        with pytest.raises(fe.AmbiguousCreate, match="looking it up by name 'job-3' failed"):
             await client.create_machine("a1", MachineConfig(image="x"), name="job-3")
     assert [r.method for r in rec.requests] == ["POST", "GET"]
 
@@ -703,7 +687,7 @@ async def test_a_conflict_after_an_unknown_outcome_is_resolved_by_lookup() -> No
 async def test_a_plain_create_conflict_is_not_looked_up() -> None:
     rec = Recorder(httpx.Response(409, json={"error": "taken"}))
     async with fast_client(rec) as client:
-        with pytest.raises(Conflict):
+        with pytest.raises(fe.Conflict):
             await client.create_machine("a1", MachineConfig(image="x"), name="web-1")
     assert len(rec.requests) == 1
 
