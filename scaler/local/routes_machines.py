@@ -278,13 +278,22 @@ async def show_metadata(ctx: Context) -> Response:
 
 async def update_metadata(ctx: Context) -> Response:
     m = ctx.machine()
-    body = await ctx.body("updateMetadataRequest")
+    body = await ctx.body()
+    changes = body.get("metadata")
+    # A null value removes a key (what clients send); the schema only allows strings.
+    if isinstance(changes, dict):
+        check_body(
+            {**body, "metadata": {k: "" if v is None else v for k, v in changes.items()}},
+            "updateMetadataRequest",
+        )
+    else:
+        check_body(body, "updateMetadataRequest")
     ctx.require_nonce(m)
     version = body.get("machine_version")
     if version and version != m.instance_id:
         raise APIError(412, f"machine_version: {version!r} is not the current version")
-    changes = body.get("metadata") or {}
     md = m.metadata
+    changes = changes or {}
     for key, value in changes.items():
         if value is None or value == "":
             md.pop(key, None)
