@@ -266,7 +266,10 @@ def create_machine(
 ) -> Call[Machine]:
     """Create (and unless ``skip_launch``, boot) a machine; keyword arguments override fields of a
     given request. Never repeated blindly: an unknown outcome is looked up by ``name``, or else by
-    ``config.metadata``, before any retry; with neither, :class:`AmbiguousCreate` is raised."""
+    ``config.metadata``, before any retry; with neither, :class:`AmbiguousCreate` is raised.
+    The metadata must identify this machine alone (e.g. a job id). Fly's listing is eventually
+    consistent, so a unique ``name`` is the stronger guard: a retried create then gets a conflict,
+    which triggers another lookup instead of a duplicate."""
     request = _machine_request(CreateMachineRequest, config, {
         "name": name, "region": region, "skip_launch": skip_launch, "lease_ttl": lease_ttl,
         "skip_service_registration": skip_service_registration, "skip_secrets": skip_secrets,
