@@ -34,7 +34,7 @@ from scaler.policy.types import (
     RequeueOrDeadLetter,
 )
 
-__all__ = ["QueueDemand", "find_machine", "launch_demand", "reconcile"]
+__all__ = ["QueueDemand", "find_machine", "launch_demand", "reap", "release_claims"]
 
 
 def find_machine(c: ClaimView, idx: AppIndex) -> MachineView | None:
@@ -47,25 +47,37 @@ def find_machine(c: ClaimView, idx: AppIndex) -> MachineView | None:
     return idx.by_job.get((c.job, c.launch))
 
 
-def reconcile(
+def release_claims(
     pool: PoolPolicy,
     idx: AppIndex,
     claims: ClaimIndex,
     now: float,
     out: PlanBuilder,
+    owned: set[str],
 ) -> list[ClaimView]:
-    """Plan claim releases and reaping for one per-job pool whose app listing is known.
+    """Plan the claim releases of one per-job pool whose app listing is known.
 
-    Returns the claims that need a Relaunch, oldest first (the caller checks caps and budget).
+    Adds the ids of the machines its claims own to ``owned`` (no other rule may reap those), and
+    returns the claims that need a Relaunch, oldest first (the caller checks caps and budget).
     """
     relaunch: list[ClaimView] = []
-    owned: set[str] = set()
     for c in claims.by_pool.get(pool.name, ()):
         m = find_machine(c, idx)
         if m is not None:
             owned.add(m.id)
         _claim(pool, c, m, now, out, relaunch)
+    return relaunch
 
+
+def reap(
+    pool: PoolPolicy,
+    idx: AppIndex,
+    claims: ClaimIndex,
+    now: float,
+    out: PlanBuilder,
+    owned: set[str],
+) -> None:
+    """Reap the pool's machines that no claim owns: condemned, stopped, or orphaned."""
     for m in idx.by_pool.get(pool.name, ()):
         if m.id in owned or out.touched(m):
             continue
@@ -86,7 +98,6 @@ def reconcile(
                 out.destroy(pool.name, m, "orphan", True)
             else:
                 out.tally.count(pool.name, "reap", "orphan_grace", "not_taken")
-    return relaunch
 
 
 def _claim(

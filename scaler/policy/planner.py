@@ -2,8 +2,10 @@
 
 Order of work, and why:
 
-1. Housekeeping per pool whose app listing is known: claims released, machines reaped or marked
-   (per-job, :mod:`~scaler.policy.perjob`; worker, :mod:`~scaler.policy.workers`), then machines
+1. Housekeeping per pool whose app listing is known: first every per-job claim finds its machine
+   and is released if that machine is gone or condemned (:mod:`~scaler.policy.perjob`); machines
+   owned by a claim are then off limits to every other rule. Then machines are reaped or marked
+   (per-job, :mod:`~scaler.policy.perjob`; worker, :mod:`~scaler.policy.workers`), and machines
    whose pool is unknown. Destroys do not free room this tick: a machine is live until it is gone.
 2. Relaunches of claims that lost their create, before any new work: those jobs waited longest.
 3. New capacity for every pool at once, split fairly (:mod:`~scaler.policy.caps`): per-job
@@ -22,7 +24,7 @@ from scaler.policy.builder import PlanBuilder
 from scaler.policy.caps import Grant, Ledger, Request, allocate
 from scaler.policy.explain import describe
 from scaler.policy.index import AppIndex, ClaimIndex, index_apps, index_claims
-from scaler.policy.perjob import QueueDemand, launch_demand, reconcile
+from scaler.policy.perjob import QueueDemand, launch_demand, reap, release_claims
 from scaler.policy.reaper import orphan_grace, orphan_step
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
@@ -62,17 +64,22 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
     desired: dict[str, int] = {}
 
     relaunch: dict[str, list[ClaimView]] = {}
+    owned: set[str] = set()
+    for p in pools:
+        idx = apps.get(p.app)
+        if idx is not None and p.mode == "per-job":
+            relaunch[p.name] = release_claims(p, idx, claims, obs.now, out, owned)
     stopped: dict[str, list[MachineView]] = {}
     for p in pools:
         idx = apps.get(p.app)
         if idx is None:
             continue
         if p.mode == "per-job":
-            relaunch[p.name] = reconcile(p, idx, claims, obs.now, out)
+            reap(p, idx, claims, obs.now, out, owned)
         else:
-            stopped[p.name] = reap_workers(p, idx, obs.now, out)
+            stopped[p.name] = reap_workers(p, idx, obs.now, out, owned)
     for app, idx in apps.items():
-        _reap_unknown_pool(idx, orphan_grace(app, pools), obs.now, out)
+        _reap_unknown_pool(idx, orphan_grace(app, pools), obs.now, out, owned)
     _report_unknown_pool_claims(pools, claims, out)
 
     _relaunch(pools, relaunch, ledger, obs.now, out)
@@ -80,9 +87,11 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
     return out.build(desired)
 
 
-def _reap_unknown_pool(idx: AppIndex, grace: float, now: float, out: PlanBuilder) -> None:
+def _reap_unknown_pool(
+    idx: AppIndex, grace: float, now: float, out: PlanBuilder, owned: set[str]
+) -> None:
     for m in idx.by_pool.get(None, ()):
-        if is_gone(m.state):
+        if is_gone(m.state) or m.id in owned:
             continue
         if m.state == "failed":
             out.destroy(None, m, "failed", True)

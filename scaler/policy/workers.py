@@ -91,11 +91,16 @@ def warm_order(m: MachineView) -> tuple[float, str]:
 
 
 def reap_workers(
-    pool: PoolPolicy, idx: AppIndex, now: float, out: PlanBuilder
+    pool: PoolPolicy, idx: AppIndex, now: float, out: PlanBuilder, owned: set[str]
 ) -> list[MachineView]:
-    """Destroy condemned workers; return the stopped ones (warm candidates), best first."""
+    """Destroy condemned workers; return the stopped ones (warm candidates), best first.
+
+    Machines in ``owned`` (bound to a per-job claim) are left to the claim's rules.
+    """
     stopped: list[MachineView] = []
     for m in idx.by_pool.get(pool.name, ()):
+        if m.id in owned or out.touched(m):
+            continue
         v = verdict(m, pool, now)
         if v is not None:
             out.destroy(pool.name, m, v.reason, v.force)
