@@ -1,0 +1,222 @@
+"""Our machines on Fly: the metadata that marks them, the configs we create, and how a listed
+machine becomes the planner's :class:`~scaler.policy.types.MachineView`.
+
+Metadata (``config.metadata``, queryable with ``?metadata.KEY=value``):
+
+- ``fly_scaler``: the scaler id (``[scaler] id``). The list call filters on it and the view
+  builder checks it again: a machine without it is never seen, so never touched.
+- ``fly_scaler_pool``: the pool; ``fly_scaler_job`` (dramatiq redis_message_id),
+  ``fly_scaler_message`` (dramatiq message_id), ``fly_scaler_queue``, ``fly_scaler_launch``: the
+  per-job binding; ``fly_scaler_size``: the size label for cost accounting.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+
+from scaler.claims import Claim, binding_env
+from scaler.config import PoolSpec, Settings
+from scaler.costs import size_label
+from scaler.fly.models import (
+    CreateMachineRequest,
+    Guest,
+    Machine,
+    MachineConfig,
+    MachineInit,
+    Restart,
+    StopConfig,
+)
+from scaler.fly.sizing import guest_for
+from scaler.policy.types import MachineView, PoolPolicy
+
+__all__ = [
+    "META_JOB",
+    "META_LAUNCH",
+    "META_MESSAGE",
+    "META_POOL",
+    "META_QUEUE",
+    "META_SCALER",
+    "META_SIZE",
+    "job_guest",
+    "machine_view",
+    "per_job_request",
+    "pool_policy",
+    "worker_request",
+]
+
+META_SCALER = "fly_scaler"
+META_POOL = "fly_scaler_pool"
+META_JOB = "fly_scaler_job"
+META_MESSAGE = "fly_scaler_message"
+META_QUEUE = "fly_scaler_queue"
+META_LAUNCH = "fly_scaler_launch"
+META_SIZE = "fly_scaler_size"
+
+
+def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
+    """The planner's view of a configured pool."""
+    return PoolPolicy(
+        name=pool.name,
+        mode=pool.mode,
+        app=pool.app,
+        queues=tuple(pool.queues),
+        max_machines=pool.max_machines,
+        region=pool.region,
+        boot_timeout_s=pool.boot_timeout,
+        max_runtime_s=pool.max_runtime,
+        max_launches=pool.max_launches,
+        orphan_grace_s=settings.scaler.orphan_grace,
+        min_machines=pool.min_machines,
+        jobs_per_machine=pool.jobs_per_machine,
+        warm_machines=pool.warm_machines,
+        scale_on=pool.scale_on,
+        target_latency_s=pool.target_latency,
+        target_per_machine=pool.target_per_machine or 1.0,
+        idle_timeout_s=pool.idle_timeout,
+    )
+
+
+def job_guest(pool: PoolSpec, options: Mapping[str, object] | None) -> Guest:
+    """The size of a job's machine: the message's own ``fly_machine`` options over the pool's.
+
+    The options were validated (``workers.enqueue.validate_machine_options``) before this is called;
+    sizes are validated again here because a partial override can make an invalid combination.
+    """
+    if not options or not any(options.get(k) for k in ("size", "cpus", "memory_mb", "cpu_kind")):
+        return pool.guest
+    size = options.get("size")
+    base = guest_for(size=size, field="fly_machine") if isinstance(size, str) else pool.guest
+    cpus = options.get("cpus")
+    memory = options.get("memory_mb")
+    kind = options.get("cpu_kind")
+    return guest_for(
+        size=None,
+        cpus=cpus if isinstance(cpus, int) else base.cpus,
+        memory_mb=memory if isinstance(memory, int) else (
+            None if isinstance(cpus, int) or isinstance(kind, str) else base.memory_mb),
+        cpu_kind=kind if isinstance(kind, str) else base.cpu_kind,
+        field="fly_machine",
+    )
+
+
+def _label(guest: Guest) -> str:
+    return size_label(guest.cpu_kind or "shared", guest.cpus or 1)
+
+
+def _config(
+    pool: PoolSpec, settings: Settings, guest: Guest, env: dict[str, str],
+    metadata: dict[str, str], *, auto_destroy: bool,
+) -> MachineConfig:
+    init = None
+    if pool.cmd or pool.entrypoint:
+        init = MachineInit(
+            cmd=list(pool.cmd) if pool.cmd else None,
+            entrypoint=list(pool.entrypoint) if pool.entrypoint else None,
+        )
+    meta = dict(pool.metadata)
+    meta.update(metadata)
+    meta.update({META_SCALER: settings.scaler.id, META_POOL: pool.name, META_SIZE: _label(guest)})
+    return MachineConfig(
+        image=pool.image,
+        env={**pool.env, **env},
+        guest=guest,
+        init=init,
+        restart=Restart(policy="no"),
+        auto_destroy=auto_destroy,
+        metadata=meta,
+        stop_config=StopConfig(signal=pool.stop_signal, timeout=f"{int(pool.kill_timeout)}s"),
+    )
+
+
+def per_job_request(
+    pool: PoolSpec, settings: Settings, claim: Claim, guest: Guest
+) -> CreateMachineRequest:
+    """The create request of a claim's machine: deterministic name, bound by env and metadata,
+    ``auto_destroy`` with restart policy ``no`` (it runs its one job and disappears)."""
+    env = binding_env(claim, namespace=settings.redis.namespace, prefix=settings.redis.prefix)
+    meta = {
+        META_JOB: claim.redis_message_id,
+        META_MESSAGE: claim.message_id,
+        META_QUEUE: claim.queue,
+        META_LAUNCH: str(claim.launch),
+    }
+    region = None
+    options = claim.machine_options
+    if options and isinstance(options.get("region"), str):
+        region = str(options["region"])
+    return CreateMachineRequest(
+        name=claim.machine_name,
+        region=region or pool.region,
+        config=_config(pool, settings, guest, env, meta, auto_destroy=True),
+    )
+
+
+def worker_request(pool: PoolSpec, settings: Settings) -> CreateMachineRequest:
+    """The create request of a worker-pool machine: a dramatiq worker that drains its queues and
+    exits when idle. Kept (stopped) as a warm machine when the pool wants warm machines."""
+    env = {
+        "FLY_SCALER_MODE": "drain",
+        "FLY_SCALER_QUEUES": ",".join(pool.queues),
+        "FLY_SCALER_THREADS": str(pool.jobs_per_machine),
+        "FLY_SCALER_IDLE_TIMEOUT": str(pool.idle_timeout),
+        "FLY_SCALER_NAMESPACE": settings.redis.namespace,
+        "FLY_SCALER_PREFIX": settings.redis.prefix,
+    }
+    return CreateMachineRequest(
+        name=f"{pool.name}-w-{uuid.uuid4().hex[:12]}",
+        region=pool.region,
+        config=_config(
+            pool, settings, pool.guest, env, {}, auto_destroy=pool.warm_machines == 0
+        ),
+    )
+
+
+def _epoch(text: str | None) -> float:
+    if not text:
+        return 0.0
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _started_at(machine: Machine) -> float | None:
+    """When the machine last reached ``started``: from its events when listed with them, else
+    its ``updated_at`` while it is started."""
+    for event in machine.events or ():
+        if event.status == "started" and event.timestamp:
+            return float(event.timestamp) / 1000.0
+    if machine.state == "started":
+        return _epoch(machine.updated_at) or None
+    return None
+
+
+def machine_view(
+    machine: Machine, app: str, scaler_id: str, pools: Mapping[str, PoolSpec],
+    orphan_marks: Mapping[str, float],
+) -> MachineView | None:
+    """The planner's view of one listed machine, or ``None`` when it is not ours."""
+    meta = machine.metadata
+    if meta.get(META_SCALER) != scaler_id or not machine.id:
+        return None
+    pool = meta.get(META_POOL)
+    launch = meta.get(META_LAUNCH)
+    return MachineView(
+        id=machine.id,
+        name=machine.name or "",
+        app=app,
+        pool=pool if pool is not None and pool in pools and pools[pool].app == app else None,
+        state=machine.state or "unknown",
+        region=machine.region or "",
+        created_at=_epoch(machine.created_at),
+        updated_at=_epoch(machine.updated_at),
+        started_at=_started_at(machine),
+        job=meta.get(META_JOB),
+        queue=meta.get(META_QUEUE),
+        message_id=meta.get(META_MESSAGE),
+        launch=int(launch) if launch and launch.isdigit() else None,
+        orphan_marked_at=orphan_marks.get(machine.id),
+        size=meta.get(META_SIZE, ""),
+    )

@@ -1,0 +1,275 @@
+"""Observe: read Redis, Fly and Prometheus into one immutable :class:`Observation` per tick.
+
+Cost per tick: one Redis pipeline for every queue's counts, one for the claims (and their message
+bodies), one hash read for orphan marks, and at most one Fly list call per app, filtered by our
+metadata. Fly allows one list call per second per app (burst 3), so a listing is reused until it is
+``list_interval`` old; what the act step did since (creates, starts, destroys) is laid over the
+reused listing so that caps still count every machine. Anything that cannot be read is ``None``:
+unknown, never zero.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+import redis.asyncio as aioredis
+import structlog
+
+from scaler.claims import Claim, ClaimStore
+from scaler.config import PoolSpec, Settings
+from scaler.fly.client import AsyncFlyClient
+from scaler.fly.models import Machine
+from scaler.governor import RateGovernor
+from scaler.machines import META_SCALER, job_guest, machine_view
+from scaler.policy.types import ClaimView, MachineView, Observation, QueueView
+from scaler.signals.prometheus import PrometheusReader
+from scaler.signals.queues import read_queue_stats
+from workers.enqueue import validate_machine_options
+
+__all__ = ["Observer", "Overlay", "orphans_key"]
+
+log = structlog.get_logger(__name__)
+
+
+def orphans_key(prefix: str) -> str:
+    """Hash of machine id -> epoch seconds at which the reaper first marked it an orphan."""
+    return f"{prefix}:orphans"
+
+
+@dataclass
+class Overlay:
+    """What the act step changed since the listings were taken, keyed by time of the change."""
+
+    created: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (pool, at)
+    started: dict[str, float] = field(default_factory=dict)  # machine id -> at
+    destroyed: dict[str, float] = field(default_factory=dict)  # machine id -> at
+
+    def prune(self, before: float) -> None:
+        """Forget changes older than ``before`` (every listing taken since reflects them)."""
+        self.created = {k: v for k, v in self.created.items() if v[1] >= before}
+        self.started = {k: v for k, v in self.started.items() if v >= before}
+        self.destroyed = {k: v for k, v in self.destroyed.items() if v >= before}
+
+
+@dataclass
+class _Listing:
+    taken_at: float
+    machines: tuple[Machine, ...]
+
+
+class Observer:
+    """Builds observations; keeps the last Fly listing per app and the act step's overlay."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        fly: AsyncFlyClient,
+        redis: aioredis.Redis,
+        claims: ClaimStore,
+        governor: RateGovernor,
+        *,
+        clock: Callable[[], float] = time.time,
+        list_interval: float = 1.0,
+        overlay_grace: float = 30.0,
+        prometheus: PrometheusReader | None = None,
+    ) -> None:
+        self.settings = settings
+        self.fly = fly
+        self.redis = redis
+        self.claims = claims
+        self.governor = governor
+        self.clock = clock
+        self.list_interval = list_interval
+        self.overlay_grace = overlay_grace
+        self.overlay = Overlay()
+        self.prometheus = prometheus
+        self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}
+        self.apps = tuple(dict.fromkeys(p.app for p in settings.pools))
+        self.queues = tuple(dict.fromkeys(q for p in settings.pools for q in p.queues))
+        self._listings: dict[str, _Listing] = {}
+        self.claim_objects: dict[str, Claim] = {}
+        self.unknown: dict[str, str] = {}  # source -> why, for metrics and logs
+
+    async def observe(self, inflight: Mapping[str, int]) -> Observation:
+        """One observation. ``inflight``: per pool, act-step calls still running."""
+        now = self.clock()
+        self.unknown = {}
+        queues = await self._queues(now)
+        claims = await self._claims(now)
+        marks = await self._orphan_marks()
+        machines, listed_inflight = await self._machines(now, marks)
+        budget = {}
+        for app in self.apps:
+            try:
+                budget[app] = await self.governor.available("Machines_create", f"app:{app}")
+            except Exception as exc:  # the governor never blocks a tick; no budget = no create
+                log.warning("governor unavailable", app=app, error=str(exc))
+                budget[app] = 0.0
+        all_inflight = {
+            p: inflight.get(p, 0) + listed_inflight.get(p, 0) for p in self.pools
+        }
+        metric_values = await self._metrics()
+        return Observation(
+            now=now,
+            queues=queues,
+            machines_by_app=machines,
+            claims=claims,
+            inflight=all_inflight,
+            create_budget=budget,
+            metric_values=metric_values,
+        )
+
+    async def _queues(self, now: float) -> dict[str, QueueView | None]:
+        s = self.settings.redis
+        try:
+            stats = await read_queue_stats(
+                self.redis, s.namespace, s.prefix, self.queues, int(now * 1000)
+            )
+        except Exception as exc:
+            self.unknown["redis"] = str(exc)
+            return dict.fromkeys(self.queues)
+        return {
+            q: QueueView(
+                name=q,
+                ready=st.ready,
+                delayed=st.delayed,
+                in_flight=st.in_flight,
+                dead=st.dead,
+                claimed=st.claimed,
+                oldest_ready_age_s=st.oldest_ready_age_s,
+            )
+            for q, st in stats.items()
+        }
+
+    async def _claims(self, now: float) -> dict[str, tuple[ClaimView, ...] | None]:
+        per_job = [q for p in self.pools.values() if not p.is_worker for q in p.queues]
+        try:
+            found = await self.claims.list_claims(per_job, with_messages=True)
+        except Exception as exc:
+            self.unknown["redis"] = str(exc)
+            self.claim_objects = {}
+            return dict.fromkeys(per_job)
+        self.claim_objects = {}
+        out: dict[str, tuple[ClaimView, ...] | None] = {}
+        for q, items in found.items():
+            views = []
+            for c in items:
+                self.claim_objects[c.redis_message_id] = c
+                views.append(
+                    ClaimView(
+                        queue=q,
+                        job=c.redis_message_id,
+                        message_id=c.message_id,
+                        pool=c.pool,
+                        launch=c.launch,
+                        claimed_at=c.claimed_at / 1000.0,
+                        machine_name=c.machine_name,
+                        state="running" if c.state == "running" else "claimed",
+                        machine_id=c.machine_id,
+                        machine_options_error=self.options_error(c),
+                    )
+                )
+            out[q] = tuple(views)
+        return out
+
+    def options_error(self, claim: Claim) -> str | None:
+        """Why a claimed message's own machine options cannot be honoured, or ``None``."""
+        if not claim.message:
+            return "message body is missing or not valid JSON"
+        options = claim.machine_options
+        pool = self.pools.get(claim.pool)
+        if options is None or pool is None:
+            return None
+        try:
+            job_guest(pool, validate_machine_options(options))
+        except ValueError as exc:
+            return f"invalid machine options: {exc}"
+        return None
+
+    async def _orphan_marks(self) -> dict[str, float]:
+        try:
+            raw = await self.redis.hgetall(orphans_key(self.settings.redis.prefix))
+        except Exception as exc:
+            self.unknown["redis"] = str(exc)
+            return {}
+        return {
+            (k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()
+        }
+
+    async def _list(self, app: str, now: float) -> _Listing | None:
+        cached = self._listings.get(app)
+        if cached is not None and now - cached.taken_at < self.list_interval:
+            return cached
+        if cached is not None:
+            try:
+                budget = await self.governor.available("Machines_list", f"app:{app}")
+            except Exception:
+                budget = 0.0
+            if budget < 1.0:  # reuse the listing rather than wait for budget in the hot path
+                return cached
+        try:
+            machines = await self.fly.list_machines(
+                app, metadata={META_SCALER: self.settings.scaler.id}
+            )
+        except Exception as exc:
+            self.unknown[f"fly:{app}"] = str(exc)
+            self._listings.pop(app, None)
+            return None
+        listing = _Listing(taken_at=now, machines=tuple(machines))
+        self._listings[app] = listing
+        return listing
+
+    async def _machines(
+        self, now: float, marks: Mapping[str, float]
+    ) -> tuple[dict[str, tuple[MachineView, ...] | None], dict[str, int]]:
+        out: dict[str, tuple[MachineView, ...] | None] = {}
+        inflight: dict[str, int] = {}
+        oldest_listing = now
+        for app in self.apps:
+            listing = await self._list(app, now)
+            if listing is None:
+                out[app] = None
+                continue
+            oldest_listing = min(oldest_listing, listing.taken_at)
+            views: list[MachineView] = []
+            names: set[str] = set()
+            for m in listing.machines:
+                v = machine_view(m, app, self.settings.scaler.id, self.pools, marks)
+                if v is None:
+                    continue
+                names.add(v.name)
+                if v.id in self.overlay.destroyed and self.overlay.destroyed[v.id] >= (
+                    listing.taken_at
+                ):
+                    v = replace(v, state="destroying")
+                elif v.id in self.overlay.started and self.overlay.started[v.id] >= (
+                    listing.taken_at
+                ):
+                    v = replace(v, state="starting")
+                views.append(v)
+            for name, (pool, at) in self.overlay.created.items():
+                spec = self.pools.get(pool)
+                if name not in names and spec is not None and spec.app == app and (
+                    at >= listing.taken_at - self.overlay_grace
+                ):
+                    inflight[pool] = inflight.get(pool, 0) + 1
+            out[app] = tuple(views)
+        self.overlay.prune(oldest_listing - self.overlay_grace)
+        return out, inflight
+
+    async def _metrics(self) -> dict[str, float | None]:
+        values: dict[str, float | None] = {}
+        for pool in self.pools.values():
+            if pool.scale_on != "prometheus" or not pool.query:
+                continue
+            if self.prometheus is None:
+                values[pool.name] = None
+                self.unknown["prometheus"] = "no [prometheus] url configured"
+                continue
+            value = await self.prometheus.query_scalar(pool.query)
+            if value is None:
+                self.unknown["prometheus"] = self.prometheus.last_error or "no data"
+            values[pool.name] = value
+        return values

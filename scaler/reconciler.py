@@ -1,0 +1,337 @@
+"""The control loop: observe -> plan -> act, woken by queue events and by a resync timer.
+
+Level-triggered like a Kubernetes controller: every tick re-reads the truth, so a lost event or a
+failed action costs one tick, never correctness. Events only wake the loop early. Only the leader
+acts; a follower keeps its metrics and status fresh and waits. Each tick has a deadline: calls that
+outlive it keep running in the background and count as in-flight launches next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from scaler.act import Actor, ActReport
+from scaler.claims import ClaimStore
+from scaler.config import Settings
+from scaler.costs import cost_per_second
+from scaler.fly.client import AsyncFlyClient
+from scaler.governor import RateGovernor
+from scaler.leader import Fence, Fenced
+from scaler.machines import pool_policy
+from scaler.metrics import Metrics
+from scaler.observe import Observer
+from scaler.policy import plan as make_plan
+from scaler.policy.states import is_live
+from scaler.policy.types import Caps, Decision, Observation, Plan
+from scaler.signals.prometheus import PrometheusReader
+
+__all__ = ["Reconciler", "TickResult", "status_key"]
+
+log = structlog.get_logger(__name__)
+
+STATUS_TTL_S = 120
+
+
+def status_key(prefix: str) -> str:
+    """Where the leader publishes its last tick for ``scaler status`` and ``scaler dev``."""
+    return f"{prefix}:status"
+
+
+@dataclass
+class TickResult:
+    """One tick: what was seen, planned and done."""
+
+    tick_id: str
+    trigger: str
+    observation: Observation
+    plan: Plan
+    report: ActReport | None
+    seconds: float
+
+
+class Reconciler:
+    """Runs ticks; :meth:`run` loops until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        fly: AsyncFlyClient,
+        redis: aioredis.Redis,
+        governor: RateGovernor,
+        metrics: Metrics,
+        *,
+        fence: Callable[[], Fence | None] = lambda: None,
+        is_leader: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.time,
+        prometheus: PrometheusReader | None = None,
+        list_interval: float = 1.0,
+        on_create_sent: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.metrics = metrics
+        self.clock = clock
+        self.fence = fence
+        self.is_leader = is_leader
+        self.claims = ClaimStore(redis, settings.redis.namespace, settings.redis.prefix)
+        self.observer = Observer(
+            settings, fly, redis, self.claims, governor, clock=clock,
+            list_interval=list_interval, prometheus=prometheus,
+        )
+        self.actor = Actor(
+            settings, fly, redis, self.claims, metrics, self.observer.overlay, clock=clock,
+            on_create_sent=on_create_sent,
+        )
+        self.policies = tuple(pool_policy(p, settings) for p in settings.pools)
+        self.caps = Caps(
+            global_max=settings.scaler.max_machines,
+            per_app={
+                app: cap for app in {p.app for p in settings.pools}
+                if (cap := settings.app_cap(app)) is not None
+            },
+        )
+        self.last: TickResult | None = None
+        self._last_logged: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._cost_seen: dict[str, float] = {}
+        self._started_seen: dict[str, tuple[str, float]] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Ask for a tick as soon as the current one ends."""
+        self._wake.set()
+
+    async def tick(self, trigger: str = "resync") -> TickResult:
+        """One observe -> plan -> act pass (act only when leader)."""
+        tick_id = uuid.uuid4().hex[:12]
+        structlog.contextvars.bind_contextvars(tick=tick_id)
+        started = time.monotonic()
+        deadline = started + self.settings.scaler.tick_deadline
+        self.metrics.ticks.labels(trigger).inc()
+        try:
+            t0 = time.monotonic()
+            try:
+                obs = await asyncio.wait_for(
+                    self.observer.observe(self.actor.inflight()),
+                    timeout=self.settings.scaler.tick_deadline,
+                )
+            except TimeoutError:
+                self.metrics.tick_errors.labels("observe").inc()
+                raise
+            self.metrics.stage_duration.labels("observe").observe(time.monotonic() - t0)
+            t0 = time.monotonic()
+            plan = make_plan(obs, self.policies, self.caps)
+            self.metrics.stage_duration.labels("plan").observe(time.monotonic() - t0)
+            report = None
+            leader = self.is_leader()
+            if leader:
+                t0 = time.monotonic()
+                try:
+                    report = await self.actor.execute(
+                        plan, self.observer.claim_objects, self.fence(), deadline
+                    )
+                except Fenced:
+                    log.warning("act refused: another replica is the leader now")
+                    self.metrics.tick_errors.labels("fenced").inc()
+                self.metrics.stage_duration.labels("act").observe(time.monotonic() - t0)
+            self._record(obs, plan, leader)
+            seconds = time.monotonic() - started
+            self.metrics.tick_duration.observe(seconds)
+            self.metrics.last_tick.set(self.clock())
+            result = TickResult(tick_id, trigger, obs, plan, report, seconds)
+            self.last = result
+            await self._publish_status(result, leader)
+            return result
+        finally:
+            structlog.contextvars.unbind_contextvars("tick")
+
+    def _record(self, obs: Observation, plan: Plan, leader: bool) -> None:
+        """Metrics and one log event per decision (repeats of an unchanged decision at debug)."""
+        m = self.metrics
+        for source in ("redis", *(f"fly:{a}" for a in self.observer.apps), "prometheus"):
+            m.data_unknown.labels(source).set(1 if source in self.observer.unknown else 0)
+        for q, view in obs.queues.items():
+            if view is None:
+                continue
+            for state in ("ready", "delayed", "in_flight", "dead", "claimed"):
+                m.queue_messages.labels(q, state).set(getattr(view, state))
+            m.queue_oldest_age.labels(q).set(view.oldest_ready_age_s or 0.0)
+        m.machines.clear()
+        live_by_pool: dict[str, int] = {}
+        live_by_app: dict[str, int] = {}
+        now = obs.now
+        seen: set[str] = set()
+        for app, machines in obs.machines_by_app.items():
+            for mv in machines or ():
+                pool = mv.pool or "(unknown)"
+                m.machines.labels(pool, mv.state).inc()
+                if is_live(mv.state):
+                    live_by_pool[pool] = live_by_pool.get(pool, 0) + 1
+                    live_by_app[app] = live_by_app.get(app, 0) + 1
+                if mv.state == "started":
+                    seen.add(mv.id)
+                    self._account_cost(mv.id, pool, mv.size, now)
+        for mid in [k for k in self._started_seen if k not in seen]:
+            # Gone or no longer started: its run time, to the resolution of one tick.
+            pool_name, first_seen = self._started_seen.pop(mid)
+            self._cost_seen.pop(mid, None)
+            m.job_run.labels(pool_name).observe(max(0.0, now - first_seen))
+        for p in self.policies:
+            live = live_by_pool.get(p.name, 0) + obs.inflight.get(p.name, 0)
+            m.live_machines.labels(p.name).set(live)
+            m.desired_machines.labels(p.name).set(plan.desired.get(p.name, 0))
+            m.machine_cap.labels("pool", p.name).set(p.max_machines)
+            m.cap_usage.labels("pool", p.name).set(live / p.max_machines if p.max_machines else 0)
+        total = sum(live_by_pool.values()) + sum(obs.inflight.values())
+        m.machine_cap.labels("global", "all").set(self.caps.global_max)
+        m.cap_usage.labels("global", "all").set(
+            total / self.caps.global_max if self.caps.global_max else 0
+        )
+        for app, cap in self.caps.per_app.items():
+            m.machine_cap.labels("app", app).set(cap)
+            m.cap_usage.labels("app", app).set(live_by_app.get(app, 0) / cap if cap else 0)
+        waiting: dict[str, int] = {}
+        for d in plan.decisions:
+            self._log_decision(d, leader)
+            m.decisions.labels(d.pool or "(unknown)", d.kind, d.outcome).inc()
+            if d.outcome == "not_taken" and d.reason not in ("no_demand",):
+                m.decisions_not_taken.labels(d.pool or "(unknown)", d.reason).inc()
+                if d.reason == "rate_limit" and d.pool:
+                    waiting[d.pool] = waiting.get(d.pool, 0) + d.count
+        for p in self.policies:
+            m.launches_waiting_budget.labels(p.name).set(waiting.get(p.name, 0))
+
+    def _account_cost(self, machine_id: str, pool: str, size: str, now: float) -> None:
+        if machine_id not in self._started_seen:
+            self._started_seen[machine_id] = (pool, now)
+        last = self._cost_seen.get(machine_id)
+        self._cost_seen[machine_id] = now
+        if last is None:
+            return
+        seconds = max(0.0, now - last)
+        label = size or "shared-cpu-1x"
+        kind = "shared" if label.startswith("shared") else "performance"
+        try:
+            cpus = int(label.rsplit("-", 1)[-1].rstrip("x"))
+        except ValueError:
+            cpus = 1
+        self.metrics.machine_seconds.labels(pool, label).inc(seconds)
+        price = cost_per_second(kind, cpus, 0, self.settings.costs)
+        self.metrics.cost.labels(pool, label).inc(seconds * price)
+
+    def _log_decision(self, d: Decision, leader: bool) -> None:
+        key = (d.pool, d.kind, d.reason)
+        signature = (d.outcome, d.count)
+        changed = self._last_logged.get(key) != signature
+        self._last_logged[key] = signature
+        fields = dict(
+            pool=d.pool, kind=d.kind, outcome=d.outcome, reason=d.reason, count=d.count,
+            inputs=dict(d.inputs), leader=leader,
+        )
+        if d.outcome == "acted" or changed:
+            log.info("decision", message=d.message, **fields)
+        else:
+            log.debug("decision", message=d.message, **fields)
+
+    async def _publish_status(self, result: TickResult, leader: bool) -> None:
+        if not leader:
+            return
+        obs, plan = result.observation, result.plan
+        status = {
+            "at": obs.now,
+            "tick": result.tick_id,
+            "seconds": result.seconds,
+            "queues": {
+                q: None if v is None else {
+                    "ready": v.ready, "delayed": v.delayed, "in_flight": v.in_flight,
+                    "dead": v.dead, "claimed": v.claimed, "oldest_age_s": v.oldest_ready_age_s,
+                }
+                for q, v in obs.queues.items()
+            },
+            "machines": {
+                app: None if ms is None else [
+                    {"id": mv.id, "name": mv.name, "pool": mv.pool, "state": mv.state}
+                    for mv in ms
+                ]
+                for app, ms in obs.machines_by_app.items()
+            },
+            "desired": dict(plan.desired),
+            "inflight": dict(obs.inflight),
+            "decisions": [
+                {"pool": d.pool, "kind": d.kind, "outcome": d.outcome, "reason": d.reason,
+                 "count": d.count, "message": d.message}
+                for d in plan.decisions
+            ],
+            "unknown": dict(self.observer.unknown),
+        }
+        try:
+            await self.redis.set(
+                status_key(self.settings.redis.prefix), json.dumps(status), ex=STATUS_TTL_S
+            )
+        except Exception as exc:
+            log.debug("status not published", error=str(exc))
+
+    def _next_delay(self) -> float:
+        """Resync interval, or sooner when work waits only for rate budget or a grace period."""
+        resync = self.settings.scaler.resync_interval
+        last = self.last
+        if last is None:
+            return 0.0
+        for d in last.plan.decisions:
+            if d.outcome == "not_taken" and d.reason in ("rate_limit", "cap_pool", "cap_app",
+                                                          "cap_global", "budget"):
+                return min(resync, 1.0)
+        if last.report is not None and (last.report.launched or last.report.errors):
+            return min(resync, 1.0)
+        return resync
+
+    async def run(self, stop: asyncio.Event, wakeups: AsyncIterator[str] | None = None) -> None:
+        """Tick until ``stop`` is set; a SIGTERM-style stop lets the tick in progress finish."""
+        waker_task = None
+        if wakeups is not None:
+            async def pump() -> None:
+                async for _queue in wakeups:
+                    self._wake.set()
+            waker_task = asyncio.create_task(pump())
+        trigger = "start"
+        try:
+            while not stop.is_set():
+                try:
+                    await self.tick(trigger)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.metrics.tick_errors.labels("tick").inc()
+                    log.error("tick failed", error=str(exc), error_type=type(exc).__name__)
+                trigger = await self._wait(stop, self._next_delay())
+        finally:
+            if waker_task is not None:
+                waker_task.cancel()
+                await asyncio.gather(waker_task, return_exceptions=True)
+
+    async def _wait(self, stop: asyncio.Event, delay: float) -> str:
+        if self._wake.is_set():
+            self._wake.clear()
+            return "event"
+        waits = {
+            asyncio.create_task(self._wake.wait()): "event",
+            asyncio.create_task(stop.wait()): "stop",
+        }
+        done, pending = await asyncio.wait(
+            waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+        )
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._wake.clear()
+        if not done:
+            return "resync"
+        return waits[next(iter(done))]

@@ -1,0 +1,182 @@
+"""The scaler process assembled from its settings: Redis, the Fly client, the governor, the leader
+lease, the promoter, wake-ups, the reconciler and the HTTP port. Used by ``scaler run``,
+``scaler dev`` and the end-to-end tests, so they all run the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+
+import httpx
+import redis.asyncio as aioredis
+import structlog
+import uvicorn
+
+from scaler.config import Settings
+from scaler.fly.client import AsyncFlyClient
+from scaler.governor import make_governor
+from scaler.http import QueueInfo, create_http_app
+from scaler.leader import LeaderElector, LeaderLease
+from scaler.metrics import Metrics
+from scaler.promoter import Promoter
+from scaler.reconciler import Reconciler
+from scaler.signals.prometheus import PrometheusReader
+from scaler.wake import Waker
+
+__all__ = ["Service"]
+
+log = structlog.get_logger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Service:
+    """One scaler replica. ``await run(stop)`` until ``stop`` is set, then everything is closed.
+
+    ``fly_transport`` lets tests and ``scaler dev`` talk to an in-process local API; ``http`` turns
+    the HTTP port off (tests that do not need it); ``http_port=0`` picks a free port.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fly_transport: httpx.AsyncBaseTransport | None = None,
+        http: bool = True,
+        http_port: int | None = None,
+        owner: str | None = None,
+        promoter: bool = True,
+        list_interval: float = 1.0,
+        on_create_sent: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.redis = aioredis.Redis.from_url(settings.redis.url.get_secret_value())
+        self.governor = make_governor(
+            settings.scaler.shared_rate_limits, self.redis, settings.redis.prefix,
+            on_wait=lambda action, s: self.metrics.governor_wait.labels(action).observe(s),
+        )
+        self.fly = AsyncFlyClient(
+            settings.fly.token,
+            transport=fly_transport,
+            base_url=settings.fly.api_url,
+            timeout=settings.fly.timeout,
+            governor=self.governor,
+            observer=self.metrics.observe_api_call,
+        )
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.lease = LeaderLease(
+            self.redis, f"{settings.redis.prefix}:leader", self.owner, settings.scaler.leader_ttl
+        )
+        self.elector = LeaderElector(self.lease, on_change=self._leader_changed)
+        self.prometheus = (
+            PrometheusReader(str(settings.prometheus.url), timeout=settings.prometheus.timeout)
+            if settings.prometheus.url else None
+        )
+        self.reconciler = Reconciler(
+            settings, self.fly, self.redis, self.governor, self.metrics,
+            fence=lambda: self.elector.fence,
+            is_leader=self.elector.is_leader.is_set,
+            prometheus=self.prometheus,
+            list_interval=list_interval,
+            on_create_sent=on_create_sent,
+        )
+        queues = tuple(dict.fromkeys(q for p in settings.pools for q in p.queues))
+        self.queues = queues
+        self.promoter = (
+            Promoter(settings.redis.url, settings.redis.namespace, queues,
+                     prefix=settings.redis.prefix)
+            if promoter and queues else None
+        )
+        self._http_enabled = http
+        self._http_port = settings.http.port if http_port is None else http_port
+        self.http_server: uvicorn.Server | None = None
+        self.http_port: int | None = None
+        self.ready = asyncio.Event()
+
+    def _leader_changed(self, leading: bool) -> None:
+        self.metrics.leader.set(1 if leading else 0)
+        self.metrics.leader_changes.labels("gained" if leading else "lost").inc()
+        log.info("leadership", leader=leading, owner=self.owner)
+        if leading:
+            self.reconciler.wake()
+
+    def _readiness(self) -> tuple[bool, str]:
+        last = self.reconciler.last
+        if last is None:
+            return False, "no tick yet"
+        if "redis" in self.reconciler.observer.unknown:
+            return False, "redis unreachable"
+        return True, "ok"
+
+    def _http_app_queues(self) -> dict[str, QueueInfo]:
+        out: dict[str, QueueInfo] = {}
+        for pool in self.settings.pools:
+            actors = frozenset(getattr(pool, "http_actors", ()) or ())
+            if actors:
+                for q in pool.queues:
+                    out[q] = QueueInfo(actors=actors)
+        return out
+
+    async def _serve_http(self) -> None:
+        app = create_http_app(
+            metrics=self.metrics,
+            redis=self.redis,
+            namespace=self.settings.redis.namespace,
+            prefix=self.settings.redis.prefix,
+            queues=self._http_app_queues(),
+            tokens=self.settings.http.enqueue_tokens,
+            ready=self._readiness,
+        )
+        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.http.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.http.host, self._http_port))
+        self.http_port = int(sock.getsockname()[1])
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        self.http_server = _Server(config)
+        await self.http_server.serve(sockets=[sock])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set: the tick in progress finishes, then everything closes."""
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if self.promoter is not None:
+                await asyncio.to_thread(self.promoter.start)
+            tasks.append(asyncio.create_task(self.elector.run(), name="leader"))
+            if self._http_enabled:
+                tasks.append(asyncio.create_task(self._serve_http(), name="http"))
+            waker = Waker(self.redis, self.settings.redis.namespace, self.settings.redis.prefix,
+                          self.queues)
+            self.ready.set()
+            await self.reconciler.run(stop, aiter(waker))
+        finally:
+            await self.close(tasks)
+
+    async def close(self, tasks: list[asyncio.Task[None]] | None = None) -> None:
+        """Stop the background parts and release the lease (idempotent)."""
+        self.elector.stop()
+        if self.http_server is not None:
+            self.http_server.should_exit = True
+        for t in tasks or ():
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(t, timeout=5)
+        await self.reconciler.actor.drain(wait_s=10)
+        if self.promoter is not None:
+            await asyncio.to_thread(self.promoter.stop)
+        with contextlib.suppress(Exception):
+            await self.lease.release()
+        await self.fly.aclose()
+        if self.prometheus is not None:
+            await self.prometheus.aclose()
+        await self.redis.aclose()
