@@ -161,11 +161,11 @@ def observations(draw: st.DrawFn) -> tuple[Observation, tuple[PoolPolicy, ...], 
         machines_by_app=machines_by_app,
         claims=claims,
         inflight={p.name: draw(st.integers(0, 2)) for p in ps},
-        create_budget={app: draw(st.floats(0, 6)) for app in APPS if draw(st.booleans())},
+        create_budget={app: draw(st.floats(0, 20)) for app in APPS if draw(st.booleans())},
         metric_values={p.name: draw(st.one_of(st.none(), st.floats(0, 20))) for p in ps},
     )
     per_app = {app: draw(st.integers(0, 10)) for app in APPS if draw(st.booleans())}
-    return obs, ps, Caps(global_max=draw(st.integers(0, 20)), per_app=per_app)
+    return obs, ps, Caps(global_max=draw(st.integers(0, 12)), per_app=per_app)
 
 
 Case = tuple[Observation, tuple[PoolPolicy, ...], Caps]

@@ -173,7 +173,7 @@ def launch_demand(
     demand = QueueDemand()
     for q in dict.fromkeys(pool.queues):
         view: QueueView | None = obs.queues.get(q)
-        if view is None:
+        if view is None or not claims.known(q):
             demand.unknown.append(q)
             continue
         if q not in remaining:
