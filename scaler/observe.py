@@ -73,6 +73,7 @@ class Observer:
         clock: Callable[[], float] = time.time,
         list_interval: float = 1.0,
         overlay_grace: float = 30.0,
+        consistency_grace: float = 2.0,
         prometheus: PrometheusReader | None = None,
     ) -> None:
         self.settings = settings
@@ -83,6 +84,7 @@ class Observer:
         self.clock = clock
         self.list_interval = list_interval
         self.overlay_grace = overlay_grace
+        self.consistency_grace = consistency_grace
         self.overlay = Overlay()
         self.prometheus = prometheus
         self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}
@@ -249,11 +251,15 @@ class Observer:
                 ):
                     v = replace(v, state="starting")
                 views.append(v)
-            for name, (pool, at) in self.overlay.created.items():
+            for name, (pool, at) in list(self.overlay.created.items()):
                 spec = self.pools.get(pool)
-                if name not in names and spec is not None and spec.app == app and (
-                    at >= listing.taken_at - self.overlay_grace
-                ):
+                if spec is None or spec.app != app:
+                    continue
+                if name in names:
+                    del self.overlay.created[name]  # visible now: the listing counts it
+                elif listing.taken_at < at + self.consistency_grace:
+                    # Created after (or just before) this listing: not visible yet. A listing
+                    # taken well after the create that still lacks it means it is already gone.
                     inflight[pool] = inflight.get(pool, 0) + 1
             out[app] = tuple(views)
         self.overlay.prune(oldest_listing - self.overlay_grace)

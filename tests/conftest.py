@@ -14,10 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-try:  # the local Machines API's fixtures (scaler.local.pytest_plugin), once it exists
-    from scaler.local.pytest_plugin import *  # noqa: F403
-except ImportError:  # pragma: no cover
-    pass
+from scaler.local.pytest_plugin import *  # noqa: F403  (the local Machines API fixtures)
 
 
 def _free_port() -> int:
