@@ -169,6 +169,7 @@ _APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _QUEUE_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9._-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCALER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_ACTOR_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _SIGNALS = sorted(
     s.name
     for s in signal.Signals
@@ -259,6 +260,8 @@ class ScalerSettings(_Model):
     - ``leader_ttl``: the leader lease's TTL; renewed every third of it (``15s``).
     - ``max_concurrent_calls``: Fly API calls in flight at once (8).
     - ``shared_rate_limits``: share the rate-limit budget between replicas through Redis (true).
+    - ``event_wakeups``: tick as soon as a message is enqueued (Redis keyspace notifications and
+      the enqueue middleware's publish); off, only the resync timer wakes the loop (true).
     """
 
     id: Annotated[StrictStr, _pattern(_SCALER_ID, "scaler id: letters, digits, '.', '_', '-'")] = (
@@ -271,6 +274,7 @@ class ScalerSettings(_Model):
     leader_ttl: PositiveDuration = 15.0
     max_concurrent_calls: PositiveInt = 8
     shared_rate_limits: StrictBool = True
+    event_wakeups: StrictBool = True
 
 
 class AppSettings(_Model):
@@ -346,6 +350,8 @@ class PoolSpec(_Model):
     - ``boot_timeout``: a machine not started after this is destroyed and retried (``2m``).
     - ``stop_signal`` (``SIGINT``) and ``kill_timeout`` (``30s``): how machines are stopped.
     - ``metadata``: extra machine metadata (string values).
+    - ``http_actors``: actor names that the HTTP enqueue API accepts on this pool's queues
+      (default none: the queues are closed to HTTP producers).
 
     Per-job pools only: ``max_launches`` (3): launches of one job (crashes, boot timeouts) before
     the job is dead-lettered.
@@ -378,6 +384,7 @@ class PoolSpec(_Model):
     stop_signal: StrictStr = "SIGINT"
     kill_timeout: Duration = 30.0
     metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    http_actors: tuple[Annotated[StrictStr, _pattern(_ACTOR_NAME, "actor name")], ...] = ()
     min_machines: NonNegInt = 0
     jobs_per_machine: PositiveInt = 1
     idle_timeout: PositiveDuration = 60.0

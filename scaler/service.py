@@ -123,7 +123,7 @@ class Service:
     def _http_app_queues(self) -> dict[str, QueueInfo]:
         out: dict[str, QueueInfo] = {}
         for pool in self.settings.pools:
-            actors = frozenset(getattr(pool, "http_actors", ()) or ())
+            actors = frozenset(pool.http_actors)
             if actors:
                 for q in pool.queues:
                     out[q] = QueueInfo(actors=actors)
@@ -156,10 +156,12 @@ class Service:
             tasks.append(asyncio.create_task(self.elector.run(), name="leader"))
             if self._http_enabled:
                 tasks.append(asyncio.create_task(self._serve_http(), name="http"))
-            waker = Waker(self.redis, self.settings.redis.namespace, self.settings.redis.prefix,
-                          self.queues)
+            wakeups = None
+            if self.settings.scaler.event_wakeups:
+                wakeups = aiter(Waker(self.redis, self.settings.redis.namespace,
+                                      self.settings.redis.prefix, self.queues))
             self.ready.set()
-            await self.reconciler.run(stop, aiter(waker))
+            await self.reconciler.run(stop, wakeups)
         finally:
             await self.close(tasks)
 
