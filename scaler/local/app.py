@@ -132,9 +132,13 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
             return finish(json_response(UNAUTHORIZED, 401), operation)
         handler = HANDLERS.get(operation)
         if handler is None:
-            if any(m == request.method and rx.match(path) for m, rx in spec_paths):
+            methods = {m for m, rx in spec_paths if rx.match(path)}
+            if request.method in methods:
                 body = {"error": f"{operation}: not implemented by the local Machines API"}
                 return finish(json_response(body, 501), operation)
+            if methods:
+                body = {"error": f"method {request.method} not allowed on {path}"}
+                return finish(json_response(body, 405), operation)
             return finish(json_response({"error": "not found"}, 404), operation)
         owner = authenticate(request) or ""
         fault = faults.for_request(operation) if faults.spec.ops else _NO_FAULT
@@ -195,7 +199,7 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
         finally:
             await engine.close()
 
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"]
     app = LocalAPI(
         routes=[Route("/{path:path}", dispatch, methods=methods)], lifespan=lifespan
     )
