@@ -87,15 +87,15 @@ def pools(draw: st.DrawFn) -> tuple[PoolPolicy, ...]:
 
 
 @st.composite
-def machine(draw: st.DrawFn, mid: str, app: str) -> MachineView:
+def machine(draw: st.DrawFn, mid: str, app: str, local: tuple[str, ...]) -> MachineView:
     job = draw(st.sampled_from((None, *JOBS)))
     launch = draw(st.integers(1, 3))
     return MachineView(
         id=mid,
         name=f"m-{job}-{launch}" if job and draw(st.booleans()) else f"name-{mid}",
         app=app,
-        pool=draw(st.sampled_from((None, "gone-pool", *POOL_NAMES))),
-        state=draw(st.sampled_from(STATES)),
+        pool=draw(st.sampled_from((None, "gone-pool", *POOL_NAMES, *local, *local))),
+        state=draw(st.sampled_from((*STATES, "started", "started", "stopped", "stopped"))),
         created_at=draw(times),
         updated_at=draw(times),
         started_at=draw(st.one_of(st.none(), times)),
@@ -135,11 +135,13 @@ def observations(draw: st.DrawFn) -> tuple[Observation, tuple[PoolPolicy, ...], 
             machines_by_app[app] = None
             continue
         n = draw(st.integers(0, 10))
-        ms = tuple(draw(machine(f"{app}-m{i}", app)) for i in range(n))
+        local = tuple(p.name for p in ps if p.app == app)
+        ms = tuple(draw(machine(f"{app}-m{i}", app, local)) for i in range(n))
         ids.extend(m.id for m in ms)
         machines_by_app[app] = ms
     queues: dict[str, QueueView | None] = {}
     claims: dict[str, tuple[ClaimView, ...] | None] = {}
+    seen_jobs: set[str] = set()
     for q in QUEUES:
         queues[q] = draw(
             st.one_of(
@@ -154,7 +156,15 @@ def observations(draw: st.DrawFn) -> tuple[Observation, tuple[PoolPolicy, ...], 
                 ),
             )
         )
-        claims[q] = draw(st.one_of(st.none(), st.lists(claim(q, ids), max_size=5).map(tuple)))
+        drawn = draw(st.one_of(st.none(), st.lists(claim(q, ids), max_size=5)))
+        if drawn is not None:  # a redis_message_id is claimed at most once
+            unique = []
+            for c in drawn:
+                if c.job not in seen_jobs:
+                    seen_jobs.add(c.job)
+                    unique.append(c)
+            drawn = unique
+        claims[q] = None if drawn is None else tuple(drawn)
     obs = Observation(
         now=NOW,
         queues=queues,
@@ -368,7 +378,27 @@ def check_no_machine_of_a_claim_is_destroyed_without_releasing_it(
                 assert c.job in released, f"destroyed the machine of {c.job} and kept its claim"
 
 
+def check_machines_owned_by_a_claim_are_never_orphaned(
+    obs: Observation, ps: tuple[PoolPolicy, ...], caps: Caps, p: Plan
+) -> None:
+    per_job = {x.name: x for x in ps if x.mode == "per-job"}
+    newest_launch: dict[str, int] = {}
+    for cs in obs.claims.values():
+        for c in cs or ():
+            newest_launch[c.job] = max(newest_launch.get(c.job, 0), c.launch)
+    owned: set[str] = set()
+    for cs in obs.claims.values():
+        for c in cs or ():
+            if c.pool in per_job and c.machine_id and c.launch == newest_launch[c.job]:
+                listing = obs.machines_by_app.get(per_job[c.pool].app) or ()
+                owned |= {m.id for m in listing if m.id == c.machine_id}
+    for a in p.actions:
+        if isinstance(a, MarkOrphan) or (isinstance(a, Destroy) and a.reason == "orphan"):
+            assert a.machine.id not in owned, f"orphaned {a.machine.id}, which a claim owns"
+
+
 CHECKS = [
+    check_machines_owned_by_a_claim_are_never_orphaned,
     check_no_machine_of_a_claim_is_destroyed_without_releasing_it,
     check_caps_hold_after_the_plan,
     check_creates_stay_within_the_budget,
