@@ -4,7 +4,6 @@ warm stopped machine started (not created) when work comes back."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
 
@@ -46,7 +45,7 @@ def test_worker_pool_scales_from_zero_to_zero_and_reuses_warm_machines(
         prefix=prefix, app=app, queue=queue, pools=[pool],
     )
     key = f"{ns}:out"
-    for i in range(6):
+    for _i in range(6):
         enqueue(redis_url, ns, prefix, queue, "sleeper", key, 0.3)
     harness = ScalerHarness(settings).start()
     try:

@@ -1,0 +1,125 @@
+"""The reconciler tick against the local Machines API and real Redis: unknown data is not zero,
+decisions are logged and explained, metrics follow the world."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from structlog.testing import capture_logs
+
+from scaler.fly.client import AsyncFlyClient
+from scaler.governor import MemoryGovernor
+from scaler.local.server import LocalAPIServer
+from scaler.machines import META_POOL, META_SCALER
+from scaler.metrics import Metrics
+from scaler.reconciler import Reconciler
+from tests.scaler_harness import (
+    create_app,
+    enqueue,
+    eventually,
+    fly_client,
+    machines,
+    make_settings,
+)
+
+
+def _world(local_api: LocalAPIServer, redis_url: str, redis_prefix: str,
+           **kw: Any) -> dict[str, Any]:
+    api = fly_client(local_api.url, local_api.token)
+    app = create_app(api)
+    queue = f"r{uuid.uuid4().hex[:8]}"
+    settings = make_settings(
+        api_url=local_api.url, token=local_api.token, redis_url=redis_url,
+        namespace=redis_prefix, prefix=f"{redis_prefix}fs", app=app, queue=queue, **kw,
+    )
+    return {"api": api, "app": app, "queue": queue, "settings": settings}
+
+
+def _reconciler(settings: Any, redis_url: str) -> Reconciler:
+    fly = AsyncFlyClient(settings.fly.token, base_url=settings.fly.api_url)
+    return Reconciler(settings, fly, aioredis.Redis.from_url(redis_url), MemoryGovernor(),
+                      Metrics(), list_interval=0.0)
+
+
+def _gauge(metrics: Metrics, name: str, **labels: str) -> float | None:
+    value = metrics.registry.get_sample_value(name, labels)
+    return value
+
+
+async def test_an_unreadable_machine_list_reaps_nothing(
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str
+) -> None:
+    w = _world(local_api, redis_url, redis_prefix)
+    api: httpx.Client = w["api"]
+    # A stopped machine of ours: normally reaped at once.
+    body = {"config": {"image": "x", "init": {"exec": ["python", "-c", "pass"]},
+                       "restart": {"policy": "no"},
+                       "metadata": {META_SCALER: "fly-scaler", META_POOL: "jobs"}}}
+    created = api.post(f"/v1/apps/{w['app']}/machines", json=body).json()
+    eventually(lambda: api.get(f"/v1/apps/{w['app']}/machines/{created['id']}").json()["state"]
+               == "stopped", what="the machine exited")
+    api.post("/_admin/faults", json={"Machines_list": {"error_rate": 1.0, "error_status": 503}})
+    rec = _reconciler(w["settings"], redis_url)
+    result = await rec.tick()
+    assert result.observation.machines_by_app[w["app"]] is None
+    assert any(d.reason == "unknown_data" for d in result.plan.decisions)
+    assert _gauge(rec.metrics, "fly_scaler_data_unknown", source=f"fly:{w['app']}") == 1.0
+    still = api.get(f"/v1/apps/{w['app']}/machines/{created['id']}").json()
+    assert still["state"] == "stopped"  # untouched while the listing is unknown
+    api.post("/_admin/faults", json={})
+    result = await rec.tick()
+    reaps = [d for d in result.plan.decisions if d.kind == "reap" and d.outcome == "acted"]
+    assert reaps and reaps[0].reason == "stopped"
+    assert machines(api, w["app"]) == []
+    assert _gauge(rec.metrics, "fly_scaler_data_unknown", source=f"fly:{w['app']}") == 0.0
+
+
+async def test_unreachable_redis_launches_nothing_and_says_so(
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str
+) -> None:
+    w = _world(local_api, redis_url, redis_prefix)
+    rec = _reconciler(w["settings"], "redis://127.0.0.1:1/0")
+    result = await rec.tick()
+    assert result.observation.queues[w["queue"]] is None
+    assert result.plan.actions == ()
+    assert any(d.reason == "unknown_data" for d in result.plan.decisions)
+    assert _gauge(rec.metrics, "fly_scaler_data_unknown", source="redis") == 1.0
+
+
+async def test_a_capped_launch_is_a_logged_decision_with_its_inputs(
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str
+) -> None:
+    w = _world(local_api, redis_url, redis_prefix, max_machines=1)
+    s = w["settings"]
+    for i in range(3):
+        enqueue(redis_url, s.redis.namespace, s.redis.prefix, w["queue"], "record", "k", str(i))
+    rec = _reconciler(s, redis_url)
+    with capture_logs() as logs:
+        result = await rec.tick()
+    launched = [d for d in result.plan.decisions if d.kind == "launch" and d.outcome == "acted"]
+    assert launched and launched[0].count == 1
+    capped = [d for d in result.plan.decisions if d.reason == "cap_pool"]
+    assert capped and capped[0].outcome == "not_taken" and capped[0].count == 2
+    events = [e for e in logs if e["event"] == "decision"]
+    assert any(e["reason"] == "cap_pool" and e["inputs"]["cap"] == 1 for e in events)
+    assert _gauge(rec.metrics, "fly_scaler_decisions_not_taken_total", pool="jobs",
+                  reason="cap_pool") == 1.0
+    # gauges show what the tick observed (before it claimed one message)
+    assert _gauge(rec.metrics, "fly_scaler_queue_messages", queue=w["queue"],
+                  state="ready") == 3.0
+    assert len(machines(w["api"], w["app"])) == 1
+    await rec.actor.drain(wait_s=10)
+
+
+@pytest.mark.parametrize("trigger", ["event", "resync"])
+async def test_tick_counts_its_trigger(
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str, trigger: str
+) -> None:
+    w = _world(local_api, redis_url, redis_prefix)
+    rec = _reconciler(w["settings"], redis_url)
+    await rec.tick(trigger)
+    assert _gauge(rec.metrics, "fly_scaler_ticks_total", trigger=trigger) == 1.0
