@@ -55,7 +55,7 @@ class SimRuntime:
         self._frozen.discard(machine.id)
         if self._running.pop(machine.id, None) is None:
             return None
-        return 0 if signal != signals.SIGKILL else -int(signals.SIGKILL)
+        return 0 if signal != signals.SIGKILL else 128 + int(signals.SIGKILL)
 
     def signal(self, machine: MachineRecord, signal: int) -> bool:
         token = self._running.get(machine.id)
@@ -63,7 +63,7 @@ class SimRuntime:
             return False
         if signal in (signals.SIGKILL, signals.SIGTERM, signals.SIGINT, signals.SIGQUIT):
             self._cancel(machine.id)
-            asyncio.get_running_loop().call_soon(self._exit, machine, token, -signal, signal)
+            asyncio.get_running_loop().call_soon(self._exit, machine, token, 128 + signal, signal)
         return True
 
     def inject_exit(self, machine: MachineRecord, exit_code: int) -> bool:
