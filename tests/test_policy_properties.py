@@ -125,11 +125,28 @@ def claim(draw: st.DrawFn, queue: str, machine_ids: list[str]) -> ClaimView:
     )
 
 
+def coherent_claim(m: MachineView, with_id: bool, claimed_at: float) -> ClaimView:
+    """The claim a real launch would have left for machine ``m``."""
+    assert m.job is not None and m.queue is not None and m.launch is not None
+    return ClaimView(
+        queue=m.queue,
+        job=m.job,
+        message_id=f"msg-{m.job}",
+        pool=m.pool or "gone-pool",
+        launch=m.launch,
+        claimed_at=claimed_at,
+        machine_name=m.name,
+        state="running",
+        machine_id=m.id if with_id else None,
+    )
+
+
 @st.composite
 def observations(draw: st.DrawFn) -> tuple[Observation, tuple[PoolPolicy, ...], Caps]:
     ps = draw(pools())
     machines_by_app: dict[str, tuple[MachineView, ...] | None] = {}
     ids: list[str] = []
+    listed: list[MachineView] = []
     for app in APPS:
         if draw(st.integers(0, 6)) == 0:
             machines_by_app[app] = None
@@ -138,6 +155,7 @@ def observations(draw: st.DrawFn) -> tuple[Observation, tuple[PoolPolicy, ...], 
         local = tuple(p.name for p in ps if p.app == app)
         ms = tuple(draw(machine(f"{app}-m{i}", app, local)) for i in range(n))
         ids.extend(m.id for m in ms)
+        listed.extend(m for m in ms if m.job and m.queue)
         machines_by_app[app] = ms
     queues: dict[str, QueueView | None] = {}
     claims: dict[str, tuple[ClaimView, ...] | None] = {}
@@ -157,6 +175,10 @@ def observations(draw: st.DrawFn) -> tuple[Observation, tuple[PoolPolicy, ...], 
             )
         )
         drawn = draw(st.one_of(st.none(), st.lists(claim(q, ids), max_size=5)))
+        if drawn is not None:  # claims that agree with a listed machine, as in real life
+            for m in listed:
+                if m.queue == q and draw(st.booleans()):
+                    drawn.insert(0, coherent_claim(m, draw(st.booleans()), draw(times)))
         if drawn is not None:  # a redis_message_id is claimed at most once
             unique = []
             for c in drawn:
