@@ -1,0 +1,90 @@
+"""``scaler dev``: the whole system on this machine, with a live terminal view.
+
+One command starts a Redis (the one at ``REDIS_URL`` if it answers, else a private
+``redis-server``), the local Machines API running machines as local processes, the scaler with an
+example config (a per-job pool on queue ``jobs``, a scale-to-zero worker pool on queue
+``default``) and an example app that enqueues a stream of jobs of both kinds. Everything it writes
+to Redis lives under a fresh ``dev-<id>:`` namespace and is deleted at exit; every machine and
+process it started is stopped. No Fly account is needed.
+
+Usage::
+
+    scaler dev                                   # endless stream, live view; Ctrl-C to stop
+    scaler dev --jobs 20 --exit-when-done        # run 20 jobs, prove each ran once, exit 0/1
+    scaler dev --timings realistic --rate 2      # Fly-like boot times, 2 jobs/s
+    scaler dev --redis-url redis://host:6379/0   # use that Redis (it must answer)
+
+Exit codes: 0 done (with ``--exit-when-done``: every job ran exactly once and no machine was left
+running), 1 the run failed (the summary says why), 2 bad options or no Redis, 130 interrupted
+before ``--exit-when-done`` was done.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run"]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``scaler dev``."""
+    parser.add_argument("--jobs", type=_count, metavar="N",
+                        help="send N example jobs (half per-job, half worker pool), then stop "
+                        "sending (default: an endless stream)")
+    parser.add_argument("--exit-when-done", action="store_true",
+                        help="with --jobs: exit once every job ran and the machines drained; "
+                        "exit 0 only if each job ran exactly once and no machine is left")
+    parser.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S",
+                        help="with --exit-when-done: give up after S seconds (default 120)")
+    parser.add_argument("--timings", choices=("fast", "realistic"), default="fast",
+                        help="machine boot/stop times of the local Machines API (default fast)")
+    parser.add_argument("--redis-url", metavar="URL",
+                        help="use this Redis (it must answer); default: REDIS_URL if it "
+                        "answers, else an embedded redis-server")
+    parser.add_argument("--embedded-redis", action="store_true",
+                        help="always start a private redis-server")
+    parser.add_argument("--no-view", action="store_true",
+                        help="no live view or progress lines: only the start lines and summary")
+    parser.add_argument("--rate", type=_positive_float, default=4.0, metavar="JOBS_PER_S",
+                        help="jobs sent per second (default 4)")
+    parser.add_argument("--namespace", metavar="NAME",
+                        help="Redis namespace of this run (default dev-<random>); every key "
+                        "under NAME: is deleted at exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``scaler dev``."""
+    from scaler.dev.session import DevOptions, run_dev
+
+    options = DevOptions(
+        jobs=args.jobs,
+        exit_when_done=args.exit_when_done,
+        timeout=args.timeout,
+        timings=args.timings,
+        redis_url=args.redis_url,
+        embedded_redis=args.embedded_redis,
+        view=False if args.no_view else None,
+        rate=args.rate,
+        namespace=args.namespace,
+    )
+    return run_dev(options)
