@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -126,7 +127,7 @@ def test_app_delete_with_machines_needs_force(client: httpx.Client, app: str) ->
     ],
 )
 def test_create_machine_rejects_bad_bodies_naming_the_field(
-    client: httpx.Client, app: str, body: dict, field: str
+    client: httpx.Client, app: str, body: dict[str, Any], field: str
 ) -> None:
     r = client.post(f"/v1/apps/{app}/machines", json=body)
     assert r.status_code == 400, r.text
@@ -254,12 +255,13 @@ def test_lease_lifecycle(client: httpx.Client, app: str) -> None:
     assert held.json()["status"] == "error"
     assert "lease currently held by" in held.json()["message"]
     # mutations need the nonce
-    for method, path, kwargs in [
+    mutations: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/stop", {}), ("POST", "/cordon", {}), ("DELETE", "", {}),
         ("POST", "", {"json": {"config": {"image": "x"}}}), ("POST", "/restart", {}),
         ("POST", "/suspend", {}), ("POST", "/signal", {"json": {"signal": "SIGUSR1"}}),
         ("POST", "/metadata/k", {"json": {"value": "v"}}),
-    ]:
+    ]
+    for method, path, kwargs in mutations:
         r = client.request(method, base + path, **kwargs)
         assert r.status_code == 409, (method, path, r.text)
     assert client.get(base).status_code == 200  # reads do not

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ def app(client: httpx.Client) -> str:
     return make_app(client)
 
 
-def _exit_events(client: httpx.Client, app: str, mid: str) -> list[dict]:
+def _exit_events(client: httpx.Client, app: str, mid: str) -> list[dict[str, Any]]:
     events = client.get(f"/v1/apps/{app}/machines/{mid}/events", params={"limit": 50}).json()
     return [e for e in events if e["type"] == "exit"]
 
@@ -90,7 +91,9 @@ def test_log_file_captures_output(
     assert "hello from the machine" in log
 
 
-def test_image_mapping_runs_when_config_has_no_command(local_api_factory) -> None:  # type: ignore[no-untyped-def]
+def test_image_mapping_runs_when_config_has_no_command(
+    local_api_factory: Callable[..., LocalAPIServer],
+) -> None:
     api = local_api_factory(images={"worker": ["python", "-c", "import sys; sys.exit(7)"]})
     with api.client() as c:
         app = make_app(c)
@@ -398,7 +401,7 @@ def test_cordon_and_uncordon(client: httpx.Client, app: str) -> None:
     assert client.get(base).json()["cordoned"] is False
 
 
-def test_events_limit(local_api_factory) -> None:  # type: ignore[no-untyped-def]
+def test_events_limit(local_api_factory: Callable[..., LocalAPIServer]) -> None:
     client = local_api_factory(runtime="sim").client()
     app = make_app(client)
     m = make_machine(client, app, skip_launch=True)

@@ -382,6 +382,8 @@ class Engine:
                 old = app.machines.get(app.destroyed.pop(0))
                 if old is not None:
                     self.store.forget_machine(old)
+        else:  # its app was deleted meanwhile
+            self.store.forget_machine(m)
         self.set_state(m, "destroyed")
 
     def cordon(self, m: MachineRecord, cordoned: bool) -> None:
