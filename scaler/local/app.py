@@ -65,6 +65,7 @@ class LocalAPI(Starlette):
     faults: FaultInjector
     limiter: RateLimiter | None
     workdir: Path
+    owns_workdir: bool
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[_RAW_SEND] = send  # to drop a connection without answering (ambiguous creates)
@@ -209,6 +210,7 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
     app.faults = faults
     app.limiter = limiter
     app.workdir = workdir
+    app.owns_workdir = config.workdir is None
     return app
 
 

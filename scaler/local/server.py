@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import socket
 import threading
 import time
@@ -116,6 +117,8 @@ class LocalAPIServer:
         self._thread.join(timeout=15)
         self.app.engine.runtime.kill_all_now()  # belt and braces if shutdown was cut short
         self._socket.close()
+        if self.app.owns_workdir:
+            shutil.rmtree(self.app.workdir, ignore_errors=True)
 
     def __enter__(self) -> LocalAPIServer:
         return self
