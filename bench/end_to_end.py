@@ -1,0 +1,159 @@
+"""P5 end to end: N jobs of 100 ms through the whole system on the process runtime (real
+``python -m workers.runner`` processes), makespan = last job done - first enqueue.
+
+- per-job pool capped at 20 machines; the ideal is ``ceil(jobs / cap) * (job time + machine
+  start)``, machine start measured in the same run as the median of (job entered - create
+  received by the local API);
+- worker pool (5 machines x 4 jobs each = 20 concurrent) against a plain dramatiq worker process
+  with the same concurrency (``dramatiq bench.actors --processes 1 --threads 20``), started after
+  the jobs are enqueued.
+
+The local API runs with rate limits OFF and the scaler's governor never waits: at Fly's create
+limit (1/s per app) the makespan would measure the rate limit, which P2 measures already.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import redis
+
+from bench.common import (
+    ROOT,
+    BenchConfig,
+    ServiceThread,
+    UnlimitedGovernor,
+    median,
+    records,
+    redis_keys,
+    row,
+    scenario_settings,
+    wait_for,
+)
+from bench.simjobs import Enqueuer
+from scaler.local.server import LocalAPIServer
+
+__all__ = ["run"]
+
+GOAL_VS_IDEAL = 1.3
+JOB_S = 0.1
+CAP = 20
+QUEUE = "p5"
+
+
+def _env(cfg: BenchConfig, ns: str) -> dict[str, str]:
+    return {"PYTHONPATH": str(ROOT), "REDIS_URL": cfg.redis_url, "BENCH_QUEUE": QUEUE,
+            "SCALER_ACTORS": "bench.actors", "FLY_SCALER_NAMESPACE": ns,
+            "FLY_SCALER_PREFIX": f"{ns}:fs"}
+
+
+def _pool(cfg: BenchConfig, ns: str, app: str, mode: str) -> dict[str, Any]:
+    common = {"app": app, "queues": [QUEUE], "image": "local/bench:latest",
+              "env": _env(cfg, ns)}
+    if mode == "per-job":
+        return {**common, "name": "jobs", "mode": "per-job", "max_machines": CAP,
+                "cmd": ["python", "-m", "workers.runner"], "boot_timeout": "30s",
+                "max_runtime": "60s"}
+    return {**common, "name": "workers", "mode": "worker", "max_machines": CAP // 4,
+            "jobs_per_machine": 4, "idle_timeout": "2s",
+            "cmd": ["python", "-m", "workers.runner", "--drain"]}
+
+
+def _through_scaler(cfg: BenchConfig, mode: str, jobs: int, workdir: Path) -> dict[str, Any]:
+    with (
+        redis_keys(cfg, "p5") as ns,
+        LocalAPIServer(runtime="process", rate_limits="off", workdir=workdir / mode) as api,
+        api.client() as http,
+    ):
+        app = f"bench-{uuid.uuid4().hex[:8]}"
+        http.post("/v1/apps", json={"name": app, "org_slug": "personal"}).raise_for_status()
+        settings = scenario_settings(api_url=api.url, token=api.token, redis_url=cfg.redis_url,
+                                     prefix=ns, pools=[_pool(cfg, ns, app, mode)])
+        client = redis.Redis.from_url(cfg.redis_url)
+        enq = Enqueuer(cfg.redis_url, ns, f"{ns}:fs")
+        key = f"{ns}:out"
+        try:
+            with (
+                mock.patch("scaler.service.make_governor", lambda *a, **k: UnlimitedGovernor()),
+                ServiceThread(settings),
+            ):
+                first = time.time()
+                for _ in range(jobs):
+                    enq.send(QUEUE, "work", key, JOB_S)
+                wait_for(lambda: client.llen(key) >= 2 * jobs, 120 + jobs, "every job done",
+                         interval=0.02)
+            recs = records(client, key)
+            created = {m.id: m.created_at for m in api.state.machines(app)}
+        finally:
+            enq.close()
+            client.close()
+    done = [at for event, at, _ in recs if event == "done"]
+    starts = [at - created[w] for event, at, w in recs if event == "enter" and w in created]
+    return {"jobs": jobs, "makespan_s": max(done) - first,
+            "machines": len(created), "machine_start_s": median(starts)}
+
+
+def _plain_worker(cfg: BenchConfig, jobs: int) -> dict[str, Any]:
+    with redis_keys(cfg, "p5w") as ns:
+        client = redis.Redis.from_url(cfg.redis_url)
+        enq = Enqueuer(cfg.redis_url, ns, f"{ns}:fs")
+        key = f"{ns}:out"
+        try:
+            first = time.time()
+            for _ in range(jobs):
+                enq.send(QUEUE, "work", key, JOB_S)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dramatiq", "bench.actors", "--processes", "1",
+                 "--threads", str(CAP)],
+                cwd=ROOT, env={**os.environ, **_env(cfg, ns)}, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+            try:
+                wait_for(lambda: client.llen(key) >= 2 * jobs, 60 + jobs, "every job done")
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+            recs = records(client, key)
+        finally:
+            enq.close()
+            client.close()
+    done = [at for event, at, _ in recs if event == "done"]
+    return {"jobs": jobs, "makespan_s": max(done) - first}
+
+
+def run(cfg: BenchConfig) -> dict[str, Any]:
+    """Run P5; returns ``{"rows": [...], "details": {...}}``."""
+    import tempfile
+
+    jobs = cfg.n(40, 200, minimum=2)
+    with tempfile.TemporaryDirectory(prefix="bench-p5-") as tmp:
+        per_job = _through_scaler(cfg, "per-job", jobs, Path(tmp))
+        pool = _through_scaler(cfg, "worker", jobs, Path(tmp))
+    plain = _plain_worker(cfg, jobs)
+    start = per_job["machine_start_s"] or 0.0
+    ideal = math.ceil(jobs / CAP) * (JOB_S + start)
+    rows = [
+        row("P5", f"per-job makespan, {jobs} x 100 ms jobs, cap {CAP}",
+            f"<= {GOAL_VS_IDEAL:g} x ideal", per_job["makespan_s"], "s", baseline=ideal,
+            passed=per_job["makespan_s"] <= GOAL_VS_IDEAL * ideal,
+            note=f"ideal uses measured machine start {start * 1000:.0f} ms; rate limits off"),
+        row("P5", f"worker-pool makespan, {jobs} jobs, 5 x 4 threads", "-",
+            pool["makespan_s"], "s", baseline=plain["makespan_s"],
+            note="baseline: plain dramatiq worker, 20 threads; rate limits off"),
+    ]
+    details = {"per_job": per_job, "worker_pool": pool, "plain_dramatiq": plain,
+               "ideal_s": ideal, "cap": CAP, "job_s": JOB_S}
+    return {"rows": rows, "details": details}

@@ -1,0 +1,82 @@
+"""Smoke test of the benchmark harness: the cheapest scenario (P4, one repetition) through the
+real entry point, then the JSON's shape. No timing is asserted: numbers belong to bench/."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:  # bench/ is not installed; ``python -m bench.run`` runs from ROOT
+    sys.path.insert(0, ROOT)
+
+from bench import run as bench_run  # noqa: E402
+from bench.common import percentile, row  # noqa: E402
+
+ROW_KEYS = {"scenario", "figure", "goal", "measured", "unit", "baseline", "ratio", "passed",
+            "note"}
+
+
+def test_quick_p4_writes_the_report(
+    tmp_path: Path, redis_url: str, redis_prefix: str, redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "latest.json"
+    code = bench_run.main([
+        "--quick", "--only", "p4", "--scale", "0.01", "--out", str(out),
+        "--redis-url", redis_url, "--key-prefix", redis_prefix,
+    ])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "quick"
+    machine = report["machine"]
+    for key in ("cpu_model", "cpu_count", "memory_mb", "python", "packages", "git_commit",
+                "date"):
+        assert key in machine
+    assert machine["packages"]["dramatiq"]
+    entry = report["scenarios"]["P4"]
+    assert "error" not in entry, entry.get("traceback")
+    assert entry["details"]["reps"] == 1
+    assert len(entry["details"]["runner_ms"]) == 1
+    assert [r["scenario"] for r in report["rows"]] == ["P4", "P4"]
+    for r in report["rows"]:
+        assert set(r) >= ROW_KEYS
+        assert r["measured"] > 0 and r["baseline"] > 0
+        assert r["ratio"] == pytest.approx(r["measured"] / r["baseline"])
+        assert isinstance(r["passed"], bool)
+    table = capsys.readouterr().out
+    assert "runner exec -> job entered" in table
+    assert "PASS" in table or "MISS" in table
+    assert not list(redis_client.scan_iter(match=f"{redis_prefix}*"))  # cleaned up
+
+
+def test_a_failing_scenario_is_reported_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(bench_run.SCENARIOS, "P4", ("no_such_module", "missing"))
+    out = tmp_path / "r.json"
+    assert bench_run.main(["--only", "P4", "--out", str(out), "--scale", "0.01"]) == 0
+    report = json.loads(out.read_text())
+    assert "ModuleNotFoundError" in report["scenarios"]["P4"]["error"]
+    assert report["rows"][0]["passed"] is False
+
+
+def test_unknown_scenario_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_run.main(["--only", "P9"])
+    assert exc.value.code == 2
+    assert "P9" in capsys.readouterr().err
+
+
+def test_rows_and_percentiles() -> None:
+    r = row("X", "f", "-", 3.0, "ms", baseline=2.0)
+    assert r["ratio"] == 1.5 and r["passed"] is None
+    assert row("X", "f", "-", None, "ms", baseline=2.0)["ratio"] is None
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([], 99) is None
