@@ -256,10 +256,13 @@ class Actor:
         if self._on_create_sent is not None:
             self._on_create_sent(claim.redis_message_id, sent)
         self.overlay.created[claim.machine_name] = (pool_name, sent)
-        result = await self._create(pool, request, claim.redis_message_id)
+        result, machine_id = await self._create(pool, request, claim.redis_message_id)
         self.metrics.launches.labels(pool_name, result).inc()
-        if result in ("created", "resolved_existing"):
+        if machine_id is not None:
             report.launched.append(claim.machine_name)
+            await self.claims.record_machine(
+                claim.queue, claim.redis_message_id, machine_id, int(self.clock() * 1000), fence
+            )
         elif result == "refused":
             reason = f"Fly refused the machine for this job: {self._last_error}"
             await self.claims.dead_letter(claim.queue, claim.redis_message_id, reason, fence,
@@ -272,34 +275,40 @@ class Actor:
 
     _last_error: str = ""
 
-    async def _create(self, pool: PoolSpec, request: CreateMachineRequest, job: str | None) -> str:
-        """Create one machine; returns a result label for ``launches_total``."""
+    async def _create(
+        self, pool: PoolSpec, request: CreateMachineRequest, job: str | None
+    ) -> tuple[str, str | None]:
+        """Create one machine: a result label for ``launches_total`` and the machine id (None
+        when no machine is known to exist)."""
         try:
             machine = await self._call(lambda: self.fly.create_machine(pool.app, request))
         except Conflict:
             # The deterministic name exists already: a previous create went through.
             if job is not None:
                 found = await self._call(
-                    lambda: self.fly.list_machines(pool.app, metadata={META_JOB: job})
+                    lambda: self.fly.list_machines(
+                        pool.app, include_deleted=True, metadata={META_JOB: job}
+                    )
                 )
-                if found:
-                    return "resolved_existing"
-            return "failed"
+                named = [m for m in found if m.name == request.name and m.id]
+                if named:
+                    return "resolved_existing", named[0].id
+            return "failed", None
         except RateLimited:
-            return "rate_limited"
+            return "rate_limited", None
         except InsufficientCapacity:
-            return "capacity"
+            return "capacity", None
         except (BadRequest, Unprocessable) as exc:
             self._last_error = str(exc)
             log.error("machine refused", pool=pool.name, name=request.name, error=str(exc))
-            return "refused"
+            return "refused", None
         except FlyError as exc:
             log.warning("create failed", pool=pool.name, name=request.name, error=str(exc),
                         error_type=type(exc).__name__)
-            return "failed"
+            return "failed", None
         log.info("machine created", pool=pool.name, app=pool.app, machine=machine.id,
                  name=machine.name, region=machine.region)
-        return "created"
+        return "created", machine.id
 
     async def _start(self, action: Start) -> None:
         m = action.machine
@@ -313,9 +322,9 @@ class Actor:
         request = worker_request(pool, self.settings)
         assert request.name is not None
         self.overlay.created[request.name] = (pool_name, self.clock())
-        result = await self._create(pool, request, None)
+        result, machine_id = await self._create(pool, request, None)
         self.metrics.launches.labels(pool_name, result).inc()
-        if result == "created":
+        if machine_id is not None:
             report.launched.append(request.name)
         else:
             self.overlay.created.pop(request.name, None)

@@ -8,7 +8,9 @@ Key and identity contract (other modules and the in-machine runner depend on it 
 
   - ``{p}:claims:{q}`` HASH: redis_message_id -> JSON ``{"pool", "queue", "message_id", "launch"
     (1-based), "claimed_at" (ms), "machine_name", "state": "claimed"|"running", "machine_id",
-    "started_at" (ms), "heartbeat_at" (ms)}`` (the last three once the runner has started).
+    "updated_at" (ms), "started_at" (ms), "heartbeat_at" (ms)}``: ``machine_id`` and
+    ``updated_at`` once the create returned (only that machine's runner may then take the job),
+    the last two once the runner has started.
   - ``{p}:launches:{q}`` HASH: dramatiq message_id -> launches so far; deleted when the job
     finishes or is dead-lettered. A dramatiq retry keeps its message_id but the runner completes
     the claim of the failed attempt, so this counts machines that died, not dramatiq retries.
@@ -101,6 +103,7 @@ class Claim:
     machine_id: str | None = None
     started_at: int | None = None
     heartbeat_at: int | None = None
+    updated_at: int | None = None
     message: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -138,6 +141,7 @@ class Claim:
             machine_id=_opt_str(data.get("machine_id")),
             started_at=_opt_int(data.get("started_at")),
             heartbeat_at=_opt_int(data.get("heartbeat_at")),
+            updated_at=_opt_int(data.get("updated_at")),
             message=message,
         )
 
@@ -252,17 +256,26 @@ local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
 local c = cjson.decode(rec)
 local owner = c['machine_id']
-if ARGV[4] == '1' then
-  if owner ~= ARGV[2] then return 0 end
-elseif c['state'] == 'running' and owner and owner ~= ARGV[2] then
-  return 0
-end
+if owner and owner ~= ARGV[2] then return 0 end
 local now = tonumber(ARGV[3])
 c['state'] = 'running'
 c['machine_id'] = ARGV[2]
 if not c['started_at'] then c['started_at'] = now end
 c['heartbeat_at'] = now
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(c))
+return 1
+"""
+
+# KEYS: fence, claims. ARGV: fence value, rmid, machine_id, now_ms.
+# The create of this claim's machine returned: only that machine may run the job from now on.
+_CREATED = """
+local rec = redis.call('HGET', KEYS[2], ARGV[2])
+if not rec then return 0 end
+local c = cjson.decode(rec)
+if c['machine_id'] and c['machine_id'] ~= ARGV[3] then return 0 end
+c['machine_id'] = ARGV[3]
+c['updated_at'] = tonumber(ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
 return 1
 """
 
@@ -331,6 +344,7 @@ class ClaimStore:
         self._claim = redis.register_script(FENCE_LUA + _CLAIM)
         self._settle = redis.register_script(FENCE_LUA + _SETTLE)
         self._mark = redis.register_script(_MARK)
+        self._created = redis.register_script(FENCE_LUA + _CREATED)
         self._finish = redis.register_script(_FINISH)
 
     def keys(self, queue: str) -> _Keys:
@@ -469,6 +483,21 @@ class ClaimStore:
             raise ValueError(f"max_launches: must be >= 1, got {max_launches}")
         return await self._settle_call(
             queue, redis_message_id, "auto", reason, fence, now_ms, max_launches
+        )
+
+    async def record_machine(
+        self, queue: str, redis_message_id: str, machine_id: str, now_ms: int,
+        fence: Fence | None,
+    ) -> bool:
+        """The create of this claim's machine returned ``machine_id``: bind the claim to it, so
+        that only that machine's runner may take the job. False if the claim is gone (the job
+        already finished) or is bound to another machine."""
+        k = self.keys(queue)
+        fkey, fval = self._fence(fence, k.claims)
+        return bool(
+            await self._fenced(
+                self._created, [fkey, k.claims], [fval, redis_message_id, machine_id, now_ms]
+            )
         )
 
     async def dead_reason(self, queue: str, redis_message_id: str) -> dict[str, Any] | None:

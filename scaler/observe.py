@@ -171,6 +171,7 @@ class Observer:
                         state="running" if c.state == "running" else "claimed",
                         machine_id=c.machine_id,
                         machine_options_error=self.options_error(c),
+                        updated_at=None if c.updated_at is None else c.updated_at / 1000.0,
                     )
                 )
             out[q] = tuple(views)

@@ -269,3 +269,32 @@ def test_binding_env() -> None:
     }
     with pytest.raises(ValueError, match="redis_url_env"):
         binding_env(claim, redis_url_env="redis://x", namespace="d", prefix="p")
+
+
+async def test_record_machine_binds_the_claim_to_the_created_machine(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    ns = store.namespace
+    rmid, _ = enqueue(redis_client, ns)
+    await store.claim(Q, "ci", 1, NOW, None)
+    assert await store.record_machine(Q, rmid, "m1", NOW + 5, None)
+    assert await store.record_machine(Q, rmid, "m1", NOW + 6, None)  # idempotent
+    assert not await store.record_machine(Q, rmid, "m2", NOW + 7, None)  # bound already
+    [claim] = (await store.list_claims([Q]))[Q]
+    assert (claim.state, claim.machine_id, claim.updated_at) == ("claimed", "m1", NOW + 6)
+    runner = RunnerClaim(
+        redis_client, namespace=ns, prefix=store.prefix, queue=Q, redis_message_id=rmid
+    )
+    assert not runner.mark_running("m2", NOW + 8)  # a stray duplicate machine may not run it
+    assert runner.mark_running("m1", NOW + 9)
+    assert runner.finish("ack", NOW + 10)
+    assert not await store.record_machine(Q, rmid, "m1", NOW + 11, None)  # the claim is gone
+
+
+async def test_record_machine_is_fenced(store: ClaimStore, redis_client: redis.Redis) -> None:
+    rmid, _ = enqueue(redis_client, store.namespace)
+    await store.claim(Q, "ci", 1, NOW, None)
+    lease = f"{store.prefix}:leader"
+    redis_client.set(lease, "me:2")
+    with pytest.raises(Fenced):
+        await store.record_machine(Q, rmid, "m1", NOW, Fence(lease, "me:1", 1))

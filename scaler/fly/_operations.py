@@ -220,9 +220,11 @@ def list_machines(
 def _lookup_for(app_name: str, request: CreateMachineRequest) -> Lookup | None:
     name = request.name
     if name:
+        # Destroyed machines count: a job machine may have run and gone by the time we look.
         return Lookup(
-            list_machines(app_name, include_deleted=False),
-            lambda ms: next((m for m in ms if m.name == name), None),
+            list_machines(app_name, include_deleted=True),
+            lambda ms: max((m for m in ms if m.name == name),
+                           key=lambda m: m.created_at or "", default=None),
             by=f"name {name!r}",
         )
     metadata = request.config.metadata
@@ -234,7 +236,7 @@ def _lookup_for(app_name: str, request: CreateMachineRequest) -> Lookup | None:
             return max(hits, key=lambda m: m.created_at or "", default=None)
 
         return Lookup(
-            list_machines(app_name, include_deleted=False, metadata=wanted),
+            list_machines(app_name, include_deleted=True, metadata=wanted),
             newest_match, by=f"metadata {sorted(wanted)}",
         )
     return None
