@@ -260,6 +260,8 @@ class ScalerSettings(_Model):
     - ``leader_ttl``: the leader lease's TTL; renewed every third of it (``15s``).
     - ``max_concurrent_calls``: Fly API calls in flight at once (8).
     - ``shared_rate_limits``: share the rate-limit budget between replicas through Redis (true).
+    - ``claim_grace``: how long a claimed job may have no visible machine (Fly's listing lags a
+      create) before the scaler re-creates it or gives the job back (``10s``).
     - ``event_wakeups``: tick as soon as a message is enqueued (Redis keyspace notifications and
       the enqueue middleware's publish); off, only the resync timer wakes the loop (true).
     """
@@ -275,6 +277,7 @@ class ScalerSettings(_Model):
     max_concurrent_calls: PositiveInt = 8
     shared_rate_limits: StrictBool = True
     event_wakeups: StrictBool = True
+    claim_grace: PositiveDuration = 10.0
 
 
 class AppSettings(_Model):
@@ -640,7 +643,9 @@ class Settings(_Model):
             f"scaler:     id={s.id}  max_machines={s.max_machines}  resync={d(s.resync_interval)}"
             f"  tick_deadline={d(s.tick_deadline)}  orphan_grace={d(s.orphan_grace)}"
             f"  leader_ttl={d(s.leader_ttl)}  max_concurrent_calls={s.max_concurrent_calls}"
-            f"  shared_rate_limits={'yes' if s.shared_rate_limits else 'no'}",
+            f"  shared_rate_limits={'yes' if s.shared_rate_limits else 'no'}"
+            f"  event_wakeups={'yes' if s.event_wakeups else 'no'}"
+            f"  claim_grace={d(s.claim_grace)}",
             f"http:       {self.http.host}:{self.http.port}"
             f"  enqueue_tokens={len(self.http.enqueue_tokens)}",
             f"prometheus: {self.prometheus.url or 'none'}",

@@ -68,6 +68,7 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
         max_runtime_s=pool.max_runtime,
         max_launches=pool.max_launches,
         orphan_grace_s=settings.scaler.orphan_grace,
+        claim_grace_s=settings.scaler.claim_grace,
         min_machines=pool.min_machines,
         jobs_per_machine=pool.jobs_per_machine,
         warm_machines=pool.warm_machines,
