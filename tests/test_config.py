@@ -369,3 +369,20 @@ def test_check_config_default_path(
     assert "scaler.toml" in capsys.readouterr().err
     (tmp_path / "scaler.toml").write_text("")
     assert check_config.run(parser.parse_args([])) == 0
+
+
+def test_http_actors_and_scheduler_switches() -> None:
+    s = parse_settings(
+        {"scaler": {"event_wakeups": False, "claim_grace": "3s"},
+         "pools": [pool(http_actors=["thumbnail", "render_video"])]},
+        env={},
+    )
+    assert s.scaler.event_wakeups is False
+    assert s.scaler.claim_grace == 3.0
+    assert s.pools[0].http_actors == ("thumbnail", "render_video")
+    assert parse_settings({"pools": [pool()]}, env={}).pools[0].http_actors == ()
+
+
+def test_bad_http_actor_name_is_refused_with_its_path() -> None:
+    msg = one_problem({"pools": [pool(http_actors=["not an actor"])]})
+    assert "pools[0].http_actors[0]" in msg
