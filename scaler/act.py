@@ -216,11 +216,13 @@ class Actor:
             outcome = await self.claims.requeue_or_dead_letter(
                 c.queue, c.job, action.reason, action.max_launches, fence, now_ms
             )
+        # DeadLetter's reason is the validation text (for the record); the label stays bounded.
+        label = "invalid_options" if isinstance(action, DeadLetter) else action.reason
         if outcome == "requeued":
-            self.metrics.requeues.labels(action.pool, action.reason).inc()
+            self.metrics.requeues.labels(action.pool, label).inc()
             self.metrics.jobs_finished.labels(action.pool, "requeued").inc()
         elif outcome == "dead_lettered":
-            self.metrics.dead_letters.labels(action.pool, action.reason.split(";")[0]).inc()
+            self.metrics.dead_letters.labels(action.pool, label).inc()
             self.metrics.jobs_finished.labels(action.pool, "dead_lettered").inc()
         log.info("claim settled", job=c.job, queue=c.queue, pool=action.pool,
                  outcome=outcome, reason=action.reason, launch=c.launch)
@@ -244,7 +246,7 @@ class Actor:
             reason = f"invalid machine options: {exc}"
             await self.claims.dead_letter(claim.queue, claim.redis_message_id, reason, fence,
                                           now_ms)
-            self.metrics.dead_letters.labels(pool_name, "invalid_machine_options").inc()
+            self.metrics.dead_letters.labels(pool_name, "invalid_options").inc()
             log.warning("job dead-lettered", job=claim.redis_message_id, pool=pool_name,
                         reason=reason)
             return

@@ -7,7 +7,8 @@ Key and identity contract (other modules and the in-machine runner depend on it 
 - Scaler keys (prefix ``p``, default ``"fly-scaler"``):
 
   - ``{p}:claims:{q}`` HASH: redis_message_id -> JSON ``{"pool", "queue", "message_id", "launch"
-    (1-based), "claimed_at" (ms), "machine_name", "state": "claimed"|"running", "machine_id",
+    (1-based), "claimed_at" (ms), "enqueued_at" (ms, the message's), "machine_name", "state":
+    "claimed"|"running", "machine_id",
     "updated_at" (ms), "started_at" (ms), "heartbeat_at" (ms)}``: ``machine_id`` and
     ``updated_at`` once the create returned (only that machine's runner may then take the job),
     the last two once the runner has started.
@@ -54,6 +55,7 @@ __all__ = [
     "binding_env",
     "claims_key",
     "dead_reasons_key",
+    "job_events_key",
     "launches_key",
     "machine_name",
 ]
@@ -76,6 +78,13 @@ def launches_key(prefix: str, queue: str) -> str:
 def dead_reasons_key(prefix: str, queue: str) -> str:
     """``{prefix}:dead-reasons:{queue}``: redis_message_id -> why the scaler dead-lettered it."""
     return f"{prefix}:dead-reasons:{queue}"
+
+
+def job_events_key(prefix: str) -> str:
+    """LIST of JSON job events appended by runners when a job ends (capped at 10,000): ``{"pool",
+    "queue", "outcome": "ack"|"nack", "enqueued_at", "started_at", "finished_at"}`` (ms). The
+    scaler drains it each tick into its metrics."""
+    return f"{prefix}:job-events"
 
 
 def machine_name(pool: str, redis_message_id: str, launch: int) -> str:
@@ -104,6 +113,7 @@ class Claim:
     started_at: int | None = None
     heartbeat_at: int | None = None
     updated_at: int | None = None
+    enqueued_at: int | None = None
     message: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -142,6 +152,7 @@ class Claim:
             started_at=_opt_int(data.get("started_at")),
             heartbeat_at=_opt_int(data.get("heartbeat_at")),
             updated_at=_opt_int(data.get("updated_at")),
+            enqueued_at=_opt_int(data.get("enqueued_at")),
             message=message,
         )
 
@@ -193,13 +204,21 @@ while got < n do
   if body and redis.call('HEXISTS', KEYS[4], id) == 0 then
     local ok, msg = pcall(cjson.decode, body)
     local mid = id
-    if ok and type(msg) == 'table' and type(msg['message_id']) == 'string' then
-      mid = msg['message_id']
+    local enq = now
+    if ok and type(msg) == 'table' then
+      if type(msg['message_id']) == 'string' then mid = msg['message_id'] end
+      local opts = msg['options']
+      if type(opts) == 'table' and type(opts['enqueued_at']) == 'number' then
+        enq = opts['enqueued_at']
+      elseif type(msg['message_timestamp']) == 'number' then
+        enq = msg['message_timestamp']
+      end
     end
     local launch = redis.call('HINCRBY', KEYS[5], mid, 1)
     local bare = (string.gsub(id, '%-', ''))
     local rec = cjson.encode({pool = ARGV[4], queue = ARGV[5], message_id = mid, launch = launch,
-      claimed_at = now, machine_name = ARGV[4] .. '-' .. bare .. '-' .. launch, state = 'claimed'})
+      claimed_at = now, enqueued_at = enq, machine_name = ARGV[4] .. '-' .. bare .. '-' .. launch,
+      state = 'claimed'})
     redis.call('HSET', KEYS[4], id, rec)
     out[#out + 1] = id
     out[#out + 1] = rec
@@ -279,7 +298,8 @@ redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
 return 1
 """
 
-# KEYS: claims, launches, msgs, xq, xq msgs. ARGV: rmid, outcome (none|ack|nack), now_ms.
+# KEYS: claims, launches, msgs, xq, xq msgs, job events. ARGV: rmid, outcome (none|ack|nack),
+# now_ms. An ack or nack also appends a job event (timings for the scaler's metrics).
 # Ack/nack on the message and the end of the claim happen together: a crash between the two
 # would otherwise strand a body with no claim and no place in the ready list.
 _FINISH = """
@@ -298,6 +318,12 @@ if not rec then return 0 end
 local c = cjson.decode(rec)
 redis.call('HDEL', KEYS[2], c['message_id'])
 redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[2] ~= 'none' then
+  redis.call('RPUSH', KEYS[6], cjson.encode({pool = c['pool'], queue = c['queue'],
+    outcome = ARGV[2], enqueued_at = c['enqueued_at'], started_at = c['started_at'],
+    finished_at = tonumber(ARGV[3])}))
+  redis.call('LTRIM', KEYS[6], -10000, -1)
+end
 return 1
 """
 
@@ -320,9 +346,10 @@ class _Keys:
         self.claims = claims_key(prefix, queue)
         self.launches = launches_key(prefix, queue)
         self.dead_reasons = dead_reasons_key(prefix, queue)
+        self.events = job_events_key(prefix)
 
     def finish(self) -> list[str]:
-        return [self.claims, self.launches, self.msgs, self.xq, self.xq_msgs]
+        return [self.claims, self.launches, self.msgs, self.xq, self.xq_msgs, self.events]
 
 
 class ClaimStore:

@@ -7,9 +7,27 @@ Each :class:`Metrics` owns its own registry, so tests and several scalers in one
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["LATENCY_BUCKETS", "Metrics"]
+__all__ = ["API_ACTIONS", "LATENCY_BUCKETS", "Metrics"]
+
+# Label values known in advance (see Metrics.initialize).
+API_ACTIONS = (
+    "Machines_list", "Machines_create", "Machines_start", "Machines_delete", "Machines_show",
+)
+LAUNCH_RESULTS = (
+    "created", "started", "resolved_existing", "failed", "rate_limited", "capacity", "refused",
+)
+REAP_REASONS = (
+    "stopped", "failed", "boot_timeout", "max_runtime", "stuck", "orphan", "extra_warm",
+)
+RELEASE_REASONS = (
+    "machine_gone", "stopped", "failed", "stuck", "boot_timeout", "max_runtime",
+    "invalid_options", "fly_refused",
+)
+NOT_TAKEN_REASONS = ("cap_pool", "cap_app", "cap_global", "rate_limit", "unknown_data")
 
 # From 5 ms (an event-driven launch) to 15 min (a cold machine that took long to boot).
 LATENCY_BUCKETS = (
@@ -60,11 +78,14 @@ class Metrics:
             p + "enqueue_to_launch_seconds", "Time from enqueue to the create request sent.",
             ["pool"], buckets=LATENCY_BUCKETS, registry=r)
         self.job_run = Histogram(
-            p + "job_run_seconds", "Run time of a per-job machine, from started to gone.",
+            p + "job_run_seconds", "Run time of a per-job job in its machine's runner, from "
+            "taking the message to its ack or nack.",
             ["pool"], buckets=RUN_BUCKETS, registry=r)
         self.jobs_finished = Counter(
-            p + "jobs_finished_total", "Per-job machines that finished, by outcome "
-            "(done, requeued, dead_lettered).", ["pool", "outcome"], registry=r)
+            p + "jobs_finished_total", "Per-job jobs that ended, by outcome: done (acked; an "
+            "attempt that scheduled a dramatiq retry is acked too), failed (nacked: dead-lettered "
+            "by dramatiq), requeued and dead_lettered (by the scaler, after a machine was lost).",
+            ["pool", "outcome"], registry=r)
         self.reaps = Counter(
             p + "reaps_total", "Machines destroyed by the reaper, by reason (stopped, failed, "
             "boot_timeout, max_runtime, orphan, excess_warm).", ["pool", "reason"], registry=r)
@@ -140,6 +161,47 @@ class Metrics:
         self.http_rejected = Counter(
             p + "http_rejected_total", "Requests refused by the HTTP enqueue API by status code.",
             ["code"], registry=r)
+
+    def initialize(
+        self, pools: Sequence[str], queues: Sequence[str], actions: Sequence[str] = API_ACTIONS
+    ) -> None:
+        """Create every series whose labels are known in advance, at zero, so that rates and
+        quantiles read 0 (not "no data") before the first event: Prometheus' advice on missing
+        metrics. Everything here is bounded by the configured pools, queues and Fly actions."""
+        for pool in pools:
+            for result in LAUNCH_RESULTS:
+                self.launches.labels(pool, result)
+            for reason in REAP_REASONS:
+                self.reaps.labels(pool, reason)
+            for reason in RELEASE_REASONS:
+                self.requeues.labels(pool, reason)
+                self.dead_letters.labels(pool, reason)
+            for outcome in ("done", "failed", "requeued", "dead_lettered"):
+                self.jobs_finished.labels(pool, outcome)
+            for reason in NOT_TAKEN_REASONS:
+                self.decisions_not_taken.labels(pool, reason)
+            self.enqueue_to_started.labels(pool)
+            self.enqueue_to_launch.labels(pool)
+            self.job_run.labels(pool)
+            self.launches_waiting_budget.labels(pool).set(0)
+        for queue in queues:
+            self.http_enqueued.labels(queue)
+        for action in actions:
+            self.api_requests.labels(action, "429")
+            self.api_latency.labels(action)
+            self.governor_wait.labels(action)
+            self.governor_waiting.labels(action).set(0)
+        for stage in ("observe", "plan", "act"):
+            self.stage_duration.labels(stage)
+        for stage in ("observe", "tick", "fenced"):
+            self.tick_errors.labels(stage)
+        for trigger in ("start", "event", "resync"):
+            self.ticks.labels(trigger)
+        for change in ("gained", "lost"):
+            self.leader_changes.labels(change)
+        for code in ("401", "403", "404", "413", "422"):
+            self.http_rejected.labels(code)
+        self.leader.set(0)
 
     def observe_api_call(self, action: str, status: int | None, seconds: float) -> None:
         """Record one Fly API attempt (the Fly client's observer hook)."""

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from scaler.act import Actor, ActReport
-from scaler.claims import ClaimStore
+from scaler.claims import ClaimStore, job_events_key
 from scaler.config import Settings
 from scaler.costs import cost_per_second
 from scaler.fly.client import AsyncFlyClient
@@ -91,7 +91,9 @@ class Reconciler:
             settings, fly, redis, self.claims, metrics, self.observer.overlay, clock=clock,
             on_create_sent=on_create_sent,
         )
+        self.governor = governor
         self.policies = tuple(pool_policy(p, settings) for p in settings.pools)
+        metrics.initialize([p.name for p in settings.pools], self.observer.queues)
         self.caps = Caps(
             global_max=settings.scaler.max_machines,
             per_app={
@@ -102,7 +104,6 @@ class Reconciler:
         self.last: TickResult | None = None
         self._last_logged: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._cost_seen: dict[str, float] = {}
-        self._started_seen: dict[str, tuple[str, float]] = {}
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -143,6 +144,8 @@ class Reconciler:
                     self.metrics.tick_errors.labels("fenced").inc()
                 self.metrics.stage_duration.labels("act").observe(time.monotonic() - t0)
             self._record(obs, plan, leader)
+            if leader:
+                await self._drain_job_events()
             seconds = time.monotonic() - started
             self.metrics.tick_duration.observe(seconds)
             self.metrics.last_tick.set(self.clock())
@@ -179,11 +182,8 @@ class Reconciler:
                 if mv.state == "started":
                     seen.add(mv.id)
                     self._account_cost(mv.id, pool, mv.size, now)
-        for mid in [k for k in self._started_seen if k not in seen]:
-            # Gone or no longer started: its run time, to the resolution of one tick.
-            pool_name, first_seen = self._started_seen.pop(mid)
-            self._cost_seen.pop(mid, None)
-            m.job_run.labels(pool_name).observe(max(0.0, now - first_seen))
+        for mid in [k for k in self._cost_seen if k not in seen]:
+            del self._cost_seen[mid]
         for p in self.policies:
             live = live_by_pool.get(p.name, 0) + obs.inflight.get(p.name, 0)
             m.live_machines.labels(p.name).set(live)
@@ -198,6 +198,10 @@ class Reconciler:
         for app, cap in self.caps.per_app.items():
             m.machine_cap.labels("app", app).set(cap)
             m.cap_usage.labels("app", app).set(live_by_app.get(app, 0) / cap if cap else 0)
+        stats = getattr(self.governor, "stats", None)
+        if stats is not None:
+            for action, n in list(stats.waiting.items()):
+                m.governor_waiting.labels(action).set(n)
         waiting: dict[str, int] = {}
         for d in plan.decisions:
             self._log_decision(d, leader)
@@ -209,9 +213,33 @@ class Reconciler:
         for p in self.policies:
             m.launches_waiting_budget.labels(p.name).set(waiting.get(p.name, 0))
 
+    async def _drain_job_events(self) -> None:
+        """Runners append an event when a job ends; turn them into exact timing metrics."""
+        key = job_events_key(self.settings.redis.prefix)
+        try:
+            raw = await self.redis.lpop(key, 1000)
+        except Exception as exc:
+            log.debug("job events not read", error=str(exc))
+            return
+        for item in raw or ():
+            if not isinstance(item, bytes | str):
+                continue
+            try:
+                ev = json.loads(item)
+                pool = str(ev["pool"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            started, enqueued, finished = (
+                ev.get("started_at"), ev.get("enqueued_at"), ev.get("finished_at")
+            )
+            m = self.metrics
+            m.jobs_finished.labels(pool, "done" if ev.get("outcome") == "ack" else "failed").inc()
+            if isinstance(started, int | float) and isinstance(enqueued, int | float):
+                m.enqueue_to_started.labels(pool).observe(max(0.0, (started - enqueued) / 1e3))
+            if isinstance(started, int | float) and isinstance(finished, int | float):
+                m.job_run.labels(pool).observe(max(0.0, (finished - started) / 1e3))
+
     def _account_cost(self, machine_id: str, pool: str, size: str, now: float) -> None:
-        if machine_id not in self._started_seen:
-            self._started_seen[machine_id] = (pool, now)
         last = self._cost_seen.get(machine_id)
         self._cost_seen[machine_id] = now
         if last is None:

@@ -56,6 +56,16 @@ def test_jobs_run_once_each_on_dedicated_machines(world: dict[str, Any]) -> None
                           w["r"].llen(out_key) >= n else None, timeout=60, what="all jobs ran")
         eventually(lambda: not [m for m in machines(w["api"], w["app"])], timeout=30,
                    what="no machine left")
+        assert harness.service is not None
+        reg = harness.service.metrics.registry
+        eventually(lambda: reg.get_sample_value("fly_scaler_jobs_finished_total",
+                                                {"pool": "jobs", "outcome": "done"}) == n,
+                   timeout=10, what="the runners' job events reached the metrics")
+        assert reg.get_sample_value("fly_scaler_enqueue_to_started_seconds_count",
+                                    {"pool": "jobs"}) == n
+        assert reg.get_sample_value("fly_scaler_job_run_seconds_count", {"pool": "jobs"}) == n
+        assert reg.get_sample_value("fly_scaler_launches_total",
+                                    {"pool": "jobs", "result": "created"}) == n
     finally:
         harness.stop()
     values = sorted(v.split("@")[0] for v in done)
