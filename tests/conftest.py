@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import structlog
 
 from scaler.local.pytest_plugin import *  # noqa: F403  (the local Machines API fixtures)
 
@@ -75,3 +76,12 @@ def redis_client(redis_url: str, redis_prefix: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """Each test starts with structlog's defaults: a test that configures logging (a level filter,
+    JSON output) must not change what ``capture_logs`` sees in the next one."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
