@@ -43,9 +43,11 @@ def make_settings(
     *, api_url: str, token: str, redis_url: str, namespace: str, prefix: str, app: str,
     queue: str, max_machines: int = 5, extra_pool: dict[str, Any] | None = None,
     scaler: dict[str, Any] | None = None, pools: list[dict[str, Any]] | None = None,
+    http: dict[str, Any] | None = None, env: dict[str, str] | None = None,
 ) -> Settings:
-    """Settings for one per-job pool running the sample actors on ``queue``."""
-    env = {
+    """Settings for one per-job pool running the sample actors on ``queue``; ``env`` is the
+    scaler's environment (e.g. ``SCALER_ENQUEUE_TOKENS``)."""
+    machine_env = {
         "SCALER_ACTORS": "tests.apps.sample_tasks",
         "REDIS_URL": redis_url,
         "SAMPLE_QUEUE": queue,
@@ -55,7 +57,7 @@ def make_settings(
     pool: dict[str, Any] = {
         "name": "jobs", "mode": "per-job", "app": app, "queues": [queue],
         "max_machines": max_machines, "image": "local/sample:latest",
-        "cmd": ["python", "-m", "workers.runner"], "env": env,
+        "cmd": ["python", "-m", "workers.runner"], "env": machine_env,
         "boot_timeout": "20s", "max_runtime": "60s", **(extra_pool or {}),
     }
     data = {
@@ -64,8 +66,9 @@ def make_settings(
         "scaler": {"max_machines": 50, "resync_interval": "1s", "orphan_grace": "2s",
                    "shared_rate_limits": True, **(scaler or {})},
         "pools": pools if pools is not None else [pool],
+        "http": {"host": "127.0.0.1", **(http or {})},
     }
-    return parse_settings(data, env={"FLY_API_TOKEN": token})
+    return parse_settings(data, env={"FLY_API_TOKEN": token, **(env or {})})
 
 
 class ScalerHarness:

@@ -1,47 +1,45 @@
-"""A real Prometheus scrapes a scaler's /metrics, and every query of the Grafana dashboard returns
-data through Prometheus' HTTP API (so no panel is silently empty against the real exposition).
+"""A real Prometheus scrapes a running scaler's /metrics, and every query of the Grafana dashboard
+returns data through Prometheus' HTTP API (no panel is silently empty against the real exposition).
 
-The scaler side: :func:`_running_scaler_metrics_url`. Until the reconciler can run against Redis and
-the local Machines API in a test, it serves the real HTTP app (``scaler.http.create_http_app``,
-with its ``/metrics`` endpoint, on real Redis) and drives its :class:`Metrics` with realistic values
-through their public attributes, as the reconciler does each tick. Swap its body for a running
-``scaler`` once that exists; the test needs only the URL.
+The scaler is the real thing (:class:`scaler.service.Service` with its HTTP port) running against
+real Redis and the local Machines API (process runtime): a per-job pool runs a few jobs, a worker
+pool keeps one worker up, and the HTTP enqueue API takes one message and refuses one token.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
-import random
 import shutil
 import socket
 import subprocess
-import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
-import uvicorn
 
-from scaler.http import QueueInfo, create_http_app
-from scaler.metrics import Metrics
-from scaler.secret import Secret
+from scaler.local.server import LocalAPIServer
+from tests.scaler_harness import (
+    ROOT,
+    ScalerHarness,
+    create_app,
+    enqueue,
+    eventually,
+    fly_client,
+    make_settings,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "fly-scaler.json"
 # Grafana's variables, as Grafana would expand them with "All" selected and a 1s scrape interval.
 SUBSTITUTIONS = {"$__rate_interval": "10s", "$__range": "1m", "$pool": ".*", "$queue": ".*"}
-POOLS = {"ci": "shared-cpu-2x", "default": "shared-cpu-1x"}
-QUEUES = {"ci": "jobs", "default": "default"}
-ACTIONS = ("Machines_create", "Machines_list", "Machines_start", "Machines_delete")
+TOKEN = "scrape-test-token"
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(120)]
 
 
 def _free_port() -> int:
@@ -61,118 +59,50 @@ def _prometheus_binary() -> str:
     return path
 
 
-def _tick(metrics: Metrics, rng: random.Random, now: float) -> None:
-    """One reconcile tick's worth of metric updates, as the reconciler records them."""
-    for pool, size in POOLS.items():
-        queue = QUEUES[pool]
-        for state, value in (("ready", rng.randint(0, 20)), ("delayed", rng.randint(0, 3)),
-                             ("in_flight", rng.randint(0, 5)), ("dead", 1), ("claimed", 2)):
-            metrics.queue_messages.labels(queue, state).set(value)
-        metrics.queue_oldest_age.labels(queue).set(rng.uniform(0, 90))
-        for state, value in (("started", 3), ("stopped", 1), ("starting", 1), ("failed", 0)):
-            metrics.machines.labels(pool, state).set(value)
-        metrics.desired_machines.labels(pool).set(4)
-        metrics.live_machines.labels(pool).set(4)
-        metrics.machine_cap.labels("pool", pool).set(10)
-        metrics.cap_usage.labels("pool", pool).set(0.4)
-        metrics.launches.labels(pool, "created").inc()
-        metrics.launches.labels(pool, "rate_limited").inc(0.2)
-        metrics.enqueue_to_started.labels(pool).observe(rng.uniform(0.5, 8))
-        metrics.enqueue_to_launch.labels(pool).observe(rng.uniform(0.005, 0.2))
-        metrics.job_run.labels(pool).observe(rng.uniform(5, 120))
-        metrics.jobs_finished.labels(pool, "done").inc()
-        metrics.reaps.labels(pool, "stopped").inc()
-        metrics.requeues.labels(pool, "machine_failed").inc(0.1)
-        metrics.dead_letters.labels(pool, "max_launches").inc(0.05)
-        metrics.decisions.labels(pool, "launch", "taken").inc()
-        metrics.decisions_not_taken.labels(pool, "cap_pool").inc()
-        metrics.launches_waiting_budget.labels(pool).set(1)
-        metrics.machine_seconds.labels(pool, size).inc(3)
-        metrics.cost.labels(pool, size).inc(3 * 0.0000015)
-    metrics.machine_cap.labels("global", "global").set(100)
-    metrics.cap_usage.labels("global", "global").set(0.08)
-    for action in ACTIONS:
-        metrics.observe_api_call(action, 200, rng.uniform(0.02, 0.4))
-        metrics.governor_wait.labels(action).observe(rng.uniform(0, 0.5))
-        metrics.governor_waiting.labels(action).set(rng.randint(0, 2))
-    metrics.observe_api_call("Machines_create", 429, 0.05)
-    metrics.observe_api_call("Machines_list", None, 1.0)
-    metrics.tick_duration.observe(rng.uniform(0.01, 0.3))
-    for stage in ("observe", "plan", "act"):
-        metrics.stage_duration.labels(stage).observe(rng.uniform(0.001, 0.1))
-    metrics.ticks.labels("resync").inc()
-    metrics.tick_errors.labels("observe").inc(0.1)
-    metrics.data_unknown.labels("redis").set(0)
-    metrics.data_unknown.labels("fly:my-workers").set(0)
-    metrics.leader.set(1)
-    metrics.leader_changes.labels("gained")
-    metrics.last_tick.set(now)
-
-
 @contextlib.contextmanager
-def _running_scaler_metrics_url(redis_url: str, prefix: str) -> Iterator[str]:
-    """Yield the /metrics URL of a scaler serving realistic, moving metrics; stop it afterwards."""
-    metrics = Metrics()
-    metrics.leader_changes.labels("gained").inc()
-    # A listening socket before the server starts: clients queue in its backlog, no wait needed.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = int(sock.getsockname()[1])
-    started = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def serve() -> None:
-        client = aioredis.from_url(redis_url)
-        try:
-            app = create_http_app(
-                metrics=metrics, redis=client, namespace=f"{prefix}-dramatiq", prefix=prefix,
-                queues={q: QueueInfo(frozenset({"build"})) for q in QUEUES.values()},
-                tokens=[Secret("scrape-test-token")], ready=lambda: (True, "ok"),
-            )
-            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-            state["server"] = server
-            started.set()
-            await server.serve(sockets=[sock])
-        finally:
-            started.set()
-            await client.aclose()
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), name="scaler-http")
-    thread.start()
-    stop = threading.Event()
-    driver: threading.Thread | None = None
+def _running_scaler_metrics_url(
+    local_api: LocalAPIServer, redis_url: str, prefix: str
+) -> Iterator[str]:
+    """Yield the /metrics URL of a running scaler doing real work; stop it afterwards."""
+    api = fly_client(local_api.url, local_api.token)
+    app = create_app(api)
+    jobs, work = f"j{uuid.uuid4().hex[:6]}", f"w{uuid.uuid4().hex[:6]}"
+    ns, keys = prefix, f"{prefix}fs"
+    env = {"SCALER_ACTORS": "tests.apps.sample_tasks", "REDIS_URL": redis_url,
+           "PYTHONPATH": str(ROOT), "FLY_SCALER_PREFIX": keys}
+    pools: list[dict[str, Any]] = [
+        {"name": "ci", "mode": "per-job", "app": app, "queues": [jobs], "max_machines": 3,
+         "image": "local/sample:latest", "cmd": ["python", "-m", "workers.runner"],
+         "env": {**env, "SAMPLE_QUEUE": jobs}, "http_actors": ["record"]},
+        {"name": "default", "mode": "worker", "app": app, "queues": [work], "max_machines": 2,
+         "min_machines": 1, "idle_timeout": "60s", "image": "local/sample:latest",
+         "cmd": ["python", "-m", "workers.runner", "--drain"],
+         "env": {**env, "SAMPLE_QUEUE": work}},
+    ]
+    settings = make_settings(
+        api_url=local_api.url, token=local_api.token, redis_url=redis_url, namespace=ns,
+        prefix=keys, app=app, queue=jobs, pools=pools, env={"SCALER_ENQUEUE_TOKENS": TOKEN},
+    )
+    for i in range(3):
+        enqueue(redis_url, ns, keys, jobs, "record", f"{ns}:out", f"r{i}")
+    harness = ScalerHarness(settings, http=True, http_port=0).start()
     try:
-        assert started.wait(15) and "server" in state, "the scaler's HTTP app did not start"
-        base = f"http://127.0.0.1:{port}"
-        # The enqueue API records its own metrics: one accepted message, one refused token.
-        message = {"actor": "build", "args": [1]}
-        accepted = httpx.post(f"{base}/v1/queues/jobs/messages", json=message,
-                              headers={"Authorization": "Bearer scrape-test-token"})
+        def port() -> int | None:
+            return None if harness.service is None else harness.service.http_port
+
+        base = f"http://127.0.0.1:{eventually(port, timeout=20, what='the HTTP port')}"
+        eventually(lambda: httpx.get(f"{base}/readyz").status_code == 200, timeout=20,
+                   what="the scaler ready")
+        message = {"actor": "record", "args": [f"{ns}:out", "http"]}
+        accepted = httpx.post(f"{base}/v1/queues/{jobs}/messages", json=message,
+                              headers={"Authorization": f"Bearer {TOKEN}"})
         assert accepted.status_code == 202, accepted.text
-        refused = httpx.post(f"{base}/v1/queues/jobs/messages", json=message,
+        refused = httpx.post(f"{base}/v1/queues/{jobs}/messages", json=message,
                              headers={"Authorization": "Bearer wrong"})
         assert refused.status_code == 403
-
-        def drive() -> None:
-            rng = random.Random(7)
-            while True:
-                _tick(metrics, rng, time.time())
-                if stop.wait(0.2):  # one tick per 200 ms: counters move between scrapes
-                    return
-
-        driver = threading.Thread(target=drive, name="scaler-ticks")
-        driver.start()
         yield f"{base}/metrics"
     finally:
-        stop.set()
-        if driver is not None:
-            driver.join(10)
-        server = state.get("server")
-        if server is not None:
-            server.should_exit = True
-        thread.join(15)
-        sock.close()
+        harness.stop()
 
 
 @contextlib.contextmanager
@@ -236,10 +166,10 @@ def _panel_queries() -> list[tuple[str, str]]:
 
 
 def test_every_dashboard_query_returns_data_from_a_scraped_scaler(
-    redis_url: str, redis_prefix: str, tmp_path: Path
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
     _prometheus_binary()  # skip before starting anything when it is absent
-    with _running_scaler_metrics_url(redis_url, redis_prefix) as metrics_url:
+    with _running_scaler_metrics_url(local_api, redis_url, redis_prefix) as metrics_url:
         target = metrics_url.removeprefix("http://").removesuffix("/metrics")
         with _prometheus(target, tmp_path) as prom:
             # rate() over the 10s window needs several scrapes of moving counters.
