@@ -38,6 +38,16 @@ REASON_TEXT: Mapping[str, str] = {
 """Human wording for each machine-readable reason."""
 
 
+_NOUNS: Mapping[str, str] = {
+    "reap": "destroyed",
+    "mark_orphan": "marked orphan",
+    "requeue": "requeued or dead-lettered",
+    "dead_letter": "dead-lettered",
+    "give_back": "gave back",
+    "relaunch": "relaunched",
+}
+
+
 def describe(reason: str) -> str:
     """The human wording of a reason (the reason itself when it has none)."""
     return REASON_TEXT.get(reason, reason)
@@ -78,8 +88,14 @@ class Tally:
         for key in self._order:
             pool, kind, outcome, reason = key
             n = self._counts[key]
-            verb = "did" if outcome == "acted" else "did not"
             label = pool if pool is not None else "(unknown pool)"
+            noun = _NOUNS.get(kind, kind.replace("_", " "))
+            if kind == "wait":
+                text = f"{label}: waiting on {n} claim(s): {describe(reason)}"
+            elif outcome == "acted":
+                text = f"{label}: {noun} {n} ({describe(reason)})"
+            else:
+                text = f"{label}: not yet: {noun} {n} ({describe(reason)})"
             tallied.append(
                 Decision(
                     pool=pool,
@@ -88,7 +104,7 @@ class Tally:
                     reason=reason,
                     count=n,
                     inputs={"count": n},
-                    message=f"{label}: {verb} {kind.replace('_', ' ')} {n} ({describe(reason)})",
+                    message=text,
                 )
             )
         return (*self._single, *tallied)
