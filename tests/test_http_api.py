@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+import structlog
 import uvicorn
 from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio.retry import Retry
@@ -527,3 +528,17 @@ def test_client_retries_a_503_with_the_same_message_id() -> None:
                        transport=httpx.MockTransport(handler)) as client:
         sent = client.enqueue("jobs", "work")
     assert len(seen) == 2 and seen[0]["message_id"] == seen[1]["message_id"] == sent["message_id"]
+
+
+async def test_request_id_is_answered_and_bound_to_log_events(api: httpx.AsyncClient) -> None:
+    capture = structlog.testing.LogCapture()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    r = await api.post("/v1/queues/jobs/messages", json={"actor": "work", "args": [1]},
+                       headers={**AUTH, "x-request-id": "req-123"})
+    assert r.status_code == 202, r.text
+    assert r.headers["x-request-id"] == "req-123"
+    events = [e for e in capture.entries if e["event"] == "http.enqueued"]
+    assert events and events[0]["request_id"] == "req-123"
+    fresh = await api.get("/healthz", headers={"x-request-id": "bad id with spaces"})
+    assert fresh.headers["x-request-id"] != "bad id with spaces"
+    assert len(fresh.headers["x-request-id"]) == 16
