@@ -65,8 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="always start a private redis-server")
     parser.add_argument("--no-view", action="store_true",
                         help="no live view or progress lines: only the start lines and summary")
-    parser.add_argument("--rate", type=_positive_float, default=4.0, metavar="JOBS_PER_S",
-                        help="jobs sent per second (default 4)")
+    parser.add_argument("--rate", type=_positive_float, default=1.5, metavar="JOBS_PER_S",
+                        help="jobs sent per second (default 1.5; above ~2/s the per-job "
+                        "pool outruns Fly's create rate limit of 1/s per app and a backlog "
+                        "grows)")
     parser.add_argument("--namespace", metavar="NAME",
                         help="Redis namespace of this run (default dev-<random>); every key "
                         "under NAME: is deleted at exit")

@@ -91,9 +91,10 @@ class EmbeddedRedis:
     def __init__(
         self, binary: str | None = None, *, host: str = "127.0.0.1", startup_timeout: float = 15.0
     ) -> None:
-        found = binary or shutil.which("redis-server")
+        found = shutil.which(binary or "redis-server")
         if found is None:
-            raise RedisUnavailable(f"redis-server is not on PATH: {INSTALL_HINT}")
+            what = f"{binary!r} is not an executable" if binary else "redis-server is not on PATH"
+            raise RedisUnavailable(f"{what}: {INSTALL_HINT}")
         self.binary = found
         self.host = host
         self.startup_timeout = startup_timeout

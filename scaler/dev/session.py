@@ -43,7 +43,7 @@ from scaler.dev.producer import JobSpec, Producer, job_stream, planned_jobs
 from scaler.dev.redis import RedisChoice, RedisUnavailable, resolve_redis
 from scaler.dev.summary import Summary, compute_summary, format_summary
 from scaler.dev.tracker import MachineTracker
-from scaler.dev.view import DecisionRow, QueueRow, Snapshot, plain_line, render
+from scaler.dev.view import FIXED_LINES, DecisionRow, QueueRow, Snapshot, plain_line, render
 
 if TYPE_CHECKING:
     from scaler.config import Settings
@@ -72,7 +72,7 @@ class DevOptions:
     redis_url: str | None = None
     embedded_redis: bool = False
     view: bool | None = None
-    rate: float = 4.0
+    rate: float = 1.5
     namespace: str | None = None
 
     def problems(self) -> list[str]:
@@ -198,8 +198,9 @@ class DevSession:
                         r.raise_for_status()
                 settings = dev_settings(api_url=server.url, token=server.token,
                                         redis_url=choice.url, ids=self.ids)
-                info = (("redis", choice.description), ("machines API", server.url),
-                        ("namespace", self.ids.namespace), ("logs", str(log_path)))
+                info = (("redis", choice.description),
+                        ("machines API", f"{server.url}  ({self.options.timings} timings)"),
+                        ("namespace", f"{self.ids.namespace}  logs {log_path}"))
                 if not self.signals:
                     asyncio.run(self._main(server, settings, info))
             finally:
@@ -268,7 +269,7 @@ class DevSession:
                 send_errors=producer.errors, tracker=self.tracker,
                 wall_time_s=time.monotonic() - self._started, left_by_scaler=left,
                 destroyed_at_exit=destroyed, machines_left=machines_left,
-                problem=self._problem,
+                problem=self._problem, checked=self.options.exit_when_done,
             )
             await rclient.aclose()
             with contextlib.suppress(Exception):
@@ -296,7 +297,8 @@ class DevSession:
                     break
                 snap = await self._snapshot(server, service, producer, rclient, info)
                 if live is not None:
-                    live.update(render(snap), refresh=True)
+                    rows = max(1, console.size.height - FIXED_LINES - len(snap.info))
+                    live.update(render(snap, max_decisions=rows), refresh=True)
                 elif lines and n % round(1 / _SAMPLE_S) == 0:
                     self._say(plain_line(snap))
                 n += 1

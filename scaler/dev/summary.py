@@ -47,6 +47,8 @@ class Summary:
     destroyed_at_exit: int = 0
     machines_left: int = 0
     problem: str | None = None
+    checked: bool = True
+    """False for an endless run stopped by the user: the result is reported, not judged."""
 
     @property
     def running_left(self) -> int:
@@ -76,6 +78,7 @@ def compute_summary(
     destroyed_at_exit: int,
     machines_left: int,
     problem: str | None = None,
+    checked: bool = True,
 ) -> Summary:
     """Summarize a run. ``runs``: job id -> times it ran; ``failed``: dead-lettered messages;
     ``left_by_scaler``: per pool and state, the machines there before the exit clean-up."""
@@ -104,6 +107,7 @@ def compute_summary(
         destroyed_at_exit=destroyed_at_exit,
         machines_left=machines_left,
         problem=problem,
+        checked=checked,
     )
 
 
@@ -116,7 +120,8 @@ def _seconds(value: float | None) -> str:
 
 
 def format_summary(s: Summary) -> str:
-    """The summary as aligned plain text, ending with ``result: OK`` or ``result: FAILED (...)``."""
+    """The summary as aligned plain text, ending with ``result: OK``, ``result: FAILED (why)``
+    or, for an unchecked run, ``result: stopped``."""
     left = sum(n for states in s.left_by_scaler.values() for n in states.values())
     detail = "; ".join(
         f"{pool}: " + ", ".join(
@@ -159,5 +164,11 @@ def format_summary(s: Summary) -> str:
         reasons.append(f"{s.running_left} machine(s) still running when the run ended")
     if s.machines_left:
         reasons.append(f"{s.machines_left} machine(s) could not be destroyed")
-    lines.append("  result: OK" if s.ok else f"  result: FAILED ({'; '.join(reasons)})")
+    if not s.checked:
+        pending = f"; {s.missing} job(s) had not run yet" if s.missing else ""
+        lines.append(f"  result: stopped{pending}")
+    elif s.ok:
+        lines.append("  result: OK")
+    else:
+        lines.append(f"  result: FAILED ({'; '.join(reasons)})")
     return "\n".join(lines)

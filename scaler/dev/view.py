@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["DecisionRow", "QueueRow", "Snapshot", "plain_line", "render"]
+__all__ = ["FIXED_LINES", "DecisionRow", "QueueRow", "Snapshot", "plain_line", "render"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,13 @@ def _states(states: Mapping[str, int]) -> str:
     return " ".join(f"{state}={n}" for state, n in sorted(states.items())) or "-"
 
 
-def render(s: Snapshot) -> RenderableType:
-    """The whole view: header, queues, machines, counters and the last decisions."""
+FIXED_LINES = 14
+"""Lines the view takes besides the decision rows (for sizing it to the terminal)."""
+
+
+def render(s: Snapshot, max_decisions: int = 8) -> RenderableType:
+    """The whole view: header, queues and machines side by side, then the last decisions (at
+    most ``max_decisions``, newest last, one line each)."""
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
@@ -80,7 +86,8 @@ def render(s: Snapshot) -> RenderableType:
     head.add_row("machines", f"launches {s.launches}  reaps {s.reaps}  created "
                  + (" ".join(f"{p}={n}" for p, n in sorted(s.created.items())) or "0"))
 
-    queues = Table(title="queues", expand=True, title_justify="left")
+    queues = Table(title="queues", box=box.SIMPLE_HEAD, show_edge=False, title_justify="left",
+                   expand=True)
     for col in ("queue", "ready", "in flight", "delayed", "claimed", "dead"):
         queues.add_column(col, justify="left" if col == "queue" else "right")
     for name, row in sorted(s.queues.items()):
@@ -90,23 +97,29 @@ def render(s: Snapshot) -> RenderableType:
             queues.add_row(name, str(row.ready), str(row.in_flight), str(row.delayed),
                            str(row.claimed), str(row.dead))
 
-    machines = Table(title="machines", expand=True, title_justify="left")
+    machines = Table(title="machines", box=box.SIMPLE_HEAD, show_edge=False,
+                     title_justify="left", expand=True)
     machines.add_column("pool")
     machines.add_column("by state")
-    pools = sorted(set(s.machines) | set(s.created))
-    for pool in pools:
+    for pool in sorted(set(s.machines) | set(s.created)):
         machines.add_row(pool, _states(s.machines.get(pool, {})))
+    middle = Table.grid(expand=True, padding=(0, 2))
+    middle.add_column(ratio=3)
+    middle.add_column(ratio=2)
+    middle.add_row(queues, machines)
 
-    decisions = Table(title="last decisions", expand=True, title_justify="left")
-    for col in ("t", "pool", "decision", "why"):
-        decisions.add_column(col, justify="right" if col == "t" else "left",
-                             overflow="fold" if col == "why" else "ellipsis")
-    for d in s.decisions:
+    decisions = Table(title="last decisions", box=box.SIMPLE_HEAD, show_edge=False,
+                      title_justify="left", expand=True)
+    decisions.add_column("t", justify="right", no_wrap=True)
+    decisions.add_column("pool", no_wrap=True)
+    decisions.add_column("decision", no_wrap=True)
+    decisions.add_column("why", no_wrap=True, overflow="ellipsis", ratio=1)
+    shown = s.decisions[-max_decisions:] if max_decisions > 0 else ()
+    for d in shown:
         style = "green" if d.outcome == "acted" else "yellow"
         decisions.add_row(f"{d.at:.1f}s", d.pool, Text(f"{d.kind} {d.outcome}", style=style),
                           d.message)
-    return Panel(Group(head, queues, machines, decisions), title="scaler dev",
-                 subtitle="Ctrl-C to stop")
+    return Panel(Group(head, middle, decisions), title="scaler dev", subtitle="Ctrl-C to stop")
 
 
 def plain_line(s: Snapshot) -> str:
