@@ -1,7 +1,8 @@
 """Rate governors: spend Fly's rate-limit budget before every call, shared by all scaler replicas.
 
 :class:`RedisGovernor` keeps one token bucket per (action, scope) in Redis at
-``{prefix}:rl:{action}:{scope}``, at the limits of :func:`scaler.fly.limits.limit_for`. One Lua
+``{prefix}:rl:{action}:{scope}``, at :func:`scaler.fly.limits.client_limit_for` (Fly's limits with
+one burst token held back). One Lua
 script refills the bucket by elapsed time and takes a token, or says how long to wait, atomically;
 so any number of replicas share one budget. A bucket key expires once it would be full again (and
 fully recovered, see below): an idle bucket costs no memory and a missing bucket means "full".
@@ -33,7 +34,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
-from scaler.fly.limits import Governor, Limit, LocalGovernor, limit_for
+from scaler.fly.limits import Governor, Limit, LocalGovernor, client_limit_for
 
 __all__ = [
     "GovernorStats",
@@ -90,7 +91,7 @@ class MemoryGovernor(LocalGovernor):
         self,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        limits: Callable[[str], Limit] = limit_for,
+        limits: Callable[[str], Limit] = client_limit_for,
         *,
         on_wait: OnWait | None = None,
         stats: GovernorStats | None = None,
@@ -208,7 +209,7 @@ class RedisGovernor:
         *,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        limits: Callable[[str], Limit] = limit_for,
+        limits: Callable[[str], Limit] = client_limit_for,
         on_wait: OnWait | None = None,
         decrease: float = 0.5,
         recover_per_s: float = 0.05,

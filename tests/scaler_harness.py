@@ -11,32 +11,30 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import redis
 
 from scaler.config import Settings, parse_settings
+from scaler.local.testing import eventually  # re-exported for the e2e tests
 from scaler.service import Service
 
-T = TypeVar("T")
+__all__ = [
+    "ROOT",
+    "ScalerHarness",
+    "create_app",
+    "enqueue",
+    "eventually",
+    "fly_client",
+    "machines",
+    "make_settings",
+    "redis_client",
+]
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def eventually(check: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
-    """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        time.sleep(0.05)
 
 
 def make_settings(

@@ -23,7 +23,7 @@ from scaler.fly import (
     WaitResponse,
 )
 from scaler.fly import errors as fe
-from scaler.fly.limits import LocalGovernor, classify
+from scaler.fly.limits import LocalGovernor, classify, client_limit_for, limit_for
 from scaler.fly.models import (
     App,
     CreateAppResponse,
@@ -707,7 +707,8 @@ async def test_sync_client_resolves_creates_too() -> None:
 async def test_a_burst_of_creates_waits_for_the_governor() -> None:
     clock = FakeClock()
     waits: list[tuple[str, float]] = []
-    client = fast_client(Recorder(), clock=clock, governor=LocalGovernor(clock, clock.sleep),
+    client = fast_client(Recorder(), clock=clock,
+                         governor=LocalGovernor(clock, clock.sleep, limit_for),
                          wait_observer=lambda a, s: waits.append((a, s)))
     async with client as fly:
         for n in range(5):
@@ -718,18 +719,21 @@ async def test_a_burst_of_creates_waits_for_the_governor() -> None:
 
 async def test_get_machine_bursts_do_not_wait() -> None:
     clock = FakeClock()
-    client = fast_client(Recorder(), clock=clock, governor=LocalGovernor(clock, clock.sleep))
+    client = fast_client(Recorder(), clock=clock,
+                         governor=LocalGovernor(clock, clock.sleep, limit_for))
     async with client as fly:
         for _ in range(10):
             await fly.get_machine("a1", "m1")
     assert clock.now == 0.0 and clock.sleeps == []
 
 
-async def test_default_governor_uses_the_injected_clock() -> None:
+async def test_default_governor_uses_the_injected_clock_and_keeps_a_token_of_slack() -> None:
+    # Fly allows a burst of 3 starts; the client spends 2, so jitter never turns into a 429.
+    assert client_limit_for("Machines_start").burst == limit_for("Machines_start").burst - 1
     clock = FakeClock()
     async with AsyncFlyClient(CANARY, transport=httpx.MockTransport(Recorder()), clock=clock,
                               sleep=clock.sleep) as fly:
-        for _ in range(4):
+        for _ in range(3):
             await fly.start_machine("a1", "m1")
     assert clock.sleeps == [1.0]
 
@@ -737,7 +741,7 @@ async def test_default_governor_uses_the_injected_clock() -> None:
 async def test_a_429_slows_the_next_calls() -> None:
     clock = FakeClock()
     rec = Recorder(httpx.Response(429, headers={"retry-after": "3"}))
-    client = fast_client(rec, clock=clock, governor=LocalGovernor(clock, clock.sleep),
+    client = fast_client(rec, clock=clock, governor=LocalGovernor(clock, clock.sleep, limit_for),
                          uniform=lambda a, b: 0.0)
     async with client as fly:
         await fly.get_machine("a1", "m1")

@@ -51,8 +51,8 @@ async def dead_redis() -> AsyncIterator[aioredis.Redis]:
 
 def pair(r: aioredis.Redis, prefix: str, t: FakeTime) -> tuple[RedisGovernor, RedisGovernor]:
     return (
-        RedisGovernor(r, prefix, clock=t, sleep=t.sleep),
-        RedisGovernor(r, prefix, clock=t, sleep=t.sleep),
+        RedisGovernor(r, prefix, clock=t, sleep=t.sleep, limits=limit_for),
+        RedisGovernor(r, prefix, clock=t, sleep=t.sleep, limits=limit_for),
     )
 
 
@@ -162,7 +162,7 @@ async def test_idle_buckets_expire(aredis: aioredis.Redis, redis_prefix: str) ->
 
 
 async def test_redis_time_is_the_default_clock(aredis: aioredis.Redis, redis_prefix: str) -> None:
-    g = RedisGovernor(aredis, redis_prefix)
+    g = RedisGovernor(aredis, redis_prefix, limits=limit_for)
     assert await takes(g, 4) == [True, True, True, False]
 
 
@@ -170,7 +170,9 @@ async def test_falls_back_to_local_budget_when_redis_is_down(
     dead_redis: aioredis.Redis, redis_prefix: str
 ) -> None:
     t = FakeTime()
-    g = RedisGovernor(dead_redis, redis_prefix, clock=t, sleep=t.sleep, monotonic=t)
+    g = RedisGovernor(
+        dead_redis, redis_prefix, clock=t, sleep=t.sleep, monotonic=t, limits=limit_for
+    )
     with capture_logs() as logs:
         assert await takes(g, 4) == [True, True, True, False]
         assert await g.available(CREATE, APP) < 1
@@ -185,7 +187,9 @@ async def test_recovers_when_redis_returns(
     aredis: aioredis.Redis, dead_redis: aioredis.Redis, redis_prefix: str
 ) -> None:
     t = FakeTime()
-    g = RedisGovernor(dead_redis, redis_prefix, clock=t, sleep=t.sleep, monotonic=t)
+    g = RedisGovernor(
+        dead_redis, redis_prefix, clock=t, sleep=t.sleep, monotonic=t, limits=limit_for
+    )
     assert await g.try_acquire(CREATE, APP)
     assert g.using_fallback
     g._redis = aredis
@@ -202,7 +206,8 @@ async def test_on_wait_callback(aredis: aioredis.Redis, redis_prefix: str) -> No
     t = FakeTime()
     seen: list[tuple[str, float]] = []
     g = RedisGovernor(
-        aredis, redis_prefix, clock=t, sleep=t.sleep, on_wait=lambda a, s: seen.append((a, s))
+        aredis, redis_prefix, clock=t, sleep=t.sleep, on_wait=lambda a, s: seen.append((a, s)),
+        limits=limit_for,
     )
     for _ in range(4):
         await g.acquire(CREATE, APP)
@@ -212,7 +217,8 @@ async def test_on_wait_callback(aredis: aioredis.Redis, redis_prefix: str) -> No
 async def test_memory_governor_has_the_same_surface() -> None:
     t = FakeTime()
     seen: list[tuple[str, float]] = []
-    g = MemoryGovernor(clock=t, sleep=t.sleep, on_wait=lambda a, s: seen.append((a, s)))
+    g = MemoryGovernor(clock=t, sleep=t.sleep, on_wait=lambda a, s: seen.append((a, s)),
+                       limits=limit_for)
     assert await g.available(CREATE, APP) == 3.0
     assert await takes(g, 4) == [True, True, True, False]
     assert await g.acquire(CREATE, APP) == pytest.approx(1.0)
@@ -233,3 +239,14 @@ async def test_make_governor(aredis: aioredis.Redis) -> None:
     assert isinstance(make_governor(True, aredis, "p"), RedisGovernor)
     assert isinstance(make_governor(False, aredis, "p"), MemoryGovernor)
     assert isinstance(make_governor(True, None, "p"), MemoryGovernor)
+
+
+async def test_default_limits_keep_one_burst_token_of_slack(
+    aredis: aioredis.Redis, redis_prefix: str
+) -> None:
+    # Fly's create bucket holds 3; the shared governor spends 2 at once, then 1/s.
+    t = FakeTime()
+    g = RedisGovernor(aredis, redis_prefix, clock=t, sleep=t.sleep)
+    assert await takes(g, 3) == [True, True, False]
+    m = MemoryGovernor(clock=t, sleep=t.sleep)
+    assert await takes(m, 3) == [True, True, False]

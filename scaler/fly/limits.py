@@ -24,6 +24,7 @@ __all__ = [
     "RouteMatch",
     "TokenBucket",
     "classify",
+    "client_limit_for",
     "limit_for",
 ]
 
@@ -46,6 +47,17 @@ ACTION_LIMITS: dict[str, Limit] = {
 def limit_for(action: str) -> Limit:
     """The limit that applies to one action (an OpenAPI ``operationId``)."""
     return ACTION_LIMITS.get(action, DEFAULT_LIMIT)
+
+
+def client_limit_for(action: str) -> Limit:
+    """The limit a client spends against: Fly's rate, with one burst token held back.
+
+    Running at exactly Fly's bucket would turn network jitter into 429s (a request that arrives a
+    few milliseconds early finds less than a token). Keeping the client's burst one below Fly's
+    leaves a whole token of slack on Fly's side at the same sustained rate.
+    """
+    limit = limit_for(action)
+    return Limit(rate=limit.rate, burst=max(1, limit.burst - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +219,7 @@ class LocalGovernor:
         self,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        limits: Callable[[str], Limit] = limit_for,
+        limits: Callable[[str], Limit] = client_limit_for,
     ) -> None:
         self._clock = clock
         self._sleep = sleep

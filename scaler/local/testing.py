@@ -63,15 +63,18 @@ def wait_state(
     return body
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 10.0) -> T:
-    """Poll ``check`` until it returns something truthy (for conditions with no event)."""
+def eventually(
+    check: Callable[[], T | None], timeout: float = 10.0, what: str = "the condition"
+) -> T:
+    """Poll ``check`` until it returns something truthy (for conditions with no event: a process
+    or a server changing state); fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
 
 
