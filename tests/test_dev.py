@@ -337,7 +337,8 @@ def test_view_fits_a_small_terminal() -> None:
     snap = _snapshot()
     height = 24
     console = Console(record=True, width=100, height=height)
-    console.print(render(snap, max_decisions=height - FIXED_LINES - len(snap.info)))
+    rows = height - FIXED_LINES - len(snap.info) - len(snap.queues)
+    console.print(render(snap, max_decisions=rows))
     assert len(console.export_text().splitlines()) < height
 
 

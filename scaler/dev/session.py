@@ -205,6 +205,8 @@ class DevSession:
                     asyncio.run(self._main(server, settings, info))
             finally:
                 server.close()
+                # the log file closes with this block: later records go to stderr
+                configure_logging(json=False, level="warning", stream=self.err)
         assert self.summary is not None or self.signals
         if self.summary is None:
             return EXIT_INTERRUPTED
@@ -297,7 +299,8 @@ class DevSession:
                     break
                 snap = await self._snapshot(server, service, producer, rclient, info)
                 if live is not None:
-                    rows = max(1, console.size.height - FIXED_LINES - len(snap.info))
+                    rows = max(1, console.size.height - FIXED_LINES - len(snap.info)
+                               - max(1, len(snap.queues)))
                     live.update(render(snap, max_decisions=rows), refresh=True)
                 elif lines and n % round(1 / _SAMPLE_S) == 0:
                     self._say(plain_line(snap))

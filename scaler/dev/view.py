@@ -69,13 +69,13 @@ def _states(states: Mapping[str, int]) -> str:
     return " ".join(f"{state}={n}" for state, n in sorted(states.items())) or "-"
 
 
-FIXED_LINES = 14
-"""Lines the view takes besides the decision rows (for sizing it to the terminal)."""
+FIXED_LINES = 13
+"""Lines the view takes besides the info, queue and decision rows (to fit the terminal)."""
 
 
 def render(s: Snapshot, max_decisions: int = 8) -> RenderableType:
-    """The whole view: header, queues and machines side by side, then the last decisions (at
-    most ``max_decisions``, newest last, one line each)."""
+    """The whole view: header (with machines per pool and state), queues, then the last
+    decisions (at most ``max_decisions``, newest last, one line each)."""
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
@@ -83,30 +83,24 @@ def render(s: Snapshot, max_decisions: int = 8) -> RenderableType:
         head.add_row(key, value)
     head.add_row("status", f"{s.status}, {s.elapsed:.1f}s")
     head.add_row("jobs", _jobs_text(s))
-    head.add_row("machines", f"launches {s.launches}  reaps {s.reaps}  created "
+    head.add_row("machines", "  ".join(
+        f"{pool}: {_states(s.machines.get(pool, {}))}"
+        for pool in sorted(set(s.machines) | set(s.created))
+    ) or "none")
+    head.add_row("counters", f"launches {s.launches}  reaps {s.reaps}  created "
                  + (" ".join(f"{p}={n}" for p, n in sorted(s.created.items())) or "0"))
 
     queues = Table(title="queues", box=box.SIMPLE_HEAD, show_edge=False, title_justify="left",
                    expand=True)
-    for col in ("queue", "ready", "in flight", "delayed", "claimed", "dead"):
-        queues.add_column(col, justify="left" if col == "queue" else "right")
+    queues.add_column("queue", no_wrap=True, min_width=max((len(q) for q in s.queues), default=5))
+    for col in ("ready", "in flight", "delayed", "claimed", "dead"):
+        queues.add_column(col, justify="right", no_wrap=True)
     for name, row in sorted(s.queues.items()):
         if row is None:
             queues.add_row(name, *(["?"] * 5), style="red")
         else:
             queues.add_row(name, str(row.ready), str(row.in_flight), str(row.delayed),
                            str(row.claimed), str(row.dead))
-
-    machines = Table(title="machines", box=box.SIMPLE_HEAD, show_edge=False,
-                     title_justify="left", expand=True)
-    machines.add_column("pool")
-    machines.add_column("by state")
-    for pool in sorted(set(s.machines) | set(s.created)):
-        machines.add_row(pool, _states(s.machines.get(pool, {})))
-    middle = Table.grid(expand=True, padding=(0, 2))
-    middle.add_column(ratio=3)
-    middle.add_column(ratio=2)
-    middle.add_row(queues, machines)
 
     decisions = Table(title="last decisions", box=box.SIMPLE_HEAD, show_edge=False,
                       title_justify="left", expand=True)
@@ -119,7 +113,7 @@ def render(s: Snapshot, max_decisions: int = 8) -> RenderableType:
         style = "green" if d.outcome == "acted" else "yellow"
         decisions.add_row(f"{d.at:.1f}s", d.pool, Text(f"{d.kind} {d.outcome}", style=style),
                           d.message)
-    return Panel(Group(head, middle, decisions), title="scaler dev", subtitle="Ctrl-C to stop")
+    return Panel(Group(head, queues, decisions), title="scaler dev", subtitle="Ctrl-C to stop")
 
 
 def plain_line(s: Snapshot) -> str:
