@@ -277,12 +277,14 @@ def test_summary_reports_duplicates_missing_and_machines_left_running() -> None:
     s = compute_summary(sent=sent, runs={"t0": 2, "e1": 1}, failed=1, send_errors=0,
                         tracker=_tracker(), wall_time_s=5.0,
                         left_by_scaler={"jobs": {"started": 1}}, destroyed_at_exit=1,
-                        machines_left=0, problem="timed out after 5s")
-    assert (s.duplicates, s.missing, s.failed, s.running_left) == (1, 1, 1, 1)
+                        machines_left=0, problem="timed out after 5s", target=5)
+    assert (s.duplicates, s.missing, s.failed, s.running_left, s.unsent) == (1, 1, 1, 1, 2)
     assert not s.ok
-    last = format_summary(s).splitlines()[-1]
+    text = format_summary(s)
+    assert "3 (2 per-job, 1 worker pool), 2 of 5 never sent" in text
+    last = text.splitlines()[-1]
     for part in ("FAILED", "timed out after 5s", "1 duplicate run", "1 job(s) never ran",
-                 "1 machine(s) still running"):
+                 "1 machine(s) still running", "2 job(s) never sent"):
         assert part in last
 
 

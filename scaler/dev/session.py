@@ -271,7 +271,8 @@ class DevSession:
                 send_errors=producer.errors, tracker=self.tracker,
                 wall_time_s=time.monotonic() - self._started, left_by_scaler=left,
                 destroyed_at_exit=destroyed, machines_left=machines_left,
-                problem=self._problem, checked=self.options.exit_when_done,
+                problem=self._problem, target=self.options.jobs,
+                checked=self.options.exit_when_done,
             )
             await rclient.aclose()
             with contextlib.suppress(Exception):

@@ -47,6 +47,8 @@ class Summary:
     destroyed_at_exit: int = 0
     machines_left: int = 0
     problem: str | None = None
+    target: int | None = None
+    """How many jobs were to be sent (``--jobs``); ``None`` for an endless stream."""
     checked: bool = True
     """False for an endless run stopped by the user: the result is reported, not judged."""
 
@@ -57,12 +59,17 @@ class Summary:
                    for state, n in states.items() if state not in FINAL_STATES)
 
     @property
+    def unsent(self) -> int:
+        """Jobs of ``--jobs`` that were never sent (the run ended first)."""
+        return max(0, (self.target or 0) - self.jobs)
+
+    @property
     def ok(self) -> bool:
         """Every job ran exactly once, none failed, and no machine was left running or at all."""
         return (
             self.problem is None and self.duplicates == 0 and self.missing == 0
             and self.failed == 0 and self.send_errors == 0 and self.running_left == 0
-            and self.machines_left == 0
+            and self.machines_left == 0 and self.unsent == 0
         )
 
 
@@ -78,6 +85,7 @@ def compute_summary(
     destroyed_at_exit: int,
     machines_left: int,
     problem: str | None = None,
+    target: int | None = None,
     checked: bool = True,
 ) -> Summary:
     """Summarize a run. ``runs``: job id -> times it ran; ``failed``: dead-lettered messages;
@@ -107,6 +115,7 @@ def compute_summary(
         destroyed_at_exit=destroyed_at_exit,
         machines_left=machines_left,
         problem=problem,
+        target=target,
         checked=checked,
     )
 
@@ -131,7 +140,8 @@ def format_summary(s: Summary) -> str:
         for pool, states in sorted(s.left_by_scaler.items())
     )
     rows = [
-        ("jobs", f"{s.jobs} ({s.per_job_jobs} per-job, {s.worker_jobs} worker pool)"),
+        ("jobs", f"{s.jobs} ({s.per_job_jobs} per-job, {s.worker_jobs} worker pool)"
+                 + (f", {s.unsent} of {s.target} never sent" if s.unsent else "")),
         ("runs", str(s.runs)),
         ("duplicates", str(s.duplicates)),
         ("missing", str(s.missing)),
@@ -158,6 +168,8 @@ def format_summary(s: Summary) -> str:
         reasons.append(f"{s.missing} job(s) never ran")
     if s.failed:
         reasons.append(f"{s.failed} job(s) failed")
+    if s.unsent:
+        reasons.append(f"{s.unsent} job(s) never sent")
     if s.send_errors:
         reasons.append(f"{s.send_errors} job(s) could not be sent")
     if s.running_left:
