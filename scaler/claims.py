@@ -299,7 +299,8 @@ return 1
 """
 
 # KEYS: claims, launches, msgs, xq, xq msgs, job events. ARGV: rmid, outcome (none|ack|nack),
-# now_ms. An ack or nack also appends a job event (timings for the scaler's metrics).
+# now_ms, wake channel. An ack or nack also appends a job event (timings for the scaler's metrics)
+# and wakes the scaler: the job's machine is about to go, and its cap slot with it.
 # Ack/nack on the message and the end of the claim happen together: a crash between the two
 # would otherwise strand a body with no claim and no place in the ready list.
 _FINISH = """
@@ -323,6 +324,7 @@ if ARGV[2] ~= 'none' then
     outcome = ARGV[2], enqueued_at = c['enqueued_at'], started_at = c['started_at'],
     finished_at = tonumber(ARGV[3])}))
   redis.call('LTRIM', KEYS[6], -10000, -1)
+  if ARGV[4] then redis.call('PUBLISH', ARGV[4], c['queue']) end
 end
 return 1
 """
@@ -347,6 +349,7 @@ class _Keys:
         self.launches = launches_key(prefix, queue)
         self.dead_reasons = dead_reasons_key(prefix, queue)
         self.events = job_events_key(prefix)
+        self.wake = f"{prefix}:wake"  # scaler.wake.Waker's channel
 
     def finish(self) -> list[str]:
         return [self.claims, self.launches, self.msgs, self.xq, self.xq_msgs, self.events]
@@ -587,5 +590,8 @@ class RunnerClaim:
         """Atomically ack (``"ack"``: drop the body) or nack (``"nack"``: move it to ``{q}.XQ``)
         the message and end the claim. False if there was no claim any more."""
         return bool(
-            self._finish(keys=self._keys.finish(), args=[self.redis_message_id, outcome, now_ms])
+            self._finish(
+                keys=self._keys.finish(),
+                args=[self.redis_message_id, outcome, now_ms, self._keys.wake],
+            )
         )

@@ -2,10 +2,11 @@
 
 Cost per tick: one Redis pipeline for every queue's counts, one for the claims (and their message
 bodies), one hash read for orphan marks, and at most one Fly list call per app, filtered by our
-metadata. Fly allows one list call per second per app (burst 3), so a listing is reused until it is
-``list_interval`` old; what the act step did since (creates, starts, destroys) is laid over the
-reused listing so that caps still count every machine. Anything that cannot be read is ``None``:
-unknown, never zero.
+metadata. Fly allows one list call per second per app (burst 3): a listing is refreshed when it is
+``list_interval`` old and the rate governor has a token for it, and reused otherwise (for at most
+``max_list_age``, after which the tick waits for budget). What the act step did since (creates,
+starts, destroys) is laid over a reused listing so that caps still count every machine. Anything
+that cannot be read is ``None``: unknown, never zero.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class Observer:
         governor: RateGovernor,
         *,
         clock: Callable[[], float] = time.time,
-        list_interval: float = 1.0,
+        list_interval: float = 0.1,
+        max_list_age: float = 5.0,
         overlay_grace: float = 30.0,
         consistency_grace: float = 2.0,
         prometheus: PrometheusReader | None = None,
@@ -83,6 +85,7 @@ class Observer:
         self.governor = governor
         self.clock = clock
         self.list_interval = list_interval
+        self.max_list_age = max_list_age
         self.overlay_grace = overlay_grace
         self.consistency_grace = consistency_grace
         self.overlay = Overlay()
@@ -205,7 +208,7 @@ class Observer:
         cached = self._listings.get(app)
         if cached is not None and now - cached.taken_at < self.list_interval:
             return cached
-        if cached is not None:
+        if cached is not None and now - cached.taken_at < self.max_list_age:
             try:
                 budget = await self.governor.available("Machines_list", f"app:{app}")
             except Exception:

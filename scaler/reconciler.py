@@ -39,6 +39,7 @@ __all__ = ["Reconciler", "TickResult", "status_key"]
 log = structlog.get_logger(__name__)
 
 STATUS_TTL_S = 120
+QUICK_RETICK_S = 0.1
 
 
 def status_key(prefix: str) -> str:
@@ -73,7 +74,7 @@ class Reconciler:
         is_leader: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
         prometheus: PrometheusReader | None = None,
-        list_interval: float = 1.0,
+        list_interval: float = 0.1,
         on_create_sent: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -308,15 +309,18 @@ class Reconciler:
             log.debug("status not published", error=str(exc))
 
     def _next_delay(self) -> float:
-        """Resync interval, or sooner when work waits only for rate budget or a grace period."""
+        """The resync interval; sooner while demand waits on a cap or on rate budget (a slot or a
+        token frees up soon; the observer's listing cache and the governor keep such quick ticks
+        cheap and within Fly's limits), or right after launches (to see them start)."""
         resync = self.settings.scaler.resync_interval
         last = self.last
         if last is None:
             return 0.0
         for d in last.plan.decisions:
-            if d.outcome == "not_taken" and d.reason in ("rate_limit", "cap_pool", "cap_app",
-                                                          "cap_global", "budget"):
-                return min(resync, 1.0)
+            if d.outcome == "not_taken" and d.count > 0 and d.reason in (
+                "rate_limit", "cap_pool", "cap_app", "cap_global", "claim_grace"
+            ):
+                return min(resync, QUICK_RETICK_S)
         if last.report is not None and (last.report.launched or last.report.errors):
             return min(resync, 1.0)
         return resync

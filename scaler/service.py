@@ -57,7 +57,7 @@ class Service:
         http_port: int | None = None,
         owner: str | None = None,
         promoter: bool = True,
-        list_interval: float = 1.0,
+        list_interval: float = 0.1,
         on_create_sent: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
