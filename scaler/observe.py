@@ -21,7 +21,6 @@ import structlog
 from scaler.claims import Claim, ClaimStore
 from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient
-from scaler.fly.models import Machine
 from scaler.governor import RateGovernor
 from scaler.machines import META_SCALER, job_guest, machine_view
 from scaler.policy.types import ClaimView, MachineView, Observation, QueueView
@@ -32,6 +31,9 @@ from workers.enqueue import validate_machine_options
 __all__ = ["Observer", "Overlay", "orphans_key"]
 
 log = structlog.get_logger(__name__)
+
+
+_NO_MARKS: Mapping[str, float] = {}
 
 
 def orphans_key(prefix: str) -> str:
@@ -56,8 +58,11 @@ class Overlay:
 
 @dataclass
 class _Listing:
+    """One app's listing, kept as planner views (small) rather than the wire models (large)."""
+
     taken_at: float
-    machines: tuple[Machine, ...]
+    views: tuple[MachineView, ...]
+    names: frozenset[str]
 
 
 class Observer:
@@ -223,7 +228,12 @@ class Observer:
             self.unknown[f"fly:{app}"] = str(exc)
             self._listings.pop(app, None)
             return None
-        listing = _Listing(taken_at=now, machines=tuple(machines))
+        scaler_id = self.settings.scaler.id
+        views = tuple(
+            v for m in machines
+            if (v := machine_view(m, app, scaler_id, self.pools, _NO_MARKS)) is not None
+        )
+        listing = _Listing(taken_at=now, views=views, names=frozenset(v.name for v in views))
         self._listings[app] = listing
         return listing
 
@@ -240,19 +250,14 @@ class Observer:
                 continue
             oldest_listing = min(oldest_listing, listing.taken_at)
             views: list[MachineView] = []
-            names: set[str] = set()
-            for m in listing.machines:
-                v = machine_view(m, app, self.settings.scaler.id, self.pools, marks)
-                if v is None:
-                    continue
-                names.add(v.name)
-                if v.id in self.overlay.destroyed and self.overlay.destroyed[v.id] >= (
-                    listing.taken_at
-                ):
+            names = listing.names
+            destroyed, started = self.overlay.destroyed, self.overlay.started
+            for v in listing.views:
+                if v.id in marks:
+                    v = replace(v, orphan_marked_at=marks[v.id])
+                if destroyed.get(v.id, -1.0) >= listing.taken_at:
                     v = replace(v, state="destroying")
-                elif v.id in self.overlay.started and self.overlay.started[v.id] >= (
-                    listing.taken_at
-                ):
+                elif started.get(v.id, -1.0) >= listing.taken_at:
                     v = replace(v, state="starting")
                 views.append(v)
             for name, (pool, at) in list(self.overlay.created.items()):
