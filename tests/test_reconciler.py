@@ -123,3 +123,31 @@ async def test_tick_counts_its_trigger(
     rec = _reconciler(w["settings"], redis_url)
     await rec.tick(trigger)
     assert _gauge(rec.metrics, "fly_scaler_ticks_total", trigger=trigger) == 1.0
+
+
+async def test_scaler_status_prints_the_leaders_last_tick(
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str, tmp_path: Any,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+
+    from scaler.commands import status
+
+    w = _world(local_api, redis_url, redis_prefix, max_machines=1)
+    s = w["settings"]
+    for i in range(2):
+        enqueue(redis_url, s.redis.namespace, s.redis.prefix, w["queue"], "record", "k", str(i))
+    rec = _reconciler(s, redis_url)
+    await rec.tick()
+    await rec.actor.drain(wait_s=10)
+    config = tmp_path / "scaler.toml"
+    config.write_text(
+        f'[redis]\nurl = "{redis_url}"\nnamespace = "{s.redis.namespace}"\n'
+        f'prefix = "{s.redis.prefix}"\n'
+    )
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert status.run(argparse.Namespace(config=str(config), json=False)) == 0
+    out = capsys.readouterr().out
+    assert f"{w['queue']}: ready=2" in out
+    assert "jobs: 2 ready, 0 live of cap 1: launching 1" in out
+    assert "[not_taken]" in out and "pool cap" in out
