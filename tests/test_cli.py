@@ -1,0 +1,54 @@
+"""The `scaler` command line: every subcommand is wired, and a bad config refuses to start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scaler.cli import SUBCOMMANDS, build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_subcommand_is_available() -> None:
+    parser = build_parser()
+    for name in SUBCOMMANDS:
+        args = parser.parse_args([name])
+        assert not getattr(args, "_missing", False), f"scaler {name} is not importable"
+
+
+def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+def test_run_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "scaler.toml"
+    config.write_text('[scaler]\nmax_machines = -1\n[[pools]]\nname = "Bad Name"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("FLY_API_TOKEN", "REDIS_URL")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "scaler.cli", "run", "-c", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+    )
+    assert proc.returncode == 2
+    assert "not starting" in proc.stderr
+    assert "scaler.max_machines" in proc.stderr
+    assert "pools[0].name" in proc.stderr
+    assert "pools[0].app" in proc.stderr  # a missing key is named too
+
+
+def test_run_refuses_a_missing_config_file(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scaler.cli", "run", "-c", str(tmp_path / "nope.toml")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "nope.toml" in proc.stderr
