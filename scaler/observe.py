@@ -1,16 +1,17 @@
 """Observe: read Redis, Fly and Prometheus into one immutable :class:`Observation` per tick.
 
 Cost per tick: one Redis pipeline for every queue's counts, one for the claims (and their message
-bodies), one hash read for orphan marks, and at most one Fly list call per app, filtered by our
-metadata. Fly allows one list call per second per app (burst 3): a listing is refreshed when it is
-``list_interval`` old and the rate governor has a token for it, and reused otherwise (for at most
-``max_list_age``, after which the tick waits for budget). What the act step did since (creates,
-starts, destroys) is laid over a reused listing so that caps still count every machine. Anything
-that cannot be read is ``None``: unknown, never zero.
+bodies), one hash read for orphan marks, and at most one Fly list call per app (apps listed
+concurrently), filtered by our metadata. Fly allows one list call per second per app (burst 3): a
+listing is refreshed when it is ``list_interval`` old and the rate governor has a token for it,
+and reused otherwise (for at most ``max_list_age``, after which the tick waits for budget). What
+the act step did since (creates, starts, destroys) is laid over a reused listing so that caps
+still count every machine. Anything that cannot be read is ``None``: unknown, never zero.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -243,8 +244,8 @@ class Observer:
         out: dict[str, tuple[MachineView, ...] | None] = {}
         inflight: dict[str, int] = {}
         oldest_listing = now
-        for app in self.apps:
-            listing = await self._list(app, now)
+        listings = await asyncio.gather(*(self._list(app, now) for app in self.apps))
+        for app, listing in zip(self.apps, listings, strict=True):
             if listing is None:
                 out[app] = None
                 continue
