@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from scaler.config import Settings, parse_settings
+from scaler.local.testing import eventually
 from scaler.service import Service
 
 __all__ = [
@@ -204,14 +205,7 @@ class ServiceThread:
 
 def wait_for(check: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
     """Poll ``check`` until truthy (the systems measured expose no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return eventually(check, timeout, what, interval)
 
 
 def _cpu_model() -> str:

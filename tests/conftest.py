@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 import structlog
+from dramatiq.brokers.redis import RedisBroker
 
 from scaler.local.pytest_plugin import *  # noqa: F403  (the local Machines API fixtures)
 
@@ -85,3 +86,17 @@ def _structlog_defaults() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def ns(redis_prefix: str) -> str:
+    """A dramatiq namespace under this test's key prefix."""
+    return f"{redis_prefix}-ns"
+
+
+@pytest.fixture
+def broker(redis_url: str, ns: str) -> Iterator[RedisBroker]:
+    """A dramatiq RedisBroker on the test Redis, in the test's namespace."""
+    b = RedisBroker(url=redis_url, namespace=ns)  # type: ignore[no-untyped-call]
+    yield b
+    b.client.close()

@@ -32,6 +32,7 @@ __all__ = [
     "machines",
     "make_settings",
     "redis_client",
+    "require_binary",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +154,23 @@ def enqueue(redis_url: str, namespace: str, prefix: str, queue: str, actor: str,
     sent = broker.enqueue(msg)
     broker.close()
     return str(sent.message_id)
+
+
+def require_binary(name: str, install: str) -> str:
+    """The path of ``name``; skip the test when it is absent, but fail under CI (``CI`` set),
+    where ``.ci/run`` installs it."""
+    import os
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed ({install}; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message + " and CI is set")
+        pytest.skip(message)
+    return path
 
 
 def python() -> str:

@@ -3,9 +3,7 @@ every alert both firing and quiet, and every metric they name is exported by the
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import pytest
 import yaml
 
 from scaler.metrics import Metrics
+from tests.scaler_harness import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "deploy" / "prometheus"
@@ -32,14 +31,7 @@ pytestmark = pytest.mark.prometheus
 
 def promtool() -> str:
     """The promtool binary; skipped when absent, except under CI where it must be installed."""
-    path = shutil.which("promtool")
-    if path is None:
-        message = ("promtool is not installed (Debian: apt-get install prometheus; "
-                   ".ci/run installs it with WITH_PROMETHEUS=1)")
-        if os.environ.get("CI"):
-            pytest.fail(message + " and CI is set")
-        pytest.skip(message)
-    return path
+    return require_binary("promtool", "Debian: apt-get install prometheus")
 
 
 def run_promtool(*args: str) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -32,6 +30,7 @@ from tests.scaler_harness import (
     eventually,
     fly_client,
     make_settings,
+    require_binary,
 )
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "fly-scaler.json"
@@ -49,14 +48,7 @@ def _free_port() -> int:
 
 
 def _prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        message = ("the prometheus server is not installed (Debian: apt-get install prometheus; "
-                   ".ci/run installs it with WITH_PROMETHEUS=1)")
-        if os.environ.get("CI"):
-            pytest.fail(message + " and CI is set")
-        pytest.skip(message)
-    return path
+    return require_binary("prometheus", "Debian: apt-get install prometheus")
 
 
 @contextlib.contextmanager

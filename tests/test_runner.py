@@ -8,12 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dramatiq
-import pytest
 import redis
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
@@ -22,18 +20,6 @@ from scaler.claims import Claim, ClaimStore, binding_env, claims_key, launches_k
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = "sample"
-
-
-@pytest.fixture
-def ns(redis_prefix: str) -> str:
-    return f"{redis_prefix}-ns"
-
-
-@pytest.fixture
-def broker(redis_url: str, ns: str) -> Iterator[RedisBroker]:
-    b = RedisBroker(url=redis_url, namespace=ns)  # type: ignore[no-untyped-call]
-    yield b
-    b.client.close()
 
 
 def send(broker: RedisBroker, actor: str, *args: Any, **options: Any) -> dramatiq.Message[Any]:

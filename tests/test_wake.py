@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import dramatiq
 import pytest
@@ -21,18 +21,6 @@ async def aredis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Re
     client = aioredis.Redis.from_url(redis_url, client_name=f"{redis_prefix}-waker")
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-def ns(redis_prefix: str) -> str:
-    return f"{redis_prefix}-ns"
-
-
-@pytest.fixture
-def broker(redis_url: str, ns: str) -> Iterator[RedisBroker]:
-    b = RedisBroker(url=redis_url, namespace=ns)  # type: ignore[no-untyped-call]
-    yield b
-    b.client.close()
 
 
 @contextlib.asynccontextmanager

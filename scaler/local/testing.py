@@ -64,7 +64,10 @@ def wait_state(
 
 
 def eventually(
-    check: Callable[[], T | None], timeout: float = 10.0, what: str = "the condition"
+    check: Callable[[], T | None],
+    timeout: float = 10.0,
+    what: str = "the condition",
+    interval: float = 0.02,
 ) -> T:
     """Poll ``check`` until it returns something truthy (for conditions with no event: a process
     or a server changing state); fail naming ``what`` after ``timeout`` seconds."""
@@ -75,7 +78,7 @@ def eventually(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def python_executable() -> str:
