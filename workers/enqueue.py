@@ -10,6 +10,8 @@
     when the actor is declared and copied into ``message.options["fly_machine"]`` unless the
     message carries its own.
 
+- :func:`redis_broker_from_env`: the app's ``RedisBroker`` as the scaler's machines configure it
+  (``REDIS_URL``, ``FLY_SCALER_NAMESPACE``, ``FLY_SCALER_PREFIX``), with the middleware added.
 - :func:`send_with_machine`: send a message with per-job machine options, validated now so a
   bad size never reaches the queue.
 - :func:`validate_machine_options`: the same check for a dict (the scaler uses it to dead-letter
@@ -25,9 +27,10 @@ Light to import: the sizing rules are loaded only when options are validated.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.common import current_millis, q_name
@@ -38,9 +41,13 @@ __all__ = [
     "ActorMachineError",
     "MachineOptionsError",
     "ScalerMiddleware",
+    "redis_broker_from_env",
     "send_with_machine",
     "validate_machine_options",
 ]
+
+if TYPE_CHECKING:
+    from dramatiq.brokers.redis import RedisBroker
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +217,23 @@ class ScalerMiddleware(dramatiq.Middleware):
             client.publish(self.channel, q_name(message.queue_name))
         except Exception as exc:  # the enqueue already succeeded; the wake is only a hint
             log.debug("fly-scaler wake publish failed: %s", type(exc).__name__)
+
+
+def redis_broker_from_env(
+    env: Mapping[str, str] = os.environ, *, set_default: bool = True
+) -> RedisBroker:
+    """A ``RedisBroker`` for an app's actors module, configured the way machines are: ``REDIS_URL``
+    (default ``redis://127.0.0.1:6379/0``), ``FLY_SCALER_NAMESPACE`` (the dramatiq namespace,
+    default ``dramatiq``) and ``FLY_SCALER_PREFIX`` (default ``fly-scaler``), with
+    :class:`ScalerMiddleware` added; made dramatiq's default broker unless ``set_default=False``.
+    """
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
+        url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        namespace=env.get("FLY_SCALER_NAMESPACE", "dramatiq"),
+    )
+    broker.add_middleware(ScalerMiddleware(prefix=env.get("FLY_SCALER_PREFIX", "fly-scaler")))
+    if set_default:
+        dramatiq.set_broker(broker)
+    return broker

@@ -14,18 +14,13 @@ import time
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
 
-from workers.enqueue import ScalerMiddleware
+from workers.enqueue import redis_broker_from_env
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 QUEUE = os.environ.get("SAMPLE_QUEUE", "sample")
 
-broker = RedisBroker(  # type: ignore[no-untyped-call]
-    url=REDIS_URL, namespace=os.environ.get("FLY_SCALER_NAMESPACE", "dramatiq")
-)
-broker.add_middleware(ScalerMiddleware(prefix=os.environ.get("FLY_SCALER_PREFIX", "fly-scaler")))
-dramatiq.set_broker(broker)
+broker = redis_broker_from_env()
 
 _client = redis.Redis.from_url(REDIS_URL)
 
