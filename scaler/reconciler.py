@@ -336,6 +336,11 @@ class Reconciler:
         trigger = "start"
         try:
             while not stop.is_set():
+                if not self.is_leader():
+                    # A follower neither acts nor observes: its listings would spend the rate
+                    # budget the replicas share. It waits to be woken as leader (or to resync).
+                    trigger = await self._wait(stop, self.settings.scaler.resync_interval)
+                    continue
                 try:
                     await self.tick(trigger)
                 except asyncio.CancelledError:

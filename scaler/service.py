@@ -113,6 +113,8 @@ class Service:
             self.reconciler.wake()
 
     def _readiness(self) -> tuple[bool, str]:
+        if not self.elector.is_leader.is_set():
+            return True, "follower: standing by"
         last = self.reconciler.last
         if last is None:
             return False, "no tick yet"

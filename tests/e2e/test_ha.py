@@ -56,6 +56,11 @@ def test_one_leader_acts_and_a_follower_takes_over(
         eventually(lambda: r.llen(key) == 4, timeout=60, what="first jobs ran")
         assert _launches(a) == 4
         assert _launches(b) == 0  # the follower never acted
+        assert b.service is not None
+        # nor did it spend the shared rate budget on listings
+        assert b.service.metrics.registry.get_sample_value(
+            "fly_scaler_fly_api_requests_total", {"action": "Machines_list", "code": "200"}
+        ) is None
         a.stop()
         stopped.append(a)
         assert b.service is not None
