@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 import structlog
@@ -28,6 +28,7 @@ from scaler.fly.errors import (
     Conflict,
     FlyError,
     InsufficientCapacity,
+    MachineLimit,
     NotFound,
     RateLimited,
     Unprocessable,
@@ -56,6 +57,15 @@ from workers.enqueue import validate_machine_options
 __all__ = ["ActReport", "Actor"]
 
 log = structlog.get_logger(__name__)
+
+
+class _Created(NamedTuple):
+    """How one create went: a ``launches_total`` result label, and the machine id when a machine
+    is known to exist."""
+
+    result: str
+    machine_id: str | None = None
+    error: str = ""
 
 
 @dataclass
@@ -258,30 +268,30 @@ class Actor:
         if self._on_create_sent is not None:
             self._on_create_sent(claim.redis_message_id, sent)
         self.overlay.created[claim.machine_name] = (pool_name, sent)
-        result, machine_id = await self._create(pool, request, claim.redis_message_id)
-        self.metrics.launches.labels(pool_name, result).inc()
-        if machine_id is not None:
+        created = await self._create(pool, request, claim.redis_message_id)
+        self.metrics.launches.labels(pool_name, created.result).inc()
+        if created.machine_id is not None:
             report.launched.append(claim.machine_name)
             await self.claims.record_machine(
-                claim.queue, claim.redis_message_id, machine_id, int(self.clock() * 1000), fence
+                claim.queue, claim.redis_message_id, created.machine_id,
+                int(self.clock() * 1000), fence,
             )
-        elif result == "refused":
-            reason = f"Fly refused the machine for this job: {self._last_error}"
+            return
+        self.overlay.created.pop(claim.machine_name, None)
+        if created.result == "refused" and claim.machine_options:
+            # Fly refused a machine shaped by the job's own options: the job is the problem.
+            reason = f"Fly refused this job's machine: {created.error}"
             await self.claims.dead_letter(claim.queue, claim.redis_message_id, reason, fence,
                                           now_ms)
             self.metrics.dead_letters.labels(pool_name, "fly_refused").inc()
-        else:
-            # Unknown or transient outcome: the claim stays; the planner relaunches it under the
-            # same name after the claim grace, and the name makes that create idempotent.
-            self.overlay.created.pop(claim.machine_name, None)
-
-    _last_error: str = ""
+        # Otherwise the claim stays: a refusal of the pool's own template (fix the config) or a
+        # transient failure; the planner relaunches it under the same name after the claim
+        # grace, so it is retried at that pace, never in a loop, and the name keeps it idempotent.
 
     async def _create(
         self, pool: PoolSpec, request: CreateMachineRequest, job: str | None
-    ) -> tuple[str, str | None]:
-        """Create one machine: a result label for ``launches_total`` and the machine id (None
-        when no machine is known to exist)."""
+    ) -> _Created:
+        """Create one machine, resolving a name conflict by looking the machine up."""
         try:
             machine = await self._call(lambda: self.fly.create_machine(pool.app, request))
         except Conflict:
@@ -294,23 +304,24 @@ class Actor:
                 )
                 named = [m for m in found if m.name == request.name and m.id]
                 if named:
-                    return "resolved_existing", named[0].id
-            return "failed", None
+                    return _Created("resolved_existing", named[0].id)
+            return _Created("failed")
         except RateLimited:
-            return "rate_limited", None
-        except InsufficientCapacity:
-            return "capacity", None
+            return _Created("rate_limited")
+        except (InsufficientCapacity, MachineLimit) as exc:
+            log.warning("no room for the machine", pool=pool.name, name=request.name,
+                        error=str(exc))
+            return _Created("capacity", error=str(exc))
         except (BadRequest, Unprocessable) as exc:
-            self._last_error = str(exc)
             log.error("machine refused", pool=pool.name, name=request.name, error=str(exc))
-            return "refused", None
+            return _Created("refused", error=str(exc))
         except FlyError as exc:
             log.warning("create failed", pool=pool.name, name=request.name, error=str(exc),
                         error_type=type(exc).__name__)
-            return "failed", None
+            return _Created("failed", error=str(exc))
         log.info("machine created", pool=pool.name, app=pool.app, machine=machine.id,
                  name=machine.name, region=machine.region)
-        return "created", machine.id
+        return _Created("created", machine.id)
 
     async def _start(self, action: Start) -> None:
         m = action.machine
@@ -324,9 +335,9 @@ class Actor:
         request = worker_request(pool, self.settings)
         assert request.name is not None
         self.overlay.created[request.name] = (pool_name, self.clock())
-        result, machine_id = await self._create(pool, request, None)
-        self.metrics.launches.labels(pool_name, result).inc()
-        if machine_id is not None:
+        created = await self._create(pool, request, None)
+        self.metrics.launches.labels(pool_name, created.result).inc()
+        if created.machine_id is not None:
             report.launched.append(request.name)
         else:
             self.overlay.created.pop(request.name, None)

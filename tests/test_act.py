@@ -1,0 +1,73 @@
+"""The act step's handling of create outcomes Fly can answer but the local API does not produce
+(refusals of a valid-looking request, org machine limits): httpx.MockTransport for Fly, real
+Redis for the claims."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from scaler.act import Actor
+from scaler.claims import ClaimStore, claims_key
+from scaler.fly.client import AsyncFlyClient
+from scaler.fly.retry import RetryPolicy
+from scaler.governor import MemoryGovernor
+from scaler.metrics import Metrics
+from scaler.observe import Overlay
+from scaler.policy.types import Launch, Plan
+from tests.scaler_harness import enqueue, make_settings, redis_client
+
+
+def _fly(status: int, body: dict[str, Any]) -> AsyncFlyClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body)
+
+    return AsyncFlyClient("t", transport=httpx.MockTransport(handler), base_url="http://fly",
+                          governor=MemoryGovernor(), retry=RetryPolicy(max_attempts=1))
+
+
+async def _launch(redis_url: str, prefix: str, fly: AsyncFlyClient, **options: Any) -> Any:
+    settings = make_settings(api_url="http://fly", token="t", redis_url=redis_url,
+                             namespace=prefix, prefix=f"{prefix}fs", app="app", queue="q")
+    enqueue(redis_url, prefix, f"{prefix}fs", "q", "record", "k", "v", **options)
+    r = aioredis.Redis.from_url(redis_url)
+    metrics = Metrics()
+    actor = Actor(settings, fly, r, ClaimStore(r, prefix, f"{prefix}fs"), metrics, Overlay())
+    plan = Plan(actions=(Launch("jobs", "app", "q", 1),))
+    await actor.execute(plan, {}, None, time.monotonic() + 10)
+    await actor.drain(wait_s=10)
+    await r.aclose()
+    return metrics
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (400, {"error": "image not found"}),
+    (422, {"error": "To create more than 1 machine per app please add a payment method"}),
+])
+async def test_a_refused_pool_template_keeps_the_claim(
+    redis_url: str, redis_prefix: str, status: int, body: dict[str, Any]
+) -> None:
+    metrics = await _launch(redis_url, redis_prefix, _fly(status, body))
+    r = redis_client(redis_url)
+    assert r.hlen(claims_key(f"{redis_prefix}fs", "q")) == 1  # relaunched later, not lost
+    assert r.zcard(f"{redis_prefix}:q.XQ") == 0
+    result = "refused" if status == 400 else "capacity"
+    assert metrics.registry.get_sample_value(
+        "fly_scaler_launches_total", {"pool": "jobs", "result": result}) == 1.0
+
+
+async def test_a_refused_machine_of_the_jobs_own_size_dead_letters_the_job(
+    redis_url: str, redis_prefix: str
+) -> None:
+    fly = _fly(422, {"error": "performance machines are not enabled for this organization"})
+    await _launch(redis_url, redis_prefix, fly, fly_machine={"size": "performance-2x"})
+    r = redis_client(redis_url)
+    assert r.hlen(claims_key(f"{redis_prefix}fs", "q")) == 0
+    assert r.zcard(f"{redis_prefix}:q.XQ") == 1
+    [reason] = r.hvals(f"{redis_prefix}fs:dead-reasons:q")
+    assert "performance machines are not enabled" in json.loads(reason)["reason"]
