@@ -236,6 +236,7 @@ class LeaderElector:
         self.lease = lease
         self.interval = interval if interval is not None else lease.ttl_s / 3.0
         self.is_leader = asyncio.Event()
+        self.last_error: str | None = None  # why the last round could not reach Redis
         self._on_change = on_change
         self._sleep = sleep
         self._stopping = asyncio.Event()
@@ -270,8 +271,10 @@ class LeaderElector:
                 leading = await self.lease.renew()
             else:
                 leading = await self.lease.try_acquire() is not None
+            self.last_error = None
         except (redis.exceptions.RedisError, OSError) as exc:
             log.warning("leader.redis_error", owner=self.lease.owner, error=str(exc))
+            self.last_error = f"{type(exc).__name__}: {exc}"
             leading = self.lease.fence is not None
         await self._set(leading)
         return leading

@@ -113,6 +113,8 @@ class Service:
             self.reconciler.wake()
 
     def _readiness(self) -> tuple[bool, str]:
+        if self.elector.last_error is not None:
+            return False, f"redis unreachable: {self.elector.last_error}"
         if not self.elector.is_leader.is_set():
             return True, "follower: standing by"
         last = self.reconciler.last
@@ -152,6 +154,7 @@ class Service:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set: the tick in progress finishes, then everything closes."""
         tasks: list[asyncio.Task[None]] = []
+        log.info("scaler starting", owner=self.owner, config=self.settings.redacted())
         try:
             if self.promoter is not None:
                 await asyncio.to_thread(self.promoter.start)
