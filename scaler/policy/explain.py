@@ -26,7 +26,7 @@ REASON_TEXT: Mapping[str, str] = {
     "stopped": "stopped",
     "stuck": "wedged in a transient state",
     "orphan": "orphan past its grace",
-    "no_claim": "no claim for its job",
+    "no_claim": "no claim for its job (finished, or lost)",
     "unknown_pool": "pool unknown",
     "machine_gone": "machine gone without an ack",
     "no_machine": "claim has no machine",
@@ -40,7 +40,6 @@ REASON_TEXT: Mapping[str, str] = {
 
 _NOUNS: Mapping[str, str] = {
     "reap": "destroyed",
-    "mark_orphan": "marked orphan",
     "requeue": "requeued or dead-lettered",
     "dead_letter": "dead-lettered",
     "give_back": "gave back",
@@ -92,6 +91,9 @@ class Tally:
             noun = _NOUNS.get(kind, kind.replace("_", " "))
             if kind == "wait":
                 text = f"{label}: waiting on {n} claim(s): {describe(reason)}"
+            elif kind == "mark_orphan":
+                text = (f"{label}: watching {n} machine(s) with {describe(reason)}; destroyed if "
+                        "still there after the orphan grace")
             elif outcome == "acted":
                 text = f"{label}: {noun} {n} ({describe(reason)})"
             else:
