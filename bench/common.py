@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 
 from scaler.config import Settings, parse_settings
@@ -201,6 +202,50 @@ class ServiceThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def local_api_process(workdir: Path, *, rate_limits: str = "off") -> Iterator[httpx.Client]:
+    """``scaler local-api`` (process runtime) in its own process, as Fly is in production: the
+    scaler measured does not share a GIL with the API it calls. Yields a client on it (its
+    ``base_url`` and token are what the scaler needs: ``api_base(client)``, ``api_token``)."""
+    import secrets
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    token = secrets.token_hex(16)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaler.cli", "local-api", "--port", str(port), "--token", token,
+         "--runtime", "process", "--timings", "fast", "--rate-limits", rate_limits,
+         "--workdir", str(workdir)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          headers={"Authorization": f"Bearer {token}"})
+    try:
+        def answers() -> bool:
+            try:
+                return client.get("/v1/platform/regions").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answers, 30, "the local Machines API process")
+        yield client
+    finally:
+        client.close()
+        proc.terminate()  # it stops every machine process it started
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def api_token(client: httpx.Client) -> str:
+    """The bearer token of a :func:`local_api_process` client."""
+    return str(client.headers["Authorization"]).removeprefix("Bearer ")
 
 
 def wait_for(check: Any, timeout: float, what: str, interval: float = 0.02) -> Any:

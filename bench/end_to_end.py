@@ -8,7 +8,8 @@
   with the same concurrency (``dramatiq bench.actors --processes 1 --threads 20``), started after
   the jobs are enqueued.
 
-The local API runs with rate limits OFF and the scaler's governor never waits: at Fly's create
+The local API runs in its own process (``scaler local-api``), as Fly is not in the scaler's
+process, with rate limits OFF, and the scaler's governor never waits: at Fly's create
 limit (1/s per app) the makespan would measure the rate limit, which P2 measures already.
 """
 
@@ -32,6 +33,8 @@ from bench.common import (
     BenchConfig,
     ServiceThread,
     UnlimitedGovernor,
+    api_token,
+    local_api_process,
     median,
     records,
     redis_keys,
@@ -40,7 +43,6 @@ from bench.common import (
     wait_for,
 )
 from bench.simjobs import Enqueuer
-from scaler.local.server import LocalAPIServer
 
 __all__ = ["run"]
 
@@ -71,13 +73,13 @@ def _pool(cfg: BenchConfig, ns: str, app: str, mode: str) -> dict[str, Any]:
 def _through_scaler(cfg: BenchConfig, mode: str, jobs: int, workdir: Path) -> dict[str, Any]:
     with (
         redis_keys(cfg, "p5") as ns,
-        LocalAPIServer(runtime="process", rate_limits="off", workdir=workdir / mode) as api,
-        api.client() as http,
+        local_api_process(workdir / mode) as http,
     ):
         app = f"bench-{uuid.uuid4().hex[:8]}"
         http.post("/v1/apps", json={"name": app, "org_slug": "personal"}).raise_for_status()
-        settings = scenario_settings(api_url=api.url, token=api.token, redis_url=cfg.redis_url,
-                                     prefix=ns, pools=[_pool(cfg, ns, app, mode)])
+        settings = scenario_settings(api_url=str(http.base_url), token=api_token(http),
+                                     redis_url=cfg.redis_url, prefix=ns,
+                                     pools=[_pool(cfg, ns, app, mode)])
         client = redis.Redis.from_url(cfg.redis_url)
         enq = Enqueuer(cfg.redis_url, ns, f"{ns}:fs")
         key = f"{ns}:out"
@@ -92,14 +94,24 @@ def _through_scaler(cfg: BenchConfig, mode: str, jobs: int, workdir: Path) -> di
                 wait_for(lambda: client.llen(key) >= 2 * jobs, 120 + jobs, "every job done",
                          interval=0.02)
             recs = records(client, key)
-            created = {m.id: m.created_at for m in api.state.machines(app)}
+            listed = http.get(f"/v1/apps/{app}/machines", params={"include_deleted": True})
+            created = {m["id"]: _launched_at(m) for m in listed.json()}
         finally:
             enq.close()
             client.close()
     done = [at for event, at, _ in recs if event == "done"]
-    starts = [at - created[w] for event, at, w in recs if event == "enter" and w in created]
+    starts = [at - created[w] for event, at, w in recs
+              if event == "enter" and created.get(w) is not None]
     return {"jobs": jobs, "makespan_s": max(done) - first,
             "machines": len(created), "machine_start_s": median(starts)}
+
+
+def _launched_at(machine: dict[str, Any]) -> float | None:
+    """When the API received the create: the machine's ``launch`` event (ms timestamps)."""
+    for event in machine.get("events") or ():
+        if event.get("type") == "launch":
+            return float(event["timestamp"]) / 1000.0
+    return None
 
 
 def _plain_worker(cfg: BenchConfig, jobs: int) -> dict[str, Any]:
