@@ -100,8 +100,8 @@ def _through_scaler(cfg: BenchConfig, mode: str, jobs: int, workdir: Path) -> di
             enq.close()
             client.close()
     done = [at for event, at, _ in recs if event == "done"]
-    starts = [at - created[w] for event, at, w in recs
-              if event == "enter" and created.get(w) is not None]
+    starts = [at - launched for event, at, w in recs
+              if event == "enter" and (launched := created.get(w)) is not None]
     return {"jobs": jobs, "makespan_s": max(done) - first,
             "machines": len(created), "machine_start_s": median(starts)}
 
