@@ -101,6 +101,7 @@ class Observer:
         self.queues = tuple(dict.fromkeys(q for p in settings.pools for q in p.queues))
         self._listings: dict[str, _Listing] = {}
         self.claim_objects: dict[str, Claim] = {}
+        self._options_errors: dict[tuple[str, int], str | None] = {}
         self.unknown: dict[str, str] = {}  # source -> why, for metrics and logs
 
     async def observe(self, inflight: Mapping[str, int]) -> Observation:
@@ -163,11 +164,16 @@ class Observer:
             self.claim_objects = {}
             return dict.fromkeys(per_job)
         self.claim_objects = {}
+        errors = self._options_errors  # validated once per claim, not once per tick
+        self._options_errors = {}
         out: dict[str, tuple[ClaimView, ...] | None] = {}
         for q, items in found.items():
             views = []
             for c in items:
                 self.claim_objects[c.redis_message_id] = c
+                key = (c.redis_message_id, c.launch)
+                error = errors[key] if key in errors else self.options_error(c)
+                self._options_errors[key] = error
                 views.append(
                     ClaimView(
                         queue=q,
@@ -179,7 +185,7 @@ class Observer:
                         machine_name=c.machine_name,
                         state="running" if c.state == "running" else "claimed",
                         machine_id=c.machine_id,
-                        machine_options_error=self.options_error(c),
+                        machine_options_error=error,
                         updated_at=None if c.updated_at is None else c.updated_at / 1000.0,
                     )
                 )

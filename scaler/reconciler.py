@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -285,11 +286,11 @@ class Reconciler:
                 }
                 for q, v in obs.queues.items()
             },
+            # Counts, not machines: this is written every tick and must stay small at 10k.
             "machines": {
-                app: None if ms is None else [
-                    {"id": mv.id, "name": mv.name, "pool": mv.pool, "state": mv.state}
-                    for mv in ms
-                ]
+                app: None if ms is None else dict(
+                    Counter(f"{mv.pool or '(unknown)'}/{mv.state}" for mv in ms)
+                )
                 for app, ms in obs.machines_by_app.items()
             },
             "desired": dict(plan.desired),

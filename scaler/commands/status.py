@@ -41,11 +41,7 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
         if ms is None:
             lines.append(f"  {app}: UNKNOWN")
             continue
-        by: dict[tuple[str, str], int] = {}
-        for m in ms:
-            key = (m["pool"] or "(unknown)", m["state"])
-            by[key] = by.get(key, 0) + 1
-        summary = ", ".join(f"{p}/{s}={n}" for (p, s), n in sorted(by.items())) or "none"
+        summary = ", ".join(f"{k}={n}" for k, n in sorted(ms.items())) or "none"
         lines.append(f"  {app}: {summary}")
     lines.append("desired: " + ", ".join(f"{p}={n}" for p, n in sorted(status["desired"].items())))
     lines.append("decisions:")
