@@ -220,4 +220,6 @@ def machine_view(
         launch=int(launch) if launch and launch.isdigit() else None,
         orphan_marked_at=orphan_marks.get(machine.id),
         size=meta.get(META_SIZE, ""),
+        memory_mb=(machine.config.guest.memory_mb or 0)
+        if machine.config and machine.config.guest else 0,
     )

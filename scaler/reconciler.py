@@ -183,7 +183,7 @@ class Reconciler:
                     live_by_app[app] = live_by_app.get(app, 0) + 1
                 if mv.state == "started":
                     seen.add(mv.id)
-                    self._account_cost(mv.id, pool, mv.size, now)
+                    self._account_cost(mv.id, pool, mv.size, mv.memory_mb, now)
         for mid in [k for k in self._cost_seen if k not in seen]:
             del self._cost_seen[mid]
         for p in self.policies:
@@ -241,7 +241,9 @@ class Reconciler:
             if isinstance(started, int | float) and isinstance(finished, int | float):
                 m.job_run.labels(pool).observe(max(0.0, (finished - started) / 1e3))
 
-    def _account_cost(self, machine_id: str, pool: str, size: str, now: float) -> None:
+    def _account_cost(
+        self, machine_id: str, pool: str, size: str, memory_mb: int, now: float
+    ) -> None:
         last = self._cost_seen.get(machine_id)
         self._cost_seen[machine_id] = now
         if last is None:
@@ -254,7 +256,7 @@ class Reconciler:
         except ValueError:
             cpus = 1
         self.metrics.machine_seconds.labels(pool, label).inc(seconds)
-        price = cost_per_second(kind, cpus, 0, self.settings.costs)
+        price = cost_per_second(kind, cpus, memory_mb, self.settings.costs)
         self.metrics.cost.labels(pool, label).inc(seconds * price)
 
     def _log_decision(self, d: Decision, leader: bool) -> None:

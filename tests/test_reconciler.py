@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
+from scaler.costs import cost_per_second
 from scaler.fly.client import AsyncFlyClient
 from scaler.governor import MemoryGovernor
 from scaler.local.server import LocalAPIServer
@@ -151,3 +152,30 @@ async def test_scaler_status_prints_the_leaders_last_tick(
     assert f"{w['queue']}: ready=2" in out
     assert "jobs: 2 ready, 0 live of cap 1: launching 1" in out
     assert "[not_taken]" in out and "pool cap" in out
+
+
+async def test_started_machines_accrue_machine_seconds_and_cost(
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str
+) -> None:
+    w = _world(local_api, redis_url, redis_prefix)
+    api: httpx.Client = w["api"]
+    body = {"config": {"image": "x", "init": {"exec": ["python", "-c",
+                                                       "import time; time.sleep(60)"]},
+                       "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 1280},
+                       "metadata": {META_SCALER: "fly-scaler", META_POOL: "jobs",
+                                    "fly_scaler_size": "shared-cpu-1x"}}}
+    created = api.post(f"/v1/apps/{w['app']}/machines", json=body).json()
+    eventually(lambda: api.get(f"/v1/apps/{w['app']}/machines/{created['id']}").json()["state"]
+               == "started", what="the machine started")
+    clock = [1000.0]
+    rec = _reconciler(w["settings"], redis_url)
+    rec.clock = rec.observer.clock = lambda: clock[0]
+    await rec.tick()
+    clock[0] += 10.0
+    await rec.tick()
+    labels = {"pool": "jobs", "size": "shared-cpu-1x"}
+    assert _gauge(rec.metrics, "fly_scaler_machine_seconds_total", **labels) == 10.0
+    expected = 10.0 * cost_per_second("shared", 1, 1280)
+    assert _gauge(rec.metrics, "fly_scaler_estimated_cost_usd_total", **labels) == (
+        pytest.approx(expected)
+    )

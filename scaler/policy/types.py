@@ -183,6 +183,7 @@ class MachineView:
         launch: per-job: the launch number of the job this machine runs.
         orphan_marked_at: ``fly_scaler_orphan_at`` metadata written by an earlier MarkOrphan.
         size: preset or guest label, for cost accounting.
+        memory_mb: the machine's memory (0 if unknown), for cost accounting.
     """
 
     id: str
@@ -200,6 +201,7 @@ class MachineView:
     launch: int | None = None
     orphan_marked_at: float | None = None
     size: str = ""
+    memory_mb: int = 0
 
 
 @dataclass(frozen=True, slots=True)
