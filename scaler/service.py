@@ -32,6 +32,8 @@ __all__ = ["Service"]
 
 log = structlog.get_logger(__name__)
 
+REDIS_TIMEOUT_S = 5.0
+
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the service owns SIGTERM/SIGINT."""
@@ -62,7 +64,15 @@ class Service:
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.redis = aioredis.Redis.from_url(settings.redis.url.get_secret_value())
+        # Every Redis call has a deadline: a hung Redis must fail a tick ("unknown"), not hang it.
+        self.redis = aioredis.Redis.from_url(
+            settings.redis.url.get_secret_value(), socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
+        # Pub/sub waits on its own connection, with its own read timeouts.
+        self.pubsub_redis = aioredis.Redis.from_url(
+            settings.redis.url.get_secret_value(), socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
         self.governor = make_governor(
             settings.scaler.shared_rate_limits, self.redis, settings.redis.prefix,
             on_wait=lambda action, s: self.metrics.governor_wait.labels(action).observe(s),
@@ -163,7 +173,7 @@ class Service:
                 tasks.append(asyncio.create_task(self._serve_http(), name="http"))
             wakeups = None
             if self.settings.scaler.event_wakeups:
-                wakeups = aiter(Waker(self.redis, self.settings.redis.namespace,
+                wakeups = aiter(Waker(self.pubsub_redis, self.settings.redis.namespace,
                                       self.settings.redis.prefix, self.queues))
             self.ready.set()
             await self.reconciler.run(stop, wakeups)
@@ -187,3 +197,4 @@ class Service:
         if self.prometheus is not None:
             await self.prometheus.aclose()
         await self.redis.aclose()
+        await self.pubsub_redis.aclose()
