@@ -9,9 +9,14 @@ conditions with a deadline (end-to-end tests observe real processes; there is no
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import socket
+import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ __all__ = [
     "fly_client",
     "machines",
     "make_settings",
+    "prometheus_server",
     "redis_client",
     "require_binary",
 ]
@@ -171,6 +177,48 @@ def require_binary(name: str, install: str) -> str:
             pytest.fail(message + " and CI is set")
         pytest.skip(message)
     return path
+
+
+@contextlib.contextmanager
+def prometheus_server(target: str | None, tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus (Debian's binary) on a free loopback port, scraping ``target``
+    (host:port, job ``fly-scaler``) every second when given; yields its base URL."""
+    binary = require_binary("prometheus", "Debian: apt-get install prometheus")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    scrape = [{"job_name": "fly-scaler", "metrics_path": "/metrics",
+               "static_configs": [{"targets": [target]}]}] if target else []
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": scrape,
+    }))
+    log_path = tmp_path / "prometheus.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            def ready() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"prometheus exited: {log_path.read_text()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    return httpx.get(f"{base}/-/ready", timeout=1).status_code == 200
+                return False
+
+            eventually(ready, timeout=20, what="prometheus ready", interval=0.1)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 def python() -> str:

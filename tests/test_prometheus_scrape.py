@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from tests.scaler_harness import (
     eventually,
     fly_client,
     make_settings,
+    prometheus_server,
     require_binary,
 )
 
@@ -97,45 +97,6 @@ def _running_scaler_metrics_url(
         harness.stop()
 
 
-@contextlib.contextmanager
-def _prometheus(target: str, tmp_path: Path) -> Iterator[str]:
-    """A Prometheus server scraping ``target`` (host:port) every second; yields its base URL."""
-    binary = _prometheus_binary()
-    port = _free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "fly-scaler", "metrics_path": "/metrics",
-                            "static_configs": [{"targets": [target]}]}],
-    }))
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prometheus exited: {(tmp_path / 'prometheus.log').read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/-/ready", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "prometheus did not become ready"
-            time.sleep(0.1)  # polling an external process: there is no event to wait on
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-
-
 def _query(base: str, promql: str) -> list[Any]:
     response = httpx.get(f"{base}/api/v1/query", params={"query": promql}, timeout=10)
     body = response.json()
@@ -163,7 +124,7 @@ def test_every_dashboard_query_returns_data_from_a_scraped_scaler(
     _prometheus_binary()  # skip before starting anything when it is absent
     with _running_scaler_metrics_url(local_api, redis_url, redis_prefix) as metrics_url:
         target = metrics_url.removeprefix("http://").removesuffix("/metrics")
-        with _prometheus(target, tmp_path) as prom:
+        with prometheus_server(target, tmp_path) as prom:
             # rate() over the 10s window needs several scrapes of moving counters.
             deadline = time.monotonic() + 30
             while True:
