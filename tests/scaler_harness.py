@@ -49,6 +49,7 @@ def make_settings(
     queue: str, max_machines: int = 5, extra_pool: dict[str, Any] | None = None,
     scaler: dict[str, Any] | None = None, pools: list[dict[str, Any]] | None = None,
     http: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+    sections: dict[str, Any] | None = None,
 ) -> Settings:
     """Settings for one per-job pool running the sample actors on ``queue``; ``env`` is the
     scaler's environment (e.g. ``SCALER_ENQUEUE_TOKENS``)."""
@@ -72,6 +73,7 @@ def make_settings(
                    "shared_rate_limits": True, **(scaler or {})},
         "pools": pools if pools is not None else [pool],
         "http": {"host": "127.0.0.1", **(http or {})},
+        **(sections or {}),
     }
     return parse_settings(data, env={"FLY_API_TOKEN": token, **(env or {})})
 

@@ -179,3 +179,35 @@ async def test_started_machines_accrue_machine_seconds_and_cost(
     assert _gauge(rec.metrics, "fly_scaler_estimated_cost_usd_total", **labels) == (
         pytest.approx(expected)
     )
+
+
+@pytest.mark.prometheus
+async def test_a_worker_pool_scales_on_a_promql_query(
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str, tmp_path: Any
+) -> None:
+    from scaler.signals.prometheus import PrometheusReader
+    from tests.scaler_harness import prometheus_server
+
+    api = fly_client(local_api.url, local_api.token)
+    app = create_app(api)
+    pool = {"name": "reports", "mode": "worker", "app": app, "queues": ["reports"],
+            "max_machines": 5, "image": "x", "cmd": ["python", "-c", "import time; "
+                                                       "time.sleep(60)"],
+            "scale_on": "prometheus", "query": "vector(3)", "target_per_machine": 1.5}
+    with prometheus_server(None, tmp_path) as prom:
+        settings = make_settings(
+            api_url=local_api.url, token=local_api.token, redis_url=redis_url,
+            namespace=redis_prefix, prefix=f"{redis_prefix}fs", app=app, queue="reports",
+            pools=[pool], scaler={"shared_rate_limits": False},
+            sections={"prometheus": {"url": prom}},
+        )
+        fly = AsyncFlyClient(settings.fly.token, base_url=settings.fly.api_url)
+        reader = PrometheusReader(prom)
+        rec = Reconciler(settings, fly, aioredis.Redis.from_url(redis_url), MemoryGovernor(),
+                         Metrics(), prometheus=reader, list_interval=0.0)
+        result = await rec.tick()
+        await rec.actor.drain(wait_s=10)
+        await reader.aclose()
+    assert result.observation.metric_values == {"reports": 3.0}
+    assert result.plan.desired["reports"] == 2  # ceil(3 / 1.5)
+    assert len(machines(api, app)) == 2
