@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from scaler.fly.errors import (
     FlyError,
     FlyTransportError,
-    InsufficientCapacity,
     RateLimited,
     RequestTimeout,
     ServerError,
@@ -70,8 +69,7 @@ def is_ambiguous(exc: FlyError) -> bool:
     """True when the request may have been carried out although it failed."""
     if isinstance(exc, FlyTransportError):
         return exc.sent
-    if isinstance(exc, InsufficientCapacity):
-        return False
+    # InsufficientCapacity is not a ServerError even when Fly sends it with a 5xx: not ambiguous.
     return isinstance(exc, RequestTimeout | ServerError)
 
 
