@@ -52,7 +52,6 @@ from scaler.policy.types import (
     RequeueOrDeadLetter,
     Start,
 )
-from workers.enqueue import validate_machine_options
 
 __all__ = ["ActReport", "Actor"]
 
@@ -250,8 +249,7 @@ class Actor:
     ) -> None:
         pool = self.pools[pool_name]
         try:
-            options = claim.machine_options
-            guest = job_guest(pool, validate_machine_options(options) if options else None)
+            guest = job_guest(pool, claim.machine_options)
         except ValueError as exc:
             reason = f"invalid machine options: {exc}"
             await self.claims.dead_letter(claim.queue, claim.redis_message_id, reason, fence,

@@ -28,8 +28,8 @@ from scaler.fly.models import (
     Restart,
     StopConfig,
 )
-from scaler.fly.sizing import guest_for
 from scaler.policy.types import MachineView, PoolPolicy
+from workers.enqueue import validate_machine_options
 
 __all__ = [
     "META_JOB",
@@ -79,26 +79,22 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
     )
 
 
-def job_guest(pool: PoolSpec, options: Mapping[str, object] | None) -> Guest:
-    """The size of a job's machine: the message's own ``fly_machine`` options over the pool's.
+_SIZE_KEYS = ("size", "cpus", "memory_mb", "cpu_kind")
 
-    The options were validated (``workers.enqueue.validate_machine_options``) before this is called;
-    sizes are validated again here because a partial override can make an invalid combination.
-    """
-    if not options or not any(options.get(k) for k in ("size", "cpus", "memory_mb", "cpu_kind")):
+
+def job_guest(pool: PoolSpec, options: Mapping[str, object] | None) -> Guest:
+    """The size of a job's machine: the pool's, unless the message's own ``fly_machine`` options
+    name a size (``workers.enqueue.validate_machine_options`` then gives the whole guest; a
+    message that only picks a region keeps the pool's size). Raises ``ValueError`` naming the
+    field for options that cannot be honoured."""
+    if not options:
         return pool.guest
-    size = options.get("size")
-    base = guest_for(size=size, field="fly_machine") if isinstance(size, str) else pool.guest
-    cpus = options.get("cpus")
-    memory = options.get("memory_mb")
-    kind = options.get("cpu_kind")
-    return guest_for(
-        size=None,
-        cpus=cpus if isinstance(cpus, int) else base.cpus,
-        memory_mb=memory if isinstance(memory, int) else (
-            None if isinstance(cpus, int) or isinstance(kind, str) else base.memory_mb),
-        cpu_kind=kind if isinstance(kind, str) else base.cpu_kind,
-        field="fly_machine",
+    normalized = validate_machine_options(options)
+    if not any(options.get(k) is not None for k in _SIZE_KEYS):
+        return pool.guest
+    return Guest(
+        cpu_kind=normalized["cpu_kind"], cpus=normalized["cpus"],
+        memory_mb=normalized["memory_mb"],
     )
 
 
@@ -195,8 +191,7 @@ def _started_at(machine: Machine) -> float | None:
 
 
 def machine_view(
-    machine: Machine, app: str, scaler_id: str, pools: Mapping[str, PoolSpec],
-    orphan_marks: Mapping[str, float],
+    machine: Machine, app: str, scaler_id: str, pools: Mapping[str, PoolSpec]
 ) -> MachineView | None:
     """The planner's view of one listed machine, or ``None`` when it is not ours."""
     meta = machine.metadata
@@ -218,7 +213,6 @@ def machine_view(
         queue=meta.get(META_QUEUE),
         message_id=meta.get(META_MESSAGE),
         launch=int(launch) if launch and launch.isdigit() else None,
-        orphan_marked_at=orphan_marks.get(machine.id),
         size=meta.get(META_SIZE, ""),
         memory_mb=(machine.config.guest.memory_mb or 0)
         if machine.config and machine.config.guest else 0,

@@ -27,14 +27,10 @@ from scaler.machines import META_SCALER, job_guest, machine_view
 from scaler.policy.types import ClaimView, MachineView, Observation, QueueView
 from scaler.signals.prometheus import PrometheusReader
 from scaler.signals.queues import read_queue_stats
-from workers.enqueue import validate_machine_options
 
 __all__ = ["Observer", "Overlay", "orphans_key"]
 
 log = structlog.get_logger(__name__)
-
-
-_NO_MARKS: Mapping[str, float] = {}
 
 
 def orphans_key(prefix: str) -> str:
@@ -201,7 +197,7 @@ class Observer:
         if options is None or pool is None:
             return None
         try:
-            job_guest(pool, validate_machine_options(options))
+            job_guest(pool, options)
         except ValueError as exc:
             return f"invalid machine options: {exc}"
         return None
@@ -238,7 +234,7 @@ class Observer:
         scaler_id = self.settings.scaler.id
         views = tuple(
             v for m in machines
-            if (v := machine_view(m, app, scaler_id, self.pools, _NO_MARKS)) is not None
+            if (v := machine_view(m, app, scaler_id, self.pools)) is not None
         )
         listing = _Listing(taken_at=now, views=views, names=frozenset(v.name for v in views))
         self._listings[app] = listing

@@ -31,9 +31,11 @@ def _fly(status: int, body: dict[str, Any]) -> AsyncFlyClient:
                           governor=MemoryGovernor(), retry=RetryPolicy(max_attempts=1))
 
 
-async def _launch(redis_url: str, prefix: str, fly: AsyncFlyClient, **options: Any) -> Any:
+async def _launch(redis_url: str, prefix: str, fly: AsyncFlyClient,
+                  pool: dict[str, Any] | None = None, **options: Any) -> Any:
     settings = make_settings(api_url="http://fly", token="t", redis_url=redis_url,
-                             namespace=prefix, prefix=f"{prefix}fs", app="app", queue="q")
+                             namespace=prefix, prefix=f"{prefix}fs", app="app", queue="q",
+                             extra_pool=pool)
     enqueue(redis_url, prefix, f"{prefix}fs", "q", "record", "k", "v", **options)
     r = aioredis.Redis.from_url(redis_url)
     metrics = Metrics()
@@ -71,3 +73,23 @@ async def test_a_refused_machine_of_the_jobs_own_size_dead_letters_the_job(
     assert r.zcard(f"{redis_prefix}:q.XQ") == 1
     [reason] = r.hvals(f"{redis_prefix}fs:dead-reasons:q")
     assert "performance machines are not enabled" in json.loads(reason)["reason"]
+
+
+async def test_a_job_that_only_picks_a_region_keeps_the_pools_size(
+    redis_url: str, redis_prefix: str
+) -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append(body)
+        return httpx.Response(200, json={"id": "m1", "name": body["name"], "state": "created",
+                                         "config": body["config"]})
+
+    fly = AsyncFlyClient("t", transport=httpx.MockTransport(handler), base_url="http://fly",
+                         governor=MemoryGovernor(), retry=RetryPolicy(max_attempts=1))
+    await _launch(redis_url, redis_prefix, fly, {"size": "performance-1x"},
+                  fly_machine={"region": "ams"})
+    [body] = sent
+    assert body["region"] == "ams"
+    assert body["config"]["guest"] == {"cpu_kind": "performance", "cpus": 1, "memory_mb": 2048}
