@@ -51,7 +51,7 @@ from scaler.costs import MONTHLY_USD
 from scaler.durations import format_duration, parse_duration
 from scaler.fly.models import Guest
 from scaler.fly.sizing import SizingError, guest_for
-from scaler.secret import Secret
+from scaler.secret import MASK, Secret
 
 __all__ = [
     "ConfigError",
@@ -68,9 +68,6 @@ __all__ = [
     "mask_url",
     "parse_settings",
 ]
-
-_MASK = "**********"
-
 
 class ConfigError(ValueError):
     """The configuration is invalid. ``problems``: one line per problem; ``str()`` joins them."""
@@ -122,14 +119,14 @@ def mask_url(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return _MASK
+        return MASK
     if parts.password is None:
         return url
     user = parts.username or ""
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{user}:{_MASK}@{host}"
+    netloc = f"{user}:{MASK}@{host}"
     port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
     if port:
         netloc += f":{port}"
@@ -625,7 +622,7 @@ class Settings(_Model):
         """The settings as plain data with every secret masked (the Redis URL's password too)."""
         data = self.model_dump(mode="json", by_alias=True)
         data["redis"]["url"] = self.redis.safe_url
-        data["fly"]["token"] = _MASK if self.fly.token else None
+        data["fly"]["token"] = MASK if self.fly.token else None
         data["http"]["enqueue_tokens"] = len(self.http.enqueue_tokens)
         for pool, raw in zip(self.pools, data["pools"], strict=True):
             raw["guest"] = _guest_dict(pool.guest)

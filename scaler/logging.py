@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from scaler.secret import Secret
+from scaler.secret import MASK, Secret
 
 __all__ = [
     "MASK",
@@ -36,7 +36,6 @@ __all__ = [
     "registered_secret_count",
 ]
 
-MASK = "**********"
 # Shorter strings would mask ordinary words; such secrets are still masked by key name.
 MIN_SECRET_LENGTH = 4
 

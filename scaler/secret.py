@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-__all__ = ["Secret", "reveal"]
+__all__ = ["MASK", "Secret", "reveal"]
 
-_MASK = "**********"
+MASK = "**********"  # what a masked secret shows: here, in logs and in config output
 
 
 class Secret:
@@ -25,10 +25,10 @@ class Secret:
         return bool(self._value)
 
     def __repr__(self) -> str:
-        return f"Secret('{_MASK}')" if self._value else "Secret('')"
+        return f"Secret('{MASK}')" if self._value else "Secret('')"
 
     def __str__(self) -> str:
-        return _MASK if self._value else ""
+        return MASK if self._value else ""
 
     def __format__(self, spec: str) -> str:
         return str(self)
