@@ -7,7 +7,7 @@ read the answer. Both clients execute the same Calls, so no logic is written twi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -148,11 +148,6 @@ def _duration(value: str | float | None, name: str) -> str | None:
     return f"{value:g}s"
 
 
-def _check_config(config: MachineConfig | None, where: str) -> None:
-    if config is not None and config.guest is not None:
-        validate_guest(config.guest, field=f"{where}.guest")
-
-
 # --- apps ---------------------------------------------------------------------------------------
 
 
@@ -217,27 +212,24 @@ def list_machines(
     )
 
 
+def _newest(machines: Iterable[Machine]) -> Machine | None:
+    return max(machines, key=lambda m: m.created_at or "", default=None)
+
+
 def _lookup_for(app_name: str, request: CreateMachineRequest) -> Lookup | None:
+    # Destroyed machines count: a job machine may have run and gone by the time we look.
     name = request.name
     if name:
-        # Destroyed machines count: a job machine may have run and gone by the time we look.
         return Lookup(
             list_machines(app_name, include_deleted=True),
-            lambda ms: max((m for m in ms if m.name == name),
-                           key=lambda m: m.created_at or "", default=None),
-            by=f"name {name!r}",
+            lambda ms: _newest(m for m in ms if m.name == name), by=f"name {name!r}",
         )
-    metadata = request.config.metadata
-    if metadata:
-        wanted = dict(metadata)
-
-        def newest_match(ms: list[Machine]) -> Machine | None:
-            hits = [m for m in ms if wanted.items() <= m.metadata.items()]
-            return max(hits, key=lambda m: m.created_at or "", default=None)
-
+    wanted = dict(request.config.metadata or {})
+    if wanted:
         return Lookup(
             list_machines(app_name, include_deleted=True, metadata=wanted),
-            newest_match, by=f"metadata {sorted(wanted)}",
+            lambda ms: _newest(m for m in ms if wanted.items() <= m.metadata.items()),
+            by=f"metadata {sorted(wanted)}",
         )
     return None
 
@@ -250,7 +242,8 @@ def _machine_request(
     base = config if isinstance(config, CreateMachineRequest) else cls(config=config)
     changes = {k: v for k, v in overrides.items() if v is not None}
     request = cls.model_validate({**base.model_dump(exclude_none=True), **changes})
-    _check_config(request.config, "config")
+    if request.config.guest is not None:
+        validate_guest(request.config.guest, field="config.guest")
     return request
 
 
