@@ -124,13 +124,11 @@ class DevSession:
         self._last_tick: str | None = None
         self._started = time.monotonic()
         self._problem: str | None = None
-        self._interrupted = False
 
     # -- signals ------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
-        self._interrupted = True
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._signal_in_loop)
@@ -214,7 +212,7 @@ class DevSession:
         if self.options.exit_when_done:
             if self.summary.ok:
                 return 0
-            return EXIT_INTERRUPTED if self._interrupted and self._problem is None else EXIT_FAILED
+            return EXIT_INTERRUPTED if self.signals and self._problem is None else EXIT_FAILED
         return 0 if self.summary.machines_left == 0 else EXIT_FAILED
 
     async def _main(self, server: LocalAPIServer, settings: Settings,
