@@ -381,18 +381,19 @@ class ClaimStore:
         """The Redis keys of ``queue`` (dramatiq's and ours)."""
         return _Keys(self.namespace, self.prefix, queue)
 
-    async def _fenced(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        from scaler.leader import raise_if_fenced
+    async def _fenced(
+        self, script: Any, fence: Fence | None, keys: list[str], args: list[Any]
+    ) -> Any:
+        """Run a ``FENCE_LUA`` script: the fence goes first in ``keys`` and ``args`` (unfenced:
+        the first data key and ``""``)."""
+        from scaler.leader import fence_args, raise_if_fenced
 
+        fkey, fval = fence_args(fence, keys[0])
         try:
-            return await script(keys=keys, args=args)
+            return await script(keys=[fkey, *keys], args=[fval, *args])
         except Exception as exc:
             raise_if_fenced(exc)
             raise
-
-    @staticmethod
-    def _fence(fence: Fence | None, default_key: str) -> tuple[str, str]:
-        return (default_key, "") if fence is None else (fence.key, fence.value)
 
     async def claim(
         self, queue: str, pool: str, n: int, now_ms: int, fence: Fence | None
@@ -405,11 +406,8 @@ class ClaimStore:
         if n <= 0:
             return []
         k = self.keys(queue)
-        fkey, fval = self._fence(fence, k.claims)
         raw = await self._fenced(
-            self._claim,
-            [fkey, k.ready, k.msgs, k.claims, k.launches],
-            [fval, n, now_ms, pool, queue],
+            self._claim, fence, [k.ready, k.msgs, k.claims, k.launches], [n, now_ms, pool, queue]
         )
         out = []
         for i in range(0, len(raw), 3):
@@ -458,11 +456,11 @@ class ClaimStore:
         uncount: bool = False,
     ) -> SettleOutcome:
         k = self.keys(queue)
-        fkey, fval = self._fence(fence, k.claims)
         outcome = await self._fenced(
             self._settle,
-            [fkey, k.ready, k.msgs, k.claims, k.launches, k.xq, k.xq_msgs, k.dead_reasons],
-            [fval, rmid, mode, max_launches, now_ms, reason, "1" if uncount else "0"],
+            fence,
+            [k.ready, k.msgs, k.claims, k.launches, k.xq, k.xq_msgs, k.dead_reasons],
+            [rmid, mode, max_launches, now_ms, reason, "1" if uncount else "0"],
         )
         result: SettleOutcome = _text(outcome)  # type: ignore[assignment]
         if result != "gone":
@@ -523,10 +521,9 @@ class ClaimStore:
         that only that machine's runner may take the job. False if the claim is gone (the job
         already finished) or is bound to another machine."""
         k = self.keys(queue)
-        fkey, fval = self._fence(fence, k.claims)
         return bool(
             await self._fenced(
-                self._created, [fkey, k.claims], [fval, redis_message_id, machine_id, now_ms]
+                self._created, fence, [k.claims], [redis_message_id, machine_id, now_ms]
             )
         )
 
