@@ -59,9 +59,9 @@ def _one(cfg: BenchConfig, *, wakeups: bool, jobs: int, interval: float) -> dict
             ServiceThread(settings, list_interval=1.0) as svc,
             SimJobs(api, app, cfg.redis_url, ns, f"{ns}:fs"),
         ):
-            assert svc.service is not None
-            wait_for(lambda: svc.service is not None and svc.service.reconciler.last is not None,
-                     20, "the first tick")
+            service = svc.service
+            assert service is not None
+            wait_for(lambda: service.reconciler.last is not None, 20, "the first tick")
             next_at = time.monotonic()
             for _ in range(jobs):
                 next_at += interval

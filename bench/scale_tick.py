@@ -137,7 +137,6 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         settings = _settings(api.url, api.token, cfg.redis_url, ns, apps)
         client = redis.Redis.from_url(cfg.redis_url)
         try:
-            have = 0
             t0 = time.monotonic()
             _fill(client, ns, 0, small)
             asyncio.run(_add_machines(api, settings, levels[0]))

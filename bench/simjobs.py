@@ -61,7 +61,6 @@ class SimJobs:
         self.server, self.app = server, app
         self.namespace, self.prefix = namespace, prefix
         self.client = redis.Redis.from_url(redis_url)
-        self.finished = 0
         self._seen: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-simjobs", daemon=True)
@@ -90,5 +89,5 @@ class SimJobs:
                     redis_message_id=job,
                 )
                 now_ms = int(time.time() * 1000)
-                if claim.mark_running(m.id, now_ms) and claim.finish("ack", now_ms):
-                    self.finished += 1
+                if claim.mark_running(m.id, now_ms):
+                    claim.finish("ack", now_ms)

@@ -150,13 +150,6 @@ class EmbeddedRedis:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout)
 
-    def __enter__(self) -> EmbeddedRedis:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 @dataclass
 class RedisChoice:
@@ -184,7 +177,6 @@ def resolve_redis(
     *,
     env: dict[str, str] | None = None,
     force_embedded: bool = False,
-    binary: str | None = None,
 ) -> RedisChoice:
     """Pick the Redis to use (see the module docstring). Raises :class:`RedisUnavailable`."""
     environ = os.environ if env is None else env
@@ -199,10 +191,10 @@ def resolve_redis(
         url = environ.get("REDIS_URL") or DEFAULT_REDIS_URL
         if answers(url):
             return RedisChoice(url)
-        if binary is None and shutil.which("redis-server") is None:
+        if shutil.which("redis-server") is None:
             raise RedisUnavailable(
                 f"no Redis answers at {mask_url(url)} and redis-server is not on PATH: "
                 + INSTALL_HINT
             )
-    server = EmbeddedRedis(binary)
+    server = EmbeddedRedis()
     return RedisChoice(server.start(), server)
