@@ -269,7 +269,8 @@ redis.call('HSET', KEYS[8], ARGV[2], cjson.encode({reason = reason, at = tonumbe
 return 'dead_lettered'
 """
 
-# KEYS: claims. ARGV: rmid, machine_id, now_ms, only_heartbeat ('1'|'0').
+# KEYS: claims. ARGV: rmid, machine_id, now_ms. Both the runner's start and its heartbeats:
+# binds an unbound claim to the machine, keeps the first started_at, refreshes heartbeat_at.
 _MARK = """
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
@@ -541,12 +542,12 @@ class ClaimStore:
         """Runner side: the claim's machine has started. False if the claim is gone or is
         running on another machine (the caller must not run the job)."""
         k = self.keys(queue)
-        return bool(await self._mark(keys=[k.claims], args=[rmid, machine_id, now_ms, "0"]))
+        return bool(await self._mark(keys=[k.claims], args=[rmid, machine_id, now_ms]))
 
     async def heartbeat(self, queue: str, rmid: str, machine_id: str, now_ms: int) -> bool:
-        """Runner side: refresh ``heartbeat_at``. False if the claim is gone or not ours."""
-        k = self.keys(queue)
-        return bool(await self._mark(keys=[k.claims], args=[rmid, machine_id, now_ms, "1"]))
+        """Runner side: refresh ``heartbeat_at`` (the same write as :meth:`mark_running`).
+        False if the claim is gone or not ours."""
+        return await self.mark_running(queue, rmid, machine_id, now_ms)
 
     async def complete(self, queue: str, rmid: str) -> bool:
         """Runner side: the job is done (acked or dead-lettered by dramatiq): drop the claim and
@@ -575,13 +576,13 @@ class RunnerClaim:
 
     def mark_running(self, machine_id: str, now_ms: int) -> bool:
         """Record that this machine runs the job; False if the claim is gone or not ours."""
-        args: list[str | int] = [self.redis_message_id, machine_id, now_ms, "0"]
+        args: list[str | int] = [self.redis_message_id, machine_id, now_ms]
         return bool(self._mark(keys=[self._keys.claims], args=args))
 
     def heartbeat(self, machine_id: str, now_ms: int) -> bool:
-        """Refresh ``heartbeat_at``; False if the claim is gone or not ours."""
-        args: list[str | int] = [self.redis_message_id, machine_id, now_ms, "1"]
-        return bool(self._mark(keys=[self._keys.claims], args=args))
+        """Refresh ``heartbeat_at`` (the same write as :meth:`mark_running`); False if the claim
+        is gone or not ours."""
+        return self.mark_running(machine_id, now_ms)
 
     def finish(self, outcome: FinishOutcome, now_ms: int) -> bool:
         """Atomically ack (``"ack"``: drop the body) or nack (``"nack"``: move it to ``{q}.XQ``)
