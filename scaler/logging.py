@@ -106,14 +106,11 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
 
 
 def _mask_if_sensitive(key: str, value: Any, depth: int) -> Any:
-    if (
-        _SENSITIVE_KEY.search(key)
-        and value not in (None, "", False)
-        and not isinstance(value, bool | int | float | Mapping | list | tuple)
-    ):
-        return MASK
-    if _SENSITIVE_KEY.search(key) and isinstance(value, list | tuple):
-        return [MASK for _ in value]
+    if _SENSITIVE_KEY.search(key):
+        if isinstance(value, list | tuple):
+            return [MASK for _ in value]
+        if value not in (None, "", False) and not isinstance(value, bool | int | float | Mapping):
+            return MASK
     return _redact_value(value, depth)
 
 
