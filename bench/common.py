@@ -23,6 +23,7 @@ import httpx
 import redis
 
 from scaler.config import Settings, parse_settings
+from scaler.dev.summary import percentile
 from scaler.local.testing import eventually
 from scaler.service import Service
 
@@ -85,15 +86,6 @@ def row(
 def median(values: Sequence[float]) -> float | None:
     """The median, or ``None`` for no values."""
     return statistics.median(values) if values else None
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile ``p`` (0-100), or ``None`` for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
-    return ordered[rank - 1]
 
 
 @contextlib.contextmanager

@@ -235,6 +235,7 @@ def test_percentile_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
+    assert percentile(values, 7) == 7.0  # no float rounding up past the rank
     assert percentile([3.0], 99) == 3.0
     assert percentile([], 50) is None
     with pytest.raises(ValueError, match="q must be"):

@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from scaler.dev.producer import SentJob
 from scaler.dev.tracker import FINAL_STATES, MachineTracker
+
+if TYPE_CHECKING:  # not at run time: the producer imports the example app, which sets a broker
+    from scaler.dev.producer import SentJob
 
 __all__ = ["Summary", "compute_summary", "format_summary", "percentile"]
 
@@ -23,7 +26,8 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+    # q * n / 100, not q / 100 * n: 7 / 100 * 100 is 7.000000000000001, whose ceiling is 8
+    return ordered[max(0, math.ceil(q * len(ordered) / 100) - 1)]
 
 
 @dataclass(frozen=True)
