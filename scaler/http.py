@@ -316,7 +316,9 @@ def create_http_app(
             now_ms=int(time.time() * 1000), delay_ms=parsed.delay_ms)
         try:
             result = await store.enqueue(message, digest=parsed.digest)
-            state = None if result.created else await store.lookup(result.message_id)
+            retried = not result.created and (result.queue, result.digest) == (
+                queue, parsed.digest)
+            state = await store.lookup(result.message_id) if retried else None
         except RedisError as exc:
             log.warning("http.enqueue_failed", queue=queue, error=type(exc).__name__)
             raise _Problem(503, "unavailable", "Redis is unavailable; retry with the same "
@@ -331,7 +333,7 @@ def create_http_app(
             if "eta" in message.options:
                 body["eta_ms"] = message.options["eta"]
             return JSONResponse(body, status_code=202, headers=location)
-        if result.queue != queue or result.digest != parsed.digest:
+        if not retried:
             raise _Problem(409, "conflict", f"message_id {result.message_id} was already used "
                            "for a different message; send a new message_id")
         body = (state.to_json() if state is not None else
