@@ -46,7 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scaler.messages import MessageStore, build_message
+from scaler.messages import STATES, MessageStore, build_message
 from scaler.metrics import Metrics
 from scaler.secret import Secret
 from workers.enqueue import validate_machine_options
@@ -486,8 +486,7 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {
                         "message_id": {"type": "string", "format": "uuid"},
                         "queue": {"type": "string"},
-                        "state": {"type": "string", "enum": [
-                            "queued", "claimed", "running", "done", "dead_lettered"]},
+                        "state": {"type": "string", "enum": list(STATES)},
                         "eta_ms": {"type": "integer", "description": "Delayed until then."},
                         "machine_name": {"type": "string"},
                         "machine_id": {"type": "string"},
