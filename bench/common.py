@@ -39,7 +39,6 @@ __all__ = [
     "redis_keys",
     "row",
     "scenario_settings",
-    "wait_for",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +222,7 @@ def local_api_process(workdir: Path, *, rate_limits: str = "off") -> Iterator[ht
             except httpx.HTTPError:
                 return False
 
-        wait_for(answers, 30, "the local Machines API process")
+        eventually(answers, 30, "the local Machines API process")
         yield client
     finally:
         client.close()
@@ -238,11 +237,6 @@ def local_api_process(workdir: Path, *, rate_limits: str = "off") -> Iterator[ht
 def api_token(client: httpx.Client) -> str:
     """The bearer token of a :func:`local_api_process` client."""
     return str(client.headers["Authorization"]).removeprefix("Bearer ")
-
-
-def wait_for(check: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Poll ``check`` until truthy (the systems measured expose no event to wait on)."""
-    return eventually(check, timeout, what, interval)
 
 
 def _cpu_model() -> str:

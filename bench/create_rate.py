@@ -13,10 +13,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from bench.common import BenchConfig, ServiceThread, redis_keys, row, scenario_settings, wait_for
+from bench.common import BenchConfig, ServiceThread, redis_keys, row, scenario_settings
 from bench.simjobs import Enqueuer, SimJobs
 from scaler.fly.limits import limit_for
 from scaler.local.server import LocalAPIServer
+from scaler.local.testing import eventually
 
 __all__ = ["run"]
 
@@ -56,8 +57,8 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
                           if op == "Machines_create" and status == 200)
 
         with ServiceThread(settings), SimJobs(api, app, cfg.redis_url, ns, f"{ns}:fs"):
-            wait_for(lambda: len(creates()) >= jobs, seconds * 3 + 30, "every job's create",
-                     interval=0.1)
+            eventually(lambda: len(creates()) >= jobs, seconds * 3 + 30, "every job's create",
+                       interval=0.1)
         times = creates()
         counters = dict(api.state.requests)
     too_many = {op: n for (op, status), n in counters.items() if status == 429}

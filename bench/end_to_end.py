@@ -40,9 +40,9 @@ from bench.common import (
     redis_keys,
     row,
     scenario_settings,
-    wait_for,
 )
 from bench.simjobs import Enqueuer
+from scaler.local.testing import eventually
 
 __all__ = ["run"]
 
@@ -91,8 +91,8 @@ def _through_scaler(cfg: BenchConfig, mode: str, jobs: int, workdir: Path) -> di
                 first = time.time()
                 for _ in range(jobs):
                     enq.send(QUEUE, "work", key, JOB_S)
-                wait_for(lambda: client.llen(key) >= 2 * jobs, 120 + jobs, "every job done",
-                         interval=0.02)
+                eventually(lambda: client.llen(key) >= 2 * jobs, 120 + jobs, "every job done",
+                           interval=0.02)
             recs = records(client, key)
             listed = http.get(f"/v1/apps/{app}/machines", params={"include_deleted": True})
             created = {m["id"]: _launched_at(m) for m in listed.json()}
@@ -130,7 +130,7 @@ def _plain_worker(cfg: BenchConfig, jobs: int) -> dict[str, Any]:
                 stderr=subprocess.DEVNULL, start_new_session=True,
             )
             try:
-                wait_for(lambda: client.llen(key) >= 2 * jobs, 60 + jobs, "every job done")
+                eventually(lambda: client.llen(key) >= 2 * jobs, 60 + jobs, "every job done")
             finally:
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:

@@ -23,10 +23,10 @@ from bench.common import (
     redis_keys,
     row,
     scenario_settings,
-    wait_for,
 )
 from bench.simjobs import Enqueuer, SimJobs, create_times
 from scaler.local.server import LocalAPIServer
+from scaler.local.testing import eventually
 
 __all__ = ["run"]
 
@@ -61,15 +61,15 @@ def _one(cfg: BenchConfig, *, wakeups: bool, jobs: int, interval: float) -> dict
         ):
             service = svc.service
             assert service is not None
-            wait_for(lambda: service.reconciler.last is not None, 20, "the first tick")
+            eventually(lambda: service.reconciler.last is not None, 20, "the first tick")
             next_at = time.monotonic()
             for _ in range(jobs):
                 next_at += interval
                 job, at = enq.send(queue)
                 sent[job] = at
                 time.sleep(max(0.0, next_at - time.monotonic()))
-            wait_for(lambda: len(create_times(api, app).keys() & sent.keys()) >= len(sent),
-                     30, "a create for every job", interval=0.05)
+            eventually(lambda: len(create_times(api, app).keys() & sent.keys()) >= len(sent),
+                       30, "a create for every job", interval=0.05)
         enq.close()
         created = create_times(api, app)
     latencies = [(created[j] - t) * 1000 for j, t in sent.items() if j in created]

@@ -23,9 +23,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from bench.common import ROOT, BenchConfig, median, records, redis_keys, row, wait_for
+from bench.common import ROOT, BenchConfig, median, records, redis_keys, row
 from bench.simjobs import Enqueuer
 from scaler.claims import ClaimStore
+from scaler.local.testing import eventually
 
 __all__ = ["run"]
 
@@ -94,8 +95,8 @@ def _cli(cfg: BenchConfig, ns: str, client: redis.Redis, enq: Enqueuer, i: int) 
         start_new_session=True,
     )
     try:
-        at = wait_for(lambda: _entered(client, key), 60, "the dramatiq CLI to run the job",
-                      interval=0.01)
+        at = eventually(lambda: _entered(client, key), 60, "the dramatiq CLI to run the job",
+                        interval=0.01)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
