@@ -81,7 +81,8 @@ async def _act(
         await fly.aclose()
         await redis.aclose()
     return {
-        "warm": {"machines": len(warm), "done": warm_report.done, "errors": warm_report.errors,
+        "warm": {"machines": len(warm), "done": len(warm) - len(warm_report.errors),
+                 "errors": warm_report.errors,
                  "seconds": warm_s},
         "create": {"machines": creates, "launched": len(create_report.launched),
                    "errors": create_report.errors, "seconds": create_s},

@@ -71,16 +71,8 @@ class _Created(NamedTuple):
 class ActReport:
     """What one act step did; ``errors`` lists the actions that failed, with why."""
 
-    done: int = 0
     errors: list[str] = field(default_factory=list)
     launched: list[str] = field(default_factory=list)  # machine names created or resolved
-
-
-def _enqueued_at(claim: Claim) -> float | None:
-    options = claim.message.get("options")
-    stamp = options.get("enqueued_at") if isinstance(options, dict) else None
-    stamp = stamp or claim.message.get("message_timestamp")
-    return float(stamp) / 1000.0 if isinstance(stamp, int | float) else None
 
 
 class Actor:
@@ -96,7 +88,6 @@ class Actor:
         overlay: Overlay,
         *,
         clock: Callable[[], float] = time.time,
-        on_create_sent: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.fly = fly
@@ -108,7 +99,6 @@ class Actor:
         self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}
         self._sem = asyncio.Semaphore(settings.scaler.max_concurrent_calls)
         self._pending: dict[str, set[asyncio.Task[Any]]] = {}
-        self._on_create_sent = on_create_sent
 
     def inflight(self) -> dict[str, int]:
         """Per pool, create/start calls still running (they count against caps)."""
@@ -150,7 +140,6 @@ class Actor:
         async def one(action: Action) -> None:
             try:
                 await self._do(action, claims, fence, destroyed, report)
-                report.done += 1
             except Fenced:
                 raise
             except Exception as exc:  # one failed action never stops the others
@@ -260,11 +249,10 @@ class Actor:
             return
         request = per_job_request(pool, self.settings, claim, guest)
         sent = self.clock()
-        enqueued = _enqueued_at(claim)
-        if enqueued is not None:
-            self.metrics.enqueue_to_launch.labels(pool_name).observe(max(0.0, sent - enqueued))
-        if self._on_create_sent is not None:
-            self._on_create_sent(claim.redis_message_id, sent)
+        if claim.enqueued_at is not None:
+            self.metrics.enqueue_to_launch.labels(pool_name).observe(
+                max(0.0, sent - claim.enqueued_at / 1000.0)
+            )
         self.overlay.created[claim.machine_name] = (pool_name, sent)
         created = await self._create(pool, request, claim.redis_message_id)
         self.metrics.launches.labels(pool_name, created.result).inc()

@@ -104,9 +104,9 @@ class Observer:
         """One observation. ``inflight``: per pool, act-step calls still running."""
         now = self.clock()
         self.unknown = {}
-        queues = await self._queues(now)
-        claims = await self._claims(now)
-        marks = await self._orphan_marks()
+        queues, claims, marks = await asyncio.gather(
+            self._queues(now), self._claims(), self._orphan_marks()
+        )
         machines, listed_inflight = await self._machines(now, marks)
         budget = {}
         for app in self.apps:
@@ -151,7 +151,7 @@ class Observer:
             for q, st in stats.items()
         }
 
-    async def _claims(self, now: float) -> dict[str, tuple[ClaimView, ...] | None]:
+    async def _claims(self) -> dict[str, tuple[ClaimView, ...] | None]:
         per_job = [q for p in self.pools.values() if not p.is_worker for q in p.queues]
         try:
             found = await self.claims.list_claims(per_job, with_messages=True)

@@ -76,7 +76,6 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         prometheus: PrometheusReader | None = None,
         list_interval: float = 0.1,
-        on_create_sent: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -90,8 +89,7 @@ class Reconciler:
             list_interval=list_interval, prometheus=prometheus,
         )
         self.actor = Actor(
-            settings, fly, redis, self.claims, metrics, self.observer.overlay, clock=clock,
-            on_create_sent=on_create_sent,
+            settings, fly, redis, self.claims, metrics, self.observer.overlay, clock=clock
         )
         self.governor = governor
         self.policies = tuple(pool_policy(p, settings) for p in settings.pools)

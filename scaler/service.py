@@ -10,7 +10,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import redis.asyncio as aioredis
@@ -60,7 +60,6 @@ class Service:
         owner: str | None = None,
         promoter: bool = True,
         list_interval: float = 0.1,
-        on_create_sent: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
@@ -100,7 +99,6 @@ class Service:
             is_leader=self.elector.is_leader.is_set,
             prometheus=self.prometheus,
             list_interval=list_interval,
-            on_create_sent=on_create_sent,
         )
         queues = tuple(dict.fromkeys(q for p in settings.pools for q in p.queues))
         self.queues = queues
