@@ -18,6 +18,8 @@ Key and identity contract (other modules and the in-machine runner depend on it 
   - ``{p}:dead-reasons:{q}`` HASH: redis_message_id -> JSON ``{"reason", "at", "message_id",
     "launches"}`` for messages the scaler dead-lettered (the message JSON itself is never
     rewritten).
+  - ``{p}:wake`` pub/sub channel: a queue name published there wakes the scaler
+    (:func:`wake_channel`).
 
 - Machine name of a claim: ``f"{pool}-{redis_message_id without dashes}-{launch}"``, the
   idempotency key of the create call (:func:`machine_name`).
@@ -58,6 +60,7 @@ __all__ = [
     "job_events_key",
     "launches_key",
     "machine_name",
+    "wake_channel",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,12 @@ def job_events_key(prefix: str) -> str:
     "queue", "outcome": "ack"|"nack", "enqueued_at", "started_at", "finished_at"}`` (ms). The
     scaler drains it each tick into its metrics."""
     return f"{prefix}:job-events"
+
+
+def wake_channel(prefix: str) -> str:
+    """``{prefix}:wake``: the pub/sub channel on which a queue name wakes the scaler
+    (:class:`scaler.wake.Waker` listens; enqueues and finished jobs publish)."""
+    return f"{prefix}:wake"
 
 
 def machine_name(pool: str, redis_message_id: str, launch: int) -> str:
@@ -350,7 +359,7 @@ class _Keys:
         self.launches = launches_key(prefix, queue)
         self.dead_reasons = dead_reasons_key(prefix, queue)
         self.events = job_events_key(prefix)
-        self.wake = f"{prefix}:wake"  # scaler.wake.Waker's channel
+        self.wake = wake_channel(prefix)
 
     def finish(self) -> list[str]:
         return [self.claims, self.launches, self.msgs, self.xq, self.xq_msgs, self.events]

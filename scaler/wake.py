@@ -27,6 +27,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from scaler.claims import wake_channel
+
 __all__ = ["Waker", "ensure_keyspace_notifications"]
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ class Waker:
     ) -> None:
         self._redis = redis
         self.queues = tuple(dict.fromkeys(queues))
-        self.channel = f"{prefix}:wake"
+        self.channel = wake_channel(prefix)
         self._by_key = {f"{namespace}:{q}": q for q in self.queues}
         self._watched = set(self.queues)
         self._use_notifications = use_notifications

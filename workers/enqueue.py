@@ -36,6 +36,8 @@ import dramatiq
 from dramatiq.common import current_millis, q_name
 from dramatiq.middleware import MiddlewareError
 
+from scaler.claims import wake_channel
+
 __all__ = [
     "MACHINE_OPTION_KEYS",
     "ActorMachineError",
@@ -167,7 +169,7 @@ class ScalerMiddleware(dramatiq.Middleware):
 
     def __init__(self, prefix: str = "fly-scaler") -> None:
         self.prefix = prefix
-        self.channel = f"{prefix}:wake"
+        self.channel = wake_channel(prefix)
 
     @property
     def actor_options(self) -> set[str]:
