@@ -129,7 +129,8 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
             return await admin(request)
         route = classify(request.method, path)
         operation = route.action
-        if authenticate(request) is None:
+        owner = authenticate(request)
+        if owner is None:
             return finish(json_response(UNAUTHORIZED, 401), operation)
         handler = HANDLERS.get(operation)
         if handler is None:
@@ -141,8 +142,7 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
                 body = {"error": f"method {request.method} not allowed on {path}"}
                 return finish(json_response(body, 405), operation)
             return finish(json_response({"error": "not found"}, 404), operation)
-        owner = authenticate(request) or ""
-        fault = faults.for_request(operation) if faults.spec.ops else _NO_FAULT
+        fault = faults.for_request(operation)
         try:
             if fault.latency:
                 await asyncio.sleep(fault.latency)
