@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +40,7 @@ __all__ = [
     "redis_keys",
     "row",
     "scenario_settings",
+    "stop_group",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,6 +234,17 @@ def local_api_process(workdir: Path, *, rate_limits: str = "off") -> Iterator[ht
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything it forked: SIGTERM
+    to its process group, SIGKILL if it has not exited within 15 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
 
 
 def api_token(client: httpx.Client) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from bench.common import (
     redis_keys,
     row,
     scenario_settings,
+    stop_group,
 )
 from bench.simjobs import Enqueuer
 from scaler.local.testing import eventually
@@ -132,12 +132,7 @@ def _plain_worker(cfg: BenchConfig, jobs: int) -> dict[str, Any]:
             try:
                 eventually(lambda: client.llen(key) >= 2 * jobs, 60 + jobs, "every job done")
             finally:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
+                stop_group(proc)
             recs = records(client, key)
         finally:
             enq.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from bench.common import ROOT, BenchConfig, median, records, redis_keys, row
+from bench.common import ROOT, BenchConfig, median, records, redis_keys, row, stop_group
 from bench.simjobs import Enqueuer
 from scaler.claims import ClaimStore
 from scaler.local.testing import eventually
@@ -98,12 +97,7 @@ def _cli(cfg: BenchConfig, ns: str, client: redis.Redis, enq: Enqueuer, i: int) 
         at = eventually(lambda: _entered(client, key), 60, "the dramatiq CLI to run the job",
                         interval=0.01)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc)
     return float(at) - t0
 
 
