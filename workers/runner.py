@@ -233,7 +233,7 @@ class _BoundConsumer:
     def __next__(self) -> Any:
         if self._pending:
             return self._pending.pop()
-        self._state.idle.wait(0.02)  # the consumer thread polls; cheap, and quick to stop
+        time.sleep(0.02)  # the consumer thread polls; cheap, and quick to stop
         return None
 
     def ack(self, message: Any) -> None:
@@ -261,7 +261,6 @@ class _IdleConsumer(_BoundConsumer):
 
 class _BoundState:
     def __init__(self) -> None:
-        self.idle = threading.Event()  # never set: only used as an interruptible sleep
         self.done = threading.Event()
         self.abandoned = False
         self.acked = False
