@@ -143,7 +143,7 @@ class Engine:
             self.set_state(m, new_state)
 
     async def _replace(self, m: MachineRecord, op: int, relaunch: bool) -> None:
-        await self._halt(m, *self._stop_params(m, None, None))
+        await self.runtime.stop(m, *self._stop_params(m, None, None))
         await asyncio.sleep(self.timings.update)
         if m.op != op:
             return
@@ -275,9 +275,6 @@ class Engine:
             seconds = DEFAULT_STOP_TIMEOUT
         return signal, seconds
 
-    async def _halt(self, m: MachineRecord, signal: int, grace: float) -> int | None:
-        return await self.runtime.stop(m, signal, grace)
-
     def stop(self, m: MachineRecord, sig: Any = None, timeout: Any = None) -> None:
         """Stop a running machine (signal, then SIGKILL after the timeout)."""
         signal, seconds = self._stop_params(m, sig, timeout)
@@ -291,7 +288,7 @@ class Engine:
         self._spawn(self._stop(m, op, signal, seconds))
 
     async def _stop(self, m: MachineRecord, op: int, signal: int, grace: float) -> None:
-        code = await self._halt(m, signal, grace)
+        code = await self.runtime.stop(m, signal, grace)
         await asyncio.sleep(self.timings.stop)
         if m.op != op:
             return
@@ -318,7 +315,7 @@ class Engine:
         self._spawn(self._restart(m, op, signal, seconds))
 
     async def _restart(self, m: MachineRecord, op: int, signal: int, grace: float) -> None:
-        await self._halt(m, signal, grace)
+        await self.runtime.stop(m, signal, grace)
         if m.op == op:
             await self._boot(m, op, self.timings.start, "restart")
 

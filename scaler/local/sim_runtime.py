@@ -25,7 +25,6 @@ class SimRuntime:
         self._exit_code = exit_code
         self._running: dict[str, int] = {}  # machine id -> run token
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._frozen: set[str] = set()
 
     async def start(self, machine: MachineRecord, run_token: int) -> None:
         self._cancel(machine.id)
@@ -47,12 +46,10 @@ class SimRuntime:
             return
         self._timers.pop(machine.id, None)
         del self._running[machine.id]
-        self._frozen.discard(machine.id)
         self._on_exit(machine, token, code, sig)
 
     async def stop(self, machine: MachineRecord, signal: int, grace: float) -> int | None:
         self._cancel(machine.id)
-        self._frozen.discard(machine.id)
         if self._running.pop(machine.id, None) is None:
             return None
         return 0 if signal != signals.SIGKILL else 128 + int(signals.SIGKILL)
@@ -77,10 +74,8 @@ class SimRuntime:
     def suspend(self, machine: MachineRecord) -> None:
         # A frozen sim process does not run out its clock; it starts a fresh one on resume.
         self._cancel(machine.id)
-        self._frozen.add(machine.id)
 
     def resume(self, machine: MachineRecord) -> None:
-        self._frozen.discard(machine.id)
         token = self._running.get(machine.id)
         if token is not None and self._run_seconds is not None:
             self._schedule(machine, token, self._run_seconds, self._exit_code)
