@@ -79,10 +79,13 @@ class ConfigError(ValueError):
         super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
+_Found = list[tuple[tuple[str | int, ...], str]]  # problems as (key path, message)
+
+
 class _Problems(ValueError):
     """Problems found by a validator, each as (sub-path, message); expanded by the converter."""
 
-    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+    def __init__(self, problems: _Found) -> None:
         self.problems = problems
         super().__init__("; ".join(m for _, m in problems))
 
@@ -90,12 +93,8 @@ class _Problems(ValueError):
 # --- value types --------------------------------------------------------------------------------
 
 
-def _duration(value: object) -> float:
-    return parse_duration(value)
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
-PositiveDuration = Annotated[float, BeforeValidator(_duration), Gt(0)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Gt(0)]
 Int = Annotated[int, Field(strict=True)]
 NonNegInt = Annotated[int, Field(strict=True), Ge(0)]
 PositiveInt = Annotated[int, Field(strict=True), Ge(1)]
@@ -419,9 +418,6 @@ class PoolSpec(_Model):
         return self
 
 
-_Found = list[tuple[tuple[str | int, ...], str]]
-
-
 def _signal_name(value: str) -> str:
     sig = value.upper()
     return sig if sig.startswith("SIG") else "SIG" + sig
@@ -684,19 +680,21 @@ def _guest_text(guest: Guest) -> str:
 # --- cross-section checks (tolerant of bad types, so they run on raw data too) -------------------
 
 
-def _cross_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    scaler = data.get("scaler") if isinstance(data.get("scaler"), Mapping) else {}
-    assert isinstance(scaler, Mapping)
-    global_cap = scaler.get("max_machines", ScalerSettings.model_fields["max_machines"].default)
-    apps = data.get("apps") if isinstance(data.get("apps"), Mapping) else {}
-    assert isinstance(apps, Mapping)
-    pools = data.get("pools") if isinstance(data.get("pools"), list | tuple) else []
-    assert isinstance(pools, list | tuple)
-    prom = data.get("prometheus") if isinstance(data.get("prometheus"), Mapping) else {}
-    assert isinstance(prom, Mapping)
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, Mapping) else {}
 
-    is_int = _is_int
+
+def _cross_problems(data: Mapping[str, Any]) -> _Found:
+    problems: _Found = []
+    global_cap = _table(data, "scaler").get(
+        "max_machines", ScalerSettings.model_fields["max_machines"].default
+    )
+    apps = _table(data, "apps")
+    pools = data.get("pools")
+    if not isinstance(pools, list | tuple):
+        pools = []
+    prom = _table(data, "prometheus")
     names: dict[str, int] = {}
     queues: dict[str, tuple[int, str]] = {}
     used_apps: set[str] = set()
@@ -709,7 +707,7 @@ def _cross_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...]
             if name in names:
                 problems.append(
                     (
-                        (("pools", i, "name")),
+                        ("pools", i, "name"),
                         f"{name!r} is already the name of "
                         f"pools[{names[name]}]; pool names must be unique",
                     )
@@ -734,7 +732,7 @@ def _cross_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...]
         app = pool.get("app")
         if isinstance(app, str):
             used_apps.add(app)
-        if is_int(cap) and is_int(global_cap) and cap > global_cap:
+        if _is_int(cap) and _is_int(global_cap) and cap > global_cap:
             problems.append(
                 (
                     ("pools", i, "max_machines"),
@@ -745,7 +743,7 @@ def _cross_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...]
             )
         app_cfg = apps.get(app) if isinstance(app, str) else None
         app_cap = app_cfg.get("max_machines") if isinstance(app_cfg, Mapping) else None
-        if is_int(cap) and is_int(app_cap) and cap > app_cap:
+        if _is_int(cap) and _is_int(app_cap) and cap > app_cap:
             problems.append(
                 (
                     ("pools", i, "max_machines"),
@@ -760,9 +758,7 @@ def _cross_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...]
                     '"prometheus" needs [prometheus] url = "http://prometheus:9090"',
                 )
             )
-    costs = data.get("costs") if isinstance(data.get("costs"), Mapping) else {}
-    assert isinstance(costs, Mapping)
-    for size in costs:
+    for size in _table(data, "costs"):
         if size not in MONTHLY_USD:
             hint = (
                 _did_you_mean(str(size), list(MONTHLY_USD))
@@ -773,7 +769,7 @@ def _cross_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...]
         if not isinstance(cfg, Mapping):
             continue
         cap = cfg.get("max_machines")
-        if is_int(cap) and is_int(global_cap) and cap > global_cap:
+        if _is_int(cap) and _is_int(global_cap) and cap > global_cap:
             problems.append(
                 (
                     ("apps", app, "max_machines"),

@@ -24,9 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the understood settings and return 0, or print every problem and return 2."""
-    path: Path | None = args.config or default_config_path(os.environ)
-    if path is None:
-        path = Path("scaler.toml")
+    path: Path = args.config or default_config_path(os.environ) or Path("scaler.toml")
     try:
         settings = load_settings(path, os.environ)
     except ConfigError as exc:
