@@ -351,6 +351,18 @@ async def test_timeouts_on_every_call_and_longer_for_wait() -> None:
     assert rec.requests[1].extensions["timeout"]["read"] > 60
 
 
+@pytest.mark.parametrize(
+    ("seconds", "wire"), [(30, "30s"), (90, "1m30s"), (0.5, "500ms"), (1_000_000, "277h46m40s")]
+)
+async def test_stop_timeout_seconds_become_a_go_duration(seconds: float, wire: str) -> None:
+    rec = Recorder()
+    async with fast_client(rec) as fly:
+        await fly.stop_machine("a1", "m1", timeout=seconds)
+        with pytest.raises(ValueError, match="must be seconds"):
+            await fly.stop_machine("a1", "m1", timeout=float("inf"))
+    assert json.loads(rec.requests[0].content) == {"timeout": wire}
+
+
 @pytest.mark.parametrize("seconds", [0, 61, 2.5, -1])
 async def test_wait_timeout_is_validated_before_sending(seconds: Any) -> None:
     rec = Recorder()

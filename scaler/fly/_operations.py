@@ -7,6 +7,7 @@ read the answer. Both clients execute the same Calls, so no logic is written twi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -14,6 +15,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
+from scaler.durations import format_duration
 from scaler.fly.models import (
     App,
     CreateAppRequest,
@@ -143,9 +145,9 @@ def _duration(value: str | float | None, name: str) -> str | None:
     """Seconds (number) or a Go duration string (``"10s"``) as a Go duration string."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, bool) or value < 0:
+    if isinstance(value, bool) or not 0 <= value < math.inf:
         raise ValueError(f"{name}={value!r} must be seconds (>= 0) or a duration like '10s'")
-    return f"{value:g}s"
+    return format_duration(value)
 
 
 # --- apps ---------------------------------------------------------------------------------------
