@@ -1,10 +1,11 @@
 """Observe: read Redis, Fly and Prometheus into one immutable :class:`Observation` per tick.
 
 Cost per tick: one Redis pipeline for every queue's counts, one for the claims (and their message
-bodies), one hash read for orphan marks, and at most one Fly list call per app (apps listed
-concurrently), filtered by our metadata. Fly allows one list call per second per app (burst 3): a
-listing is refreshed when it is ``list_interval`` old and the rate governor has a token for it,
-and reused otherwise (for at most ``max_list_age``, after which the tick waits for budget). What
+bodies), one hash read for orphan marks (and a delete of the marks of machines gone), and at most
+one Fly list call per app (apps listed concurrently), filtered by our metadata. Fly allows one
+list call per second per app (burst 3): a listing is refreshed when it is ``list_interval`` old
+and the rate governor has a token for it, and reused otherwise (for at most ``max_list_age``,
+after which the tick waits for budget). What
 the act step did since (creates, starts, destroys) is laid over a reused listing so that caps
 still count every machine. Anything that cannot be read is ``None``: unknown, never zero.
 """
@@ -108,6 +109,7 @@ class Observer:
             self._queues(now), self._claims(), self._orphan_marks()
         )
         machines, listed_inflight = await self._machines(now, marks)
+        await self._forget_marks_of_gone_machines(marks, machines)
         budget = {}
         for app in self.apps:
             try:
@@ -211,6 +213,22 @@ class Observer:
         return {
             (k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()
         }
+
+    async def _forget_marks_of_gone_machines(
+        self, marks: Mapping[str, float], machines: Mapping[str, tuple[MachineView, ...] | None]
+    ) -> None:
+        """Orphan marks of machines no listing shows any more (most finished jobs' machines
+        destroy themselves after being marked) are dropped, so the hash does not grow forever.
+        Only when every app could be listed: an unreadable app may still hold the machine."""
+        if not marks or any(ms is None for ms in machines.values()):
+            return
+        listed = {v.id for ms in machines.values() for v in ms or ()}
+        gone = [mid for mid in marks if mid not in listed]
+        if gone:
+            try:
+                await self.redis.hdel(orphans_key(self.settings.redis.prefix), *gone)
+            except Exception as exc:  # retried next tick
+                log.debug("orphan marks not pruned", error=str(exc))
 
     async def _list(self, app: str, now: float) -> _Listing | None:
         cached = self._listings.get(app)

@@ -25,6 +25,7 @@ from tests.scaler_harness import (
     fly_client,
     machines,
     make_settings,
+    redis_client,
 )
 
 
@@ -211,3 +212,27 @@ async def test_a_worker_pool_scales_on_a_promql_query(
     assert result.observation.metric_values == {"reports": 3.0}
     assert result.plan.desired["reports"] == 2  # ceil(3 / 1.5)
     assert len(machines(api, app)) == 2
+
+
+async def test_orphan_marks_of_machines_that_are_gone_are_forgotten(
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str
+) -> None:
+    from scaler.observe import orphans_key
+
+    w = _world(local_api, redis_url, redis_prefix)
+    api: httpx.Client = w["api"]
+    # a per-job machine of ours with no claim: the planner marks it (as it does for every
+    # finished job's machine on its way out)
+    body = {"config": {"image": "x", "init": {"exec": ["python", "-c",
+                                                       "import time; time.sleep(60)"]},
+                       "metadata": {META_SCALER: "fly-scaler", META_POOL: "jobs"}}}
+    created = api.post(f"/v1/apps/{w['app']}/machines", json=body).json()
+    rec = _reconciler(w["settings"], redis_url)
+    await rec.tick()
+    key = orphans_key(w["settings"].redis.prefix)
+    r = redis_client(redis_url)
+    assert r.hkeys(key) == [created["id"]]
+    # it goes away by itself (as an auto_destroy machine does); the mark goes with it
+    api.delete(f"/v1/apps/{w['app']}/machines/{created['id']}", params={"force": True})
+    await rec.tick()
+    assert r.hkeys(key) == []
