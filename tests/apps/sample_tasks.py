@@ -13,16 +13,14 @@ import os
 import time
 
 import dramatiq
-import redis
 
 from workers.enqueue import redis_broker_from_env
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 QUEUE = os.environ.get("SAMPLE_QUEUE", "sample")
 
 broker = redis_broker_from_env()
 
-_client = redis.Redis.from_url(REDIS_URL)
+_client = broker.client  # the broker's own connection pool: same Redis, no second client
 
 
 def _where() -> str:
