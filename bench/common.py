@@ -24,6 +24,7 @@ import httpx
 import redis
 
 from scaler.config import Settings, parse_settings
+from scaler.dev.redis import delete_keys
 from scaler.dev.summary import percentile
 from scaler.local.testing import eventually
 from scaler.service import Service
@@ -99,14 +100,7 @@ def redis_keys(cfg: BenchConfig, scenario: str) -> Iterator[str]:
     finally:
         client = redis.Redis.from_url(url)
         try:
-            batch: list[bytes] = []
-            for key in client.scan_iter(match=f"{prefix}*", count=5000):
-                batch.append(key)
-                if len(batch) >= 5000:
-                    client.unlink(*batch)
-                    batch.clear()
-            if batch:
-                client.unlink(*batch)
+            delete_keys(client, f"{prefix}*", batch=5000)
         finally:
             client.close()
 

@@ -26,7 +26,13 @@ from scaler.dev.config import (
 )
 from scaler.dev.example_app import ResultKeys, build, record_run
 from scaler.dev.producer import JobSpec, Producer, SentJob, planned_jobs
-from scaler.dev.redis import EmbeddedRedis, RedisUnavailable, answers, resolve_redis
+from scaler.dev.redis import (
+    EmbeddedRedis,
+    RedisUnavailable,
+    answers,
+    delete_keys,
+    resolve_redis,
+)
 from scaler.dev.session import DevOptions
 from scaler.dev.summary import compute_summary, format_summary, percentile
 from scaler.dev.tracker import MachineTracker
@@ -142,6 +148,18 @@ def test_run_keys_pattern_matches_the_run_only(
         redis_client.set(key, "1")
     found = {k.decode() for k in redis_client.scan_iter(match=run_keys_pattern(ids))}
     assert found == set(mine)
+
+
+def test_delete_keys_deletes_the_matching_keys_in_batches(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    mine = [f"{redis_prefix}run:{i}" for i in range(7)]
+    kept = f"{redis_prefix}other"
+    for key in [*mine, kept]:
+        redis_client.set(key, "1")
+    assert delete_keys(redis_client, f"{redis_prefix}run:*", batch=3) == 7
+    assert redis_client.exists(*mine) == 0
+    assert redis_client.exists(kept) == 1
 
 
 # --- producer and example app ---------------------------------------------------------------

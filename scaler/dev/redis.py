@@ -31,6 +31,7 @@ __all__ = [
     "RedisChoice",
     "RedisUnavailable",
     "answers",
+    "delete_keys",
     "resolve_redis",
 ]
 
@@ -57,6 +58,20 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
     finally:
         client.close()
+
+
+def delete_keys(client: redis.Redis, pattern: str, batch: int = 1000) -> int:
+    """Delete every key matching the SCAN ``pattern``, ``batch`` at a time; how many were."""
+    deleted = 0
+    keys: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=batch):
+        keys.append(key)
+        if len(keys) >= batch:
+            deleted += int(client.unlink(*keys))
+            keys.clear()
+    if keys:
+        deleted += int(client.unlink(*keys))
+    return deleted
 
 
 def _free_port(host: str) -> int:

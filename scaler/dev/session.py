@@ -40,7 +40,7 @@ from scaler.dev.config import (
 )
 from scaler.dev.example_app import ResultKeys, build
 from scaler.dev.producer import JobSpec, Producer, job_stream, planned_jobs
-from scaler.dev.redis import RedisChoice, RedisUnavailable, resolve_redis
+from scaler.dev.redis import RedisChoice, RedisUnavailable, delete_keys, resolve_redis
 from scaler.dev.summary import Summary, compute_summary, format_summary
 from scaler.dev.tracker import MachineTracker
 from scaler.dev.view import FIXED_LINES, DecisionRow, QueueRow, Snapshot, plain_line, render
@@ -432,16 +432,14 @@ class DevSession:
         try:
             client = redis.Redis.from_url(url, socket_timeout=5)
             try:
-                keys = list(client.scan_iter(match=run_keys_pattern(self.ids), count=1000))
-                for i in range(0, len(keys), 500):
-                    client.delete(*keys[i:i + 500])
+                removed = delete_keys(client, run_keys_pattern(self.ids))
             finally:
                 client.close()
         except redis.RedisError as exc:
             print(f"scaler dev: could not delete the keys under {self.ids.namespace}: "
                   f"{type(exc).__name__}", file=self.err)
             return
-        self._say(f"scaler dev: removed {len(keys)} Redis keys under {self.ids.namespace}:")
+        self._say(f"scaler dev: removed {removed} Redis keys under {self.ids.namespace}:")
 
 
 def run_dev(options: DevOptions) -> int:
