@@ -2,9 +2,9 @@
 
 Every model keeps fields it does not know (``extra="allow"``): Fly adds fields often, and a new
 field must never break parsing or be dropped when a config is read, changed and sent back. Every
-field is optional because responses are partial (``summary=true``, old API versions) and often
-carry ``null``. Requests are serialized with :meth:`FlyModel.to_wire` (``exclude_none=True``), so
-an unset field is never sent.
+response field is optional because responses are partial (``summary=true``, old API versions) and
+often carry ``null``; requests require only what the spec requires. Requests are serialized
+with :meth:`FlyModel.to_wire` (``exclude_none=True``), so an unset field is never sent.
 
 Enum-like fields (``restart.policy``, ``guest.cpu_kind``, ``state``, ...) are plain strings: Fly
 answers values outside the documented set (``"policy": ""``, ``"cpu_kind": ""``) and a client must
@@ -585,7 +585,8 @@ class StartResponse(FlyModel):
 
 
 class OkResponse(FlyModel):
-    """``{"ok": true}`` style answers (stop, suspend, destroy, cordon, ...); empty bodies too."""
+    """``{"ok": true}`` style answers (stop, suspend, destroy, cordon, ...); the clients return
+    None for those operations, this model is for reading such a body yourself."""
 
     ok: bool | None = None
 

@@ -68,7 +68,8 @@ def _plural(n: int) -> str:
 def validate_guest(guest: Guest, *, field: str = "guest") -> Guest:
     """Check ``guest`` against Fly's sizing rules; return it unchanged or raise SizingError.
 
-    Unset fields take Fly's defaults (``shared``, 1 CPU, 256 MB) for the check. GPU guests are
+    Unset fields take Fly's defaults (``shared``, 1 CPU, the least memory for that kind and
+    count: 256 MB per shared CPU, 2048 MB per performance CPU) for the check. GPU guests are
     only checked for ``cpu_kind`` and ``cpus``: their memory follows GPU presets.
     """
     kind_name = guest.cpu_kind or "shared"
