@@ -236,10 +236,11 @@ async def test_unknown_queue_404_and_unknown_actor_422(
 
 
 async def test_body_not_json_is_400(api: httpx.AsyncClient) -> None:
-    for content in (b"{nope", b'{"actor": NaN}', b"\xff\xfe\x00", b"[" * 3000 + b"]" * 3000):
+    # the nesting is deeper than the JSON parser allows, yet the body is under max_body_bytes
+    for content in (b"{nope", b'{"actor": NaN}', b"\xff\xfe\x00", b"[" * 2000 + b"]" * 2000):
         r = await api.post("/v1/queues/jobs/messages", content=content, headers=AUTH)
-        assert r.status_code in (400, 413), content[:10]
-        assert r.json()["error"] in ("invalid_json", "too_large")
+        assert r.status_code == 400, content[:10]
+        assert r.json()["error"] == "invalid_json"
     r = await api.post("/v1/queues/jobs/messages", content=b"[]", headers=AUTH)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "(body)"
 

@@ -208,7 +208,7 @@ async def test_elector_steps_and_steps_down(aredis: aioredis.Redis, redis_prefix
 
 
 async def test_elector_redis_error_keeps_lead_until_deadline(
-    aredis: aioredis.Redis, redis_prefix: str, redis_url: str
+    aredis: aioredis.Redis, redis_prefix: str
 ) -> None:
     clock = FakeClock()
     lease = LeaderLease(aredis, f"{redis_prefix}:leader", "a", ttl_s=15, clock=clock)
