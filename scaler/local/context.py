@@ -17,8 +17,9 @@ from scaler.local.faults import RequestFault
 from scaler.local.lifecycle import Engine
 from scaler.local.model import MachineRecord
 from scaler.local.store import Store
+from scaler.local.validation import check_body
 
-__all__ = ["Context", "Handler", "json_response"]
+__all__ = ["NONCE_HEADER", "Context", "DropConnection", "Handler", "json_response"]
 
 NONCE_HEADER = "fly-machine-lease-nonce"
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -67,8 +68,6 @@ class Context:
         if not isinstance(body, dict):
             raise bad_request(f"request body: expected a JSON object, got {type(body).__name__}")
         if schema is not None:
-            from scaler.local.validation import check_body
-
             check_body(body, schema)
         return body
 

@@ -12,7 +12,7 @@ from scaler.local import ids
 from scaler.local.context import Context, Handler, json_response
 from scaler.local.errors import APIError, bad_request
 from scaler.local.model import AppRecord, VolumeRecord
-from scaler.local.validation import query_bool
+from scaler.local.validation import check_body, query_bool
 
 __all__ = ["HANDLERS", "REGIONS"]
 
@@ -52,8 +52,6 @@ async def create_app(ctx: Context) -> Response:
     body = await ctx.body()
     name = body.get("name") or body.get("app_name")  # app_name: the legacy key
     body.pop("app_name", None)
-    from scaler.local.validation import check_body
-
     check_body(body, "CreateAppRequest")
     if not name or not isinstance(name, str):
         raise bad_request("name: required (the app name; 'app_name' is accepted too)")

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.responses import Response
 
 from scaler.local import ids
-from scaler.local.context import Context, DropConnection, Handler, json_response
+from scaler.local.context import NONCE_HEADER, Context, DropConnection, Handler, json_response
 from scaler.local.errors import APIError, LeaseError, bad_request
 from scaler.local.model import Lease, MachineRecord
 from scaler.local.validation import (
@@ -200,14 +200,8 @@ async def suspend_machine(ctx: Context) -> Response:
 
 async def signal_machine(ctx: Context) -> Response:
     m = ctx.machine()
-    raw = await ctx.request.body()
-    import json
-
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise bad_request(f"request body: invalid JSON ({exc.msg})") from None
-    if not isinstance(body, dict) or body.get("signal") is None:
+    body = await ctx.body(optional=True)
+    if body.get("signal") is None:
         raise bad_request("signal: required, e.g. {\"signal\": \"SIGTERM\"}")
     if not isinstance(body["signal"], int):  # fly-go's Kill sends a number: not in the schema
         check_body(body, "SignalRequest")
@@ -360,7 +354,7 @@ async def create_lease(ctx: Context) -> Response:
     if m.state == "destroyed":
         raise LeaseError(412, "machine is destroyed")
     now = time.time()
-    nonce = ctx.request.headers.get("fly-machine-lease-nonce", "")
+    nonce = ctx.request.headers.get(NONCE_HEADER, "")
     lease = m.live_lease(now)
     if lease is not None:
         if nonce != lease.nonce:
@@ -384,7 +378,7 @@ async def release_lease(ctx: Context) -> Response:
     lease = m.live_lease(time.time())
     if lease is None:
         raise LeaseError(404, "lease not found")
-    if ctx.request.headers.get("fly-machine-lease-nonce", "") != lease.nonce:
+    if ctx.request.headers.get(NONCE_HEADER, "") != lease.nonce:
         raise LeaseError(
             409, f"machine ID {m.id} lease currently held by {lease.owner}; nonce does not match"
         )
