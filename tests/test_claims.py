@@ -85,7 +85,7 @@ async def test_claim_takes_oldest_first_and_records(
     assert listed["other"] == []
     assert listed[Q][0].message == {}
     with_bodies = await store.list_claims([Q], with_messages=True)
-    assert all(c.message["queue_name"] == Q for c in with_bodies[Q])
+    assert [c.message["queue_name"] for c in with_bodies[Q]] == [Q, Q]
 
 
 async def test_claim_skips_stale_ids_and_empty_queue(

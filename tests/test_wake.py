@@ -108,10 +108,15 @@ async def test_reconnect_wakes_every_queue(
 async def test_unwatched_and_foreign_events_are_ignored(
     aredis: aioredis.Redis, ns: str, redis_prefix: str
 ) -> None:
-    waker = Waker(aredis, ns, redis_prefix, ["jobs"])
+    waker = Waker(aredis, ns, redis_prefix, ["jobs", "marker"])
     async with watching(waker) as arrived:
+        assert waker.notifications is True
         await aredis.publish(f"{redis_prefix}:wake", "not-watched")
         await aredis.rpush(f"{ns}:jobs.DQ", "x")  # a delayed enqueue: nothing became ready
+        # events arrive in order: once "marker" is yielded, the two above were seen and dropped
+        await aredis.rpush(f"{ns}:marker", "x")
+        await asyncio.wait_for(arrived("marker").wait(), 10)
+        assert not arrived("jobs").is_set()
         await aredis.publish(f"{redis_prefix}:wake", "jobs")
         await asyncio.wait_for(arrived("jobs").wait(), 10)
         assert not arrived("not-watched").is_set()
