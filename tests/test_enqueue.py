@@ -16,6 +16,7 @@ from workers.enqueue import (
     ActorMachineError,
     MachineOptionsError,
     ScalerMiddleware,
+    redis_broker_from_env,
     send_with_machine,
     validate_machine_options,
 )
@@ -158,23 +159,19 @@ def test_a_failed_publish_never_fails_the_enqueue(
 def test_redis_broker_from_env_configures_namespace_and_wakeups(
     redis_url: str, redis_prefix: str
 ) -> None:
-    import dramatiq as dq
-
-    from workers.enqueue import ScalerMiddleware, redis_broker_from_env
-
-    previous = dq.get_broker()
+    previous = dramatiq.get_broker()
     try:
         b = redis_broker_from_env(
             {"REDIS_URL": redis_url, "FLY_SCALER_NAMESPACE": f"{redis_prefix}-ns",
              "FLY_SCALER_PREFIX": f"{redis_prefix}-p"},
         )
-        assert dq.get_broker() is b
+        assert dramatiq.get_broker() is b
         assert b.namespace == f"{redis_prefix}-ns"
         [mw] = [m for m in b.middleware if isinstance(m, ScalerMiddleware)]
         assert mw.channel == f"{redis_prefix}-p:wake"
         other = redis_broker_from_env({"REDIS_URL": redis_url}, set_default=False)
-        assert dq.get_broker() is b and other.namespace == "dramatiq"
+        assert dramatiq.get_broker() is b and other.namespace == "dramatiq"
         b.client.close()
         other.client.close()
     finally:
-        dq.set_broker(previous)
+        dramatiq.set_broker(previous)
