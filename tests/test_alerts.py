@@ -3,7 +3,6 @@ every alert both firing and quiet, and every metric they name is exported by the
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,20 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
-from scaler.metrics import Metrics
 from tests.scaler_harness import require_binary
+from tests.test_grafana import METRIC_NAME, exported_series_names
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "deploy" / "prometheus"
 ALERTS = PROM_DIR / "alerts.yml"
 ALERTS_TEST = PROM_DIR / "alerts_test.yml"
 CONFIG = PROM_DIR / "prometheus.yml"
-
-METRIC_NAME = re.compile(r"\bfly_scaler_[a-zA-Z0-9_]+")
-SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-}
 
 pytestmark = pytest.mark.prometheus
 
@@ -46,13 +39,6 @@ def run_promtool(*args: str) -> str:
 def rules() -> list[dict[str, Any]]:
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"]]
-
-
-def exported_series_names() -> set[str]:
-    names: set[str] = set()
-    for family in Metrics().registry.collect():
-        names.update(family.name + s for s in SUFFIXES.get(family.type, ("",)))
-    return names
 
 
 def test_promtool_checks_the_rules() -> None:
