@@ -254,11 +254,8 @@ def scaler_commands() -> list[tuple[str, list[str]]]:
 
 @pytest.mark.parametrize("where,argv", scaler_commands(), ids=[w for w, _ in scaler_commands()])
 def test_scaler_commands_parse_with_the_real_cli(where: str, argv: list[str]) -> None:
-    parser = build_parser()
-    known, _ = parser.parse_known_args(argv[1:])
-    if getattr(known, "_missing", False):
-        pytest.skip(f"`scaler {argv[1]}` is not built yet; cannot check {where}'s arguments")
-    args = parser.parse_args(argv[1:])
+    args = build_parser().parse_args(argv[1:])
+    assert not getattr(args, "_missing", False), f"`scaler {argv[1]}` ({where}) does not import"
     assert args.command == argv[1]
 
 
