@@ -234,5 +234,6 @@ async def test_orphan_marks_of_machines_that_are_gone_are_forgotten(
     assert r.hkeys(key) == [created["id"]]
     # it goes away by itself (as an auto_destroy machine does); the mark goes with it
     api.delete(f"/v1/apps/{w['app']}/machines/{created['id']}", params={"force": True})
+    eventually(lambda: not machines(api, w["app"]), what="the machine gone from the listing")
     await rec.tick()
     assert r.hkeys(key) == []
