@@ -272,12 +272,13 @@ class AppRecord:
 
     def to_wire(self) -> dict[str, Any]:
         """The ``App`` body."""
+        live = len(self.live_machines())
         return {
             "id": self.id,
             "name": self.name,
-            "status": "deployed" if self.live_machines() else "pending",
+            "status": "deployed" if live else "pending",
             "organization": {"name": self.org_slug, "slug": self.org_slug},
             "network": self.network,
-            "machine_count": len(self.live_machines()),
+            "machine_count": live,
             "volume_count": sum(1 for v in self.volumes.values() if v.state != "destroyed"),
         }

@@ -88,8 +88,7 @@ async def delete_app(ctx: Context) -> Response:
                 "or pass force=true",
             )
         for m in live:
-            if m.state != "destroying":
-                ctx.engine.destroy(m, force=True)
+            ctx.engine.destroy(m, force=True)  # a no-op for one already destroying
     for m in list(app.machines.values()):
         if m.state == "destroyed":
             ctx.store.forget_machine(m)
