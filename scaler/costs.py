@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["MONTHLY_USD", "SECONDS_PER_MONTH", "cost_per_second", "size_label"]
+__all__ = [
+    "MONTHLY_USD",
+    "SECONDS_PER_MONTH",
+    "cost_per_second",
+    "price_per_second",
+    "size_label",
+]
 
 SECONDS_PER_MONTH = 30 * 24 * 3600
 EXTRA_GB_MONTHLY_USD = 5.0
@@ -47,7 +53,14 @@ def cost_per_second(
     overrides: Mapping[str, float] | None = None,
 ) -> float:
     """Estimated USD per second for one started machine of this size (0.0 if unknown)."""
-    label = size_label(cpu_kind, cpus)
+    return price_per_second(size_label(cpu_kind, cpus), memory_mb, overrides)
+
+
+def price_per_second(
+    label: str, memory_mb: int, overrides: Mapping[str, float] | None = None
+) -> float:
+    """Estimated USD per second for a started machine of a preset ``label`` (e.g.
+    ``shared-cpu-2x``) with ``memory_mb`` of memory (0: the preset's); 0.0 for an unknown label."""
     if overrides and label in overrides:
         return float(overrides[label])
     base = MONTHLY_USD.get(label)

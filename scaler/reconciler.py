@@ -23,7 +23,7 @@ import structlog
 from scaler.act import Actor, ActReport
 from scaler.claims import ClaimStore, job_events_key
 from scaler.config import Settings
-from scaler.costs import cost_per_second
+from scaler.costs import price_per_second
 from scaler.fly.client import AsyncFlyClient
 from scaler.governor import RateGovernor
 from scaler.leader import Fence, Fenced
@@ -119,14 +119,10 @@ class Reconciler:
         self.metrics.ticks.labels(trigger).inc()
         try:
             t0 = time.monotonic()
-            try:
-                obs = await asyncio.wait_for(
-                    self.observer.observe(self.actor.inflight()),
-                    timeout=self.settings.scaler.tick_deadline,
-                )
-            except TimeoutError:
-                self.metrics.tick_errors.labels("observe").inc()
-                raise
+            obs = await asyncio.wait_for(  # a TimeoutError is counted as an observe error by run
+                self.observer.observe(self.actor.inflight()),
+                timeout=self.settings.scaler.tick_deadline,
+            )
             self.metrics.stage_duration.labels("observe").observe(time.monotonic() - t0)
             t0 = time.monotonic()
             plan = make_plan(obs, self.policies, self.caps)
@@ -248,13 +244,8 @@ class Reconciler:
             return
         seconds = max(0.0, now - last)
         label = size or "shared-cpu-1x"
-        kind = "shared" if label.startswith("shared") else "performance"
-        try:
-            cpus = int(label.rsplit("-", 1)[-1].rstrip("x"))
-        except ValueError:
-            cpus = 1
         self.metrics.machine_seconds.labels(pool, label).inc(seconds)
-        price = cost_per_second(kind, cpus, memory_mb, self.settings.costs)
+        price = price_per_second(label, memory_mb, self.settings.costs)
         self.metrics.cost.labels(pool, label).inc(seconds * price)
 
     def _log_decision(self, d: Decision, leader: bool) -> None:
@@ -347,8 +338,11 @@ class Reconciler:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self.metrics.tick_errors.labels("tick").inc()
-                    log.error("tick failed", error=str(exc), error_type=type(exc).__name__)
+                    # Only observe's deadline raises TimeoutError here; the act step never does.
+                    stage = "observe" if isinstance(exc, TimeoutError) else "tick"
+                    self.metrics.tick_errors.labels(stage).inc()
+                    log.error("tick failed", stage=stage, error=str(exc),
+                              error_type=type(exc).__name__)
                 trigger = await self._wait(stop, self._next_delay())
         finally:
             if waker_task is not None:
