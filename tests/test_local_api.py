@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -347,17 +348,17 @@ def test_wait_wakes_on_transition(client: httpx.Client, app: str, api: LocalAPIS
 
     async def scenario() -> None:
         async with api.async_client(timeout=30) as ac:
-            import asyncio
-
             waiting = asyncio.create_task(ac.get(
                 f"/v1/apps/{app}/machines/{m['id']}/wait",
                 params={"state": "started", "timeout": 30}))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # parked: the machine is still created
+            before = time.monotonic()
             await ac.post(f"/v1/apps/{app}/machines/{m['id']}/start")
             r = await waiting
             assert r.status_code == 200 and r.json()["state"] == "started"
-
-    import asyncio
+            # woken by the transition, not by the end of its 30 s timeout
+            assert time.monotonic() - before < 5
 
     asyncio.run(scenario())
 
