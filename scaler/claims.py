@@ -24,8 +24,9 @@ Key and identity contract (other modules and the in-machine runner depend on it 
 - Machine name of a claim: ``f"{pool}-{redis_message_id without dashes}-{launch}"``, the
   idempotency key of the create call (:func:`machine_name`).
 - Env of a per-job machine (:func:`binding_env`): ``FLY_SCALER_QUEUE``, ``FLY_SCALER_MESSAGE``
-  (redis_message_id), ``FLY_SCALER_NAMESPACE``, ``FLY_SCALER_PREFIX``, ``FLY_SCALER_LAUNCH`` and
-  ``FLY_SCALER_REDIS_URL_ENV`` (the NAME of the env var holding the Redis URL, set by the pool).
+  (redis_message_id), ``FLY_SCALER_NAMESPACE``, ``FLY_SCALER_PREFIX`` and ``FLY_SCALER_LAUNCH``.
+  The Redis URL is the app's own (``REDIS_URL`` from the pool's env or the app's Fly secrets): it
+  never goes through the scaler.
 
 Every script the scaler calls (claim, give back, dead-letter, requeue) starts with
 ``scaler.leader.FENCE_LUA`` and raises :class:`scaler.leader.Fenced` when a newer leader exists.
@@ -174,25 +175,14 @@ def _opt_int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
 
 
-def binding_env(
-    claim: Claim, *, redis_url_env: str = "REDIS_URL", namespace: str, prefix: str
-) -> dict[str, str]:
-    """The env that binds a per-job machine to its claim (the runner reads it).
-
-    ``redis_url_env`` is the *name* of the env var in which the machine finds the Redis URL (the
-    pool config provides the value); the URL itself never goes through here.
-    """
-    if not redis_url_env.isidentifier():
-        raise ValueError(
-            f"redis_url_env: {redis_url_env!r} is not an env var name; use e.g. 'REDIS_URL'"
-        )
+def binding_env(claim: Claim, *, namespace: str, prefix: str) -> dict[str, str]:
+    """The env that binds a per-job machine to its claim (the runner reads it)."""
     return {
         "FLY_SCALER_QUEUE": claim.queue,
         "FLY_SCALER_MESSAGE": claim.redis_message_id,
         "FLY_SCALER_NAMESPACE": namespace,
         "FLY_SCALER_PREFIX": prefix,
         "FLY_SCALER_LAUNCH": str(claim.launch),
-        "FLY_SCALER_REDIS_URL_ENV": redis_url_env,
     }
 
 

@@ -45,7 +45,7 @@ from dramatiq import Message
 from dramatiq.common import dq_name, q_name
 from dramatiq.encoder import JSONEncoder
 
-from scaler.claims import claims_key, dead_reasons_key
+from scaler.claims import claims_key, dead_reasons_key, wake_channel
 
 __all__ = [
     "DEFAULT_RECORD_TTL_S",
@@ -204,7 +204,7 @@ class MessageStore:
             args=[
                 rmid, _ENCODER.encode(message.asdict()), queue, digest,
                 message.options["enqueued_at"], self._ttl + self._delay_s(message),
-                "" if delayed else f"{self._prefix}:wake",
+                "" if delayed else wake_channel(self._prefix),
             ],
         )
         if not raw:

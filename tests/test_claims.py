@@ -258,17 +258,14 @@ def test_binding_env() -> None:
         claimed_at=NOW,
         machine_name="ci-r1-2",
     )
-    env = binding_env(claim, redis_url_env="REDIS_URL", namespace="dramatiq", prefix="fs")
+    env = binding_env(claim, namespace="dramatiq", prefix="fs")
     assert env == {
         "FLY_SCALER_QUEUE": Q,
         "FLY_SCALER_MESSAGE": "r-1",
         "FLY_SCALER_NAMESPACE": "dramatiq",
         "FLY_SCALER_PREFIX": "fs",
         "FLY_SCALER_LAUNCH": "2",
-        "FLY_SCALER_REDIS_URL_ENV": "REDIS_URL",
     }
-    with pytest.raises(ValueError, match="redis_url_env"):
-        binding_env(claim, redis_url_env="redis://x", namespace="d", prefix="p")
 
 
 async def test_record_machine_binds_the_claim_to_the_created_machine(
