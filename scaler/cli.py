@@ -1,7 +1,6 @@
 """The ``scaler`` command: ``run | dev | local-api | status | check-config``.
 
-Each subcommand lives in the module that owns it; this file only wires them up, importing a module
-when its subcommand runs so that ``scaler local-api`` does not pay for the scheduler and so on.
+Each subcommand lives in the module that owns it; this file only wires them up.
 """
 
 from __future__ import annotations
@@ -28,19 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        try:
-            importlib.import_module(module).add_arguments(p)
-        except ImportError:  # a subcommand still being built must not break the others
-            p.set_defaults(_missing=True)
+        importlib.import_module(module).add_arguments(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "_missing", False):
-        print(f"scaler {args.command}: not available in this build", file=sys.stderr)
-        return 2
     rc: int = importlib.import_module(args._module).run(args)
     return rc
 
