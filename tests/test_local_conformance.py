@@ -25,7 +25,7 @@ from schemathesis.checks import (
 )
 from schemathesis.config import SchemathesisConfig
 
-from scaler.fly.spec import load_spec
+from scaler.fly.spec import load_spec, operation
 from scaler.local import LocalAPIServer
 from scaler.local.app import HANDLERS
 
@@ -140,7 +140,9 @@ def test_lease_deviation_is_the_documented_envelope(server: LocalAPIServer) -> N
         assert set(r.json()["data"]) == {"nonce", "expires_at", "owner", "description", "version"}
 
 
-def test_every_app_machine_volume_operation_is_implemented_or_501() -> None:
+def test_every_app_machine_volume_operation_is_implemented_or_501(
+    server: LocalAPIServer,
+) -> None:
     spec = load_spec()
     ops = {op["operationId"] for path, methods in spec["paths"].items()
            for op in methods.values() if isinstance(op, dict) and "operationId" in op
@@ -149,6 +151,12 @@ def test_every_app_machine_volume_operation_is_implemented_or_501() -> None:
     missing = ops - set(HANDLERS)
     assert missing == {"Machines_exec", "Machines_list_processes", "Machines_get_memory",
                        "Machines_set_memory_limit", "Machines_reclaim_memory"}
+    objects = _fixtures(server)
+    with server.client() as c:
+        for op in sorted(missing):
+            method, path, _ = operation(op)
+            r = c.request(method, path.format(**objects), json={})
+            assert r.status_code == 501, (op, r.status_code, r.text)
 
 
 def test_spec_client_sanity(server: LocalAPIServer) -> None:
