@@ -13,7 +13,6 @@ import contextlib
 import json
 import socket
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -150,14 +149,14 @@ def enqueue(redis_url: str, namespace: str, prefix: str, queue: str, actor: str,
             *args: Any, **options: Any) -> str:
     """Enqueue one sample-actor message in a subprocess-free way; returns its message_id."""
     import dramatiq
-    from dramatiq.brokers.redis import RedisBroker
 
-    from workers.enqueue import ScalerMiddleware
+    from workers.enqueue import redis_broker_from_env
 
-    broker = RedisBroker(url=redis_url, namespace=namespace)
-    broker.add_middleware(ScalerMiddleware(prefix=prefix))
-    msg = dramatiq.Message(queue_name=queue, actor_name=actor, args=args, kwargs={},
-                           options=options)
+    env = {"REDIS_URL": redis_url, "FLY_SCALER_NAMESPACE": namespace, "FLY_SCALER_PREFIX": prefix}
+    broker = redis_broker_from_env(env, set_default=False)
+    msg: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue, actor_name=actor, args=args, kwargs={}, options=options
+    )
     broker.declare_queue(queue)
     sent = broker.enqueue(msg)
     broker.close()
@@ -221,10 +220,6 @@ def prometheus_server(target: str | None, tmp_path: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-
-
-def python() -> str:
-    return sys.executable
 
 
 def redis_client(url: str) -> redis.Redis:
