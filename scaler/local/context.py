@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from scaler.local import ids
 from scaler.local.config import LocalAPIConfig
 from scaler.local.errors import APIError, bad_request
 from scaler.local.faults import RequestFault
@@ -84,7 +85,7 @@ class Context:
             raise APIError(
                 409,
                 f"machine ID {machine.id} lease currently held by {lease.owner}, expires at "
-                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(lease.expires_at))}; "
+                f"{ids.rfc3339(lease.expires_at)}; "
                 f"send its nonce in the {NONCE_HEADER} header",
             )
 

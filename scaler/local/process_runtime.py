@@ -94,12 +94,11 @@ class ProcessRuntime:
         on_exit: ExitCallback,
         workdir: Path,
         images: Mapping[str, list[str]] | None = None,
-        volume_dir: Path | None = None,
     ) -> None:
         self._on_exit = on_exit
         self._workdir = workdir
         self._images = dict(images or {})
-        self._volume_dir = volume_dir or workdir / "volumes"
+        self._volume_dir = workdir / "volumes"
         self._procs: dict[str, _Proc] = {}
         self._stopping: set[str] = set()
 
