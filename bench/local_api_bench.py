@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import resource
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -104,4 +103,3 @@ def main() -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)
