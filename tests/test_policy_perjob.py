@@ -217,6 +217,29 @@ def test_max_runtime_destroys_and_requeues() -> None:
     ]
 
 
+def test_two_claims_naming_one_condemned_machine_are_both_released_after_its_destroy() -> None:
+    a, b = claim("j1", machine_id="m1"), claim("j2", machine_id="m1")
+    m = machine("m1", "stopped")
+    p = run(observe(machines=(m,), claims=(a, b)))
+    assert p.actions == (
+        Destroy("thumbs", m, "stopped", False),
+        RequeueOrDeadLetter("thumbs", a, "stopped", 3, requires_destroy="m1"),
+        RequeueOrDeadLetter("thumbs", b, "stopped", 3, requires_destroy="m1"),
+    )
+
+
+def test_claim_sharing_a_machine_destroyed_for_invalid_options_is_released() -> None:
+    bad = claim("j1", machine_id="m1", machine_options_error="guest.cpus: must be >= 1")
+    other = claim("j2", machine_id="m1")
+    m = machine("m1")
+    p = run(observe(machines=(m,), claims=(bad, other)))
+    assert p.actions == (
+        Destroy("thumbs", m, "invalid_options", True),
+        DeadLetter("thumbs", bad, "guest.cpus: must be >= 1", requires_destroy="m1"),
+        RequeueOrDeadLetter("thumbs", other, "machine_gone", 3, requires_destroy="m1"),
+    )
+
+
 def test_invalid_machine_options_dead_letter_the_message() -> None:
     c = claim("j1", state="claimed", machine_options_error="guest.cpus: must be >= 1")
     p = run(observe(claims=(c,)))

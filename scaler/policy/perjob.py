@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from scaler.policy.builder import PlanBuilder
 from scaler.policy.index import AppIndex, ClaimIndex
-from scaler.policy.reaper import orphan_step, verdict
+from scaler.policy.reaper import Verdict, orphan_step, verdict
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     ClaimView,
@@ -108,38 +108,34 @@ def _claim(
     out: PlanBuilder,
     relaunch: list[ClaimView],
 ) -> None:
+    """Plan one claim's action. Claims are judged before any other rule touches a machine, so a
+    machine ``out`` already holds is being destroyed for another claim naming it in this plan: this
+    claim is released after that Destroy as well (``out.destroy`` refuses the second Destroy)."""
     if c.machine_options_error is not None:
         gone_id = None
-        if (
-            m is not None
-            and not is_gone(m.state)
-            and out.destroy(pool.name, m, "invalid_options", True)
-        ):
+        if m is not None and not is_gone(m.state):
+            out.destroy(pool.name, m, "invalid_options", True)
             gone_id = m.id
         out.claim_action(DeadLetter(pool.name, c, c.machine_options_error, gone_id), "dead_letter")
         return
-    v = verdict(m, pool, now) if m is not None else None
-    if m is not None and v is None and m.state == "stopped":
-        v_reason, v_force = "stopped", False
-    elif v is not None:
-        v_reason, v_force = v.reason, v.force
-    else:
-        v_reason, v_force = "", False
-    if m is not None and v_reason:
-        if out.destroy(pool.name, m, v_reason, v_force):
-            out.claim_action(_requeue(pool, c, v_reason, m.id), "requeue")
+    if m is None:
+        since = max(c.claimed_at, c.updated_at or c.claimed_at)
+        if now - since < pool.claim_grace_s:
+            out.tally.count(pool.name, "wait", "claim_grace", "not_taken")
+        elif c.machine_id is None and c.state == "claimed":
+            relaunch.append(c)
+        else:
+            out.claim_action(_requeue(pool, c, "machine_gone", None), "requeue")
         return
-    if m is not None and not is_gone(m.state):
-        return
-    if m is not None:
-        out.claim_action(_requeue(pool, c, "machine_gone", None), "requeue")
-        return
-    since = max(c.claimed_at, c.updated_at or c.claimed_at)
-    if now - since < pool.claim_grace_s:
-        out.tally.count(pool.name, "wait", "claim_grace", "not_taken")
-    elif c.machine_id is None and c.state == "claimed":
-        relaunch.append(c)
-    else:
+    v = verdict(m, pool, now)
+    if v is None and m.state == "stopped":
+        v = Verdict("stopped", False)
+    if v is not None:
+        out.destroy(pool.name, m, v.reason, v.force)
+        out.claim_action(_requeue(pool, c, v.reason, m.id), "requeue")
+    elif out.touched(m):
+        out.claim_action(_requeue(pool, c, "machine_gone", m.id), "requeue")
+    elif is_gone(m.state):
         out.claim_action(_requeue(pool, c, "machine_gone", None), "requeue")
 
 
