@@ -61,7 +61,6 @@ class Tally:
 
     _single: list[Decision] = field(default_factory=list)
     _counts: dict[_Key, int] = field(default_factory=dict)
-    _order: list[_Key] = field(default_factory=list)
 
     def add(self, decision: Decision) -> None:
         """Record one fully formed decision."""
@@ -72,21 +71,12 @@ class Tally:
     ) -> None:
         """Count ``n`` more units of the (pool, kind, outcome, reason) decision."""
         key = (pool, kind, outcome, reason)
-        if key not in self._counts:
-            self._counts[key] = 0
-            self._order.append(key)
-        self._counts[key] += n
-
-    def pools_with_decisions(self) -> set[str | None]:
-        """The pools any decision was recorded for so far."""
-        return {d.pool for d in self._single} | {k[0] for k in self._order}
+        self._counts[key] = self._counts.get(key, 0) + n
 
     def decisions(self) -> tuple[Decision, ...]:
         """All decisions: the single ones first, then one per tallied key, in first-seen order."""
         tallied = []
-        for key in self._order:
-            pool, kind, outcome, reason = key
-            n = self._counts[key]
+        for (pool, kind, outcome, reason), n in self._counts.items():
             label = pool if pool is not None else "(unknown pool)"
             noun = _NOUNS.get(kind, kind.replace("_", " "))
             if kind == "wait":

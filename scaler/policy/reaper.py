@@ -30,8 +30,6 @@ def verdict(m: MachineView, pool: PoolPolicy, now: float) -> Verdict | None:
     Boot time runs from ``created_at`` for a machine that never started, else from ``updated_at``
     (a warm worker being started again). Runtime runs from ``started_at``.
     """
-    if m.state in ("destroyed", "launch_failed"):
-        return None
     if m.state == "failed":
         return Verdict("failed", True)
     if is_wedged(m, now):
