@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from scaler.policy.builder import PlanBuilder
 from scaler.policy.index import AppIndex, ClaimIndex
-from scaler.policy.reaper import Verdict, orphan_step, verdict
+from scaler.policy.reaper import Verdict, reap_orphan, verdict
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     ClaimView,
@@ -91,13 +91,7 @@ def reap(
         elif not claims.known(m.queue):
             out.tally.count(pool.name, "reap", "unknown_data", "not_taken")
         else:
-            step = orphan_step(m, pool.orphan_grace_s, now)
-            if step == "mark":
-                out.mark_orphan(pool.name, m, "no_claim")
-            elif step == "destroy":
-                out.destroy(pool.name, m, "orphan", True)
-            else:
-                out.tally.count(pool.name, "reap", "orphan_grace", "not_taken")
+            reap_orphan(out, pool.name, m, pool.orphan_grace_s, now, "no_claim")
 
 
 def _claim(

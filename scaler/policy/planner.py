@@ -25,7 +25,7 @@ from scaler.policy.caps import Grant, Ledger, Request, allocate
 from scaler.policy.explain import describe
 from scaler.policy.index import AppIndex, ClaimIndex, index_apps, index_claims
 from scaler.policy.perjob import QueueDemand, launch_demand, reap, release_claims
-from scaler.policy.reaper import orphan_grace, orphan_step
+from scaler.policy.reaper import orphan_grace, reap_orphan
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     Caps,
@@ -98,13 +98,7 @@ def _reap_unknown_pool(
         elif m.state == "stopped":
             out.destroy(None, m, "stopped", False)
         else:
-            step = orphan_step(m, grace, now)
-            if step == "mark":
-                out.mark_orphan(None, m, "unknown_pool")
-            elif step == "destroy":
-                out.destroy(None, m, "orphan", True)
-            else:
-                out.tally.count(None, "reap", "orphan_grace", "not_taken")
+            reap_orphan(out, None, m, grace, now, "unknown_pool")
 
 
 def _report_unknown_pool_claims(

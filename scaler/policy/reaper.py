@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scaler.policy.builder import PlanBuilder
 from scaler.policy.states import PRE_START_STATES, is_gone, is_wedged
 from scaler.policy.types import DEFAULT_ORPHAN_GRACE_S, MachineView, PoolPolicy
 
-__all__ = ["Verdict", "orphan_grace", "orphan_step", "verdict"]
+__all__ = ["Verdict", "orphan_grace", "reap_orphan", "verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +57,14 @@ def orphan_grace(app: str, pools: Sequence[PoolPolicy]) -> float:
     return max(graces) if graces else DEFAULT_ORPHAN_GRACE_S
 
 
-def orphan_step(m: MachineView, grace: float, now: float) -> str:
-    """What to do with an orphan now: ``"mark"``, ``"destroy"`` or ``"wait"``."""
+def reap_orphan(
+    out: PlanBuilder, pool: str | None, m: MachineView, grace: float, now: float, mark_reason: str
+) -> None:
+    """Plan an orphan's next step: mark it (``mark_reason``), destroy it once marked for ``grace``
+    seconds, or count it as waiting."""
     if m.orphan_marked_at is None:
-        return "mark"
-    if now - m.orphan_marked_at >= grace:
-        return "destroy"
-    return "wait"
+        out.mark_orphan(pool, m, mark_reason)
+    elif now - m.orphan_marked_at >= grace:
+        out.destroy(pool, m, "orphan", True)
+    else:
+        out.tally.count(pool, "reap", "orphan_grace", "not_taken")
