@@ -141,7 +141,8 @@ def _requeue(
 
 @dataclass(slots=True)
 class QueueDemand:
-    """Ready messages a per-job pool may launch for, per readable queue, and what is unknown."""
+    """Ready messages a per-job pool may launch for, per readable queue (in the pool's queue
+    order), and what is unknown."""
 
     ready: dict[str, int] = field(default_factory=dict)
     oldest_age: float = 0.0

@@ -230,15 +230,12 @@ def _apply_launch(
     out: PlanBuilder,
     snap: Inputs,
 ) -> None:
-    left = g.count
     launched = 0
-    order = {q: i for i, q in enumerate(p.queues)}
-    for q in sorted(d.ready, key=order.__getitem__):
-        n = min(left, remaining[q])
+    for q in d.ready:  # in the pool's queue order
+        n = min(g.count - launched, remaining[q])
         if n > 0:
             out.add(Launch(p.name, p.app, q, n))
             remaining[q] -= n
-            left -= n
             launched += n
     ledger.take(p.name, p.app, launched, launched)
     want = d.total
@@ -291,7 +288,7 @@ def _apply_workers(
     for m in startable[: g.free]:
         if out.start(p.name, m):
             starts += 1
-    creates = g.count - g.free
+    creates = g.creates
     if creates:
         out.add(Create(p.name, p.app, creates))
     ledger.take(p.name, p.app, starts + creates, creates)
