@@ -15,6 +15,7 @@ from scaler.policy import (
 )
 from scaler.policy.caps import Ledger, Request, allocate
 from scaler.policy.reaper import Verdict, orphan_grace, verdict
+from scaler.policy.types import DEFAULT_ORPHAN_GRACE_S
 
 NOW = 1_000_000.0
 POOL = PoolPolicy("p", "per-job", "app", ("q",), 10, boot_timeout_s=60, max_runtime_s=3600)
@@ -70,9 +71,11 @@ def test_machine_of_a_removed_pool_is_marked_then_destroyed() -> None:
     assert later.decisions_for(None)[0].reason == "orphan"
 
 
-def test_orphan_grace_of_an_app_without_pools_is_the_default() -> None:
-    assert orphan_grace("elsewhere", [POOL]) == 300.0
-    assert orphan_grace("app", [POOL, PoolPolicy("x", "worker", "app", (), 1, orphan_grace_s=90)])
+def test_orphan_grace_is_the_longest_of_the_apps_pools_else_the_default() -> None:
+    assert orphan_grace("elsewhere", [POOL]) == DEFAULT_ORPHAN_GRACE_S
+    longer = PoolPolicy("x", "worker", "app", (), 1, orphan_grace_s=90)
+    assert orphan_grace("app", [POOL, longer]) == 90.0
+    assert orphan_grace("app", [longer, POOL]) == 90.0
 
 
 def test_pool_on_another_app_does_not_own_the_machine() -> None:
