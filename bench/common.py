@@ -26,7 +26,7 @@ import redis
 from scaler.config import Settings, parse_settings
 from scaler.dev.redis import delete_keys
 from scaler.dev.summary import percentile
-from scaler.local.testing import eventually
+from scaler.local.testing import eventually, free_port
 from scaler.service import Service
 
 __all__ = [
@@ -197,11 +197,8 @@ def local_api_process(workdir: Path, *, rate_limits: str = "off") -> Iterator[ht
     scaler measured does not share a GIL with the API it calls. Yields a client on it (its
     ``base_url`` and token are what the scaler needs: ``api_base(client)``, ``api_token``)."""
     import secrets
-    import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     token = secrets.token_hex(16)
     proc = subprocess.Popen(
         [sys.executable, "-m", "scaler.cli", "local-api", "--port", str(port), "--token", token,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -17,12 +16,7 @@ import structlog
 from dramatiq.brokers.redis import RedisBroker
 
 from scaler.local.pytest_plugin import *  # noqa: F403  (the local Machines API fixtures)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from scaler.local.testing import free_port
 
 
 def _answers(url: str) -> bool:
@@ -42,7 +36,7 @@ def redis_url() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no Redis answers at REDIS_URL and redis-server is not installed")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

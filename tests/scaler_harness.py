@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import threading
 import uuid
@@ -23,7 +22,7 @@ import httpx
 import redis
 
 from scaler.config import Settings, parse_settings
-from scaler.local.testing import eventually  # re-exported for the e2e tests
+from scaler.local.testing import eventually, free_port  # re-exported for the e2e tests
 from scaler.service import Service
 
 __all__ = [
@@ -185,9 +184,7 @@ def prometheus_server(target: str | None, tmp_path: Path) -> Iterator[str]:
     """A real Prometheus (Debian's binary) on a free loopback port, scraping ``target``
     (host:port, job ``fly-scaler``) every second when given; yields its base URL."""
     binary = require_binary("prometheus", "Debian: apt-get install prometheus")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     scrape = [{"job_name": "fly-scaler", "metrics_path": "/metrics",
                "static_configs": [{"targets": [target]}]}] if target else []
     config = tmp_path / "prometheus.yml"

@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 
 from scaler.claims import ClaimStore
 from scaler.http import QueueInfo, create_http_app, openapi_document
+from scaler.local.testing import free_port
 from scaler.messages import record_key
 from scaler.metrics import Metrics
 from scaler.secret import Secret
@@ -354,9 +355,7 @@ async def test_same_message_id_is_idempotent_and_reuse_conflicts(
 
 
 async def test_redis_down_is_503_and_nothing_is_claimed_accepted(redis_prefix: str) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     dead = aioredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1,
                           retry=Retry(NoBackoff(), 0))
     metrics = Metrics()

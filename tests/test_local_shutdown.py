@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from scaler.local import LocalAPIServer
-from scaler.local.testing import eventually, make_app, make_machine, py, wait_state
+from scaler.local.testing import eventually, free_port, make_app, make_machine, py, wait_state
 
 # The machine forks a grandchild in its process group and records both pids.
 _FAMILY = (
@@ -68,10 +67,6 @@ def test_a_stopped_machine_leaves_no_grandchildren(
     assert all(_gone(p) for p in pids)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_cli(args: list[str]) -> subprocess.Popen[str]:
@@ -82,7 +77,7 @@ def _start_cli(args: list[str]) -> subprocess.Popen[str]:
 
 
 def test_cli_sigterm_stops_machines(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _start_cli(["--port", str(port), "--token", "cli-token", "--timings", "fast",
                        "--workdir", str(tmp_path)])
     try:
@@ -108,7 +103,7 @@ def test_cli_sigterm_stops_machines(tmp_path: Path) -> None:
 
 
 def test_cli_generates_a_token_and_prints_it(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _start_cli(["--port", str(port), "--workdir", str(tmp_path)])
     try:
         assert proc.stdout is not None
@@ -136,7 +131,7 @@ def test_cli_generates_a_token_and_prints_it(tmp_path: Path) -> None:
     ],
 )
 def test_cli_refuses_unsafe_or_bad_options(args: list[str], message: str) -> None:
-    proc = _start_cli(["--port", str(_free_port()), *args])
+    proc = _start_cli(["--port", str(free_port()), *args])
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert message in err

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,10 +40,6 @@ TOKEN = "scrape-test-token"
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(120)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _prometheus_binary() -> str:

@@ -13,7 +13,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 import redis
 
 from scaler.config import mask_url
+from scaler.local.testing import free_port
 
 __all__ = [
     "DEFAULT_REDIS_URL",
@@ -74,10 +74,6 @@ def delete_keys(client: redis.Redis, pattern: str, batch: int = 1000) -> int:
     return deleted
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -132,7 +128,7 @@ class EmbeddedRedis:
         """Start the server and wait until it answers; returns its URL."""
         last = "it did not start"
         for _attempt in range(3):  # the free port may be taken between probe and bind
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
             self.process = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", self.host, "--save", "",
                  "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"],

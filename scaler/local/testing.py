@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 import uuid
@@ -10,7 +11,15 @@ from typing import Any, TypeVar
 
 import httpx
 
-__all__ = ["SLEEP_FOREVER", "eventually", "make_app", "make_machine", "py", "wait_state"]
+__all__ = [
+    "SLEEP_FOREVER",
+    "eventually",
+    "free_port",
+    "make_app",
+    "make_machine",
+    "py",
+    "wait_state",
+]
 
 T = TypeVar("T")
 SLEEP_FOREVER = ["python", "-c", "import time; time.sleep(3600)"]
@@ -79,6 +88,13 @@ def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host`` (for servers and tests to bind)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def python_executable() -> str:

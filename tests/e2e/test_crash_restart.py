@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from scaler.local.server import LocalAPIServer
+from scaler.local.testing import free_port
 from tests.scaler_harness import ROOT, create_app, enqueue, eventually, fly_client, machines
 from tests.scaler_harness import redis_client as rc
 
@@ -36,14 +37,6 @@ def _write_config(path: Path, sections: dict[str, dict[str, Any]], pool: dict[st
     lines.append("[[pools]]")
     lines += [f"{k} = {_toml(v)}" for k, v in pool.items()]
     path.write_text("\n".join(lines) + "\n")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scaler(config: Path, token: str, log: Path) -> subprocess.Popen[bytes]:
@@ -68,7 +61,7 @@ def test_sigkill_mid_run_then_restart_loses_nothing_and_duplicates_nothing(
             "fly": {"api_url": local_api.url},
             "redis": {"url": redis_url, "namespace": ns, "prefix": prefix},
             "scaler": {"resync_interval": "1s", "leader_ttl": "3s", "orphan_grace": "5s"},
-            "http": {"host": "127.0.0.1", "port": _free_port()},
+            "http": {"host": "127.0.0.1", "port": free_port()},
         },
         {
             "name": "jobs", "mode": "per-job", "app": app, "queues": [queue], "max_machines": 3,
