@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import secrets
 import signal
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from scaler.local.app import create_app
-from scaler.local.config import LocalAPIConfig
+from scaler.local.config import LocalAPIConfig, is_loopback
 
 __all__ = ["add_arguments", "run"]
 
@@ -42,27 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sim: seconds a machine runs before exiting 0 (default: forever)")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; every machine process is stopped on the way out."""
-    if not _is_loopback(args.host):
-        if not args.allow_remote:
-            print(f"scaler local-api: refusing to bind {args.host}: the process runtime runs "
-                  "the commands it is sent. Pass --allow-remote together with --token to "
-                  "expose it.", file=sys.stderr)
-            return 2
-        if not args.token:
-            print("scaler local-api: --allow-remote requires --token (an explicit secret)",
-                  file=sys.stderr)
-            return 2
+    if not is_loopback(args.host) and args.allow_remote and not args.token:
+        print("scaler local-api: --allow-remote requires --token (an explicit secret)",
+              file=sys.stderr)
+        return 2
     images: dict[str, list[str]] = {}
     for item in args.image:
         image, eq, cmd = item.partition("=")

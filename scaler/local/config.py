@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -46,6 +47,16 @@ def timings_named(name: str) -> Timings:
     raise ValueError(f"timings: unknown preset {name!r}; use 'fast' or 'realistic'")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class LocalAPIConfig:
     """Everything the local Machines API needs; every field has a usable default.
@@ -87,6 +98,12 @@ class LocalAPIConfig:
             timings_named(self.timings)
         if not self.token:
             raise ValueError("token: must not be empty")
+        if not is_loopback(self.host) and not self.allow_remote:
+            raise ValueError(
+                f"host: refusing to bind {self.host}: the process runtime runs the commands it "
+                "is sent. Set allow_remote (--allow-remote) together with an explicit token to "
+                "expose it."
+            )
         if self.sim_run_seconds is not None and self.sim_run_seconds < 0:
             raise ValueError("sim_run_seconds: must be >= 0 or None (run forever)")
 
