@@ -33,7 +33,6 @@ REASON_TEXT: Mapping[str, str] = {
     "claim_grace": "machine not visible yet (within grace)",
     "orphan_grace": "orphan within its grace",
     "invalid_options": "invalid machine options",
-    "extra_warm": "more stopped machines than warm_machines",
 }
 """Human wording for each machine-readable reason."""
 

@@ -67,9 +67,10 @@ class PoolPolicy:
         queues: the dramatiq queues the pool serves.
         max_machines: pool cap on live machines (see :func:`scaler.policy.states.is_live`).
         region: preferred Fly region (informational for the act step).
-        boot_timeout_s: a machine still not ``started`` this long after it was created (per-job) or
-            entered its current state (worker) is destroyed.
-        max_runtime_s: a started machine older than this is destroyed; ``None`` means no limit.
+        boot_timeout_s: a booting machine is destroyed this long after it was created (if it never
+            started) or last changed state (a machine started again, e.g. a warm worker).
+        max_runtime_s: a machine last started longer ago than this is destroyed; ``None`` means
+            no limit.
         max_launches: per-job: launches per message before the act step dead-letters it.
         orphan_grace_s: how long an orphan stays marked before it is destroyed.
         claim_grace_s: per-job: how long a claim may lack a visible machine (listing lag, a create

@@ -8,10 +8,10 @@
   work exists; zero only when ready + in_flight + delayed_due is zero;
 - prometheus: ``ceil(value / target_per_machine)``.
 
-When an input is unknown (a queue unreadable, or the metric) the pool holds: desired is never below
-its live count, and its stopped machines are kept. The planner never stops a started worker to
-scale down (workers exit by themselves after ``idle_timeout_s``); it only stops launching and
-destroys stopped machines beyond ``warm_machines``.
+When an input is unknown (a queue unreadable, or the metric) the pool holds: desired is its live
+count (within ``min_machines`` and ``max_machines``), and its stopped machines are kept. The planner
+never stops a started worker to scale down (workers exit by themselves after ``idle_timeout_s``); it
+only stops launching and destroys stopped machines beyond ``warm_machines``.
 """
 
 from __future__ import annotations
