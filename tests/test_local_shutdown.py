@@ -141,7 +141,7 @@ def test_cli_refuses_unsafe_or_bad_options(args: list[str], message: str) -> Non
 def test_the_importable_server_refuses_a_non_loopback_host_too() -> None:
     from scaler.local.config import LocalAPIConfig
 
-    with pytest.raises(ValueError, match="refusing to bind 0.0.0.0"):
+    with pytest.raises(ValueError, match=r"refusing to bind 0\.0\.0\.0"):
         LocalAPIConfig(host="0.0.0.0")
     assert LocalAPIConfig(host="0.0.0.0", allow_remote=True, token="t").host == "0.0.0.0"
     assert LocalAPIConfig(host="::1").host == "::1"
