@@ -316,6 +316,7 @@ class RedisGovernor:
 
     async def rate_factor(self, action: str, scope: str) -> float:
         """The bucket's current fraction of the published rate (1.0 unless recovering from 429)."""
+        await self._settle()  # a penalty still being written must count, as in available()
         answer = await self._run(action, scope, "peek")
         return 1.0 if answer is None else answer.factor
 
