@@ -21,7 +21,7 @@ LAUNCH_RESULTS = (
     "created", "started", "resolved_existing", "failed", "rate_limited", "capacity", "refused",
 )
 REAP_REASONS = (
-    "stopped", "failed", "boot_timeout", "max_runtime", "stuck", "orphan", "extra_warm",
+    "stopped", "failed", "boot_timeout", "max_runtime", "stuck", "orphan", "invalid_options",
 )
 RELEASE_REASONS = (
     "machine_gone", "stopped", "failed", "stuck", "boot_timeout", "max_runtime",
@@ -88,7 +88,8 @@ class Metrics:
             ["pool", "outcome"], registry=r)
         self.reaps = Counter(
             p + "reaps_total", "Machines destroyed by the reaper, by reason (stopped, failed, "
-            "boot_timeout, max_runtime, orphan, excess_warm).", ["pool", "reason"], registry=r)
+            "boot_timeout, max_runtime, stuck, orphan, invalid_options).", ["pool", "reason"],
+            registry=r)
         self.requeues = Counter(
             p + "jobs_requeued_total", "Jobs given back to their queue, by reason.",
             ["pool", "reason"], registry=r)

@@ -31,7 +31,7 @@ from scaler.machines import pool_policy
 from scaler.metrics import Metrics
 from scaler.observe import Observer
 from scaler.policy import plan as make_plan
-from scaler.policy.states import is_live
+from scaler.policy.caps import Ledger
 from scaler.policy.types import Caps, Decision, Observation, Plan
 from scaler.signals.prometheus import PrometheusReader
 
@@ -164,36 +164,33 @@ class Reconciler:
                 m.queue_messages.labels(q, state).set(getattr(view, state))
             m.queue_oldest_age.labels(q).set(view.oldest_ready_age_s or 0.0)
         m.machines.clear()
-        live_by_pool: dict[str, int] = {}
-        live_by_app: dict[str, int] = {}
         now = obs.now
         seen: set[str] = set()
-        for app, machines in obs.machines_by_app.items():
+        for machines in obs.machines_by_app.values():
             for mv in machines or ():
                 pool = mv.pool or "(unknown)"
                 m.machines.labels(pool, mv.state).inc()
-                if is_live(mv.state):
-                    live_by_pool[pool] = live_by_pool.get(pool, 0) + 1
-                    live_by_app[app] = live_by_app.get(app, 0) + 1
                 if mv.state == "started":
                     seen.add(mv.id)
                     self._account_cost(mv.id, pool, mv.size, mv.memory_mb, now)
         for mid in [k for k in self._cost_seen if k not in seen]:
             del self._cost_seen[mid]
+        # The planner's own count (unknown apps at their worst case), so the gauges show the
+        # numbers the caps were checked against.
+        ledger = Ledger.from_observation(obs, self.policies, self.caps)
         for p in self.policies:
-            live = live_by_pool.get(p.name, 0) + obs.inflight.get(p.name, 0)
+            live = ledger.live(p.name)
             m.live_machines.labels(p.name).set(live)
             m.desired_machines.labels(p.name).set(plan.desired.get(p.name, 0))
             m.machine_cap.labels("pool", p.name).set(p.max_machines)
             m.cap_usage.labels("pool", p.name).set(live / p.max_machines if p.max_machines else 0)
-        total = sum(live_by_pool.values()) + sum(obs.inflight.values())
         m.machine_cap.labels("global", "all").set(self.caps.global_max)
         m.cap_usage.labels("global", "all").set(
-            total / self.caps.global_max if self.caps.global_max else 0
+            ledger.global_live / self.caps.global_max if self.caps.global_max else 0
         )
         for app, cap in self.caps.per_app.items():
             m.machine_cap.labels("app", app).set(cap)
-            m.cap_usage.labels("app", app).set(live_by_app.get(app, 0) / cap if cap else 0)
+            m.cap_usage.labels("app", app).set(ledger.app_live.get(app, 0) / cap if cap else 0)
         stats = getattr(self.governor, "stats", None)
         if stats is not None:
             for action, n in list(stats.waiting.items()):
