@@ -1,5 +1,8 @@
 """The ASGI application: auth, request ids, faults, rate limits, then the handler named by the
-spec's operationId. ``create_app(config)`` builds it; :mod:`scaler.local.server` runs it."""
+spec's operationId. ``create_app(config)`` builds it; :mod:`scaler.local.server` runs it.
+
+Every response carries a ``Date`` header in the API's clock (see :mod:`scaler.local.clock`): the
+servers that run this app turn uvicorn's own ``Date`` off."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import math
 import re
 import tempfile
@@ -22,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from scaler.fly.limits import classify
 from scaler.fly.spec import load_spec
-from scaler.local import ids, routes_apps, routes_machines
+from scaler.local import clock, ids, routes_apps, routes_machines
 from scaler.local.config import LocalAPIConfig
 from scaler.local.context import Context, DropConnection, Handler, json_response
 from scaler.local.errors import APIError
@@ -69,13 +73,27 @@ class LocalAPI(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[_RAW_SEND] = send  # to drop a connection without answering (ambiguous creates)
-        await super().__call__(scope, receive, send)
+        await super().__call__(scope, receive, _dated(send) if scope["type"] == "http" else send)
+
+
+def _dated(send: Send) -> Send:
+    """``send`` with a ``Date`` header in the API's clock on the response start."""
+
+    async def dated(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+            headers.append((b"date", clock.http_date().encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return dated
 
 
 def create_app(config: LocalAPIConfig) -> LocalAPI:
     """Build the local Machines API as an ASGI app (state lives in ``app.store``)."""
     store = Store(config.recent_requests)
     faults = FaultInjector(FaultSpec.parse(config.faults), config.seed)
+    clock.set_offset(faults.spec.clock.offset)
     workdir = config.workdir or Path(tempfile.mkdtemp(prefix="scaler-local-api-"))
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -143,27 +161,48 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
                 return finish(json_response(body, 405), operation)
             return finish(json_response({"error": "not found"}, 404), operation)
         fault = faults.for_request(operation)
+        answer: Response | None
         try:
             if fault.latency:
                 await asyncio.sleep(fault.latency)
-            if fault.outcome == "rate_limit":
-                store.faults_injected["rate_limit"] += 1
-                return finish(_too_many(1.0), operation)
-            if fault.outcome == "error":
-                store.faults_injected["error"] += 1
-                body = {"error": "internal: injected fault", "status": "unknown"}
-                return finish(json_response(body, fault.error_status), operation)
-            if limiter is not None:
-                wait = limiter.check(operation, route.scope)
-                if wait > 0:
-                    return finish(_too_many(wait), operation)
-            ctx = Context(request, operation, route.params, owner, fault, config, store, engine)
-            response = await handler(ctx)
+            answer = await respond(request, operation, route.params, route.scope, owner,
+                                   handler, fault)
         except APIError as exc:
-            response = json_response(exc.body(), exc.http_status)
+            answer = json_response(exc.body(), exc.http_status)
         except DropConnection:
-            response = await drop(request)
+            answer = None
+        if fault.latency_after_commit:  # done (or refused); the answer is late
+            await asyncio.sleep(fault.latency_after_commit)
+        response = answer if answer is not None else await drop(request)
+        if operation == "Machines_create":
+            store.record_create(
+                await _create_facts(request), response.status_code,
+                request.headers.get("user-agent", ""), config.clock(),
+            )
         return finish(response, operation)
+
+    async def respond(
+        request: Request, operation: str, params: dict[str, str], scope: str, owner: str,
+        handler: Handler, fault: RequestFault,
+    ) -> Response:
+        """The answer to a request past auth: a drawn fault, a 429, or the handler's."""
+        if fault.outcome == "drop":
+            store.faults_injected["drop"] += 1
+            await request.body()  # read before the connection goes (the create log shows it)
+            raise DropConnection()
+        if fault.outcome == "rate_limit":
+            store.faults_injected["rate_limit"] += 1
+            return _too_many(1.0)
+        if fault.outcome == "error":
+            store.faults_injected["error"] += 1
+            body = {"error": "internal: injected fault", "status": "unknown"}
+            return json_response(body, fault.error_status)
+        if limiter is not None:
+            wait = limiter.check(operation, scope)
+            if wait > 0:
+                return _too_many(wait)
+        ctx = Context(request, operation, params, owner, fault, config, store, engine)
+        return await handler(ctx)
 
     async def admin(request: Request) -> Response:
         if authenticate(request) is None:
@@ -172,6 +211,10 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
         try:
             if path == "/_admin/state" and method == "GET":
                 return json_response(store.summary())
+            if path == "/_admin/creates" and method == "GET":
+                return json_response(store.create_log())
+            if path == "/_admin/requests" and method == "GET":
+                return json_response(store.request_log(request.query_params.get("operation")))
             if path == "/_admin/faults" and method == "GET":
                 return json_response(faults.spec.to_dict())
             if path == "/_admin/faults" and method == "POST":
@@ -181,6 +224,7 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
                     faults.configure(FaultSpec.parse(body), seed)
                 except (ValueError, TypeError) as exc:
                     raise APIError(400, str(exc)) from None
+                clock.set_offset(faults.spec.clock.offset)
                 return json_response(faults.spec.to_dict())
             match = re.fullmatch(r"/_admin/apps/([^/]+)/machines/([^/]+)/exit", path)
             if match and method == "POST":
@@ -198,6 +242,7 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
         try:
             yield
         finally:
+            clock.set_offset(0.0)
             await engine.close()
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"]
@@ -212,6 +257,22 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
     app.workdir = workdir
     app.owns_workdir = config.workdir is None
     return app
+
+
+async def _create_facts(request: Request) -> dict[str, Any]:
+    """What the create log keeps of a create request: its machine name and metadata."""
+    try:
+        body = json.loads(await request.body())
+    except Exception:  # unreadable or not JSON: the log still counts the call
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    config = body.get("config")
+    metadata = config.get("metadata") if isinstance(config, dict) else None
+    return {
+        "name": body.get("name") if isinstance(body.get("name"), str) else None,
+        "metadata": metadata if isinstance(metadata, dict) else {},
+    }
 
 
 def _too_many(wait: float) -> Response:

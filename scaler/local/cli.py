@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  export FLY_API_TOKEN={token}")
     sys.stdout.flush()
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
-                                           log_level="warning", lifespan="on"))
+                                           log_level="warning", lifespan="on",
+                                           date_header=False))  # the app dates in its clock
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

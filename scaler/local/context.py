@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from scaler.local import ids
+from scaler.local.clock import wall
 from scaler.local.config import LocalAPIConfig
 from scaler.local.errors import APIError, bad_request
 from scaler.local.faults import RequestFault
@@ -78,7 +78,7 @@ class Context:
 
     def require_nonce(self, machine: MachineRecord) -> None:
         """409 when the machine is leased and the request does not carry that lease's nonce."""
-        lease = machine.live_lease(time.time())
+        lease = machine.live_lease(wall())
         if lease is None:
             return
         if self.request.headers.get(NONCE_HEADER, "") != lease.nonce:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import time
 from datetime import UTC, datetime
+
+from scaler.local.clock import wall
 
 __all__ = [
     "app_id",
@@ -54,7 +55,7 @@ _rng = random.SystemRandom()
 
 def ulid(now: float | None = None) -> str:
     """A 26-char ULID (48-bit ms timestamp + 80 random bits), Crockford base32."""
-    ms = int((time.time() if now is None else now) * 1000)
+    ms = int((wall() if now is None else now) * 1000)
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
     out = []
     for _ in range(26):

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from scaler.local import ids
+from scaler.local.clock import wall
 from scaler.local.config import Timings
 from scaler.local.errors import APIError
 from scaler.local.faults import FaultInjector
@@ -103,7 +104,7 @@ class Engine:
         cordoned: bool,
     ) -> MachineRecord:
         """Register a machine in ``created`` and, unless ``skip_launch``, boot it."""
-        now = time.time()
+        now = wall()
         m = MachineRecord(app, name, region, config, now)
         m.cordoned = cordoned
         m.add_event("launch", "created", "user", now=now)
@@ -123,7 +124,7 @@ class Engine:
                 f"aborted: machine is {m.state}"
                 + (": concurrent update in progress" if m.state == "replacing" else ""),
             )
-        now = time.time()
+        now = wall()
         m.config = config
         m.instance_id = ids.ulid(now)
         m.image_ref = ids.image_ref(str(config.get("image", "")))
@@ -155,6 +156,11 @@ class Engine:
     # -- boot and exit ------------------------------------------------------------------------
 
     async def _boot(self, m: MachineRecord, op: int, delay: float, reason: str) -> None:
+        placement = self.faults.spec.machines.boot_delay if reason == "launch" else 0.0
+        if placement:  # a slow placement: the machine stays created meanwhile
+            await asyncio.sleep(placement)
+            if m.op != op:
+                return
         self.set_state(m, "starting")
         if delay:
             await asyncio.sleep(delay)
@@ -211,7 +217,7 @@ class Engine:
             "requested_stop": False,
             "restarting": restart,
             "signal": sig if sig is not None else -1,
-            "exited_at": ids.rfc3339(time.time()),
+            "exited_at": ids.rfc3339(wall()),
         }
         m.add_event("exit", "stopped", "flyd", request={"exit_event": exit_event})
         op = self._begin(m)
@@ -297,7 +303,7 @@ class Engine:
             "requested_stop": True,
             "restarting": False,
             "signal": signal,
-            "exited_at": ids.rfc3339(time.time()),
+            "exited_at": ids.rfc3339(wall()),
         }
         m.add_event("exit", "stopped", "flyd", request={"exit_event": exit_event})
         self.set_state(m, "stopped")

@@ -8,11 +8,11 @@ cheap list path does not re-serialize unchanged machines.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from scaler.local import ids
+from scaler.local.clock import wall
 
 __all__ = [
     "AppRecord",
@@ -105,7 +105,7 @@ class MachineRecord:
 
     def touch(self, now: float | None = None) -> None:
         """Record a change (invalidates the cached summary)."""
-        self.updated_at = time.time() if now is None else now
+        self.updated_at = wall() if now is None else now
         self._summary_json = None
 
     def add_event(
@@ -117,7 +117,7 @@ class MachineRecord:
         now: float | None = None,
     ) -> dict[str, Any]:
         """Prepend an event in the fly-go shape and return it."""
-        at = time.time() if now is None else now
+        at = wall() if now is None else now
         event: dict[str, Any] = {
             "id": ids.ulid(at),
             "type": type_,
@@ -161,7 +161,7 @@ class MachineRecord:
             "cordoned": self.cordoned,
         }
         if include_lease:
-            lease = self.live_lease(time.time() if now is None else now)
+            lease = self.live_lease(wall() if now is None else now)
             if lease is not None:
                 out["lease"] = {
                     "owner": lease.owner,

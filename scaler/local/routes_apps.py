@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from starlette.responses import Response
 
 from scaler.local import ids
+from scaler.local.clock import wall
 from scaler.local.context import Context, Handler, json_response
 from scaler.local.errors import APIError, bad_request
 from scaler.local.model import AppRecord, VolumeRecord
@@ -66,7 +66,7 @@ async def create_app(ctx: Context) -> Response:
         name=name,
         org_slug=str(body.get("org_slug") or ctx.config.org_slug),
         network=str(body.get("network") or "default"),
-        created_at=time.time(),
+        created_at=wall(),
     )
     ctx.store.apps[name] = app
     # CreateAppResponse {id, created_at ms} plus the App fields fly-go decodes.
@@ -144,7 +144,7 @@ async def create_volume(ctx: Context) -> Response:
         fstype=fstype,
         snapshot_retention=retention,
         auto_backup_enabled=body.get("auto_backup_enabled", True),
-        created_at=time.time(),
+        created_at=wall(),
     )
     app.volumes[vol.id] = vol
     return json_response(vol.to_wire())
@@ -197,7 +197,7 @@ async def list_snapshots(ctx: Context) -> Response:
 
 async def create_snapshot(ctx: Context) -> Response:
     vol = _volume(ctx)
-    now = time.time()
+    now = wall()
     vol.snapshots.insert(
         0,
         {

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from starlette.responses import Response
 
 from scaler.local import ids
+from scaler.local.clock import wall
 from scaler.local.context import NONCE_HEADER, Context, DropConnection, Handler, json_response
 from scaler.local.errors import APIError, LeaseError, bad_request
 from scaler.local.model import Lease, MachineRecord
@@ -335,7 +335,7 @@ def _envelope(lease: Lease) -> dict[str, Any]:
 
 
 async def show_lease(ctx: Context) -> Response:
-    lease = ctx.machine().live_lease(time.time())
+    lease = ctx.machine().live_lease(wall())
     if lease is None:
         raise LeaseError(404, "lease not found")
     return json_response(_envelope(lease))
@@ -353,7 +353,7 @@ async def create_lease(ctx: Context) -> Response:
         raise LeaseError(400, "ttl: must be a positive number of seconds")
     if m.state == "destroyed":
         raise LeaseError(412, "machine is destroyed")
-    now = time.time()
+    now = wall()
     nonce = ctx.request.headers.get(NONCE_HEADER, "")
     lease = m.live_lease(now)
     if lease is not None:
@@ -375,7 +375,7 @@ async def create_lease(ctx: Context) -> Response:
 
 async def release_lease(ctx: Context) -> Response:
     m = ctx.machine()
-    lease = m.live_lease(time.time())
+    lease = m.live_lease(wall())
     if lease is None:
         raise LeaseError(404, "lease not found")
     if ctx.request.headers.get(NONCE_HEADER, "") != lease.nonce:

@@ -44,7 +44,7 @@ class LocalAPIServer:
         self._server = uvicorn.Server(
             uvicorn.Config(
                 self.app, log_level="warning", access_log=False, lifespan="on",
-                timeout_graceful_shutdown=5,
+                timeout_graceful_shutdown=5, date_header=False,  # the app dates in its clock
             )
         )
         self._loop: asyncio.AbstractEventLoop | None = None

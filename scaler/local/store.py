@@ -1,5 +1,5 @@
 """The in-memory state of the local Machines API: apps (each indexing its machines and volumes),
-request counters, and the waiters that ``/wait`` parks on."""
+request counters, the log of create calls, and the waiters that ``/wait`` parks on."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ class Store:
         self.recent: deque[tuple[float, str, int]] = deque(maxlen=recent_requests)
         """The last requests as (monotonic time, operation, HTTP status)."""
         self.faults_injected: Counter[str] = Counter()
+        self.creates: deque[dict[str, Any]] = deque(maxlen=recent_requests)
+        """The last create calls: monotonic time, status, User-Agent, machine name, metadata."""
         self._waiters: dict[str, list[asyncio.Event]] = {}
 
     # -- lookups ------------------------------------------------------------------------------
@@ -77,15 +79,39 @@ class Store:
         self.requests[(operation, status)] += 1
         self.recent.append((now, operation, status))
 
+    def record_create(
+        self, facts: dict[str, Any], status: int, agent: str, now: float
+    ) -> None:
+        """Log one answered (or dropped) create call; ``facts``: its name and metadata."""
+        self.creates.append({"t": now, "status": status, "agent": agent, **facts})
+
+    def create_log(self) -> list[dict[str, Any]]:
+        """The create calls logged, oldest first (``GET /_admin/creates``)."""
+        return list(self.creates)
+
+    def request_log(self, operation: str | None = None) -> list[dict[str, Any]]:
+        """The last requests (of one operation), oldest first (``GET /_admin/requests``)."""
+        return [
+            {"t": t, "operation": op, "status": status}
+            for t, op, status in list(self.recent)
+            if operation is None or op == operation
+        ]
+
     def summary(self) -> dict[str, Any]:
-        """Counters for ``GET /_admin/state``."""
+        """Counters for ``GET /_admin/state``: requests by operation and status, 429s by
+        operation, create calls by User-Agent, faults injected."""
         by_op: dict[str, dict[str, int]] = {}
+        limited: Counter[str] = Counter()
         for (op, status), n in list(self.requests.items()):
             by_op.setdefault(op, {})[str(status)] = n
+            if status == 429:
+                limited[op] += n
         return {
             "apps": len(self.apps),
             "machines": self.counts(),
             "requests": by_op,
+            "rate_limited": dict(limited),
+            "creates_by_agent": dict(Counter(c["agent"] for c in list(self.creates))),
             "faults_injected": dict(self.faults_injected),
         }
 
