@@ -151,3 +151,28 @@ def test_create_log_and_counters(local_api_factory: Callable[..., LocalAPIServer
         log = c.get("/_admin/requests", params={"operation": "Machines_create"}).json()
         assert [x["status"] for x in log] == [200, 200, 200, 429]
         assert log == sorted(log, key=lambda x: x["t"])
+
+
+def test_live_and_peak_live_per_app_and_the_admin_listing(
+    local_api_factory: Callable[..., LocalAPIServer],
+) -> None:
+    api = local_api_factory(runtime="sim", faults={"*": {"drop_rate": 1}})
+    with api.client() as c:
+        c.post("/_admin/faults", json={})
+        app = make_app(c)
+        ids = [make_machine(c, app, config={"auto_destroy": True,
+                                            "restart": {"policy": "no"}})["id"]
+               for _ in range(3)]
+        for mid in ids:
+            wait_state(c, app, mid, "started")
+        for mid in ids[:2]:
+            c.post(f"/_admin/apps/{app}/machines/{mid}/exit", json={"exit_code": 0})
+            wait_state(c, app, mid, "destroyed")
+        make_machine(c, app, skip_launch=True)
+        state = c.get("/_admin/state").json()
+        assert state["peak_live"] == {app: 3}
+        assert state["live"] == {app: 2}
+        c.post("/_admin/faults", json={"*": {"drop_rate": 1, "error_rate": 1}})
+        listed = c.get(f"/_admin/apps/{app}/machines").json()  # faults do not apply
+        assert sorted(m["state"] for m in listed) == ["created", "destroyed", "destroyed",
+                                                      "started"]

@@ -226,6 +226,9 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
                     raise APIError(400, str(exc)) from None
                 clock.set_offset(faults.spec.clock.offset)
                 return json_response(faults.spec.to_dict())
+            listing = re.fullmatch(r"/_admin/apps/([^/]+)/machines", path)
+            if listing and method == "GET":  # no faults, no rate limit: for observers
+                return json_response([m.to_wire() for m in store.machines(listing[1])])
             match = re.fullmatch(r"/_admin/apps/([^/]+)/machines/([^/]+)/exit", path)
             if match and method == "POST":
                 ctx = Context(

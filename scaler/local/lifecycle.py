@@ -73,7 +73,8 @@ class Engine:
 
     def set_state(self, m: MachineRecord, state: str) -> None:
         """Change state and wake waiters."""
-        m.state = state
+        old, m.state = m.state, state
+        self.store.state_changed(m.app, old, state)
         m.touch()
         self.store.notify(m.id)
 

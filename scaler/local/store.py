@@ -10,7 +10,10 @@ from typing import Any
 from scaler.local.errors import not_found_app, not_found_machine
 from scaler.local.model import AppRecord, MachineRecord
 
-__all__ = ["Store"]
+__all__ = ["NOT_LIVE", "Store"]
+
+NOT_LIVE = frozenset({"stopped", "failed", "destroying", "destroyed"})
+"""States in which a machine neither runs nor starts by itself (every other state is live)."""
 
 
 class Store:
@@ -28,6 +31,10 @@ class Store:
         self.recent: deque[tuple[float, str, int]] = deque(maxlen=recent_requests)
         """The last requests as (monotonic time, operation, HTTP status)."""
         self.faults_injected: Counter[str] = Counter()
+        self.live: Counter[str] = Counter()
+        """Live machines per app now (see :data:`NOT_LIVE`)."""
+        self.peak_live: Counter[str] = Counter()
+        """The most live machines each app ever had at once, counted at every state change."""
         self.creates: deque[dict[str, Any]] = deque(maxlen=recent_requests)
         """The last create calls: monotonic time, status, User-Agent, machine name, metadata."""
         self._waiters: dict[str, list[asyncio.Event]] = {}
@@ -66,6 +73,16 @@ class Store:
         """Index a new machine."""
         self.apps[machine.app].machines[machine.id] = machine
         self.machines_by_id[machine.id] = machine
+        self.state_changed(machine.app, None, machine.state)
+
+    def state_changed(self, app: str, old: str | None, new: str) -> None:
+        """Count a machine of ``app`` going from ``old`` (None: new) to ``new``."""
+        was = old is not None and old not in NOT_LIVE
+        now = new not in NOT_LIVE
+        if was != now:
+            self.live[app] += 1 if now else -1
+            if self.live[app] > self.peak_live[app]:
+                self.peak_live[app] = self.live[app]
 
     def forget_machine(self, machine: MachineRecord) -> None:
         """Drop a (destroyed) machine entirely."""
@@ -111,6 +128,8 @@ class Store:
             "machines": self.counts(),
             "requests": by_op,
             "rate_limited": dict(limited),
+            "live": {app: n for app, n in list(self.live.items()) if n},
+            "peak_live": dict(self.peak_live),
             "creates_by_agent": dict(Counter(c["agent"] for c in list(self.creates))),
             "faults_injected": dict(self.faults_injected),
         }
