@@ -1,0 +1,101 @@
+"""The measures every scenario shares, read from the local API's admin side and from Redis, and the
+checks that turn them into a verdict naming the broken invariant."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from chaos.jobs import Job
+from chaos.result import ScenarioResult
+from scaler.machines import META_JOB, META_LAUNCH, META_SCALER
+
+__all__ = [
+    "GONE",
+    "check_jobs",
+    "check_machines",
+    "live",
+    "machines_per_job",
+    "machines_per_launch",
+    "metadata",
+    "ours",
+    "wait_for",
+]
+
+GONE = frozenset({"destroying", "destroyed"})
+
+
+def metadata(machine: dict[str, Any]) -> dict[str, Any]:
+    """A listed machine's ``config.metadata`` (``{}`` when absent)."""
+    md = (machine.get("config") or {}).get("metadata")
+    return md if isinstance(md, dict) else {}
+
+
+def ours(machines: Iterable[dict[str, Any]], scaler_id: str = "fly-scaler") -> list[dict[str, Any]]:
+    """The machines carrying our scaler id."""
+    return [m for m in machines if metadata(m).get(META_SCALER) == scaler_id]
+
+
+def live(machines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The machines not destroyed nor being destroyed."""
+    return [m for m in machines if m.get("state") not in GONE]
+
+
+def machines_per_job(machines: Iterable[dict[str, Any]]) -> Counter[str]:
+    """Machines (destroyed ones included) per job (``fly_scaler_job``: redis_message_id)."""
+    return Counter(str(metadata(m)[META_JOB]) for m in machines if metadata(m).get(META_JOB))
+
+
+def machines_per_launch(machines: Iterable[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    """Machines per (job, launch): more than one is a duplicate create."""
+    return Counter((str(metadata(m)[META_JOB]), str(metadata(m).get(META_LAUNCH)))
+                   for m in machines if metadata(m).get(META_JOB))
+
+
+def wait_for(check: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``check`` until truthy or ``timeout`` seconds pass; whether it became true (a
+    scenario turns False into a FAIL naming what did not happen, not into an exception)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def check_jobs(
+    result: ScenarioResult, runs: Counter[str], jobs: Sequence[Job], *,
+    may_be_dead: Iterable[str] = (),
+) -> None:
+    """Invariants 1 and 2 by side effect: each job ran exactly once; a job in ``may_be_dead``
+    (dead-lettered on purpose) may have run 0 times, never twice."""
+    excused = set(may_be_dead)
+    twice = sorted(j.name for j in jobs if runs[j.name] > 1)
+    lost = sorted(j.name for j in jobs if runs[j.name] == 0 and j.name not in excused)
+    result.ran_exactly_once = not twice and not lost
+    result.check(not twice, f"invariant 1 (one run per job): ran more than once: {twice} "
+                            f"({[runs[j] for j in twice]} times)")
+    result.check(not lost, f"invariant 2 (no lost job): never ran: {lost}")
+
+
+def check_machines(
+    result: ScenarioResult, machines: Sequence[dict[str, Any]], *, jobs: Sequence[Job],
+    leaked: Sequence[dict[str, Any]], max_per_job: int = 1,
+) -> None:
+    """Invariants 1 and 3 by listing: at most ``max_per_job`` machines per job and one per
+    (job, launch); none of ours left live after the drain."""
+    per_job = machines_per_job(machines)
+    names = {j.redis_message_id: j.name for j in jobs}
+    result.max_machines_per_job = max(per_job.values(), default=0)
+    over = {names.get(k, k): n for k, n in per_job.items() if n > max_per_job}
+    result.check(not over, f"invariant 1 (one machine per job): machines per job {over} "
+                           f"(allowed {max_per_job})")
+    dup = {f"{names.get(j, j)}#{launch}": n
+           for (j, launch), n in machines_per_launch(machines).items() if n > 1}
+    result.check(not dup, f"invariant 1 (one machine per launch): {dup}")
+    result.leaked = len(leaked)
+    result.check(not leaked, "invariant 3 (no leaked machine): still live after the drain: "
+                             + ", ".join(f"{m.get('name')} ({m.get('state')})" for m in leaked))
