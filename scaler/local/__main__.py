@@ -1,5 +1,5 @@
-"""``python -m scaler.local [options]``: serve the local Machines API exactly as ``scaler local-api``
-does, without importing the rest of the scaler (a harness running another scaler build against
+"""``python -m scaler.local [options]``: serve the local Machines API as ``scaler local-api`` does,
+without importing the rest of the scaler (a harness running another scaler build against
 this API does not depend on the scheduler's modules importing)."""
 
 from __future__ import annotations
