@@ -145,6 +145,7 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
         path = request.url.path
         if path.startswith("/_admin"):
             return await admin(request)
+        arrived = config.clock()
         route = classify(request.method, path)
         operation = route.action
         owner = authenticate(request)
@@ -177,7 +178,7 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
         if operation == "Machines_create":
             store.record_create(
                 await _create_facts(request), response.status_code,
-                request.headers.get("user-agent", ""), config.clock(),
+                request.headers.get("user-agent", ""), arrived, config.clock(),
             )
         return finish(response, operation)
 

@@ -36,7 +36,8 @@ class Store:
         self.peak_live: Counter[str] = Counter()
         """The most live machines each app ever had at once, counted at every state change."""
         self.creates: deque[dict[str, Any]] = deque(maxlen=recent_requests)
-        """The last create calls: monotonic time, status, User-Agent, machine name, metadata."""
+        """The last create calls: when they arrived and were answered (monotonic), status,
+        User-Agent, machine name, metadata."""
         self._waiters: dict[str, list[asyncio.Event]] = {}
 
     # -- lookups ------------------------------------------------------------------------------
@@ -97,10 +98,12 @@ class Store:
         self.recent.append((now, operation, status))
 
     def record_create(
-        self, facts: dict[str, Any], status: int, agent: str, now: float
+        self, facts: dict[str, Any], status: int, agent: str, arrived: float, answered: float
     ) -> None:
         """Log one answered (or dropped) create call; ``facts``: its name and metadata."""
-        self.creates.append({"t": now, "status": status, "agent": agent, **facts})
+        self.creates.append(
+            {"t": arrived, "answered": answered, "status": status, "agent": agent, **facts}
+        )
 
     def create_log(self) -> list[dict[str, Any]]:
         """The create calls logged, oldest first (``GET /_admin/creates``)."""
