@@ -176,3 +176,21 @@ def test_live_and_peak_live_per_app_and_the_admin_listing(
         listed = c.get(f"/_admin/apps/{app}/machines").json()  # faults do not apply
         assert sorted(m["state"] for m in listed) == ["created", "destroyed", "destroyed",
                                                       "started"]
+
+
+def test_ambiguous_5xx_creates_and_the_log_names_the_machine(
+    local_api_factory: Callable[..., LocalAPIServer],
+) -> None:
+    api = local_api_factory(runtime="sim", faults={"Machines_create": {
+        "ambiguous_rate": 1, "ambiguous_mode": "5xx", "error_status": 502}})
+    with api.client() as c:
+        app = make_app(c)
+        r = c.post(f"/v1/apps/{app}/machines", json={"name": "a-1", "config": {"image": "x"}})
+        assert r.status_code == 502
+        [made] = c.get(f"/v1/apps/{app}/machines").json()
+        c.post("/_admin/faults", json={"Machines_create": {"error_rate": 1}})
+        assert c.post(f"/v1/apps/{app}/machines",
+                      json={"name": "a-2", "config": {"image": "x"}}).status_code == 503
+        log = c.get("/_admin/creates").json()
+        assert [(x["name"], x["status"], x["machine_id"]) for x in log] == [
+            ("a-1", 502, made["id"]), ("a-2", 503, None)]

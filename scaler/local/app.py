@@ -176,10 +176,10 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
             await asyncio.sleep(fault.latency_after_commit)
         response = answer if answer is not None else await drop(request)
         if operation == "Machines_create":
-            store.record_create(
-                await _create_facts(request), response.status_code,
-                request.headers.get("user-agent", ""), arrived, config.clock(),
-            )
+            facts = await _create_facts(request)
+            facts["machine_id"] = getattr(request.state, "created_machine", None)
+            store.record_create(facts, response.status_code,
+                                request.headers.get("user-agent", ""), arrived, config.clock())
         return finish(response, operation)
 
     async def respond(

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 Outcome = Literal["ok", "error", "rate_limit", "capacity", "ambiguous", "drop"]
+AmbiguousMode = Literal["408", "5xx", "drop"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +60,9 @@ class OpFaults:
     capacity_rate: float = 0.0
     """Answered 412 ``insufficient_capacity`` (create, start, update)."""
     ambiguous_rate: float = 0.0
-    """Creates only: the machine IS created but the answer is lost."""
-    ambiguous_mode: Literal["408", "drop"] = "408"
+    """Creates only: the machine IS created but the answer is lost: a 408, a 5xx
+    (``error_status``) or a dropped connection, by ``ambiguous_mode``."""
+    ambiguous_mode: AmbiguousMode = "408"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +154,8 @@ def _build(kind: Any, values: Mapping[str, Any], where: str) -> Any:
         if name not in known:
             raise ValueError(f"{where}.{name}: unknown fault; known: {', '.join(known)}")
         if name == "ambiguous_mode":
-            if str(value) not in ("408", "drop"):
-                raise ValueError(f"{where}.{name}: use '408' or 'drop'")
+            if str(value) not in ("408", "5xx", "drop"):
+                raise ValueError(f"{where}.{name}: use '408', '5xx' or 'drop'")
             kwargs[name] = str(value)
             continue
         if not isinstance(value, int | float) or isinstance(value, bool):
@@ -173,7 +175,7 @@ class RequestFault:
     latency: float = 0.0
     outcome: Outcome = "ok"
     error_status: int = 503
-    ambiguous_mode: Literal["408", "drop"] = "408"
+    ambiguous_mode: AmbiguousMode = "408"
     latency_after_commit: float = 0.0
 
 

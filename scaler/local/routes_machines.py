@@ -116,10 +116,14 @@ async def create_machine(ctx: Context) -> Response:
         cordoned=bool(body.get("skip_service_registration")),
     )
     _attach(ctx, m)
+    ctx.request.state.created_machine = m.id  # for the create log
     if ctx.fault.outcome == "ambiguous":
         ctx.store.faults_injected["ambiguous_create"] += 1
         if ctx.fault.ambiguous_mode == "drop":
             raise DropConnection()
+        if ctx.fault.ambiguous_mode == "5xx":
+            raise APIError(ctx.fault.error_status, "internal: injected fault after commit",
+                           "unknown")
         raise APIError(408, "deadline_exceeded: request timed out waiting for the machine")
     out = m.to_wire()
     if m.nonce:
