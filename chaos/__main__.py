@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="JSON report (default chaos/results/latest.json, or quick.json)")
     parser.add_argument("--rev", help="run the scaler and runner of this git revision")
     parser.add_argument("--mutant", choices=sorted(MUTANTS),
-                        help="run a deliberately broken scaler/runner (chaos/mutants.py)")
+                        help="run a deliberately broken scaler/runner (chaos/mutants.py); "
+                             "with --rev, a broken copy of that revision")
     parser.add_argument("--redis-url",
                         help=f"Redis (default: env REDIS_URL or {DEFAULT_REDIS_URL})")
     parser.add_argument("--keep", action="store_true",

@@ -3,7 +3,9 @@ of ours), as an app that never heard of fly-scaler would have. Machines load it 
 ``SCALER_ACTORS=chaos.actors``.
 
 Env: ``REDIS_URL``, ``FLY_SCALER_NAMESPACE`` (the dramatiq namespace), ``CHAOS_QUEUE`` (every
-actor's queue). Each actor takes the Redis list ``key`` its side effects go to and the job's name:
+actor's queue), ``CHAOS_EFFECTS_URL`` (the Redis side effects go to; default ``REDIS_URL``, so a
+scenario that stops the app's Redis still reads them). Each actor takes the Redis list ``key`` its
+side effects go to and the job's name:
 ``RPUSH key job`` once the job's work is done is *the* side effect the suite counts ("ran exactly
 once"); ``RPUSH key:start job`` marks each attempt that began.
 """
@@ -25,7 +27,9 @@ broker = RedisBroker(  # type: ignore[no-untyped-call]
     namespace=os.environ.get("FLY_SCALER_NAMESPACE", "dramatiq"),
 )
 dramatiq.set_broker(broker)
-_client = redis.Redis(connection_pool=broker.client.connection_pool)
+_client = redis.Redis.from_url(
+    os.environ.get("CHAOS_EFFECTS_URL") or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+)
 
 
 def _began(key: str, job: str) -> int:

@@ -104,9 +104,10 @@ class ChaosContext:
         self._stack.callback(api.close)
         return api.start()
 
-    def private_redis(self) -> PrivateRedis:
-        """Start a ``redis-server`` of this scenario's own (stopped with it)."""
-        server = PrivateRedis(self.workdir)
+    def private_redis(self, *, persistent: bool = False) -> PrivateRedis:
+        """Start a ``redis-server`` of this scenario's own (stopped with it); ``persistent``: it
+        keeps its data across :meth:`~chaos.redisserver.PrivateRedis.kill` and restart."""
+        server = PrivateRedis(self.workdir, persistent=persistent)
         self._stack.callback(server.close)
         return server.start()
 
@@ -115,6 +116,7 @@ class ChaosContext:
         return {
             "SCALER_ACTORS": "chaos.actors",
             "REDIS_URL": redis_url or self.redis_url,
+            "CHAOS_EFFECTS_URL": self.redis_url,
             "CHAOS_QUEUE": queue or self.queue,
             "PYTHONPATH": self.tree.pythonpath,
         }

@@ -8,14 +8,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from chaos.jobs import Job
+from chaos.harness import ChaosContext
+from chaos.jobs import Job, side_effects
+from chaos.localapi import LocalAPI
 from chaos.result import ScenarioResult
 from scaler.machines import META_JOB, META_LAUNCH, META_SCALER
 
 __all__ = [
     "GONE",
+    "all_ran",
     "check_jobs",
     "check_machines",
+    "conclude",
+    "dead_letters",
     "live",
     "machines_per_job",
     "machines_per_launch",
@@ -99,3 +104,37 @@ def check_machines(
     result.leaked = len(leaked)
     result.check(not leaked, "invariant 3 (no leaked machine): still live after the drain: "
                              + ", ".join(f"{m.get('name')} ({m.get('state')})" for m in leaked))
+
+
+def all_ran(ctx: ChaosContext, jobs: Sequence[Job], *, key: str | None = None) -> bool:
+    """Whether every job's side effect happened at least once."""
+    runs = side_effects(ctx.redis, key or ctx.key)
+    return all(runs[j.name] for j in jobs)
+
+
+def dead_letters(ctx: ChaosContext, queue: str | None = None) -> int:
+    """Messages in the queue's dead letters (``{ns}:{q}.XQ``)."""
+    return int(ctx.redis.zcard(f"{ctx.namespace}:{queue or ctx.queue}.XQ"))
+
+
+def conclude(
+    result: ScenarioResult, ctx: ChaosContext, api: LocalAPI, app: str, jobs: Sequence[Job], *,
+    cap: int | None, drain_s: float = 20.0, may_be_dead: Iterable[str] = (),
+    max_per_job: int = 1,
+) -> list[dict[str, Any]]:
+    """The common end of a scenario: wait up to ``drain_s`` for our machines to go, then fill the
+    shared columns and check invariants 1 (runs and machines per job), 2 (no lost job), 3 (no
+    leak) and 4 (peak live <= ``cap``, when given). Returns our machines, destroyed included."""
+    result.jobs = len(jobs)
+    wait_for(lambda: not live(ours(api.machines(app))), drain_s)
+    machines = ours(api.machines(app))
+    check_jobs(result, side_effects(ctx.redis, ctx.key), jobs, may_be_dead=may_be_dead)
+    check_machines(result, machines, jobs=jobs, leaked=live(machines), max_per_job=max_per_job)
+    result.peak_live = api.peak_live(app)
+    result.cap = cap
+    if cap is not None:
+        result.check(result.peak_live <= cap, f"invariant 4 (caps hold): {result.peak_live} "
+                                              f"machines live at once, cap {cap}")
+    result.rate_limited = api.rate_limited()
+    result.details["dead_letters"] = dead_letters(ctx)
+    return machines

@@ -16,19 +16,25 @@ __all__ = ["PrivateRedis"]
 
 
 class PrivateRedis:
-    """``redis-server`` without persistence; :meth:`kill` and :meth:`start` keep its port, so
-    clients configured with :attr:`url` reconnect to the new server."""
+    """``redis-server`` on a port of its own; :meth:`kill` and :meth:`start` keep the port, so
+    clients configured with :attr:`url` reconnect to the new server. ``persistent``: an
+    append-only file synced on every write, so a killed server comes back with its data (as a
+    production Redis would); otherwise a kill loses everything."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (Debian: apt-get install "
                                "redis-server; .ci/setup installs it)")
         self.port = free_port()
+        data = workdir / f"redis-{self.port}"
+        data.mkdir(parents=True, exist_ok=True)
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else [
+            "--appendonly", "no"]
         self.proc = Proc("redis", [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning",
-        ], env={}, cwd=workdir, log_path=workdir / "redis.log")
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *aof,
+            "--dir", str(data), "--protected-mode", "no", "--loglevel", "warning",
+        ], env={}, cwd=data, log_path=workdir / "redis.log")
 
     @property
     def url(self) -> str:

@@ -4,7 +4,8 @@ the chaos code stay the current checkout's.
 - ``current``: this checkout (the working copy, uncommitted changes included).
 - ``--rev REV``: ``git worktree add --detach`` of REV in a temp dir, removed afterwards.
 - ``--mutant NAME``: a temp copy of the current ``scaler/`` and ``workers/`` with one small source
-  change from :data:`chaos.mutants.MUTANTS`, to show a scenario fails when its invariant breaks.
+  change from :data:`chaos.mutants.MUTANTS`, to show a scenario fails when its invariant breaks;
+  with ``--rev`` too, the copy is of that revision's.
 
 Processes of the tree under test run with ``PYTHONPATH=<tree>:<checkout>`` and their working
 directory in the tree: ``PYTHONPATH`` comes before site-packages, so it beats the virtualenv's
@@ -63,31 +64,37 @@ def _git(*args: str, cwd: Path = ROOT) -> str:
 
 
 @contextlib.contextmanager
+def _worktree(rev: str, tmp: Path) -> Iterator[Path]:
+    commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    where = tmp / "rev"
+    _git("worktree", "add", "--detach", str(where), commit)
+    try:
+        yield where
+    finally:
+        with contextlib.suppress(RuntimeError):
+            _git("worktree", "remove", "--force", str(where))
+
+
+@contextlib.contextmanager
 def tree_under_test(rev: str | None = None, mutant: str | None = None) -> Iterator[Tree]:
-    """The tree to run (at most one of ``rev`` and ``mutant``); temp trees are removed after."""
-    if rev and mutant:
-        raise ValueError("--rev and --mutant: choose one")
+    """The tree to run: the checkout, a revision, a mutant of the checkout, or (both given) a
+    mutant of a revision. Temp trees are removed afterwards."""
     if not rev and not mutant:
         yield Tree(ROOT, "current")
         return
     tmp = Path(tempfile.mkdtemp(prefix="chaos-tree-"))
     try:
-        if rev:
-            commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
-            where = tmp / "tree"
-            _git("worktree", "add", "--detach", str(where), commit)
-            try:
-                yield Tree(where, f"rev {rev} ({commit[:10]})")
-            finally:
-                with contextlib.suppress(RuntimeError):
-                    _git("worktree", "remove", "--force", str(where))
-        else:
-            assert mutant is not None
-            where = tmp / "tree"
+        with contextlib.ExitStack() as stack:
+            base = stack.enter_context(_worktree(rev, tmp)) if rev else ROOT
+            label = f"rev {rev} ({_git('rev-parse', '--short', 'HEAD', cwd=base)})" if rev else ""
+            if not mutant:
+                yield Tree(base, label)
+                return
+            where = tmp / "mutant"
             for package in ("scaler", "workers"):
-                shutil.copytree(ROOT / package, where / package,
+                shutil.copytree(base / package, where / package,
                                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             apply_mutant(mutant, where)
-            yield Tree(where, f"mutant {mutant}")
+            yield Tree(where, f"mutant {mutant}" + (f" of {label}" if label else ""))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
