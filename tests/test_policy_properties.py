@@ -219,13 +219,43 @@ def added(p: Plan, ps: tuple[PoolPolicy, ...]) -> Added:
         if isinstance(a, Launch | Create):
             per_pool[a.pool] += a.count
             creates[a.app] += a.count
-        elif isinstance(a, Relaunch):
-            per_pool[a.pool] += 1
+        elif isinstance(a, Relaunch):  # the claim already holds its slot: no new live machine
             creates[a.app] += 1
         elif isinstance(a, Start):
             per_pool[a.pool] += 1
     assert all(app_of[pool] for pool in per_pool)
     return Added(per_pool, creates)
+
+
+def claim_slots(obs: Observation, ps: tuple[PoolPolicy, ...]) -> Counter[str]:
+    """Per per-job pool, its claims whose machine is not listed under that pool's label: each one
+    will be (or may still be) a live machine of the pool."""
+    per_job = [x for x in ps if x.mode == "per-job"]
+    names = {x.name for x in per_job}
+    out: Counter[str] = Counter()
+    for q, cs in obs.claims.items():
+        for c in cs or ():
+            owner = c.pool if c.pool in names else next(
+                (x.name for x in per_job if q in x.queues), None)
+            if owner is None:
+                continue
+            pool = next(x for x in per_job if x.name == owner)
+            listing = obs.machines_by_app.get(c.app or pool.app)
+            if obs.machines_by_app.get(pool.app) is None:
+                continue
+            if listing is None:
+                out[owner] += 1
+                continue
+            if c.machine_id is not None:
+                found = [m for m in listing if m.id == c.machine_id]
+            else:
+                found = [m for m in listing if m.name == c.machine_name]
+                if not found:
+                    found = [m for m in listing if (m.job, m.launch) == (c.job, c.launch)]
+            m = min(found, key=lambda m: (is_gone(m.state), m.id)) if found else None
+            if m is None or (is_live(m.state) and m.pool != owner):
+                out[owner] += 1
+    return out
 
 
 def check_caps_hold_after_the_plan(
@@ -244,8 +274,17 @@ def check_caps_hold_after_the_plan(
     for x in ps:
         pool_live[x.name] += obs.inflight[x.name]
         app_live[x.app] += obs.inflight[x.name]
+    for pool, n in claim_slots(obs, ps).items():  # claims hold their slot until settled
+        pool_live[pool] += n
+        app_live[by_name[pool].app] += n
+    for a in p.of_type(GiveBack):
+        if a.reason == "over_cap":
+            pool_live[a.pool] -= 1
+            app_live[by_name[a.pool].app] -= 1
     for pool, n in add.per_pool.items():
         assert pool_live[pool] + n <= by_name[pool].max_machines
+    for a in p.of_type(Relaunch):
+        assert pool_live[a.pool] <= by_name[a.pool].max_machines, "relaunch over a lowered cap"
     app_added: Counter[str] = Counter()
     for pool, n in add.per_pool.items():
         app_added[by_name[pool].app] += n
@@ -286,7 +325,23 @@ def check_nothing_happens_on_apps_whose_listing_is_unknown(
     obs: Observation, ps: tuple[PoolPolicy, ...], caps: Caps, p: Plan
 ) -> None:
     blind = {x.name for x in ps if obs.machines_by_app.get(x.app) is None}
+    destroyed_on = {a.machine.id: a.machine.app for a in p.of_type(Destroy)}
     for a in p.actions:
+        if isinstance(a, GiveBack) and a.reason == "pool_gone":
+            # A claim no per-job pool owns: judged on the listing that holds its machine.
+            if a.requires_destroy is not None:
+                assert obs.machines_by_app.get(destroyed_on[a.requires_destroy]) is not None
+            elif a.claim.app is not None:
+                assert obs.machines_by_app.get(a.claim.app) is not None
+            else:
+                c = a.claim
+                seen = any(
+                    m.id == c.machine_id or m.name == c.machine_name
+                    or (m.job, m.launch) == (c.job, c.launch)
+                    for ms in obs.machines_by_app.values() for m in ms or ()
+                )
+                assert seen or all(ms is not None for ms in obs.machines_by_app.values())
+            continue
         assert a.pool not in blind, a
         if isinstance(a, Destroy | Start | MarkOrphan):
             assert obs.machines_by_app.get(a.machine.app) is not None

@@ -27,6 +27,7 @@ class PlanBuilder:
     tally: Tally = field(default_factory=Tally)
     machines: set[str] = field(default_factory=set)
     claims: set[str] = field(default_factory=set)
+    wake_at: float | None = None
 
     def touched(self, machine: MachineView) -> bool:
         """Whether an action already targets this machine."""
@@ -68,10 +69,15 @@ class PlanBuilder:
         self.tally.count(action.pool, kind, action.reason)
         return True
 
+    def wake(self, at: float) -> None:
+        """Something waits until ``at`` (a grace, a backoff): plan again no later than that."""
+        if at != float("inf") and (self.wake_at is None or at < self.wake_at):
+            self.wake_at = at
+
     def add(self, action: Action) -> None:
         """Plan an action that targets neither a machine nor a claim (Launch, Create)."""
         self.actions.append(action)
 
     def build(self, desired: Mapping[str, int]) -> Plan:
         """The finished, immutable plan."""
-        return Plan(tuple(self.actions), self.tally.decisions(), dict(desired))
+        return Plan(tuple(self.actions), self.tally.decisions(), dict(desired), self.wake_at)

@@ -1,8 +1,11 @@
 """Capacity: what is live per pool, app and globally, and a fair split of the room that is left.
 
 Live machines are those :func:`~scaler.policy.states.is_live` says cost money or may start, plus the
-act step's in-flight launches. Stopped warm machines are not live: a Start makes one live, so a
-Start needs room like a create does (but no create token).
+act step's in-flight launches, plus every per-job claim whose machine no listing shows yet (its
+create is pending, failed and waiting to be tried again, or the listing lags): a claim holds its
+pool's slot from the moment it is made until its job is finished or given back, so a queue is never
+claimed past the caps however slow or refused the creates are. Stopped warm machines are not live:
+a Start makes one live, so a Start needs room like a create does (but no create token).
 
 When an app's listing is unknown its live count is taken at its worst case (its app cap, else the
 sum of its pools' ``max_machines``), so the global cap still holds without blocking every other app.
@@ -19,6 +22,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from scaler.policy.index import AppIndex, ClaimIndex, claim_machine, index_apps, index_claims
 from scaler.policy.states import is_live
 from scaler.policy.types import Caps, Observation, PoolPolicy
 
@@ -47,12 +51,20 @@ class Ledger:
     budget: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_observation(cls, obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Ledger:
-        """Count live machines and in-flight launches; floor the create budgets."""
+    def from_observation(
+        cls,
+        obs: Observation,
+        pools: Sequence[PoolPolicy],
+        caps: Caps,
+        apps: Mapping[str, AppIndex] | None = None,
+        claims: ClaimIndex | None = None,
+    ) -> Ledger:
+        """Count live machines, in-flight launches and claims without a listed machine; floor the
+        create budgets. ``apps`` and ``claims``: the planner's indexes, if already built."""
         by_name = {p.name: p for p in pools}
         ledger = cls(caps=caps, pool_cap={p.name: p.max_machines for p in pools})
-        apps = dict.fromkeys([*obs.machines_by_app, *(p.app for p in pools)])
-        for app in apps:
+        all_apps = dict.fromkeys([*obs.machines_by_app, *(p.app for p in pools)])
+        for app in all_apps:
             machines = obs.machines_by_app.get(app)
             if machines is None:
                 estimate = unknown_app_estimate(app, pools, caps)
@@ -79,9 +91,37 @@ class Ledger:
             ledger.pool_live[p.name] = ledger.pool_live.get(p.name, 0) + extra
             ledger.app_live[p.app] = ledger.app_live.get(p.app, 0) + extra
             ledger.global_live += extra
-        for app in apps:
+        ledger._count_claims(
+            obs, pools,
+            apps if apps is not None else index_apps(obs, pools),
+            claims if claims is not None else index_claims(obs.claims, pools),
+        )
+        for app in all_apps:
             ledger.budget[app] = max(0, int(obs.create_budget.get(app, 0.0)))
         return ledger
+
+    def _count_claims(
+        self,
+        obs: Observation,
+        pools: Sequence[PoolPolicy],
+        apps: Mapping[str, AppIndex],
+        claims: ClaimIndex,
+    ) -> None:
+        """A claim holds a slot of its pool: count the claims whose machine is not listed (or is
+        listed under another pool's label, e.g. before a rename) on top of the listing."""
+        for p in pools:
+            if p.mode != "per-job" or obs.machines_by_app.get(p.app) is None:
+                continue  # an unknown app is already at its worst case
+            extra = 0
+            for c in claims.by_pool.get(p.name, ()):
+                known, m = claim_machine(c, p.app, apps)
+                if not known or m is None:
+                    extra += 1
+                elif is_live(m.state) and m.pool != p.name:
+                    self.pool_live[p.name] = self.live(p.name) + 1
+            self.pool_live[p.name] = self.live(p.name) + extra
+            self.app_live[p.app] = self.app_live.get(p.app, 0) + extra
+            self.global_live += extra
 
     def live(self, pool: str) -> int:
         """Live machines of a pool, in-flight launches included."""
@@ -101,6 +141,16 @@ class Ledger:
     def global_room(self) -> int:
         """Machines the global cap still allows."""
         return max(0, self.caps.global_max - self.global_live)
+
+    def excess(self, pool: str, app: str) -> int:
+        """Live machines above the tightest cap over ``pool`` (0 when every cap holds)."""
+        app_cap = self.caps.per_app.get(app)
+        return max(
+            0,
+            self.live(pool) - self.pool_cap.get(pool, 0),
+            self.app_live.get(app, 0) - app_cap if app_cap is not None else 0,
+            self.global_live - self.caps.global_max,
+        )
 
     def take(self, pool: str, app: str, count: int, creates: int) -> None:
         """Record ``count`` machines made live, ``creates`` of them by a create call."""

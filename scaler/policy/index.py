@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from scaler.policy.states import is_gone
 from scaler.policy.types import ClaimView, MachineView, Observation, PoolPolicy
 
-__all__ = ["AppIndex", "ClaimIndex", "index_apps", "index_claims"]
+__all__ = ["AppIndex", "ClaimIndex", "claim_machine", "find_machine", "index_apps", "index_claims"]
 
 
 @dataclass(slots=True)
@@ -51,13 +51,50 @@ def index_apps(obs: Observation, pools: Sequence[PoolPolicy]) -> dict[str, AppIn
     return out
 
 
+def find_machine(c: ClaimView, idx: AppIndex) -> MachineView | None:
+    """The machine listed in ``idx`` for a claim: by id once its create returned, else by
+    deterministic name, else by (job, launch) metadata."""
+    if c.machine_id is not None:
+        return idx.by_id.get(c.machine_id)
+    m = idx.by_name.get(c.machine_name)
+    if m is not None:
+        return m
+    return idx.by_job.get((c.job, c.launch))
+
+
+def claim_machine(
+    c: ClaimView, home_app: str | None, apps: Mapping[str, AppIndex], every_app_known: bool = True
+) -> tuple[bool, MachineView | None]:
+    """``(known, machine)`` of a claim: its machine lives in the app recorded in the claim, else
+    in ``home_app`` (its pool's app); with neither, in any listed app (``every_app_known``: all
+    listings were read). ``known`` is False when the listing that may hold the machine could not
+    be read (then the machine is unknown, not absent)."""
+    app = c.app or home_app
+    if app is not None:
+        idx = apps.get(app)
+        return (False, None) if idx is None else (True, find_machine(c, idx))
+    for idx in apps.values():
+        m = find_machine(c, idx)
+        if m is not None:
+            return True, m
+    return every_app_known, None
+
+
 @dataclass(slots=True)
 class ClaimIndex:
-    """Claims of readable queues grouped by pool (deduplicated by job, oldest first), and the set
-    of queues whose claims could not be read."""
+    """Claims of readable queues grouped by the per-job pool that owns them (deduplicated by job,
+    oldest first), the claims no per-job pool owns any more, and the queues whose claims could not
+    be read.
+
+    A claim belongs to the pool named in it while that pool is a per-job pool; otherwise it is
+    adopted by the first per-job pool serving its queue (a renamed pool, or the queue moved to
+    another pool); with no such pool it is ``ownerless``: its job is finished on the machine it
+    has, or given back to its queue, never dropped.
+    """
 
     by_pool: dict[str, list[ClaimView]] = field(default_factory=dict)
     unknown_queues: frozenset[str] = frozenset()
+    ownerless: list[ClaimView] = field(default_factory=list)
 
     def known(self, queue: str | None) -> bool:
         """Whether the claims of ``queue`` were read (``None``: of every queue)."""
@@ -66,8 +103,17 @@ class ClaimIndex:
         return queue not in self.unknown_queues
 
 
-def index_claims(claims: Mapping[str, tuple[ClaimView, ...] | None]) -> ClaimIndex:
-    """Group claims by pool; a job claimed twice keeps its newest launch."""
+def index_claims(
+    claims: Mapping[str, tuple[ClaimView, ...] | None], pools: Sequence[PoolPolicy] = ()
+) -> ClaimIndex:
+    """Group claims by owning pool (see :class:`ClaimIndex`); a job claimed twice keeps its newest
+    launch. Without ``pools`` every claim stays with the pool named in it."""
+    per_job = {p.name for p in pools if p.mode == "per-job"}
+    queue_owner: dict[str, str] = {}
+    for p in pools:
+        if p.mode == "per-job":
+            for q in p.queues:
+                queue_owner.setdefault(q, p.name)
     unknown = frozenset(q for q, cs in claims.items() if cs is None)
     newest: dict[str, ClaimView] = {}
     for queue in sorted(claims):
@@ -76,6 +122,12 @@ def index_claims(claims: Mapping[str, tuple[ClaimView, ...] | None]) -> ClaimInd
             if old is None or (c.launch, c.claimed_at) > (old.launch, old.claimed_at):
                 newest[c.job] = c
     by_pool: dict[str, list[ClaimView]] = {}
+    ownerless: list[ClaimView] = []
     for c in sorted(newest.values(), key=lambda c: (c.claimed_at, c.job)):
-        by_pool.setdefault(c.pool, []).append(c)
-    return ClaimIndex(by_pool, unknown)
+        if not pools or c.pool in per_job:
+            by_pool.setdefault(c.pool, []).append(c)
+        elif (owner := queue_owner.get(c.queue)) is not None:
+            by_pool.setdefault(owner, []).append(c)
+        else:
+            ownerless.append(c)
+    return ClaimIndex(by_pool, unknown, ownerless)

@@ -1,32 +1,45 @@
 """Per-job pools: each claim keeps exactly one machine, or its job goes back or to the dead letters.
 
 For each claim, its machine is found by id (once the create returned), else by deterministic name,
-else by (job, launch) metadata. Then:
+else by (job, launch) metadata, in the app recorded in the claim. Then:
 
 - invalid per-job machine options -> DeadLetter (after destroying any machine it has);
 - machine destroyed, destroying, launch_failed -> RequeueOrDeadLetter;
 - machine condemned by the reaper (stopped, failed, wedged, never booted, over max runtime) ->
   Destroy + RequeueOrDeadLetter. A boot timeout counts as a failed launch on purpose: an image that
   never boots ends in the dead letters after ``max_launches`` instead of looping forever;
-- no machine visible past ``claim_grace_s``: if no create ever returned (no machine id, still
-  "claimed") -> Relaunch under the same name (idempotent); otherwise -> RequeueOrDeadLetter.
+- no machine visible:
+
+  - a create may still be under way (``create_pending_until``): wait, never relaunch over it;
+  - no create ever returned: Relaunch under the same name (idempotent) once ``claim_grace_s`` has
+    passed since the claim, or, after a create that made no machine, once the backoff has passed
+    (``claim_grace_s`` doubled per failed attempt, up to ``relaunch_backoff_max_s``);
+  - a create returned (or the runner took the job) but no listing shows the machine past
+    ``claim_grace_s``: Destroy that machine id (a lagging listing must not let it run the job
+    while another launch does), then RequeueOrDeadLetter.
 
 A machine of the pool that no claim owns is an orphan once claims are known: first MarkOrphan, then
 Destroy after ``orphan_grace_s``. A started machine whose claim just vanished (its job acked) is
 usually exiting by itself; marking it is harmless and it is only destroyed if it lingers.
+
+Claims that no per-job pool owns any more (the pool was removed, or turned into a worker pool, and
+no other per-job pool serves the queue) keep their machine until the job ends; a machine that dies,
+or none at all, gives the job back to its queue (:func:`settle_ownerless`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from scaler.policy.builder import PlanBuilder
-from scaler.policy.index import AppIndex, ClaimIndex
+from scaler.policy.index import AppIndex, ClaimIndex, claim_machine
 from scaler.policy.reaper import Verdict, reap_orphan, verdict
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     ClaimView,
     DeadLetter,
+    GiveBack,
     MachineView,
     Observation,
     PoolPolicy,
@@ -34,39 +47,111 @@ from scaler.policy.types import (
     RequeueOrDeadLetter,
 )
 
-__all__ = ["QueueDemand", "find_machine", "launch_demand", "reap", "release_claims"]
+__all__ = [
+    "OWNERLESS_LIMITS",
+    "QueueDemand",
+    "launch_demand",
+    "reap",
+    "relaunch_due",
+    "release_claims",
+    "settle_ownerless",
+]
+
+OWNERLESS_LIMITS = PoolPolicy(name="(none)", mode="per-job", app="-", queues=(), max_machines=0)
+"""The reaper's limits for the machine of a claim no pool owns: the defaults of a pool."""
 
 
-def find_machine(c: ClaimView, idx: AppIndex) -> MachineView | None:
-    """The machine listed for a claim, if any."""
-    if c.machine_id is not None:
-        return idx.by_id.get(c.machine_id)
-    m = idx.by_name.get(c.machine_name)
-    if m is not None:
-        return m
-    return idx.by_job.get((c.job, c.launch))
+def relaunch_due(pool: PoolPolicy, c: ClaimView) -> float:
+    """When a claim without a machine may be created again: ``claim_grace_s`` after the claim (or
+    its last change), or, after a create that made no machine, ``claim_grace_s`` doubled per
+    failed attempt (capped at ``relaunch_backoff_max_s``) after that failure."""
+    if c.create_failed_at is not None:
+        step = pool.claim_grace_s * 2.0 ** max(0, c.create_attempts - 1)
+        return c.create_failed_at + min(pool.relaunch_backoff_max_s, step)
+    return max(c.claimed_at, c.updated_at or c.claimed_at) + pool.claim_grace_s
+
+
+def _pending(c: ClaimView, now: float) -> bool:
+    return c.create_pending_until is not None and now < c.create_pending_until
 
 
 def release_claims(
     pool: PoolPolicy,
-    idx: AppIndex,
+    apps: Mapping[str, AppIndex],
     claims: ClaimIndex,
     now: float,
     out: PlanBuilder,
     owned: set[str],
 ) -> list[ClaimView]:
-    """Plan the claim releases of one per-job pool whose app listing is known.
+    """Plan the claim releases of one per-job pool.
 
     Adds the ids of the machines its claims own to ``owned`` (no other rule may reap those), and
-    returns the claims that need a Relaunch, oldest first (the caller checks caps and budget).
+    returns the claims that need a Relaunch, oldest first (the caller checks budget). A claim whose
+    app listing is unknown is left alone (unknown is not zero).
     """
     relaunch: list[ClaimView] = []
     for c in claims.by_pool.get(pool.name, ()):
-        m = find_machine(c, idx)
+        known, m = claim_machine(c, pool.app, apps)
+        if not known:
+            out.tally.count(pool.name, "wait", "unknown_data", "not_taken")
+            continue
         if m is not None:
             owned.add(m.id)
         _claim(pool, c, m, now, out, relaunch)
     return relaunch
+
+
+def settle_ownerless(
+    claims: ClaimIndex,
+    apps: Mapping[str, AppIndex],
+    now: float,
+    out: PlanBuilder,
+    owned: set[str],
+    every_app_known: bool,
+) -> None:
+    """Claims no per-job pool owns: their machine runs the job to its end (and is owned, so never
+    reaped as an orphan); a machine that died, was condemned or never came gives the job back."""
+    for c in claims.ownerless:
+        known, m = claim_machine(c, None, apps, every_app_known)
+        if not known:
+            out.tally.count(c.pool, "wait", "unknown_data", "not_taken")
+            continue
+        if m is not None:
+            owned.add(m.id)
+            v = verdict(m, OWNERLESS_LIMITS, now)
+            if v is None and m.state == "stopped":
+                v = Verdict("stopped", False)
+            if v is not None:
+                out.destroy(None, m, v.reason, v.force)
+                out.claim_action(GiveBack(c.pool, c, "pool_gone", m.id), "give_back")
+            elif is_gone(m.state):
+                out.claim_action(GiveBack(c.pool, c, "pool_gone"), "give_back")
+            else:
+                out.tally.count(c.pool, "wait", "pool_gone_running", "not_taken")
+            continue
+        if _pending(c, now):
+            out.tally.count(c.pool, "wait", "create_pending", "not_taken")
+            if c.create_pending_until is not None:
+                out.wake(c.create_pending_until)
+            continue
+        gone_id = _destroy_unlisted(c, None, None, out)
+        out.claim_action(GiveBack(c.pool, c, "pool_gone", gone_id), "give_back")
+
+
+def _destroy_unlisted(
+    c: ClaimView, pool: str | None, app: str | None, out: PlanBuilder
+) -> str | None:
+    """A claim whose create returned a machine id that no listing shows: destroy that id before
+    the job goes back (it may be alive behind a lagging listing). Returns the id, if any."""
+    app = c.app or app
+    if c.machine_id is None or app is None:
+        return None
+    ghost = MachineView(
+        id=c.machine_id, name=c.machine_name, app=app, pool=pool, state="unlisted",
+        job=c.job, queue=c.queue, launch=c.launch,
+    )
+    out.destroy(pool, ghost, "unlisted", True)
+    return c.machine_id
 
 
 def reap(
@@ -113,13 +198,24 @@ def _claim(
         out.claim_action(DeadLetter(pool.name, c, c.machine_options_error, gone_id), "dead_letter")
         return
     if m is None:
-        since = max(c.claimed_at, c.updated_at or c.claimed_at)
-        if now - since < pool.claim_grace_s:
-            out.tally.count(pool.name, "wait", "claim_grace", "not_taken")
-        elif c.machine_id is None and c.state == "claimed":
+        if _pending(c, now):
+            out.tally.count(pool.name, "wait", "create_pending", "not_taken")
+            if c.create_pending_until is not None:
+                out.wake(c.create_pending_until)
+            return
+        unbound = c.machine_id is None and c.state == "claimed"
+        due = relaunch_due(pool, c) if unbound else (
+            max(c.claimed_at, c.updated_at or c.claimed_at) + pool.claim_grace_s
+        )
+        if now < due:
+            reason = "backoff" if unbound and c.create_failed_at is not None else "claim_grace"
+            out.tally.count(pool.name, "wait", reason, "not_taken")
+            out.wake(due)
+        elif unbound:
             relaunch.append(c)
         else:
-            out.claim_action(_requeue(pool, c, "machine_gone", None), "requeue")
+            gone_id = _destroy_unlisted(c, pool.name, pool.app, out)
+            out.claim_action(_requeue(pool, c, "machine_gone", gone_id), "requeue")
         return
     v = verdict(m, pool, now)
     if v is None and m.state == "stopped":

@@ -24,7 +24,13 @@ from scaler.policy.builder import PlanBuilder
 from scaler.policy.caps import Grant, Ledger, Request, allocate
 from scaler.policy.explain import describe
 from scaler.policy.index import AppIndex, ClaimIndex, index_apps, index_claims
-from scaler.policy.perjob import QueueDemand, launch_demand, reap, release_claims
+from scaler.policy.perjob import (
+    QueueDemand,
+    launch_demand,
+    reap,
+    release_claims,
+    settle_ownerless,
+)
 from scaler.policy.reaper import orphan_grace, reap_orphan
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
@@ -32,6 +38,7 @@ from scaler.policy.types import (
     ClaimView,
     Create,
     Decision,
+    GiveBack,
     Launch,
     MachineView,
     Observation,
@@ -58,17 +65,22 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"pool names must be unique; rename the duplicates: {dup}")
     apps = index_apps(obs, pools)
-    claims = index_claims(obs.claims)
-    ledger = Ledger.from_observation(obs, pools, caps)
+    claims = index_claims(obs.claims, pools)
+    ledger = Ledger.from_observation(obs, pools, caps, apps, claims)
     out = PlanBuilder()
     desired: dict[str, int] = {}
 
     relaunch: dict[str, list[ClaimView]] = {}
     owned: set[str] = set()
     for p in pools:
-        idx = apps.get(p.app)
-        if idx is not None and p.mode == "per-job":
-            relaunch[p.name] = release_claims(p, idx, claims, obs.now, out, owned)
+        if p.mode == "per-job":
+            found = release_claims(p, apps, claims, obs.now, out, owned)
+            if p.app in apps:  # relaunching needs the pool's own app listing (its caps)
+                relaunch[p.name] = found
+            elif found:
+                out.tally.count(p.name, "relaunch", "unknown_data", "not_taken", len(found))
+    every_app_known = all(ms is not None for ms in obs.machines_by_app.values())
+    settle_ownerless(claims, apps, obs.now, out, owned, every_app_known)
     stopped: dict[str, list[MachineView]] = {}
     for p in pools:
         idx = apps.get(p.app)
@@ -79,8 +91,7 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
         else:
             stopped[p.name] = reap_workers(p, idx, obs.now, out, owned)
     for app, idx in apps.items():
-        _reap_unknown_pool(idx, orphan_grace(app, pools), obs.now, out, owned)
-    _report_unknown_pool_claims(pools, claims, out)
+        _reap_unknown_pool(idx, orphan_grace(app, pools), obs.now, out, owned, claims)
 
     _relaunch(pools, relaunch, ledger, obs.now, out)
     _scale(pools, obs, apps, claims, stopped, ledger, out, desired)
@@ -88,8 +99,12 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
 
 
 def _reap_unknown_pool(
-    idx: AppIndex, grace: float, now: float, out: PlanBuilder, owned: set[str]
+    idx: AppIndex, grace: float, now: float, out: PlanBuilder, owned: set[str],
+    claims: ClaimIndex,
 ) -> None:
+    """Machines whose pool is unknown and that no claim owns: failed and stopped ones go at once,
+    running ones are orphans, but only while every queue's claims could be read (an unread claim
+    may own the machine)."""
     for m in idx.by_pool.get(None, ()):
         if is_gone(m.state) or m.id in owned:
             continue
@@ -97,18 +112,10 @@ def _reap_unknown_pool(
             out.destroy(None, m, "failed", True)
         elif m.state == "stopped":
             out.destroy(None, m, "stopped", False)
+        elif not claims.known(None):
+            out.tally.count(None, "reap", "unknown_data", "not_taken")
         else:
             reap_orphan(out, None, m, grace, now, "unknown_pool")
-
-
-def _report_unknown_pool_claims(
-    pools: Sequence[PoolPolicy], claims: ClaimIndex, out: PlanBuilder
-) -> None:
-    """Claims of a pool that is gone (or not per-job) are left alone, and reported every tick."""
-    per_job = {p.name for p in pools if p.mode == "per-job"}
-    for name, cs in claims.by_pool.items():
-        if name not in per_job:
-            out.tally.count(None, "skip", "unknown_pool", "not_taken", len(cs))
 
 
 def _relaunch(
@@ -118,22 +125,31 @@ def _relaunch(
     now: float,
     out: PlanBuilder,
 ) -> None:
-    requests = [
-        Request(p.name, p.app, len(relaunch[p.name]), 0, (relaunch[p.name][0].claimed_at - now, i))
-        for i, p in enumerate(pools)
-        if relaunch.get(p.name)
-    ]
-    grants = allocate(requests, ledger)
-    for p in pools:
-        cands = relaunch.get(p.name)
-        if not cands:
-            continue
-        g = grants[p.name]
-        for c in cands[: g.count]:
+    """Relaunch claims, oldest first across pools. A claim already holds its slot in the caps
+    (see :class:`~scaler.policy.caps.Ledger`), so the app's create budget limits this, except when
+    a cap was lowered below what is live: then the newest claims without a machine give their job
+    back to the queue instead (it waits there for room), so the caps hold again."""
+    by_name = {p.name: p for p in pools}
+    for name, cs in relaunch.items():
+        p = by_name[name]
+        excess = min(len(cs), ledger.excess(p.name, p.app))
+        for c in reversed(cs[len(cs) - excess:]):
+            out.claim_action(GiveBack(p.name, c, "over_cap"), "give_back")
+            ledger.take(p.name, p.app, -1, 0)
+    waiting: dict[str, int] = {}
+    cands = sorted(
+        ((c, by_name[name]) for name, cs in relaunch.items() for c in cs
+         if c.job not in out.claims),
+        key=lambda cp: (cp[0].claimed_at, cp[0].job),
+    )
+    for c, p in cands:
+        if ledger.budget.get(p.app, 0) >= 1:
             out.claim_action(Relaunch(p.name, p.app, c), "relaunch")
-        ledger.take(p.name, p.app, g.count, g.count)
-        if g.limit is not None:
-            out.tally.count(p.name, "relaunch", g.limit, "not_taken", len(cands) - g.count)
+            ledger.take(p.name, p.app, 0, 1)
+        else:
+            waiting[p.name] = waiting.get(p.name, 0) + 1
+    for name, n in waiting.items():
+        out.tally.count(name, "relaunch", "rate_limit", "not_taken", n)
 
 
 def _oldest_age(p: PoolPolicy, obs: Observation) -> float:

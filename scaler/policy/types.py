@@ -74,7 +74,11 @@ class PoolPolicy:
         max_launches: per-job: launches per message before the act step dead-letters it.
         orphan_grace_s: how long an orphan stays marked before it is destroyed.
         claim_grace_s: per-job: how long a claim may lack a visible machine (listing lag, a create
-            in flight) before it is relaunched or its job requeued.
+            in flight) before it is relaunched or its job requeued; also the first wait after a
+            create that made no machine, doubled after each further failure up to
+            ``relaunch_backoff_max_s``.
+        relaunch_backoff_max_s: per-job: the longest wait between two create attempts of one
+            claim.
         min_machines: worker: floor of the desired count.
         jobs_per_machine: worker, ``scale_on="depth"``: messages one machine handles at once.
         warm_machines: worker: stopped machines kept for fast starts; extra stopped ones are
@@ -97,6 +101,7 @@ class PoolPolicy:
     max_launches: int = 3
     orphan_grace_s: float = 60.0
     claim_grace_s: float = 30.0
+    relaunch_backoff_max_s: float = 300.0
     min_machines: int = 0
     jobs_per_machine: int = 1
     warm_machines: int = 0
@@ -133,7 +138,8 @@ class PoolPolicy:
             raise bad("target_per_machine", self.target_per_machine, "use a positive number")
         if self.target_latency_s <= 0:
             raise bad("target_latency_s", self.target_latency_s, "use a positive number of seconds")
-        for name in ("boot_timeout_s", "orphan_grace_s", "claim_grace_s", "idle_timeout_s"):
+        for name in ("boot_timeout_s", "orphan_grace_s", "claim_grace_s", "idle_timeout_s",
+                     "relaunch_backoff_max_s"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "use 0 or more seconds")
         if self.max_runtime_s is not None and self.max_runtime_s <= 0:
@@ -248,6 +254,14 @@ class ClaimView:
             invalid; the planner dead-letters the message with this text.
         updated_at: when the claim last changed (``machine_id`` set, relaunched); the grace for a
             missing machine runs from the later of this and ``claimed_at``.
+        app: the app the claim's machine was created in (``None``: its pool's app). A claim
+            keeps it when its pool is renamed, moved or removed, so its machine is still found.
+        create_pending_until: a create for this claim may still be under way until then (in
+            this process, or recorded in Redis by the leader that sent it): never relaunched
+            before. ``inf`` while this process's create has not returned.
+        create_attempts: creates tried for this launch.
+        create_failed_at: when the last create made no machine (refused, or abandoned and not
+            found); the next attempt backs off from it.
     """
 
     queue: str
@@ -261,6 +275,10 @@ class ClaimView:
     machine_id: str | None = None
     machine_options_error: str | None = None
     updated_at: float | None = None
+    app: str | None = None
+    create_pending_until: float | None = None
+    create_attempts: int = 1
+    create_failed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,11 +479,14 @@ class Plan:
             action that ``requires_destroy`` it).
         decisions: at least one per configured pool, including the decisions not taken.
         desired: per configured pool, the number of live machines the pool wants.
+        wake_at: the earliest time a decision not taken may change by itself (a claim's grace or
+            backoff ends, a pending create's window closes); ``None`` when nothing waits on time.
     """
 
     actions: tuple[Action, ...] = ()
     decisions: tuple[Decision, ...] = ()
     desired: Mapping[str, int] = field(default_factory=_empty)
+    wake_at: float | None = None
 
     def of_type(self, kind: type[A]) -> tuple[A, ...]:
         """The actions of one class, in plan order."""

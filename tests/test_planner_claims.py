@@ -1,0 +1,137 @@
+"""The planner's rules for claims under slow, refused and renamed conditions (pure, no I/O):
+a claim holds its pool's slot until it is settled, a pending create is never relaunched over, a
+failed create backs off exponentially, and claims whose pool is gone keep their machine or give
+their job back."""
+
+from __future__ import annotations
+
+import math
+
+from scaler.policy import (
+    Caps,
+    ClaimView,
+    Destroy,
+    GiveBack,
+    Launch,
+    MachineView,
+    Observation,
+    PoolPolicy,
+    QueueView,
+    Relaunch,
+    plan,
+)
+from scaler.policy.perjob import relaunch_due
+
+NOW = 10_000.0
+POOL = PoolPolicy(name="jobs", mode="per-job", app="app", queues=("q",), max_machines=1,
+                  claim_grace_s=10.0, relaunch_backoff_max_s=60.0)
+CAPS = Caps(global_max=100)
+
+
+def claim(job: str = "j1", **kw: object) -> ClaimView:
+    fields: dict[str, object] = {
+        "queue": "q", "job": job, "message_id": f"m-{job}", "pool": "jobs", "launch": 1,
+        "claimed_at": NOW - 100, "machine_name": f"jobs-{job}-1", **kw,
+    }
+    return ClaimView(**fields)  # type: ignore[arg-type]
+
+
+def obs(*claims: ClaimView, ready: int = 0, machines: tuple[MachineView, ...] = (),
+        budget: float = 10.0, listed: dict[str, tuple[MachineView, ...] | None] | None = None,
+        ) -> Observation:
+    return Observation(
+        now=NOW,
+        queues={"q": QueueView("q", ready=ready)},
+        machines_by_app=listed if listed is not None else {"app": machines},
+        claims={"q": claims},
+        inflight={},
+        create_budget={"app": budget},
+    )
+
+
+def test_a_claim_without_a_machine_holds_its_slot() -> None:
+    # Break 5: claims whose creates keep failing did not count against the cap, so the whole
+    # queue got claimed. A refused claim keeps the pool's only slot: nothing more is claimed.
+    waiting = claim(create_failed_at=NOW - 1)
+    p = plan(obs(waiting, ready=3), [POOL], CAPS)
+    assert p.of_type(Launch) == ()
+    assert {(d.kind, d.reason) for d in p.not_taken() if d.count} >= {("launch", "cap_pool")}
+
+
+def test_a_pending_create_is_never_relaunched_over() -> None:
+    # Break 4: a claim was relaunched by Redis state alone while its first create still ran.
+    for pending in (NOW + 5, math.inf):
+        p = plan(obs(claim(create_pending_until=pending)), [POOL], CAPS)
+        assert p.of_type(Relaunch) == ()
+        assert [(d.kind, d.reason) for d in p.not_taken() if d.count] == [
+            ("wait", "create_pending")
+        ]
+    # once the window is over, the claim is relaunched under its name
+    p = plan(obs(claim(create_pending_until=NOW - 1)), [POOL], CAPS)
+    assert [a.claim.job for a in p.of_type(Relaunch)] == ["j1"]
+
+
+def test_failed_creates_back_off_exponentially_up_to_a_ceiling() -> None:
+    # Break 5: after one grace, every tick relaunched a refused create.
+    assert relaunch_due(POOL, claim(create_failed_at=NOW, create_attempts=1)) == NOW + 10
+    assert relaunch_due(POOL, claim(create_failed_at=NOW, create_attempts=2)) == NOW + 20
+    assert relaunch_due(POOL, claim(create_failed_at=NOW, create_attempts=3)) == NOW + 40
+    assert relaunch_due(POOL, claim(create_failed_at=NOW, create_attempts=9)) == NOW + 60
+    backing_off = claim(create_failed_at=NOW - 15, create_attempts=2)
+    p = plan(obs(backing_off), [POOL], CAPS)
+    assert p.of_type(Relaunch) == ()
+    assert p.wake_at == NOW + 5  # the loop plans again when the backoff ends, not before
+    due = claim(create_failed_at=NOW - 25, create_attempts=2)
+    assert len(plan(obs(due), [POOL], CAPS).of_type(Relaunch)) == 1
+
+
+def test_a_relaunch_needs_only_create_budget_not_room() -> None:
+    full = PoolPolicy(name="jobs", mode="per-job", app="app", queues=("q",), max_machines=2)
+    running = MachineView(id="m0", name="jobs-j0-1", app="app", pool="jobs", state="started",
+                          job="j0", queue="q", launch=1)
+    claims = (claim("j0", machine_id="m0", state="running"), claim("j1"))
+    assert [a.claim.job for a in plan(obs(*claims, machines=(running,)), [full], CAPS)
+            .of_type(Relaunch)] == ["j1"]
+    assert plan(obs(*claims, machines=(running,), budget=0.0), [full], CAPS).of_type(
+        Relaunch) == ()
+
+
+def test_a_lowered_cap_gives_back_the_newest_machineless_claims() -> None:
+    lowered = PoolPolicy(name="jobs", mode="per-job", app="app", queues=("q",), max_machines=1)
+    old, new = claim("j1", claimed_at=NOW - 200), claim("j2", claimed_at=NOW - 100)
+    p = plan(obs(old, new), [lowered], CAPS)
+    assert [(a.claim.job, a.reason) for a in p.of_type(GiveBack)] == [("j2", "over_cap")]
+    assert [a.claim.job for a in p.of_type(Relaunch)] == ["j1"]
+
+
+def _running(pool: str) -> MachineView:
+    # listed under the pool label it was created with
+    return MachineView(id="m1", name=f"{pool}-j1-1", app="app", pool=None, state="started",
+                       created_at=NOW - 500, updated_at=NOW - 490, started_at=NOW - 490,
+                       job="j1", queue="q", launch=1, orphan_marked_at=NOW - 1000)
+
+
+def test_a_renamed_pool_adopts_the_claims_of_its_queue() -> None:
+    # Break 2: the running machine of a renamed pool was marked an orphan and destroyed.
+    renamed = PoolPolicy(name="jobs2", mode="per-job", app="app", queues=("q",), max_machines=1)
+    c = claim(machine_id="m1", state="running", app="app")
+    p = plan(obs(c, ready=2, machines=(_running("jobs"),)), [renamed], CAPS)
+    assert p.actions == ()  # not destroyed, not marked, and its slot is still taken
+    assert [(d.kind, d.reason) for d in p.not_taken() if d.count] == [("launch", "cap_pool")]
+
+
+def test_claims_of_a_removed_pool_finish_or_go_back_to_their_queue() -> None:
+    other = PoolPolicy(name="other", mode="worker", app="app", queues=("q",), max_machines=3)
+    running = claim(machine_id="m1", state="running", app="app")
+    p = plan(obs(running, machines=(_running("jobs"),)), [other], CAPS)
+    assert p.of_type(Destroy) == () and p.of_type(GiveBack) == ()  # the job runs to its end
+    dead = MachineView(id="m1", name="jobs-j1-1", app="app", pool=None, state="failed",
+                       job="j1", queue="q", launch=1)
+    p = plan(obs(running, machines=(dead,)), [other], CAPS)
+    assert [(a.claim.job, a.requires_destroy) for a in p.of_type(GiveBack)] == [("j1", "m1")]
+    never = claim("j2", app="app")
+    p = plan(obs(never), [other], CAPS)
+    assert [a.claim.job for a in p.of_type(GiveBack)] == ["j2"]
+    # unknown listing: nothing is decided about it
+    p = plan(obs(never, listed={"app": None}), [other], CAPS)
+    assert p.of_type(GiveBack) == ()
