@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from bench.common import ROOT, BenchConfig, median, records, redis_keys, row, stop_group
 from bench.simjobs import Enqueuer
 from scaler.claims import ClaimStore
+from scaler.leader import UNFENCED
 from scaler.local.testing import eventually
 
 __all__ = ["run"]
@@ -51,7 +52,7 @@ async def _claim(cfg: BenchConfig, ns: str, job: str) -> None:
     client = aioredis.Redis.from_url(cfg.redis_url)
     try:
         got = await ClaimStore(client, ns, f"{ns}:fs").claim(
-            QUEUE, "jobs", 1, int(time.time() * 1000), None
+            QUEUE, "jobs", 1, int(time.time() * 1000), UNFENCED
         )
     finally:
         await client.aclose()

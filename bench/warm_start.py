@@ -25,10 +25,11 @@ from scaler.claims import ClaimStore
 from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
 from scaler.governor import RedisGovernor
+from scaler.leader import UNFENCED
 from scaler.local.server import LocalAPIServer
 from scaler.machines import worker_request
 from scaler.metrics import Metrics
-from scaler.observe import Overlay
+from scaler.overlay import Overlay
 from scaler.policy.types import Create, MachineView, Plan, Start
 
 __all__ = ["run"]
@@ -70,11 +71,11 @@ async def _act(
             for mid in warm
         ))
         t0 = time.monotonic()
-        warm_report = await actor.execute(starts, {}, None, time.monotonic() + 300)
+        warm_report = await actor.execute(starts, {}, UNFENCED, time.monotonic() + 300)
         warm_s = time.monotonic() - t0
         t0 = time.monotonic()
         create_report = await actor.execute(
-            Plan(actions=(Create(POOL, app, creates),)), {}, None, time.monotonic() + 300
+            Plan(actions=(Create(POOL, app, creates),)), {}, UNFENCED, time.monotonic() + 300
         )
         create_s = time.monotonic() - t0
     finally:

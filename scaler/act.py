@@ -3,9 +3,16 @@
 Order within a tick: destroys and orphan marks first; then the claim settlements (give back,
 dead-letter, requeue), each only after the destroy it ``requires_destroy`` succeeded; then starts,
 launches and creates. Calls run concurrently under ``max_concurrent_calls``. Creates that outlive
-the tick's deadline keep running as tasks and count as in-flight launches in the next observation,
-so caps still hold. A failed action is logged and left for a later tick, never retried in a loop
-here: the planner sees the same world again and decides again.
+the tick's deadline keep running as tasks; every machine they may make is in
+:class:`~scaler.overlay.InFlight` until a listing shows it, so caps still hold. A failed action is
+logged and left for a later tick, never retried in a loop here: the planner sees the same world
+again (a failed create is recorded in its claim, and the planner backs off) and decides again.
+
+Only the leader acts. Every Redis write is fenced, and every Fly call (each retry included) first
+checks that the fence the plan was made under is still this replica's: a replica whose lease
+lapsed, even while its calls were waiting on the rate governor or retrying 429s, sends nothing
+more. A create gives up after ``CREATE_WINDOW_S`` (its retries included), before the window its
+claim records as pending ends, so no replica relaunches a claim whose create may still land.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import structlog
 
 from scaler.claims import Claim, ClaimStore
 from scaler.config import PoolSpec, Settings
-from scaler.fly.client import AsyncFlyClient
+from scaler.fly.client import AsyncFlyClient, precondition
 from scaler.fly.errors import (
     BadRequest,
     Conflict,
@@ -34,10 +41,11 @@ from scaler.fly.errors import (
     Unprocessable,
 )
 from scaler.fly.models import CreateMachineRequest
-from scaler.leader import Fence, Fenced
+from scaler.leader import UNFENCED, Fence, Fenced
 from scaler.machines import META_JOB, job_guest, per_job_request, worker_request
 from scaler.metrics import Metrics
-from scaler.observe import Overlay, orphans_key
+from scaler.observe import orphans_key
+from scaler.overlay import InFlight, Overlay
 from scaler.policy.types import (
     Action,
     ClaimView,
@@ -53,9 +61,15 @@ from scaler.policy.types import (
     Start,
 )
 
-__all__ = ["ActReport", "Actor"]
+__all__ = ["CREATE_WINDOW_S", "ActReport", "Actor"]
 
 log = structlog.get_logger(__name__)
+
+CREATE_WINDOW_S = 60.0
+"""How long a claim's create is recorded as pending (no replica relaunches it meanwhile)."""
+CREATE_TIMEOUT_S = 45.0
+"""How long this process lets one create run, retries included, before abandoning it: well
+inside ``CREATE_WINDOW_S``, so the create has surely stopped before anyone may relaunch."""
 
 
 class _Created(NamedTuple):
@@ -86,8 +100,10 @@ class Actor:
         claims: ClaimStore,
         metrics: Metrics,
         overlay: Overlay,
+        inflight: InFlight | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        current_fence: Callable[[], Fence | None] = lambda: UNFENCED,
     ) -> None:
         self.settings = settings
         self.fly = fly
@@ -95,31 +111,64 @@ class Actor:
         self.claims = claims
         self.metrics = metrics
         self.overlay = overlay
+        self.inflight = inflight if inflight is not None else InFlight()
         self.clock = clock
+        self.current_fence = current_fence
         self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}
         self._sem = asyncio.Semaphore(settings.scaler.max_concurrent_calls)
-        self._pending: dict[str, set[asyncio.Task[Any]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def inflight(self) -> dict[str, int]:
-        """Per pool, create/start calls still running (they count against caps)."""
-        return {p: sum(not t.done() for t in ts) for p, ts in self._pending.items()}
+    def running(self) -> int:
+        """Act tasks still running (creates and starts that outlived their tick)."""
+        return sum(not t.done() for t in self._tasks)
 
     async def drain(self, wait_s: float | None = None) -> None:
-        """Wait (at most ``wait_s``) for every call still running (at shutdown)."""
-        tasks = [t for ts in self._pending.values() for t in ts if not t.done()]
+        """Wait (at most ``wait_s``) for every call still running, then abandon the rest (at
+        shutdown, while the lease is still held, so the next leader finds their outcome)."""
+        tasks = [t for t in self._tasks if not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=wait_s)
+        await self.abandon()
 
-    def _track(self, pool: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    async def abandon(self) -> None:
+        """Cancel every call still running, retries included (this replica stopped leading)."""
+        tasks = [t for t in self._tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.warning("in-flight calls abandoned", count=len(tasks))
+
+    def _track(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
-        bucket = self._pending.setdefault(pool, set())
-        bucket.add(task)
-        task.add_done_callback(bucket.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
         return task
 
-    async def _call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved here: a failed background task is never silent
+        if isinstance(exc, Fenced):
+            self.metrics.tick_errors.labels("fenced").inc()
+            log.warning("act refused: this replica is no longer the leader", error=str(exc))
+        elif exc is not None:
+            log.error("act task failed", error=str(exc), error_type=type(exc).__name__)
+
+    def _check_fence(self, fence: Fence | None) -> None:
+        """Raise :class:`Fenced` unless ``fence`` is still this replica's current fence."""
+        if fence is UNFENCED:
+            return
+        current = self.current_fence()
+        if fence is None or current is None or current.value != fence.value:
+            raise Fenced("the lease this plan was made under is gone: not sending the call")
+
+    async def _call(self, fn: Callable[[], Awaitable[Any]], fence: Fence | None) -> Any:
+        self._check_fence(fence)
         async with self._sem:
-            return await fn()
+            with precondition(lambda: self._check_fence(fence)):
+                return await fn()
 
     async def execute(
         self,
@@ -128,7 +177,12 @@ class Actor:
         fence: Fence | None,
         deadline: float,
     ) -> ActReport:
-        """Run ``plan``; ``claims``: redis_message_id -> the observed claim (with its message)."""
+        """Run ``plan``; ``claims``: redis_message_id -> the observed claim (with its message).
+
+        Raises:
+            Fenced: ``fence`` is ``None`` or no longer current: nothing is done.
+        """
+        self._check_fence(fence)
         report = ActReport()
         destroyed: set[str] = set()
         phase1 = [a for a in plan.actions if isinstance(a, Destroy | MarkOrphan)]
@@ -152,7 +206,7 @@ class Actor:
         for phase in (phase1, phase2):
             if phase:
                 await asyncio.gather(*(one(a) for a in phase))
-        tasks = [self._track(a.pool, one(a)) for a in phase3]
+        tasks = [self._track(one(a)) for a in phase3]
         if tasks:
             remaining = max(0.0, deadline - time.monotonic())
             await asyncio.wait(tasks, timeout=remaining)
@@ -168,7 +222,7 @@ class Actor:
     ) -> None:
         now_ms = int(self.clock() * 1000)
         if isinstance(action, Destroy):
-            await self._destroy(action)
+            await self._destroy(action, fence)
             destroyed.add(action.machine.id)
         elif isinstance(action, MarkOrphan):
             await self.redis.hsetnx(
@@ -183,19 +237,19 @@ class Actor:
         elif isinstance(action, Launch):
             await self._launch(action, fence, now_ms, report)
         elif isinstance(action, Relaunch):
-            claim = claims.get(action.claim.job)
-            if claim is not None:
-                await self._create_for_claim(action.pool, claim, fence, now_ms, report)
+            await self._relaunch(action, claims, fence, now_ms, report)
         elif isinstance(action, Start):
-            await self._start(action)
+            await self._start(action, fence)
         elif isinstance(action, Create):
             for _ in range(action.count):
-                await self._create_worker(action.pool, report)
+                await self._create_worker(action.pool, fence, report)
 
-    async def _destroy(self, action: Destroy) -> None:
+    async def _destroy(self, action: Destroy, fence: Fence | None) -> None:
         m = action.machine
         with contextlib.suppress(NotFound):  # already gone: the goal is reached
-            await self._call(lambda: self.fly.destroy_machine(m.app, m.id, force=action.force))
+            await self._call(
+                lambda: self.fly.destroy_machine(m.app, m.id, force=action.force), fence
+            )
         self.overlay.destroyed[m.id] = self.clock()
         await self.redis.hdel(orphans_key(self.settings.redis.prefix), m.id)
         self.metrics.reaps.labels(action.pool or "(unknown)", action.reason).inc()
@@ -207,12 +261,17 @@ class Actor:
     ) -> None:
         c: ClaimView = action.claim
         if isinstance(action, GiveBack):
-            outcome = await self.claims.give_back(c.queue, c.job, action.reason, fence)
+            outcome = await self.claims.give_back(
+                c.queue, c.job, action.reason, fence, launch=c.launch
+            )
         elif isinstance(action, DeadLetter):
-            outcome = await self.claims.dead_letter(c.queue, c.job, action.reason, fence, now_ms)
+            outcome = await self.claims.dead_letter(
+                c.queue, c.job, action.reason, fence, now_ms, launch=c.launch
+            )
         else:
             outcome = await self.claims.requeue_or_dead_letter(
-                c.queue, c.job, action.reason, action.max_launches, fence, now_ms
+                c.queue, c.job, action.reason, action.max_launches, fence, now_ms,
+                launch=c.launch,
             )
         # DeadLetter's reason is the validation text (for the record); the label stays bounded.
         label = "invalid_options" if isinstance(action, DeadLetter) else action.reason
@@ -228,21 +287,54 @@ class Actor:
     async def _launch(
         self, action: Launch, fence: Fence | None, now_ms: int, report: ActReport
     ) -> None:
-        got = await self.claims.claim(action.queue, action.pool, action.count, now_ms, fence)
-        await asyncio.gather(
-            *(self._create_for_claim(action.pool, c, fence, now_ms, report) for c in got)
+        # Reserved before the claim is made, so the next observation counts these machines even
+        # while the claim script or the creates are still running.
+        keys = self.inflight.reserve(action.pool, action.app, self.clock(), [None] * action.count)
+        try:
+            got = await self.claims.claim(
+                action.queue, action.pool, action.count, now_ms, fence, app=action.app,
+                create_window_ms=int(CREATE_WINDOW_S * 1000),
+            )
+        except BaseException:
+            self.inflight.drop(*keys)
+            raise
+        for key, claim in zip(keys, got, strict=False):
+            self.inflight.name(key, claim.machine_name)
+        self.inflight.drop(*keys[len(got):])
+        await asyncio.gather(*(
+            self._create_for_claim(action.pool, c, key, fence, now_ms, report)
+            for key, c in zip(keys, got, strict=False)
+        ))
+
+    async def _relaunch(
+        self, action: Relaunch, claims: Mapping[str, Claim], fence: Fence | None, now_ms: int,
+        report: ActReport,
+    ) -> None:
+        claim = claims.get(action.claim.job)
+        if claim is None:
+            return
+        pool = self.pools[action.pool]
+        began = await self.claims.begin_create(
+            claim.queue, claim.redis_message_id, claim.launch, now_ms,
+            int(CREATE_WINDOW_S * 1000), fence,
         )
+        if not began:  # finished, settled or bound meanwhile: nothing to create
+            return
+        (key,) = self.inflight.reserve(action.pool, pool.app, self.clock(), [claim.machine_name])
+        await self._create_for_claim(action.pool, claim, key, fence, now_ms, report)
 
     async def _create_for_claim(
-        self, pool_name: str, claim: Claim, fence: Fence | None, now_ms: int, report: ActReport
+        self, pool_name: str, claim: Claim, key: int, fence: Fence | None, now_ms: int,
+        report: ActReport,
     ) -> None:
         pool = self.pools[pool_name]
         try:
             guest = job_guest(pool, claim.machine_options)
         except ValueError as exc:
+            self.inflight.drop(key)
             reason = f"invalid machine options: {exc}"
             await self.claims.dead_letter(claim.queue, claim.redis_message_id, reason, fence,
-                                          now_ms)
+                                          now_ms, launch=claim.launch)
             self.metrics.dead_letters.labels(pool_name, "invalid_options").inc()
             log.warning("job dead-lettered", job=claim.redis_message_id, pool=pool_name,
                         reason=reason)
@@ -253,47 +345,70 @@ class Actor:
             self.metrics.enqueue_to_launch.labels(pool_name).observe(
                 max(0.0, sent - claim.enqueued_at / 1000.0)
             )
-        self.overlay.created[claim.machine_name] = (pool_name, sent)
-        created = await self._create(pool, request, claim.redis_message_id)
+        try:
+            created = await self._create(pool, request, claim.redis_message_id, fence)
+        except BaseException:
+            # Cancelled (stepped down, shutdown) or fenced: the create may still land. The claim
+            # keeps its pending window, after which the leader finds the machine by name or
+            # relaunches it under the same name.
+            self.inflight.drop(key)
+            raise
         self.metrics.launches.labels(pool_name, created.result).inc()
         if created.machine_id is not None:
+            self.inflight.returned(key, created.machine_id, self.clock())
             report.launched.append(claim.machine_name)
             await self.claims.record_machine(
-                claim.queue, claim.redis_message_id, created.machine_id,
+                claim.queue, claim.redis_message_id, claim.launch, created.machine_id,
                 int(self.clock() * 1000), fence,
             )
             return
-        self.overlay.created.pop(claim.machine_name, None)
+        self.inflight.drop(key)
+        if created.result == "abandoned":
+            return  # it may have landed: the pending window runs out, then the name decides
         if created.result == "refused" and claim.machine_options:
             # Fly refused a machine shaped by the job's own options: the job is the problem.
             reason = f"Fly refused this job's machine: {created.error}"
             await self.claims.dead_letter(claim.queue, claim.redis_message_id, reason, fence,
-                                          now_ms)
+                                          now_ms, launch=claim.launch)
             self.metrics.dead_letters.labels(pool_name, "fly_refused").inc()
+            return
         # Otherwise the claim stays: a refusal of the pool's own template (fix the config) or a
-        # transient failure; the planner relaunches it under the same name after the claim
-        # grace, so it is retried at that pace, never in a loop, and the name keeps it idempotent.
+        # transient failure. Recorded in the claim, so the planner backs off before the next
+        # attempt (claim grace, doubling up to a ceiling) under the same, idempotent name.
+        await self.claims.create_failed(
+            claim.queue, claim.redis_message_id, claim.launch, int(self.clock() * 1000),
+            f"{created.result}: {created.error}", fence,
+        )
 
     async def _create(
-        self, pool: PoolSpec, request: CreateMachineRequest, job: str | None
+        self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, fence: Fence | None
     ) -> _Created:
-        """Create one machine, resolving a name conflict by looking the machine up."""
+        """Create one machine, resolving a name conflict by looking the machine up. Gives up
+        (``"abandoned"``: the outcome is unknown) after ``CREATE_TIMEOUT_S``."""
         try:
-            machine = await self._call(lambda: self.fly.create_machine(pool.app, request))
+            machine = await asyncio.wait_for(
+                self._call(lambda: self.fly.create_machine(pool.app, request), fence),
+                timeout=CREATE_TIMEOUT_S,
+            )
+        except TimeoutError:
+            log.warning("create abandoned: no answer in time", pool=pool.name, name=request.name,
+                        seconds=CREATE_TIMEOUT_S)
+            return _Created("abandoned", error="no answer in time")
         except Conflict:
             # The deterministic name exists already: a previous create went through.
             if job is not None:
                 found = await self._call(
                     lambda: self.fly.list_machines(
                         pool.app, include_deleted=True, metadata={META_JOB: job}
-                    )
+                    ),
+                    fence,
                 )
                 named = [m for m in found if m.name == request.name and m.id]
                 if named:
                     return _Created("resolved_existing", named[0].id)
-            return _Created("failed")
-        except RateLimited:
-            return _Created("rate_limited")
+            return _Created("failed", error="the name is taken by a machine of another job")
+        except RateLimited as exc:
+            return _Created("rate_limited", error=str(exc))
         except (InsufficientCapacity, MachineLimit) as exc:
             log.warning("no room for the machine", pool=pool.name, name=request.name,
                         error=str(exc))
@@ -309,21 +424,30 @@ class Actor:
                  name=machine.name, region=machine.region)
         return _Created("created", machine.id)
 
-    async def _start(self, action: Start) -> None:
+    async def _start(self, action: Start, fence: Fence | None) -> None:
         m = action.machine
-        await self._call(lambda: self.fly.start_machine(m.app, m.id))
+        await self._call(lambda: self.fly.start_machine(m.app, m.id), fence)
         self.overlay.started[m.id] = self.clock()
         self.metrics.launches.labels(action.pool, "started").inc()
         log.info("machine started", machine=m.id, pool=action.pool, reason=action.reason)
 
-    async def _create_worker(self, pool_name: str, report: ActReport) -> None:
+    async def _create_worker(
+        self, pool_name: str, fence: Fence | None, report: ActReport
+    ) -> None:
         pool = self.pools[pool_name]
         request = worker_request(pool, self.settings)
         assert request.name is not None
-        self.overlay.created[request.name] = (pool_name, self.clock())
-        created = await self._create(pool, request, None)
+        (key,) = self.inflight.reserve(pool_name, pool.app, self.clock(), [request.name])
+        try:
+            created = await self._create(pool, request, None, fence)
+        except BaseException:
+            self.inflight.drop(key)
+            raise
         self.metrics.launches.labels(pool_name, created.result).inc()
         if created.machine_id is not None:
+            self.inflight.returned(key, created.machine_id, self.clock())
             report.launched.append(request.name)
+        elif created.result == "abandoned":
+            self.inflight.returned(key, None, self.clock())
         else:
-            self.overlay.created.pop(request.name, None)
+            self.inflight.drop(key)

@@ -6,12 +6,18 @@ Key and identity contract (other modules and the in-machine runner depend on it 
   bodies ``{ns}:{q}.msgs``, dead letters ``{ns}:{q}.XQ`` (zset) and ``{ns}:{q}.XQ.msgs``.
 - Scaler keys (prefix ``p``, default ``"fly-scaler"``):
 
-  - ``{p}:claims:{q}`` HASH: redis_message_id -> JSON ``{"pool", "queue", "message_id", "launch"
-    (1-based), "claimed_at" (ms), "enqueued_at" (ms, the message's), "machine_name", "state":
-    "claimed"|"running", "machine_id",
-    "updated_at" (ms), "started_at" (ms), "heartbeat_at" (ms)}``: ``machine_id`` and
-    ``updated_at`` once the create returned (only that machine's runner may then take the job),
-    the last two once the runner has started.
+  - ``{p}:claims:{q}`` HASH: redis_message_id -> JSON ``{"pool", "queue", "app", "message_id",
+    "launch" (1-based), "claimed_at" (ms), "enqueued_at" (ms, the message's), "machine_name",
+    "state": "claimed"|"running", "machine_id", "updated_at" (ms), "started_at" (ms),
+    "heartbeat_at" (ms), "create_until" (ms), "attempts", "failed_at" (ms), "last_error"}``:
+    ``machine_id`` and ``updated_at`` once the create returned (only that machine's runner may
+    then take the job), ``started_at`` and ``heartbeat_at`` once the runner has started;
+    ``create_until`` while a create is pending (no replica relaunches the claim before it),
+    ``attempts`` creates tried for this launch, ``failed_at``/``last_error`` after a create that
+    made no machine (the planner backs off from ``failed_at``). Only the runner of the claim's
+    own ``launch`` may take or end it.
+  - ``{p}:claim-queues`` SET: every queue with claims, so claims of a queue that no pool serves
+    any more are still found (:func:`claim_queues_key`).
   - ``{p}:launches:{q}`` HASH: dramatiq message_id -> launches so far; deleted when the job
     finishes or is dead-lettered. A dramatiq retry keeps its message_id but the runner completes
     the claim of the failed attempt, so this counts machines that died, not dramatiq retries.
@@ -56,6 +62,7 @@ __all__ = [
     "RunnerClaim",
     "SettleOutcome",
     "binding_env",
+    "claim_queues_key",
     "claims_key",
     "dead_reasons_key",
     "job_events_key",
@@ -72,6 +79,12 @@ SettleOutcome = Literal["requeued", "dead_lettered", "gone"]
 def claims_key(prefix: str, queue: str) -> str:
     """``{prefix}:claims:{queue}``: redis_message_id -> claim record JSON."""
     return f"{prefix}:claims:{queue}"
+
+
+def claim_queues_key(prefix: str) -> str:
+    """``{prefix}:claim-queues``: SET of every queue that has (or had) claims, so that claims of a
+    queue no pool serves any more (a pool renamed or removed) are still found and settled."""
+    return f"{prefix}:claim-queues"
 
 
 def launches_key(prefix: str, queue: str) -> str:
@@ -124,6 +137,11 @@ class Claim:
     heartbeat_at: int | None = None
     updated_at: int | None = None
     enqueued_at: int | None = None
+    app: str | None = None
+    create_until: int | None = None
+    attempts: int = 1
+    failed_at: int | None = None
+    last_error: str | None = None
     message: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -163,6 +181,11 @@ class Claim:
             heartbeat_at=_opt_int(data.get("heartbeat_at")),
             updated_at=_opt_int(data.get("updated_at")),
             enqueued_at=_opt_int(data.get("enqueued_at")),
+            app=_opt_str(data.get("app")),
+            create_until=_opt_int(data.get("create_until")),
+            attempts=int(data.get("attempts") or 1),
+            failed_at=_opt_int(data.get("failed_at")),
+            last_error=_opt_str(data.get("last_error")),
             message=message,
         )
 
@@ -190,7 +213,10 @@ def binding_env(claim: Claim, *, namespace: str, prefix: str) -> dict[str, str]:
 # Message bodies are only ever cjson.decode'd (read); they are never re-encoded, because cjson
 # loses precision on big numbers. Our own claim records are small and safe to re-encode.
 
-# KEYS: fence, ready, msgs, claims, launches. ARGV: fence value, n, now_ms, pool, queue.
+# KEYS: fence, ready, msgs, claims, launches, claim queues.
+# ARGV: fence value, n, now_ms, pool, queue, app, create window ms.
+# A claim is made just before its machine's create is sent: it records that create as pending
+# until now + window (no replica relaunches it meanwhile) and counts it as attempt 1.
 _CLAIM = """
 local n = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -215,9 +241,10 @@ while got < n do
     end
     local launch = redis.call('HINCRBY', KEYS[5], mid, 1)
     local bare = (string.gsub(id, '%-', ''))
-    local rec = cjson.encode({pool = ARGV[4], queue = ARGV[5], message_id = mid, launch = launch,
-      claimed_at = now, enqueued_at = enq, machine_name = ARGV[4] .. '-' .. bare .. '-' .. launch,
-      state = 'claimed'})
+    local rec = cjson.encode({pool = ARGV[4], queue = ARGV[5], app = ARGV[6], message_id = mid,
+      launch = launch, claimed_at = now, enqueued_at = enq,
+      machine_name = ARGV[4] .. '-' .. bare .. '-' .. launch, state = 'claimed',
+      create_until = now + tonumber(ARGV[7]), attempts = 1})
     redis.call('HSET', KEYS[4], id, rec)
     out[#out + 1] = id
     out[#out + 1] = rec
@@ -225,15 +252,18 @@ while got < n do
     got = got + 1
   end
 end
+if got > 0 then redis.call('SADD', KEYS[6], ARGV[5]) end
 return out
 """
 
 # KEYS: fence, ready, msgs, claims, launches, xq, xq msgs, dead reasons.
-# ARGV: fence value, rmid, mode (give_back|dead_letter|auto), max_launches, now_ms, reason, uncount.
+# ARGV: fence value, rmid, mode (give_back|dead_letter|auto), max_launches, now_ms, reason, uncount,
+# launch ('' = any). A settlement planned for one launch never ends a newer launch's claim.
 _SETTLE = """
 local rec = redis.call('HGET', KEYS[4], ARGV[2])
 if not rec then return 'gone' end
 local claim = cjson.decode(rec)
+if ARGV[8] ~= '' and tonumber(claim['launch']) ~= tonumber(ARGV[8]) then return 'gone' end
 local mid = claim['message_id']
 local mode = ARGV[3]
 local reason = ARGV[6]
@@ -268,42 +298,89 @@ redis.call('HSET', KEYS[8], ARGV[2], cjson.encode({reason = reason, at = tonumbe
 return 'dead_lettered'
 """
 
-# KEYS: claims. ARGV: rmid, machine_id, now_ms. Both the runner's start and its heartbeats:
-# binds an unbound claim to the machine, keeps the first started_at, refreshes heartbeat_at.
+# KEYS: claims. ARGV: rmid, machine_id, now_ms, launch ('' = any). Both the runner's start and
+# its heartbeats: binds an unbound claim of the runner's own launch to the machine, keeps the first
+# started_at, refreshes heartbeat_at. A machine of an older launch (its claim was given back and
+# claimed again) never takes the newer launch's claim.
 _MARK = """
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
 local c = cjson.decode(rec)
+if ARGV[4] and ARGV[4] ~= '' and tonumber(c['launch']) ~= tonumber(ARGV[4]) then return 0 end
 local owner = c['machine_id']
 if owner and owner ~= ARGV[2] then return 0 end
 local now = tonumber(ARGV[3])
 c['state'] = 'running'
 c['machine_id'] = ARGV[2]
+c['create_until'] = nil
 if not c['started_at'] then c['started_at'] = now end
 c['heartbeat_at'] = now
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(c))
 return 1
 """
 
-# KEYS: fence, claims. ARGV: fence value, rmid, machine_id, now_ms.
+# KEYS: fence, claims. ARGV: fence value, rmid, launch, machine_id, now_ms.
 # The create of this claim's machine returned: only that machine may run the job from now on.
 _CREATED = """
 local rec = redis.call('HGET', KEYS[2], ARGV[2])
 if not rec then return 0 end
 local c = cjson.decode(rec)
-if c['machine_id'] and c['machine_id'] ~= ARGV[3] then return 0 end
-c['machine_id'] = ARGV[3]
-c['updated_at'] = tonumber(ARGV[4])
+if tonumber(c['launch']) ~= tonumber(ARGV[3]) then return 0 end
+if c['machine_id'] and c['machine_id'] ~= ARGV[4] then return 0 end
+c['machine_id'] = ARGV[4]
+c['updated_at'] = tonumber(ARGV[5])
+c['create_until'] = nil
+c['failed_at'] = nil
+redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
+return 1
+"""
+
+# KEYS: fence, claims. ARGV: fence value, rmid, launch, now_ms, window ms.
+# A relaunch is about to send its create: pending until now + window, one more attempt.
+_BEGIN_CREATE = """
+local rec = redis.call('HGET', KEYS[2], ARGV[2])
+if not rec then return 0 end
+local c = cjson.decode(rec)
+if tonumber(c['launch']) ~= tonumber(ARGV[3]) or c['machine_id'] then return 0 end
+c['create_until'] = tonumber(ARGV[4]) + tonumber(ARGV[5])
+c['attempts'] = (tonumber(c['attempts']) or 1) + 1
+c['failed_at'] = nil
+redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
+return 1
+"""
+
+# KEYS: fence, claims. ARGV: fence value, rmid, launch, now_ms, error.
+# The create certainly made no machine (refused, or abandoned and then not found): the planner
+# backs off from failed_at before the next attempt.
+_CREATE_FAILED = """
+local rec = redis.call('HGET', KEYS[2], ARGV[2])
+if not rec then return 0 end
+local c = cjson.decode(rec)
+if tonumber(c['launch']) ~= tonumber(ARGV[3]) or c['machine_id'] then return 0 end
+c['create_until'] = nil
+c['failed_at'] = tonumber(ARGV[4])
+c['last_error'] = ARGV[5]
 redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
 return 1
 """
 
 # KEYS: claims, launches, msgs, xq, xq msgs, job events. ARGV: rmid, outcome (none|ack|nack),
-# now_ms, wake channel. An ack or nack also appends a job event (timings for the scaler's metrics)
-# and wakes the scaler: the job's machine is about to go, and its cap slot with it.
-# Ack/nack on the message and the end of the claim happen together: a crash between the two
+# now_ms, wake channel, launch ('' = any). An ack or nack also appends a job event (timings for the
+# scaler's metrics) and wakes the scaler: the job's machine is about to go, and its cap slot with
+# it. Ack/nack on the message and the end of the claim happen together: a crash between the two
 # would otherwise strand a body with no claim and no place in the ready list.
+# A runner of an older launch that finishes while a newer launch holds the claim (the job was given
+# back while it ran) still acks or nacks: the job did run. It ends the newer claim only when that
+# claim's machine has not started the job, so the job does not run a second time.
 _FINISH = """
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+local c = nil
+if rec then c = cjson.decode(rec) end
+local mine = true
+if c and ARGV[5] and ARGV[5] ~= '' and tonumber(c['launch']) ~= tonumber(ARGV[5]) then
+  mine = false
+  if c['state'] == 'running' and ARGV[2] == 'none' then return 0 end
+end
 if ARGV[2] == 'ack' then
   redis.call('HDEL', KEYS[3], ARGV[1])
 elseif ARGV[2] == 'nack' then
@@ -314,9 +391,8 @@ elseif ARGV[2] == 'nack' then
     redis.call('HDEL', KEYS[3], ARGV[1])
   end
 end
-local rec = redis.call('HGET', KEYS[1], ARGV[1])
-if not rec then return 0 end
-local c = cjson.decode(rec)
+if not c then return 0 end
+if not mine and c['state'] == 'running' then return 0 end
 redis.call('HDEL', KEYS[2], c['message_id'])
 redis.call('HDEL', KEYS[1], ARGV[1])
 if ARGV[2] ~= 'none' then
@@ -326,6 +402,7 @@ if ARGV[2] ~= 'none' then
   redis.call('LTRIM', KEYS[6], -10000, -1)
   if ARGV[4] then redis.call('PUBLISH', ARGV[4], c['queue']) end
 end
+if not mine then return 0 end
 return 1
 """
 
@@ -375,6 +452,8 @@ class ClaimStore:
         self._settle = redis.register_script(FENCE_LUA + _SETTLE)
         self._mark = redis.register_script(_MARK)
         self._created = redis.register_script(FENCE_LUA + _CREATED)
+        self._begin_create = redis.register_script(FENCE_LUA + _BEGIN_CREATE)
+        self._create_failed = redis.register_script(FENCE_LUA + _CREATE_FAILED)
         self._finish = redis.register_script(_FINISH)
 
     def keys(self, queue: str) -> _Keys:
@@ -396,18 +475,22 @@ class ClaimStore:
             raise
 
     async def claim(
-        self, queue: str, pool: str, n: int, now_ms: int, fence: Fence | None
+        self, queue: str, pool: str, n: int, now_ms: int, fence: Fence | None, *,
+        app: str = "", create_window_ms: int = 60_000,
     ) -> list[Claim]:
-        """Atomically take up to ``n`` ready messages of ``queue`` for ``pool``.
+        """Atomically take up to ``n`` ready messages of ``queue`` for ``pool`` (on ``app``).
 
         Pops from the head (oldest first); ids whose body is gone are dropped; each claim bumps
-        the launch count of its dramatiq message_id. Raises :class:`scaler.leader.Fenced`.
+        the launch count of its dramatiq message_id and records its first create as pending for
+        ``create_window_ms``. Raises :class:`scaler.leader.Fenced`.
         """
         if n <= 0:
             return []
         k = self.keys(queue)
         raw = await self._fenced(
-            self._claim, fence, [k.ready, k.msgs, k.claims, k.launches], [n, now_ms, pool, queue]
+            self._claim, fence,
+            [k.ready, k.msgs, k.claims, k.launches, claim_queues_key(self.prefix)],
+            [n, now_ms, pool, queue, app, create_window_ms],
         )
         out = []
         for i in range(0, len(raw), 3):
@@ -444,6 +527,17 @@ class ClaimStore:
             result[q] = claims
         return result
 
+    async def claim_queues(self) -> set[str]:
+        """Every queue with claims (the configured ones and any a pool served before)."""
+        raw = await self._redis.smembers(claim_queues_key(self.prefix))
+        return {_text(q) for q in raw}
+
+    async def forget_queues(self, queues: Sequence[str]) -> None:
+        """Drop queues from :meth:`claim_queues` whose claims hash is empty (nothing to settle)."""
+        for q in queues:
+            if not await self._redis.exists(claims_key(self.prefix, q)):
+                await self._redis.srem(claim_queues_key(self.prefix), q)
+
     async def _settle_call(
         self,
         queue: str,
@@ -454,13 +548,15 @@ class ClaimStore:
         now_ms: int,
         max_launches: int = 0,
         uncount: bool = False,
+        launch: int | None = None,
     ) -> SettleOutcome:
         k = self.keys(queue)
         outcome = await self._fenced(
             self._settle,
             fence,
             [k.ready, k.msgs, k.claims, k.launches, k.xq, k.xq_msgs, k.dead_reasons],
-            [rmid, mode, max_launches, now_ms, reason, "1" if uncount else "0"],
+            [rmid, mode, max_launches, now_ms, reason, "1" if uncount else "0",
+             "" if launch is None else launch],
         )
         result: SettleOutcome = _text(outcome)  # type: ignore[assignment]
         if result != "gone":
@@ -475,25 +571,29 @@ class ClaimStore:
         fence: Fence | None,
         *,
         uncount: bool = False,
+        launch: int | None = None,
     ) -> SettleOutcome:
         """End a claim and put the message back at the head of the ready list (its old place).
 
         ``uncount=True`` also takes back the launch (the machine was certainly never created).
-        Idempotent: ``"gone"`` when the claim no longer exists or the body was already acked.
+        ``launch``: only if the claim is still that launch's. Idempotent: ``"gone"`` when the
+        claim no longer exists (or is another launch's) or the body was already acked.
         """
         return await self._settle_call(
-            queue, redis_message_id, "give_back", reason, fence, 0, uncount=uncount
+            queue, redis_message_id, "give_back", reason, fence, 0, uncount=uncount,
+            launch=launch,
         )
 
     async def dead_letter(
-        self, queue: str, redis_message_id: str, reason: str, fence: Fence | None, now_ms: int
+        self, queue: str, redis_message_id: str, reason: str, fence: Fence | None, now_ms: int,
+        *, launch: int | None = None,
     ) -> SettleOutcome:
         """End a claim and move its message to ``{q}.XQ`` as dramatiq's nack does.
 
         The reason goes to ``{p}:dead-reasons:{q}`` (see :meth:`dead_reason`). Idempotent.
         """
         return await self._settle_call(
-            queue, redis_message_id, "dead_letter", reason, fence, now_ms
+            queue, redis_message_id, "dead_letter", reason, fence, now_ms, launch=launch
         )
 
     async def requeue_or_dead_letter(
@@ -504,26 +604,56 @@ class ClaimStore:
         max_launches: int,
         fence: Fence | None,
         now_ms: int,
+        *,
+        launch: int | None = None,
     ) -> SettleOutcome:
         """The claim's machine is gone without acking: give the job back, or dead-letter it
         with ``"{reason}; gave up after {n} launches"`` once ``n >= max_launches``."""
         if max_launches < 1:
             raise ValueError(f"max_launches: must be >= 1, got {max_launches}")
         return await self._settle_call(
-            queue, redis_message_id, "auto", reason, fence, now_ms, max_launches
+            queue, redis_message_id, "auto", reason, fence, now_ms, max_launches, launch=launch
         )
 
     async def record_machine(
-        self, queue: str, redis_message_id: str, machine_id: str, now_ms: int,
+        self, queue: str, redis_message_id: str, launch: int, machine_id: str, now_ms: int,
         fence: Fence | None,
     ) -> bool:
         """The create of this claim's machine returned ``machine_id``: bind the claim to it, so
         that only that machine's runner may take the job. False if the claim is gone (the job
-        already finished) or is bound to another machine."""
+        already finished), is another launch's, or is bound to another machine."""
         k = self.keys(queue)
         return bool(
             await self._fenced(
-                self._created, fence, [k.claims], [redis_message_id, machine_id, now_ms]
+                self._created, fence, [k.claims], [redis_message_id, launch, machine_id, now_ms]
+            )
+        )
+
+    async def begin_create(
+        self, queue: str, redis_message_id: str, launch: int, now_ms: int, window_ms: int,
+        fence: Fence | None,
+    ) -> bool:
+        """A relaunch is about to send its create: record it as pending for ``window_ms`` (no
+        replica relaunches the claim meanwhile) and count the attempt. False if the claim is gone,
+        another launch's, or already bound to a machine (nothing to create)."""
+        k = self.keys(queue)
+        return bool(
+            await self._fenced(
+                self._begin_create, fence, [k.claims],
+                [redis_message_id, launch, now_ms, window_ms],
+            )
+        )
+
+    async def create_failed(
+        self, queue: str, redis_message_id: str, launch: int, now_ms: int, error: str,
+        fence: Fence | None,
+    ) -> bool:
+        """The claim's create made no machine: the planner backs off from ``now_ms``."""
+        k = self.keys(queue)
+        return bool(
+            await self._fenced(
+                self._create_failed, fence, [k.claims],
+                [redis_message_id, launch, now_ms, error[:500]],
             )
         )
 
@@ -566,16 +696,20 @@ class RunnerClaim:
         prefix: str,
         queue: str,
         redis_message_id: str,
+        launch: int | None = None,
     ) -> None:
         self._keys = _Keys(namespace, prefix, queue)
         self.queue = queue
         self.redis_message_id = redis_message_id
+        self.launch = launch
+        self._launch_arg = "" if launch is None else str(launch)
         self._mark = client.register_script(_MARK)
         self._finish = client.register_script(_FINISH)
 
     def mark_running(self, machine_id: str, now_ms: int) -> bool:
-        """Record that this machine runs the job; False if the claim is gone or not ours."""
-        args: list[str | int] = [self.redis_message_id, machine_id, now_ms]
+        """Record that this machine runs the job; False if the claim is gone, another launch's,
+        or bound to another machine."""
+        args: list[str | int] = [self.redis_message_id, machine_id, now_ms, self._launch_arg]
         return bool(self._mark(keys=[self._keys.claims], args=args))
 
     def heartbeat(self, machine_id: str, now_ms: int) -> bool:
@@ -589,6 +723,6 @@ class RunnerClaim:
         return bool(
             self._finish(
                 keys=self._keys.finish(),
-                args=[self.redis_message_id, outcome, now_ms, self._keys.wake],
+                args=[self.redis_message_id, outcome, now_ms, self._keys.wake, self._launch_arg],
             )
         )

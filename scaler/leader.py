@@ -15,7 +15,9 @@ Fencing other writes: every Lua script that changes shared state on behalf of th
         raise_if_fenced(exc)  # -> Fenced
         raise
 
-An empty ``ARGV[1]`` means "unfenced" (a single replica, ``scaler dev``): see :func:`fence_args`.
+An empty ``ARGV[1]`` means "unfenced": only :data:`UNFENCED` (a caller that runs alone by
+construction, e.g. a test driving one act step) produces it. A missing fence (``None``) always means
+"not the leader": :func:`fence_args` raises :class:`Fenced` for it, so no write happens.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import structlog
 
 __all__ = [
     "FENCE_LUA",
+    "UNFENCED",
     "Fence",
     "Fenced",
     "LeaderElector",
@@ -52,6 +55,9 @@ class Fence:
     value: str  # "{owner}:{token}", what must still be stored at key
     token: int
 
+
+UNFENCED = Fence(key="", value="", token=0)
+"""The fence of a caller that is alone by construction: fenced scripts skip the check for it."""
 
 FENCE_LUA = (
     "if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then "
@@ -75,12 +81,18 @@ def raise_if_fenced(exc: BaseException) -> None:
 
 
 def fence_args(fence: Fence | None, unfenced_key: str) -> tuple[str, str]:
-    """``(KEYS[1], ARGV[1])`` for a fenced script; ``(unfenced_key, "")`` when there is no fence.
+    """``(KEYS[1], ARGV[1])`` for a fenced script; ``(unfenced_key, "")`` for :data:`UNFENCED`.
 
     ``unfenced_key`` should be a key of the script's own data (any key works, it is not read), so
     the call stays in one hash slot on Redis Cluster.
+
+    Raises:
+        Fenced: ``fence`` is ``None``: whoever asks is not the leader (its lease lapsed), and a
+            missing fence must never turn into an unchecked write.
     """
     if fence is None:
+        raise Fenced("no fence: this replica is not the leader")
+    if fence is UNFENCED:
         return unfenced_key, ""
     return fence.key, fence.value
 

@@ -6,16 +6,25 @@ one Fly list call per app (apps listed concurrently), filtered by our metadata. 
 list call per second per app (burst 3): a listing is refreshed when it is ``list_interval`` old
 and the rate governor has a token for it, and reused otherwise (for at most ``max_list_age``,
 after which the tick waits for budget). What
-the act step did since (creates, starts, destroys) is laid over a reused listing so that caps
-still count every machine. Anything that cannot be read is ``None``: unknown, never zero.
+the act step did since (creates in flight, starts, destroys: :mod:`scaler.overlay`) is laid over a
+reused listing so that caps still count every machine. Anything that cannot be read is ``None``:
+unknown, never zero.
+
+Claims are read for every queue that has any (``{prefix}:claim-queues``), not only the queues of
+today's per-job pools, and the apps their machines were created in are listed too: a pool renamed
+or removed mid-job still has its claims settled and its machines seen.
+
+Fly's timestamps are moved onto this machine's clock with the offset measured from Fly's ``Date``
+headers (when it is over a second), so boot and runtime limits hold whatever either clock says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import redis.asyncio as aioredis
 import structlog
@@ -25,11 +34,15 @@ from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient
 from scaler.governor import RateGovernor
 from scaler.machines import META_SCALER, job_guest, machine_view
+from scaler.overlay import InFlight, Listed, Overlay
 from scaler.policy.types import ClaimView, MachineView, Observation, QueueView
 from scaler.signals.prometheus import PrometheusReader
 from scaler.signals.queues import read_queue_stats
 
-__all__ = ["Observer", "Overlay", "orphans_key"]
+__all__ = ["Observer", "orphans_key"]
+
+SKEW_MIN_S = 1.0
+"""Clock offsets below this are within the ``Date`` header's resolution and are not applied."""
 
 log = structlog.get_logger(__name__)
 
@@ -37,21 +50,6 @@ log = structlog.get_logger(__name__)
 def orphans_key(prefix: str) -> str:
     """Hash of machine id -> epoch seconds at which the reaper first marked it an orphan."""
     return f"{prefix}:orphans"
-
-
-@dataclass
-class Overlay:
-    """What the act step changed since the listings were taken, keyed by time of the change."""
-
-    created: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (pool, at)
-    started: dict[str, float] = field(default_factory=dict)  # machine id -> at
-    destroyed: dict[str, float] = field(default_factory=dict)  # machine id -> at
-
-    def prune(self, before: float) -> None:
-        """Forget changes older than ``before`` (every listing taken since reflects them)."""
-        self.created = {k: v for k, v in self.created.items() if v[1] >= before}
-        self.started = {k: v for k, v in self.started.items() if v >= before}
-        self.destroyed = {k: v for k, v in self.destroyed.items() if v >= before}
 
 
 @dataclass
@@ -74,11 +72,12 @@ class Observer:
         claims: ClaimStore,
         governor: RateGovernor,
         *,
+        overlay: Overlay | None = None,
+        inflight: InFlight | None = None,
         clock: Callable[[], float] = time.time,
         list_interval: float = 0.1,
         max_list_age: float = 5.0,
         overlay_grace: float = 30.0,
-        consistency_grace: float = 2.0,
         prometheus: PrometheusReader | None = None,
     ) -> None:
         self.settings = settings
@@ -90,25 +89,30 @@ class Observer:
         self.list_interval = list_interval
         self.max_list_age = max_list_age
         self.overlay_grace = overlay_grace
-        self.consistency_grace = consistency_grace
-        self.overlay = Overlay()
+        self.overlay = overlay if overlay is not None else Overlay()
+        self.inflight = inflight if inflight is not None else InFlight()
         self.prometheus = prometheus
         self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}
         self.apps = tuple(dict.fromkeys(p.app for p in settings.pools))
         self.queues = tuple(dict.fromkeys(q for p in settings.pools for q in p.queues))
+        self.clock_offset = 0.0  # Fly's clock minus ours, as last applied
         self._listings: dict[str, _Listing] = {}
         self.claim_objects: dict[str, Claim] = {}
         self._options_errors: dict[tuple[str, int], str | None] = {}
         self.unknown: dict[str, str] = {}  # source -> why, for metrics and logs
 
-    async def observe(self, inflight: Mapping[str, int]) -> Observation:
-        """One observation. ``inflight``: per pool, act-step calls still running."""
+    async def observe(self) -> Observation:
+        """One observation."""
         now = self.clock()
         self.unknown = {}
         queues, claims, marks = await asyncio.gather(
             self._queues(now), self._claims(), self._orphan_marks()
         )
-        machines, listed_inflight = await self._machines(now, marks)
+        claim_apps = [
+            c.app for cs in claims.values() for c in cs or () if c.app and c.app not in self.apps
+        ]
+        machines, inflight = await self._machines(now, marks, tuple(dict.fromkeys(claim_apps)),
+                                                  claims)
         await self._forget_marks_of_gone_machines(marks, machines)
         budget = {}
         for app in self.apps:
@@ -117,9 +121,7 @@ class Observer:
             except Exception as exc:  # the governor never blocks a tick; no budget = no create
                 log.warning("governor unavailable", app=app, error=str(exc))
                 budget[app] = 0.0
-        all_inflight = {
-            p: inflight.get(p, 0) + listed_inflight.get(p, 0) for p in self.pools
-        }
+        all_inflight = {p: inflight.get(p, 0) for p in self.pools}
         metric_values = await self._metrics()
         return Observation(
             now=now,
@@ -156,11 +158,15 @@ class Observer:
     async def _claims(self) -> dict[str, tuple[ClaimView, ...] | None]:
         per_job = [q for p in self.pools.values() if not p.is_worker for q in p.queues]
         try:
-            found = await self.claims.list_claims(per_job, with_messages=True)
+            recorded = await self.claims.claim_queues()
+            others = sorted(recorded - set(per_job))
+            found = await self.claims.list_claims([*per_job, *others], with_messages=True)
+            await self.claims.forget_queues([q for q in others if not found[q]])
         except Exception as exc:
             self.unknown["redis"] = str(exc)
             self.claim_objects = {}
             return dict.fromkeys(per_job)
+        pending = self.inflight.unreturned()
         self.claim_objects = {}
         errors = self._options_errors  # validated once per claim, not once per tick
         self._options_errors = {}
@@ -185,6 +191,13 @@ class Observer:
                         machine_id=c.machine_id,
                         machine_options_error=error,
                         updated_at=None if c.updated_at is None else c.updated_at / 1000.0,
+                        app=c.app,
+                        create_pending_until=(
+                            math.inf if c.machine_name in pending
+                            else None if c.create_until is None else c.create_until / 1000.0
+                        ),
+                        create_attempts=c.attempts,
+                        create_failed_at=None if c.failed_at is None else c.failed_at / 1000.0,
                     )
                 )
             out[q] = tuple(views)
@@ -250,8 +263,10 @@ class Observer:
             self._listings.pop(app, None)
             return None
         scaler_id = self.settings.scaler.id
+        offset = self.fly.clock_offset()
+        self.clock_offset = offset if abs(offset) >= SKEW_MIN_S else 0.0
         views = tuple(
-            v for m in machines
+            _on_our_clock(v, self.clock_offset) for m in machines
             if (v := machine_view(m, app, scaler_id, self.pools)) is not None
         )
         listing = _Listing(taken_at=now, views=views, names=frozenset(v.name for v in views))
@@ -259,20 +274,26 @@ class Observer:
         return listing
 
     async def _machines(
-        self, now: float, marks: Mapping[str, float]
+        self,
+        now: float,
+        marks: Mapping[str, float],
+        claim_apps: tuple[str, ...],
+        claims: Mapping[str, tuple[ClaimView, ...] | None],
     ) -> tuple[dict[str, tuple[MachineView, ...] | None], dict[str, int]]:
+        """Listings of our apps and of the apps claims were made in; the in-flight counts."""
         out: dict[str, tuple[MachineView, ...] | None] = {}
-        inflight: dict[str, int] = {}
+        listed: dict[str, Listed | None] = {}
         oldest_listing = now
-        listings = await asyncio.gather(*(self._list(app, now) for app in self.apps))
-        for app, listing in zip(self.apps, listings, strict=True):
+        apps = (*self.apps, *claim_apps)
+        listings = await asyncio.gather(*(self._list(app, now) for app in apps))
+        destroyed, started = self.overlay.destroyed, self.overlay.started
+        for app, listing in zip(apps, listings, strict=True):
             if listing is None:
                 out[app] = None
+                listed[app] = None
                 continue
             oldest_listing = min(oldest_listing, listing.taken_at)
             views: list[MachineView] = []
-            names = listing.names
-            destroyed, started = self.overlay.destroyed, self.overlay.started
             for v in listing.views:
                 if v.id in marks:
                     v = replace(v, orphan_marked_at=marks[v.id])
@@ -281,17 +302,10 @@ class Observer:
                 elif started.get(v.id, -1.0) >= listing.taken_at:
                     v = replace(v, state="starting")
                 views.append(v)
-            for name, (pool, at) in list(self.overlay.created.items()):
-                spec = self.pools.get(pool)
-                if spec is None or spec.app != app:
-                    continue
-                if name in names:
-                    del self.overlay.created[name]  # visible now: the listing counts it
-                elif listing.taken_at < at + self.consistency_grace:
-                    # Created after (or just before) this listing: not visible yet. A listing
-                    # taken well after the create that still lacks it means it is already gone.
-                    inflight[pool] = inflight.get(pool, 0) + 1
             out[app] = tuple(views)
+            listed[app] = Listed(listing.taken_at, listing.names, {v.id for v in listing.views})
+        claim_names = {c.machine_name for cs in claims.values() for c in cs or ()}
+        inflight = self.inflight.count(listed, claim_names)
         self.overlay.prune(oldest_listing - self.overlay_grace)
         return out, inflight
 
@@ -309,3 +323,15 @@ class Observer:
                 self.unknown["prometheus"] = self.prometheus.last_error or "no data"
             values[pool.name] = value
         return values
+
+
+def _on_our_clock(v: MachineView, offset: float) -> MachineView:
+    """``v`` with Fly's timestamps on this machine's clock (``offset``: Fly's minus ours)."""
+    if not offset:
+        return v
+    return replace(
+        v,
+        created_at=v.created_at - offset if v.created_at else v.created_at,
+        updated_at=v.updated_at - offset if v.updated_at else v.updated_at,
+        started_at=None if v.started_at is None else v.started_at - offset,
+    )

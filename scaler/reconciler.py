@@ -2,8 +2,10 @@
 
 Level-triggered like a Kubernetes controller: every tick re-reads the truth, so a lost event or a
 failed action costs one tick, never correctness. Events only wake the loop early. Only the leader
-acts; a follower keeps its metrics and status fresh and waits. Each tick has a deadline: calls that
-outlive it keep running in the background and count as in-flight launches next tick.
+ticks: a follower neither observes nor acts (its listings would spend the rate budget the replicas
+share) and waits to be woken as leader. A tick acts only while it holds a fence; a leader whose
+lease lapsed gets none and acts on nothing. Each tick has a deadline: calls that outlive it keep
+running in the background and count as in-flight launches next tick (:mod:`scaler.overlay`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from scaler.config import Settings
 from scaler.costs import price_per_second
 from scaler.fly.client import AsyncFlyClient
 from scaler.governor import RateGovernor
-from scaler.leader import Fence, Fenced
+from scaler.leader import UNFENCED, Fence, Fenced
 from scaler.machines import pool_policy
 from scaler.metrics import Metrics
 from scaler.observe import Observer
+from scaler.overlay import InFlight, Overlay
 from scaler.policy import plan as make_plan
 from scaler.policy.caps import Ledger
 from scaler.policy.types import Caps, Decision, Observation, Plan
@@ -71,7 +74,7 @@ class Reconciler:
         governor: RateGovernor,
         metrics: Metrics,
         *,
-        fence: Callable[[], Fence | None] = lambda: None,
+        fence: Callable[[], Fence | None] = lambda: UNFENCED,
         is_leader: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
         prometheus: PrometheusReader | None = None,
@@ -84,12 +87,17 @@ class Reconciler:
         self.fence = fence
         self.is_leader = is_leader
         self.claims = ClaimStore(redis, settings.redis.namespace, settings.redis.prefix)
+        # The loop's own state, shared explicitly: what act did that listings may not show yet.
+        self.overlay = Overlay()
+        self.inflight = InFlight()
         self.observer = Observer(
-            settings, fly, redis, self.claims, governor, clock=clock,
-            list_interval=list_interval, prometheus=prometheus,
+            settings, fly, redis, self.claims, governor, overlay=self.overlay,
+            inflight=self.inflight, clock=clock, list_interval=list_interval,
+            prometheus=prometheus,
         )
         self.actor = Actor(
-            settings, fly, redis, self.claims, metrics, self.observer.overlay, clock=clock
+            settings, fly, redis, self.claims, metrics, self.overlay, self.inflight,
+            clock=clock, current_fence=fence,
         )
         self.governor = governor
         self.policies = tuple(pool_policy(p, settings) for p in settings.pools)
@@ -120,20 +128,22 @@ class Reconciler:
         try:
             t0 = time.monotonic()
             obs = await asyncio.wait_for(  # a TimeoutError is counted as an observe error by run
-                self.observer.observe(self.actor.inflight()),
-                timeout=self.settings.scaler.tick_deadline,
+                self.observer.observe(), timeout=self.settings.scaler.tick_deadline,
             )
             self.metrics.stage_duration.labels("observe").observe(time.monotonic() - t0)
             t0 = time.monotonic()
             plan = make_plan(obs, self.policies, self.caps)
             self.metrics.stage_duration.labels("plan").observe(time.monotonic() - t0)
             report = None
-            leader = self.is_leader()
+            # Read once: the plan is acted on under this fence or not at all. No fence (the
+            # lease's deadline passed, even if the elector has not stepped down yet) = not leader.
+            fence = self.fence()
+            leader = self.is_leader() and fence is not None
             if leader:
                 t0 = time.monotonic()
                 try:
                     report = await self.actor.execute(
-                        plan, self.observer.claim_objects, self.fence(), deadline
+                        plan, self.observer.claim_objects, fence, deadline
                     )
                 except Fenced:
                     log.warning("act refused: another replica is the leader now")
@@ -298,21 +308,26 @@ class Reconciler:
             log.debug("status not published", error=str(exc))
 
     def _next_delay(self) -> float:
-        """The resync interval; sooner while demand waits on a cap or on rate budget (a slot or a
-        token frees up soon; the observer's listing cache and the governor keep such quick ticks
-        cheap and within Fly's limits), or right after launches (to see them start)."""
+        """The resync interval; sooner while new demand waits on a cap or on rate budget (a slot
+        or a token frees up soon; the observer's listing cache and the governor keep such quick
+        ticks cheap and within Fly's limits), right after launches (to see them start), or when
+        the plan says something waits on time (a claim's grace or backoff ends). Claims waiting
+        out a grace or backoff never cause quick ticks: they wait for their time."""
         resync = self.settings.scaler.resync_interval
         last = self.last
         if last is None:
             return 0.0
+        delay = resync
         for d in last.plan.decisions:
-            if d.outcome == "not_taken" and d.count > 0 and d.reason in (
-                "rate_limit", "cap_pool", "cap_app", "cap_global", "claim_grace"
+            if d.outcome == "not_taken" and d.count > 0 and d.kind in ("launch", "create") and (
+                d.reason in ("rate_limit", "cap_pool", "cap_app", "cap_global")
             ):
-                return min(resync, QUICK_RETICK_S)
+                delay = min(delay, QUICK_RETICK_S)
         if last.report is not None and (last.report.launched or last.report.errors):
-            return min(resync, 1.0)
-        return resync
+            delay = min(delay, 1.0)
+        if last.plan.wake_at is not None:
+            delay = min(delay, max(QUICK_RETICK_S, last.plan.wake_at - self.clock()))
+        return delay
 
     async def run(self, stop: asyncio.Event, wakeups: AsyncIterator[str] | None = None) -> None:
         """Tick until ``stop`` is set; a SIGTERM-style stop lets the tick in progress finish."""

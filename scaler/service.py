@@ -113,12 +113,16 @@ class Service:
         self.http_port: int | None = None
         self.ready = asyncio.Event()
 
-    def _leader_changed(self, leading: bool) -> None:
+    async def _leader_changed(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)
         self.metrics.leader_changes.labels("gained" if leading else "lost").inc()
         log.info("leadership", leader=leading, owner=self.owner)
         if leading:
             self.reconciler.wake()
+        else:
+            # Creates still running (or retrying 429s) were sent under the lost fence: they stop
+            # now, before the next leader can act on the same claims.
+            await self.reconciler.actor.abandon()
 
     def _readiness(self) -> tuple[bool, str]:
         if self.elector.last_error is not None:
@@ -179,14 +183,18 @@ class Service:
             await self.close(tasks)
 
     async def close(self, tasks: list[asyncio.Task[None]] | None = None) -> None:
-        """Stop the background parts and release the lease (idempotent)."""
+        """Stop the background parts and release the lease (idempotent).
+
+        In-flight creates are drained first, while the lease is still held and renewed, so their
+        machines are recorded in their claims; what is still running after the drain is abandoned
+        before the lease is released, so the next leader never races a create of ours."""
+        await self.reconciler.actor.drain(wait_s=10)
         self.elector.stop()
         if self.http_server is not None:
             self.http_server.should_exit = True
         for t in tasks or ():
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, timeout=5)
-        await self.reconciler.actor.drain(wait_s=10)
         if self.promoter is not None:
             await asyncio.to_thread(self.promoter.stop)
         with contextlib.suppress(Exception):

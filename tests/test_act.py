@@ -17,8 +17,9 @@ from scaler.claims import ClaimStore, claims_key
 from scaler.fly.client import AsyncFlyClient
 from scaler.fly.retry import RetryPolicy
 from scaler.governor import MemoryGovernor
+from scaler.leader import UNFENCED
 from scaler.metrics import Metrics
-from scaler.observe import Overlay
+from scaler.overlay import Overlay
 from scaler.policy.types import Launch, Plan
 from tests.scaler_harness import enqueue, make_settings, redis_client
 
@@ -41,7 +42,7 @@ async def _launch(redis_url: str, prefix: str, fly: AsyncFlyClient,
     metrics = Metrics()
     actor = Actor(settings, fly, r, ClaimStore(r, prefix, f"{prefix}fs"), metrics, Overlay())
     plan = Plan(actions=(Launch("jobs", "app", "q", 1),))
-    await actor.execute(plan, {}, None, time.monotonic() + 10)
+    await actor.execute(plan, {}, UNFENCED, time.monotonic() + 10)
     await actor.drain(wait_s=10)
     await r.aclose()
     return metrics

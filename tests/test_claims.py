@@ -19,7 +19,7 @@ from scaler.claims import (
     launches_key,
     machine_name,
 )
-from scaler.leader import Fence, Fenced
+from scaler.leader import UNFENCED, Fence, Fenced
 
 NOW = 1_700_000_000_000
 Q = "jobs"
@@ -66,7 +66,7 @@ async def test_claim_takes_oldest_first_and_records(
 ) -> None:
     ns = store.namespace
     ids = [enqueue(redis_client, ns, options={"fly_machine": {"cpus": 2}}) for _ in range(3)]
-    claims = await store.claim(Q, "ci", 2, NOW, None)
+    claims = await store.claim(Q, "ci", 2, NOW, UNFENCED)
     assert [c.redis_message_id for c in claims] == [ids[0][0], ids[1][0]]
     first = claims[0]
     assert first.message_id == ids[0][1]
@@ -94,18 +94,18 @@ async def test_claim_skips_stale_ids_and_empty_queue(
     ns = store.namespace
     redis_client.rpush(f"{ns}:{Q}", "ghost")
     rmid, _ = enqueue(redis_client, ns)
-    claims = await store.claim(Q, "ci", 5, NOW, None)
+    claims = await store.claim(Q, "ci", 5, NOW, UNFENCED)
     assert [c.redis_message_id for c in claims] == [rmid]
-    assert await store.claim(Q, "ci", 5, NOW, None) == []
-    assert await store.claim(Q, "ci", 0, NOW, None) == []
+    assert await store.claim(Q, "ci", 5, NOW, UNFENCED) == []
+    assert await store.claim(Q, "ci", 0, NOW, UNFENCED) == []
 
 
 async def test_same_id_is_never_claimed_twice(store: ClaimStore, redis_client: redis.Redis) -> None:
     ns = store.namespace
     rmid, _ = enqueue(redis_client, ns)
-    await store.claim(Q, "ci", 1, NOW, None)
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
     redis_client.rpush(f"{ns}:{Q}", rmid)  # e.g. a maintenance requeue raced us
-    assert await store.claim(Q, "ci", 1, NOW, None) == []
+    assert await store.claim(Q, "ci", 1, NOW, UNFENCED) == []
     assert redis_client.hlen(claims_key(store.prefix, Q)) == 1
 
 
@@ -115,12 +115,12 @@ async def test_give_back_restores_head_and_is_idempotent(
     ns = store.namespace
     a, _ = enqueue(redis_client, ns)
     b, _ = enqueue(redis_client, ns)
-    [claim] = await store.claim(Q, "ci", 1, NOW, None)
+    [claim] = await store.claim(Q, "ci", 1, NOW, UNFENCED)
     assert claim.redis_message_id == a
-    assert await store.give_back(Q, a, "capacity", None) == "requeued"
-    assert await store.give_back(Q, a, "capacity", None) == "gone"
+    assert await store.give_back(Q, a, "capacity", UNFENCED) == "requeued"
+    assert await store.give_back(Q, a, "capacity", UNFENCED) == "gone"
     assert redis_client.lrange(f"{ns}:{Q}", 0, -1) == [a.encode(), b.encode()]
-    [again] = await store.claim(Q, "ci", 1, NOW, None)
+    [again] = await store.claim(Q, "ci", 1, NOW, UNFENCED)
     assert again.launch == 2
     assert again.machine_name.endswith("-2")
 
@@ -129,10 +129,10 @@ async def test_give_back_uncount_takes_back_the_launch(
     store: ClaimStore, redis_client: redis.Redis
 ) -> None:
     rmid, mid = enqueue(redis_client, store.namespace)
-    await store.claim(Q, "ci", 1, NOW, None)
-    await store.give_back(Q, rmid, "create refused", None, uncount=True)
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
+    await store.give_back(Q, rmid, "create refused", UNFENCED, uncount=True)
     assert await store.launches(Q, mid) == 0
-    [claim] = await store.claim(Q, "ci", 1, NOW, None)
+    [claim] = await store.claim(Q, "ci", 1, NOW, UNFENCED)
     assert claim.launch == 1
 
 
@@ -142,8 +142,8 @@ async def test_dead_letter_moves_to_xq_with_reason(
     ns = store.namespace
     rmid, mid = enqueue(redis_client, ns)
     body = redis_client.hget(f"{ns}:{Q}.msgs", rmid)
-    await store.claim(Q, "ci", 1, NOW, None)
-    assert await store.dead_letter(Q, rmid, "fly_machine.cpus: 3 not allowed", None, NOW) == (
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
+    assert await store.dead_letter(Q, rmid, "fly_machine.cpus: 3 not allowed", UNFENCED, NOW) == (
         "dead_lettered"
     )
     assert redis_client.zscore(f"{ns}:{Q}.XQ", rmid) == NOW
@@ -155,7 +155,7 @@ async def test_dead_letter_moves_to_xq_with_reason(
     assert reason is not None
     assert reason["reason"] == "fly_machine.cpus: 3 not allowed"
     assert reason["message_id"] == mid
-    assert await store.dead_letter(Q, rmid, "again", None, NOW) == "gone"
+    assert await store.dead_letter(Q, rmid, "again", UNFENCED, NOW) == "gone"
 
 
 async def test_requeue_until_max_launches_then_dead_letter(
@@ -165,9 +165,9 @@ async def test_requeue_until_max_launches_then_dead_letter(
     rmid, _ = enqueue(redis_client, ns)
     outcomes = []
     for _ in range(3):
-        [claim] = await store.claim(Q, "ci", 1, NOW, None)
+        [claim] = await store.claim(Q, "ci", 1, NOW, UNFENCED)
         outcomes.append(
-            await store.requeue_or_dead_letter(Q, claim.redis_message_id, "oom", 3, None, NOW)
+            await store.requeue_or_dead_letter(Q, claim.redis_message_id, "oom", 3, UNFENCED, NOW)
         )
     assert outcomes == ["requeued", "requeued", "dead_lettered"]
     reason = await store.dead_reason(Q, rmid)
@@ -176,7 +176,7 @@ async def test_requeue_until_max_launches_then_dead_letter(
     assert redis_client.zcard(f"{ns}:{Q}.XQ") == 1
     assert redis_client.llen(f"{ns}:{Q}") == 0
     with pytest.raises(ValueError, match="max_launches"):
-        await store.requeue_or_dead_letter(Q, rmid, "oom", 0, None, NOW)
+        await store.requeue_or_dead_letter(Q, rmid, "oom", 0, UNFENCED, NOW)
 
 
 async def test_fenced_scripts_refuse_a_stale_leader(
@@ -205,7 +205,7 @@ async def test_runner_side_lifecycle(
 ) -> None:
     ns = store.namespace
     rmid, mid = enqueue(redis_client, ns)
-    await store.claim(Q, "ci", 1, NOW, None)
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
     runner = RunnerClaim(
         redis_client, namespace=ns, prefix=store.prefix, queue=Q, redis_message_id=rmid
     )
@@ -234,7 +234,7 @@ async def test_runner_nack_dead_letters_and_async_twins(
 ) -> None:
     ns = store.namespace
     rmid, _ = enqueue(redis_client, ns)
-    await store.claim(Q, "ci", 1, NOW, None)
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
     assert await store.mark_running(Q, rmid, "m1", NOW)
     assert await store.heartbeat(Q, rmid, "m1", NOW + 1)
     runner = RunnerClaim(
@@ -243,7 +243,7 @@ async def test_runner_nack_dead_letters_and_async_twins(
     assert runner.finish("nack", NOW + 5)
     assert redis_client.zscore(f"{ns}:{Q}.XQ", rmid) == NOW + 5
     other, _ = enqueue(redis_client, ns)
-    await store.claim(Q, "ci", 1, NOW, None)
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
     assert await store.complete(Q, other)
     assert not await store.complete(Q, other)
 
@@ -273,10 +273,10 @@ async def test_record_machine_binds_the_claim_to_the_created_machine(
 ) -> None:
     ns = store.namespace
     rmid, _ = enqueue(redis_client, ns)
-    await store.claim(Q, "ci", 1, NOW, None)
-    assert await store.record_machine(Q, rmid, "m1", NOW + 5, None)
-    assert await store.record_machine(Q, rmid, "m1", NOW + 6, None)  # idempotent
-    assert not await store.record_machine(Q, rmid, "m2", NOW + 7, None)  # bound already
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
+    assert await store.record_machine(Q, rmid, 1, "m1", NOW + 5, UNFENCED)
+    assert await store.record_machine(Q, rmid, 1, "m1", NOW + 6, UNFENCED)  # idempotent
+    assert not await store.record_machine(Q, rmid, 1, "m2", NOW + 7, UNFENCED)  # bound already
     [claim] = (await store.list_claims([Q]))[Q]
     assert (claim.state, claim.machine_id, claim.updated_at) == ("claimed", "m1", NOW + 6)
     runner = RunnerClaim(
@@ -285,13 +285,13 @@ async def test_record_machine_binds_the_claim_to_the_created_machine(
     assert not runner.mark_running("m2", NOW + 8)  # a stray duplicate machine may not run it
     assert runner.mark_running("m1", NOW + 9)
     assert runner.finish("ack", NOW + 10)
-    assert not await store.record_machine(Q, rmid, "m1", NOW + 11, None)  # the claim is gone
+    assert not await store.record_machine(Q, rmid, 1, "m1", NOW + 11, UNFENCED)  # the claim is gone
 
 
 async def test_record_machine_is_fenced(store: ClaimStore, redis_client: redis.Redis) -> None:
     rmid, _ = enqueue(redis_client, store.namespace)
-    await store.claim(Q, "ci", 1, NOW, None)
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
     lease = f"{store.prefix}:leader"
     redis_client.set(lease, "me:2")
     with pytest.raises(Fenced):
-        await store.record_machine(Q, rmid, "m1", NOW, Fence(lease, "me:1", 1))
+        await store.record_machine(Q, rmid, 1, "m1", NOW, Fence(lease, "me:1", 1))

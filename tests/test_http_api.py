@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 
 from scaler.claims import ClaimStore
 from scaler.http import QueueInfo, create_http_app, openapi_document
+from scaler.leader import UNFENCED
 from scaler.local.testing import free_port
 from scaler.messages import record_key
 from scaler.metrics import Metrics
@@ -392,7 +393,7 @@ async def test_state_queued_claimed_running_done(
     mid = (await _enqueue(api, {"actor": "work"})).json()["message_id"]
     assert await _state(api, mid) == {"message_id": mid, "queue": "jobs", "state": "queued"}
     claims = ClaimStore(aredis, namespace=redis_prefix, prefix=redis_prefix)
-    [claim] = await claims.claim("jobs", "thumbs", 1, now_ms=1000, fence=None)
+    [claim] = await claims.claim("jobs", "thumbs", 1, now_ms=1000, fence=UNFENCED)
     state = await _state(api, mid)
     assert state["state"] == "claimed" and state["machine_name"] == claim.machine_name
     assert state["launch"] == 1
@@ -409,8 +410,8 @@ async def test_state_dead_lettered_with_the_scalers_reason(
 ) -> None:
     mid = (await _enqueue(api, {"actor": "work"})).json()["message_id"]
     claims = ClaimStore(aredis, namespace=redis_prefix, prefix=redis_prefix)
-    [claim] = await claims.claim("jobs", "thumbs", 1, now_ms=1000, fence=None)
-    await claims.dead_letter("jobs", claim.redis_message_id, "bad machine size", None, 3000)
+    [claim] = await claims.claim("jobs", "thumbs", 1, now_ms=1000, fence=UNFENCED)
+    await claims.dead_letter("jobs", claim.redis_message_id, "bad machine size", UNFENCED, 3000)
     state = await _state(api, mid)
     assert (state["state"], state["reason"]) == ("dead_lettered", "bad machine size")
 

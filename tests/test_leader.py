@@ -13,6 +13,7 @@ from redis.backoff import NoBackoff
 
 from scaler.leader import (
     FENCE_LUA,
+    UNFENCED,
     Fence,
     Fenced,
     LeaderElector,
@@ -128,8 +129,12 @@ async def test_fence_lua_refuses_stale_and_accepts_current(
         await fenced_set(aredis, fa, data, "stale-a")
     await fenced_set(aredis, fb, data, "from-b")
     assert await aredis.get(data) == b"from-b"
-    # Unfenced (single replica): no lease involved at all.
-    await fenced_set(aredis, None, data, "dev")
+    # UNFENCED (a caller alone by construction): no lease involved at all.
+    await fenced_set(aredis, UNFENCED, data, "dev")
+    assert await aredis.get(data) == b"dev"
+    # No fence at all means "not the leader": refused before Redis is even asked.
+    with pytest.raises(Fenced, match="not the leader"):
+        await fenced_set(aredis, None, data, "lapsed")
     assert await aredis.get(data) == b"dev"
 
 
@@ -185,7 +190,7 @@ def test_fenced_error_helpers() -> None:
     assert is_fenced_error(redis.exceptions.ResponseError("FENCED stale leader"))
     assert not is_fenced_error(redis.exceptions.ResponseError("WRONGTYPE"))
     raise_if_fenced(redis.exceptions.ResponseError("WRONGTYPE"))  # no raise
-    assert fence_args(None, "k") == ("k", "")
+    assert fence_args(UNFENCED, "k") == ("k", "")
     assert fence_args(Fence("L", "a:1", 1), "k") == ("L", "a:1")
 
 

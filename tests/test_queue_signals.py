@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
 from scaler.claims import ClaimStore
+from scaler.leader import UNFENCED
 from scaler.signals.queues import RoundTrips, read_queue_stats
 
 
@@ -41,7 +42,7 @@ async def test_counts_follow_dramatiq_layout(
     broker.do_nack("jobs", dramatiq.Message.decode(fetched[0]).options["redis_message_id"])
     fetched = broker.do_fetch("jobs", 1)
     store = ClaimStore(aredis, namespace=ns, prefix=redis_prefix)
-    await store.claim("jobs", "ci", 1, 0, None)
+    await store.claim("jobs", "ci", 1, 0, UNFENCED)
 
     # the head is now the message stamped with enqueued_at=1000
     assert await aredis.lindex(f"{ns}:jobs", 0) == first.options["redis_message_id"].encode()

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
 from scaler.claims import Claim, ClaimStore, binding_env, claims_key, launches_key
+from scaler.leader import UNFENCED
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = "sample"
@@ -31,7 +32,7 @@ def claim_one(redis_url: str, ns: str, prefix: str) -> Claim:
     async def go() -> Claim:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            [claim] = await ClaimStore(client, ns, prefix).claim(Q, "jobs", 1, 1, None)
+            [claim] = await ClaimStore(client, ns, prefix).claim(Q, "jobs", 1, 1, UNFENCED)
             return claim
         finally:
             await client.aclose()

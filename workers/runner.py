@@ -309,6 +309,7 @@ def run_bound(settings: Settings, stop: _Stop) -> int:
         prefix=settings.prefix,
         queue=q,
         redis_message_id=rmid,
+        launch=settings.launch,
     )
     if not claim.mark_running(settings.machine_id, _now_ms()):
         print(f"runner: claim {q}/{rmid} is gone or owned by another machine; not running it")

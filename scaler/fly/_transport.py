@@ -8,10 +8,14 @@ sync httpx transport with :class:`SyncTransportAdapter`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any, TypedDict, TypeVar, cast
 
@@ -40,6 +44,7 @@ __all__ = [
     "Observer",
     "SyncTransportAdapter",
     "WaitObserver",
+    "precondition",
 ]
 
 T = TypeVar("T")
@@ -53,6 +58,27 @@ WaitObserver = Callable[[str, float], None]
 
 # Errors raised before a single byte could reach Fly: safe to repeat for any operation.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+_precondition: ContextVar[Callable[[], None] | None] = ContextVar("fly_precondition", default=None)
+
+
+@contextlib.contextmanager
+def precondition(check: Callable[[], None]) -> Iterator[None]:
+    """Calls made inside this block (in this task) run ``check()`` before every attempt, retries
+    included, and again once the rate governor lets the attempt through; ``check`` raises to
+    stop the call (e.g. the scaler's leader fence: a replica that lost its lease while a create
+    waited or retried sends nothing more)."""
+    token = _precondition.set(check)
+    try:
+        yield
+    finally:
+        _precondition.reset(token)
+
+
+def _check_precondition() -> None:
+    check = _precondition.get()
+    if check is not None:
+        check()
 
 
 class ClientOptions(TypedDict, total=False):
@@ -158,6 +184,24 @@ class Engine:
             base_url=self.base_url, transport=transport, timeout=self._timeout,
             headers={"user-agent": "fly-scaler/0.1"}, follow_redirects=False,
         )
+        self._offsets: deque[float] = deque(maxlen=15)
+
+    def clock_offset(self) -> float:
+        """Fly's clock minus ours, in seconds, from the ``Date`` headers of recent answers (the
+        median of the last 15; 0.0 before the first answer). A ``Date`` has whole seconds, so the
+        estimate is good to about half a second plus the network delay."""
+        return statistics.median(self._offsets) if self._offsets else 0.0
+
+    def _sample_clock(self, response: httpx.Response, sent_wall: float) -> None:
+        raw = response.headers.get("date")
+        if not raw:
+            return
+        try:
+            fly_now = parsedate_to_datetime(raw).timestamp()
+        except (TypeError, ValueError):
+            return
+        # The header truncates to the second: Fly's time was in [fly_now, fly_now + 1).
+        self._offsets.append(fly_now + 0.5 - (sent_wall + time.time()) / 2.0)
 
     async def aclose(self) -> None:
         """Close the connection pool (and the transport)."""
@@ -217,9 +261,11 @@ class Engine:
 
     async def _attempt(self, call: Call[T]) -> T:
         route = classify(call.method, call.path)
+        _check_precondition()
         waited = await self._governor.acquire(route.action, route.scope)
         if waited > 0 and self._wait_observer is not None:
             self._wait_observer(route.action, waited)
+        _check_precondition()
         headers = {"authorization": _authorization(self._token), **call.headers}
         timeout = self._timeout
         if call.read_timeout is not None:
@@ -232,6 +278,7 @@ class Engine:
             json=call.body, timeout=timeout,
         )
         began = self._clock()
+        sent_wall = time.time()
         failure: FlyTransportError | None = None
         try:
             response = await self._http.send(request)
@@ -246,6 +293,7 @@ class Engine:
             self._observe(route.action, None, began)
             raise failure
         self._observe(route.action, response.status_code, began)
+        self._sample_clock(response, sent_wall)
         if response.status_code >= 400:
             retry_after = _retry_after(response)
             if response.status_code == 429:

@@ -33,10 +33,10 @@ import httpx
 
 from scaler.fly import _operations as ops
 from scaler.fly._operations import Call
-from scaler.fly._transport import ClientOptions, Engine, SyncTransportAdapter
+from scaler.fly._transport import ClientOptions, Engine, SyncTransportAdapter, precondition
 from scaler.secret import Secret
 
-__all__ = ["AsyncFlyClient", "ClientOptions", "FlyClient"]
+__all__ = ["AsyncFlyClient", "ClientOptions", "FlyClient", "precondition"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -124,6 +124,11 @@ class _Operations:
     def base_url(self) -> str:
         """The API root the client talks to (without ``/v1``)."""
         return self._engine.base_url
+
+    def clock_offset(self) -> float:
+        """Fly's clock minus this machine's, in seconds, estimated from the ``Date`` headers of
+        recent answers (0.0 before any). Compare Fly's timestamps with ``time.time() + offset``."""
+        return self._engine.clock_offset()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
