@@ -22,10 +22,11 @@ LAUNCH_RESULTS = (
 )
 REAP_REASONS = (
     "stopped", "failed", "boot_timeout", "max_runtime", "stuck", "orphan", "invalid_options",
+    "unlisted",
 )
 RELEASE_REASONS = (
     "machine_gone", "stopped", "failed", "stuck", "boot_timeout", "max_runtime",
-    "invalid_options", "fly_refused",
+    "invalid_options", "fly_refused", "unlisted", "pool_gone", "over_cap",
 )
 NOT_TAKEN_REASONS = ("cap_pool", "cap_app", "cap_global", "rate_limit", "unknown_data")
 
@@ -88,7 +89,8 @@ class Metrics:
             ["pool", "outcome"], registry=r)
         self.reaps = Counter(
             p + "reaps_total", "Machines destroyed by the reaper, by reason (stopped, failed, "
-            "boot_timeout, max_runtime, stuck, orphan, invalid_options).", ["pool", "reason"],
+            "boot_timeout, max_runtime, stuck, orphan, invalid_options, unlisted).",
+            ["pool", "reason"],
             registry=r)
         self.requeues = Counter(
             p + "jobs_requeued_total", "Jobs given back to their queue, by reason.",

@@ -31,6 +31,12 @@ REASON_TEXT: Mapping[str, str] = {
     "machine_gone": "machine gone without an ack",
     "no_machine": "claim has no machine",
     "claim_grace": "machine not visible yet (within grace)",
+    "create_pending": "its create may still be under way",
+    "backoff": "backing off after a create that made no machine",
+    "unlisted": "created, but no listing shows it past the grace",
+    "pool_gone": "no per-job pool serves its queue any more",
+    "pool_gone_running": "its pool is gone; the job runs to its end",
+    "over_cap": "a cap was lowered below what is live",
     "orphan_grace": "orphan within its grace",
     "invalid_options": "invalid machine options",
 }
