@@ -17,6 +17,7 @@ from scaler.machines import META_JOB, META_LAUNCH, META_SCALER
 __all__ = [
     "GONE",
     "all_ran",
+    "all_started",
     "check_jobs",
     "check_machines",
     "conclude",
@@ -110,6 +111,12 @@ def all_ran(ctx: ChaosContext, jobs: Sequence[Job], *, key: str | None = None) -
     """Whether every job's side effect happened at least once."""
     runs = side_effects(ctx.redis, key or ctx.key)
     return all(runs[j.name] for j in jobs)
+
+
+def all_started(ctx: ChaosContext, jobs: Sequence[Job], *, key: str | None = None) -> bool:
+    """Whether every job began at least once on a machine (the actors mark each attempt)."""
+    began = side_effects(ctx.redis, f"{key or ctx.key}:start")
+    return all(began[j.name] for j in jobs)
 
 
 def dead_letters(ctx: ChaosContext, queue: str | None = None) -> int:
