@@ -325,6 +325,7 @@ WORKER_KEYS = (
     "target_latency",
     "query",
     "target_per_machine",
+    "scale_tolerance",
 )
 PER_JOB_KEYS = ("max_launches",)
 
@@ -392,6 +393,7 @@ class PoolSpec(_Model):
     target_latency: PositiveDuration = 30.0
     query: StrictStr | None = None
     target_per_machine: PositiveFloat | None = None
+    scale_tolerance: Annotated[float, Field(ge=0.0, le=1.0, strict=False)] = 0.1
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     _guest: Guest | None = PrivateAttr(default=None)

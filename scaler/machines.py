@@ -76,6 +76,7 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
         target_latency_s=pool.target_latency,
         target_per_machine=pool.target_per_machine or 1.0,
         idle_timeout_s=pool.idle_timeout,
+        scale_tolerance=pool.scale_tolerance,
     )
 
 

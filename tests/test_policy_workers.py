@@ -168,3 +168,18 @@ def test_global_cap_is_shared_fairly_between_worker_pools() -> None:
     assert {c.pool: c.count for c in p.of_type(Create)} == {"a": 7, "b": 3}
     (limited,) = p.not_taken()
     assert (limited.pool, limited.reason) == ("a", "cap_global")
+
+
+def test_a_demand_within_the_tolerance_holds_and_a_surge_does_not() -> None:
+    # 2 machines of 5 jobs each: 11 jobs is 10 % over target, and used to buy a third machine on
+    # every swing between 10 and 11 (which then idled out); beyond 10 % it scales at once.
+    p = pool(jobs_per_machine=5, warm_machines=0)
+    fleet = (worker("m1"), worker("m2"))
+    held = run(observe(QueueView("jobs", 3, in_flight=8), fleet), p)
+    assert held.desired["w"] == 2 and held.of_type(Create) == ()
+    assert run(observe(QueueView("jobs", 4, in_flight=8), fleet), p).desired["w"] == 3
+    assert run(observe(QueueView("jobs", 20, in_flight=10), fleet), p).desired["w"] == 6
+    # from zero any work starts a machine; a tolerance of 0 scales on the first job over
+    assert run(observe(QueueView("jobs", 1)), p).desired["w"] == 1
+    strict = pool(jobs_per_machine=5, warm_machines=0, scale_tolerance=0.0)
+    assert run(observe(QueueView("jobs", 3, in_flight=8), fleet), strict).desired["w"] == 3

@@ -88,6 +88,9 @@ class PoolPolicy:
         target_per_machine: worker, ``"prometheus"``: metric value one machine absorbs.
         idle_timeout_s: worker: how long a worker waits idle before exiting (used by the act step
             for the machine's environment; the planner never stops started workers).
+        scale_tolerance: worker, ``depth``/``prometheus``: no scale-up while the load per live
+            machine is within this share above its target (as Kubernetes' HPA: 0.1 = 10 %), so
+            a demand hovering at a threshold does not buy and idle out a machine on every swing.
     """
 
     name: str
@@ -109,6 +112,7 @@ class PoolPolicy:
     target_latency_s: float = 30.0
     target_per_machine: float = 1.0
     idle_timeout_s: float = 300.0
+    scale_tolerance: float = 0.1
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, fix: str) -> ValueError:
@@ -136,6 +140,8 @@ class PoolPolicy:
             raise bad("scale_on", self.scale_on, 'use "depth", "latency" or "prometheus"')
         if self.target_per_machine <= 0:
             raise bad("target_per_machine", self.target_per_machine, "use a positive number")
+        if not 0.0 <= self.scale_tolerance <= 1.0:
+            raise bad("scale_tolerance", self.scale_tolerance, "use a share between 0 and 1")
         if self.target_latency_s <= 0:
             raise bad("target_latency_s", self.target_latency_s, "use a positive number of seconds")
         for name in ("boot_timeout_s", "orphan_grace_s", "claim_grace_s", "idle_timeout_s",

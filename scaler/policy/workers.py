@@ -8,6 +8,10 @@
   work exists; zero only when ready + in_flight + delayed_due is zero;
 - prometheus: ``ceil(value / target_per_machine)``.
 
+For depth and prometheus, a scale-up from a running fleet waits until the load per live machine is
+more than ``scale_tolerance`` above its target (Kubernetes' HPA tolerance): 11 jobs on 2 machines of
+5 is 10 % over and holds; 30 jobs scales to 6 at once. From zero, any work starts a machine.
+
 When an input is unknown (a queue unreadable, or the metric) the pool holds: desired is its live
 count (within ``min_machines`` and ``max_machines``), and its stopped machines are kept. The planner
 never stops a started worker to scale down (workers exit by themselves after ``idle_timeout_s``); it
@@ -61,10 +65,12 @@ def desired_workers(pool: PoolPolicy, obs: Observation, live: int) -> Signal:
         "live": live,
     }
     raw: int | None
+    load: float | None = None  # demand in units of one machine's target
     if unknown:
         raw = None
     elif pool.scale_on == "depth":
-        raw = math.ceil(work / pool.jobs_per_machine)
+        load = work / pool.jobs_per_machine
+        raw = math.ceil(load)
     elif pool.scale_on == "latency":
         inputs["oldest_ready_age_s"] = oldest if oldest is not None else "unknown"
         inputs["target_latency_s"] = pool.target_latency_s
@@ -78,7 +84,14 @@ def desired_workers(pool: PoolPolicy, obs: Observation, live: int) -> Signal:
         value = obs.metric_values.get(pool.name)
         inputs["metric"] = value if value is not None else "unknown"
         inputs["target_per_machine"] = pool.target_per_machine
-        raw = None if value is None else math.ceil(max(0.0, value) / pool.target_per_machine)
+        if value is not None:
+            load = max(0.0, value) / pool.target_per_machine
+        raw = None if load is None else math.ceil(load)
+    if raw is not None and load is not None and live > 0 and raw > live and (
+        load <= live * (1.0 + pool.scale_tolerance)
+    ):
+        inputs["held_within_tolerance"] = pool.scale_tolerance
+        raw = live
     if raw is None:
         held = min(pool.max_machines, max(pool.min_machines, live))
         return Signal(held, False, inputs)
