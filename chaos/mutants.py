@@ -15,8 +15,100 @@ __all__ = ["MUTANTS", "MutantError", "apply_mutant"]
 
 Edit = tuple[str, str, str]
 
-MUTANTS: dict[str, list[Edit]] = {}
-"""Mutant name -> its source edits (filled below, one block per invariant)."""
+MUTANTS: dict[str, list[Edit]] = {
+    # R1: a restarted scaler neither finds the machine its predecessor created (by name or job
+    # metadata) nor creates under a deterministic name, and relaunches after 3 s: two machines.
+    "no-adopt": [
+        ("scaler/policy/index.py", "    m = idx.by_name.get(c.machine_name)\n",
+         "    m = None\n"),
+        ("scaler/policy/index.py", "    return idx.by_job.get((c.job, c.launch))\n",
+         "    return None\n"),
+        ("scaler/machines.py", "        name=claim.machine_name,\n",
+         "        name=f\"{claim.machine_name}-{uuid.uuid4().hex[:4]}\",\n"),
+        ("scaler/act.py", "CREATE_WINDOW_S = 60.0\n", "CREATE_WINDOW_S = 3.0\n"),
+    ],
+    # R2: an ambiguous create (408, 5xx, dropped) is retried blindly, without looking it up.
+    "no-name-lookup": [
+        ("scaler/fly/_transport.py",
+         "if call.safety is Safety.CREATE and (is_ambiguous(exc) or conflict):",
+         "if call.safety is Safety.CREATE and conflict:"),
+        ("scaler/fly/retry.py", "    if safety in (Safety.IDEMPOTENT, Safety.WAIT):\n",
+         "    if safety in (Safety.IDEMPOTENT, Safety.WAIT, Safety.CREATE):\n"),
+    ],
+    # R3, R8: a job's launches are not counted: a relaunch reuses launch 1 (and its machine
+    # name), and max_launches is never reached.
+    "launch-not-counted": [
+        ("scaler/claims.py", "local launch = redis.call('HINCRBY', KEYS[5], mid, 1)",
+         "local launch = 1 + redis.call('HINCRBY', KEYS[5], mid, 0)"),
+    ],
+    # R4: a replica that lost its lease keeps acting: its fence never lapses, renewals never
+    # fail, act sends calls without checking the lease, and scripts skip the fence check.
+    "stale-leader-acts": [
+        ("scaler/leader.py",
+         "        if self._fence is not None and self._clock() >= self._deadline:\n"
+         "            return None\n        return self._fence\n",
+         "        return self._fence\n"),
+        ("scaler/leader.py",
+         "        if not ok:\n            self._fence = None\n            return False\n"
+         "        self._deadline = started + self.ttl_s\n        return True\n",
+         "        self._deadline = started + self.ttl_s\n        return True\n"),
+        ("scaler/leader.py", "\"if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then \"",
+         "\"if false then \""),
+        ("scaler/act.py",
+         "if fence is None or current is None or current.value != fence.value:",
+         "if False:"),
+    ],
+    # R5: no rate governor and no Retry-After: 429s are retried at once.
+    "retry-storm": [
+        ("scaler/fly/_transport.py",
+         "        waited = await self._governor.acquire(route.action, route.scope)\n",
+         "        waited = 0.0\n"),
+        ("scaler/fly/_transport.py", "            delay = max(delay, exc.retry_after)\n",
+         "            delay = 0.01\n"),
+    ],
+    # R6: a listing that failed reads as an app with no machines (unknown taken as zero).
+    "outage-is-empty": [
+        ("scaler/observe.py",
+         "            self._listings.pop(app, None)\n            return None\n",
+         "            self._listings.pop(app, None)\n"
+         "            return _Listing(taken_at=now, views=(), names=frozenset())\n"),
+    ],
+    # R7: /readyz stays green whatever Redis does.
+    "readyz-always-green": [
+        ("scaler/service.py",
+         "        if self.elector.last_error is not None:\n"
+         "            return False, f\"redis unreachable: {self.elector.last_error}\"\n", ""),
+        ("scaler/service.py",
+         "        if \"redis\" in self.reconciler.observer.unknown:\n"
+         "            return False, \"redis unreachable\"\n", ""),
+    ],
+    # R8: a job whose machines keep dying is given back forever, never dead-lettered.
+    "never-dead-letter": [
+        ("scaler/claims.py", "  if launches < tonumber(ARGV[4]) then",
+         "  if true then"),
+    ],
+    # R9: max_runtime is never enforced.
+    "no-max-runtime": [
+        ("scaler/policy/reaper.py", "        return Verdict(\"max_runtime\", True)\n",
+         "        return None\n"),
+    ],
+    # R10: orphans are destroyed at once, never marked first nor given their grace.
+    "orphan-no-grace": [
+        ("scaler/policy/reaper.py",
+         "    if m.orphan_marked_at is None:\n        out.mark_orphan(pool, m, mark_reason)\n"
+         "    elif now - m.orphan_marked_at >= grace:\n",
+         "    if False:\n        out.mark_orphan(pool, m, mark_reason)\n    elif True:\n"),
+    ],
+    # R10: machines without our scaler id are listed and reaped like ours.
+    "reap-foreign": [
+        ("scaler/observe.py",
+         "                app, metadata={META_SCALER: self.settings.scaler.id}\n",
+         "                app, metadata={}\n"),
+        ("scaler/machines.py", "    if meta.get(META_SCALER) != scaler_id or not machine.id:\n",
+         "    if not machine.id:\n"),
+    ],
+}
+"""Mutant name -> its source edits, each commented with the scenario that must FAIL with it."""
 
 
 class MutantError(ValueError):
