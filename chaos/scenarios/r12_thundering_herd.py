@@ -17,29 +17,12 @@ import threading
 import time
 from typing import Any
 
+from chaos.apps import new_apps
 from chaos.harness import ChaosContext
 from chaos.jobs import Job, side_effects
-from chaos.localapi import LocalAPI
 from chaos.measure import check_jobs, check_machines, live, ours, wait_for
 from chaos.result import ScenarioResult
 from scaler.dev.summary import percentile
-
-
-def _new_app(api: LocalAPI) -> str:
-    """An app, waiting out the API's own limit on app creation."""
-    made: list[str] = []
-
-    def attempt() -> bool:
-        try:
-            made.append(api.create_app())
-        except AssertionError:  # 429: Apps_create is limited like every call
-            return False
-        return True
-
-    if not wait_for(attempt, 30, interval=0.3):
-        raise RuntimeError("could not create an app on the local API within 30 s")
-    return made[0]
-
 
 ID = "R12"
 TITLE = "thundering herd"
@@ -53,7 +36,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     apps_n, per_app = (6, 10) if ctx.quick else (10, 100)
     global_cap = apps_n * POOL_CAP * 2 // 3
     api = ctx.local_api()
-    apps = [_new_app(api) for _ in range(apps_n)]
+    apps = new_apps(api, apps_n)
     setup_429s = api.rate_limited()  # app creation is rate limited too: not the scaler's
     pools, queues = [], []
     for i, app in enumerate(apps):
