@@ -35,6 +35,8 @@ def test_latency_after_commit_creates_before_answering(
                             what="the machine listed")
         assert [m["name"] for m in listed] == ["slow-1"]
         assert sender.is_alive(), "the answer came before the delay"
+        [pending] = c.get("/_admin/creates").json()  # logged as it arrived
+        assert (pending["name"], pending["status"], pending["answered"]) == ("slow-1", None, None)
         sender.join(10)
         assert answer[0].status_code == 200
         assert answer[0].json()["name"] == "slow-1"

@@ -162,6 +162,10 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
                 return finish(json_response(body, 405), operation)
             return finish(json_response({"error": "not found"}, 404), operation)
         fault = faults.for_request(operation)
+        logged = None
+        if operation == "Machines_create":  # logged as it arrives; completed when answered
+            logged = store.record_create(await _create_facts(request),
+                                         request.headers.get("user-agent", ""), arrived)
         answer: Response | None
         try:
             if fault.latency:
@@ -175,11 +179,9 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
         if fault.latency_after_commit:  # done (or refused); the answer is late
             await asyncio.sleep(fault.latency_after_commit)
         response = answer if answer is not None else await drop(request)
-        if operation == "Machines_create":
-            facts = await _create_facts(request)
-            facts["machine_id"] = getattr(request.state, "created_machine", None)
-            store.record_create(facts, response.status_code,
-                                request.headers.get("user-agent", ""), arrived, config.clock())
+        if logged is not None:
+            logged.update(status=response.status_code, answered=config.clock(),
+                          machine_id=getattr(request.state, "created_machine", None))
         return finish(response, operation)
 
     async def respond(

@@ -36,8 +36,8 @@ class Store:
         self.peak_live: Counter[str] = Counter()
         """The most live machines each app ever had at once, counted at every state change."""
         self.creates: deque[dict[str, Any]] = deque(maxlen=recent_requests)
-        """The last create calls: when they arrived and were answered (monotonic), status,
-        User-Agent, machine name, metadata."""
+        """The last create calls: when they arrived and were answered (monotonic; ``None`` while
+        unanswered), status, User-Agent, machine name, metadata, the machine it created."""
         self._waiters: dict[str, list[asyncio.Event]] = {}
 
     # -- lookups ------------------------------------------------------------------------------
@@ -97,17 +97,17 @@ class Store:
         self.requests[(operation, status)] += 1
         self.recent.append((now, operation, status))
 
-    def record_create(
-        self, facts: dict[str, Any], status: int, agent: str, arrived: float, answered: float
-    ) -> None:
-        """Log one answered (or dropped) create call; ``facts``: its name and metadata."""
-        self.creates.append(
-            {"t": arrived, "answered": answered, "status": status, "agent": agent, **facts}
-        )
+    def record_create(self, facts: dict[str, Any], agent: str, arrived: float) -> dict[str, Any]:
+        """Log one create call as it arrives (``facts``: its name and metadata); the caller fills
+        in ``status``, ``answered`` and ``machine_id`` on the returned entry once it answers."""
+        entry = {"t": arrived, "answered": None, "status": None, "agent": agent,
+                 "machine_id": None, **facts}
+        self.creates.append(entry)
+        return entry
 
     def create_log(self) -> list[dict[str, Any]]:
         """The create calls logged, oldest first (``GET /_admin/creates``)."""
-        return list(self.creates)
+        return [dict(c) for c in list(self.creates)]
 
     def request_log(self, operation: str | None = None) -> list[dict[str, Any]]:
         """The last requests (of one operation), oldest first (``GET /_admin/requests``)."""
