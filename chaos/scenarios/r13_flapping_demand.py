@@ -1,9 +1,12 @@
 """R13 flapping demand: a worker pool's demand hovers around a scaling threshold for an hour.
 
 The pure planner is driven tick by tick (every 5 s) on a fake clock against a model of the pool's
-machines (:mod:`chaos.fleet`): the queue holds 10 or 11 jobs for 5 jobs per machine, switching at
-random every 40-160 s, so the wanted fleet flips between 2 and 3 machines dozens of times an hour.
-Workers exit after the default idle timeout (60 s) when the extra machine is not needed.
+machines (:mod:`chaos.fleet`): the queue holds 10 jobs, then 11 (or, in a second shape, 12), for 5
+jobs per machine, switching at random every 40-160 s, so the wanted fleet flips between 2 and 3
+machines dozens of times an hour. Workers exit after the default idle timeout (60 s) when the
+extra machine is not needed. The two shapes exceed the threshold by 10 % and by 20 %: a dead band
+alone (a tolerance around the target) absorbs the first, only a cooldown, a hysteresis wide enough
+or a minimum lifetime absorbs both.
 
 A damped scaler (a cooldown, hysteresis or a minimum lifetime) keeps the third machine, or at least
 does not buy a new one on every swing: the scenario allows at most 6 scale-ups (creates or starts
@@ -31,7 +34,8 @@ TITLE = "flapping demand (planner, fake clock)"
 HOUR = 3600.0
 TICK_S = 5.0
 JOBS_PER_MACHINE = 5
-LOW, HIGH, SURGE = 10, 11, 30
+LOW, SURGE = 10, 30
+HIGHS = (11, 12)
 MAX_ACTIONS_PER_HOUR = 6
 FOLLOW_TICKS = 3
 
@@ -43,9 +47,9 @@ def _pool(warm: int) -> PoolPolicy:
     )
 
 
-def _flapping(pool: PoolPolicy, seed: int) -> FleetOutcome:
+def _flapping(pool: PoolPolicy, high: int, seed: int) -> FleetOutcome:
     rng = random.Random(seed)
-    demand, flips = square_wave(LOW, HIGH, (rng.uniform(40, 160) for _ in range(1000)), HOUR)
+    demand, flips = square_wave(LOW, high, (rng.uniform(40, 160) for _ in range(1000)), HOUR)
     return simulate(pool, demand, seconds=HOUR, tick_s=TICK_S, flips=flips)
 
 
@@ -68,11 +72,11 @@ def evaluate(quick: bool) -> ScenarioResult:
     worst = 0.0
     for warm, label in ((0, "no warm machines"), (1, "one warm machine")):
         pool = _pool(warm)
-        for seed in seeds:
-            out = _flapping(pool, seed)
+        for high, seed in ((h, s) for h in HIGHS for s in seeds):
+            out = _flapping(pool, high, seed)
             per_hour = out.actions_per_hour
             worst = max(worst, per_hour)
-            key = f"{label}, seed {seed}"
+            key = f"{label}, {LOW}<->{high} jobs, seed {seed}"
             result.details[key] = {
                 "scale_actions_per_hour": round(per_hour, 1), "actions": dict(out.actions),
                 "worker_exits": out.exits, "demand_flips": out.demand_flips,
@@ -82,9 +86,10 @@ def evaluate(quick: bool) -> ScenarioResult:
                 per_hour <= MAX_ACTIONS_PER_HOUR,
                 f"bounded scaling ({label}): {per_hour:.0f} scale actions in one hour "
                 f"({dict(out.actions)}; {out.exits} idle exits) for a demand that flipped "
-                f"{out.demand_flips} times between {LOW} and {HIGH} jobs; allowed "
-                f"{MAX_ACTIONS_PER_HOUR}/h: the planner has no cooldown, hysteresis or minimum "
-                "lifetime, every swing above the threshold buys a machine",
+                f"{out.demand_flips} times between {LOW} and {high} jobs ({JOBS_PER_MACHINE} per "
+                f"machine); allowed {MAX_ACTIONS_PER_HOUR}/h: no cooldown, hysteresis or minimum "
+                "lifetime absorbs the swings, each one above the threshold buys a machine that "
+                "then idles out",
             )
         follow = _follow_seconds(pool)
         result.details[f"{label}: seconds to follow a surge"] = follow
