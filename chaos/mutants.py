@@ -16,9 +16,12 @@ __all__ = ["MUTANTS", "MutantError", "apply_mutant"]
 Edit = tuple[str, str, str]
 
 MUTANTS: dict[str, list[Edit]] = {
-    # R1: a restarted scaler neither finds the machine its predecessor created (by name or job
-    # metadata) nor creates under a deterministic name, and relaunches after 3 s: two machines.
+    # R1: a machine whose create was never recorded is adopted by nobody: the scaler does not
+    # look it up by name or job metadata, its runner may not take an unrecorded claim, names are
+    # not deterministic and the create window is 3 s: a restarted scaler creates a second one.
     "no-adopt": [
+        ("scaler/claims.py", "if owner and owner ~= ARGV[2] then return 0 end",
+         "if owner ~= ARGV[2] then return 0 end"),
         ("scaler/policy/index.py", "    m = idx.by_name.get(c.machine_name)\n",
          "    m = None\n"),
         ("scaler/policy/index.py", "    return idx.by_job.get((c.job, c.launch))\n",
@@ -66,12 +69,13 @@ MUTANTS: dict[str, list[Edit]] = {
         ("scaler/fly/_transport.py", "            delay = max(delay, exc.retry_after)\n",
          "            delay = 0.01\n"),
     ],
-    # R6: a listing that failed reads as an app with no machines (unknown taken as zero).
+    # R6: an app whose listing failed is taken as an app with no machines (unknown as zero).
     "outage-is-empty": [
         ("scaler/observe.py",
-         "            self._listings.pop(app, None)\n            return None\n",
-         "            self._listings.pop(app, None)\n"
-         "            return _Listing(taken_at=now, views=(), names=frozenset())\n"),
+         "            if listing is None:\n                out[app] = None\n"
+         "                listed[app] = None\n                continue\n",
+         "            if listing is None:\n"
+         "                listing = _Listing(taken_at=now, views=(), names=frozenset())\n"),
     ],
     # R7: /readyz stays green whatever Redis does.
     "readyz-always-green": [
@@ -109,6 +113,53 @@ MUTANTS: dict[str, list[Edit]] = {
     ],
 }
 """Mutant name -> its source edits, each commented with the scenario that must FAIL with it."""
+
+MUTANTS.update({
+    # R14, R16: a machine still booting (created, starting) does not count against the caps.
+    "booting-not-live": [
+        ("scaler/policy/states.py",
+         'NOT_LIVE_STATES = frozenset({"stopped", "failed", "destroying", "destroyed", '
+         '"launch_failed"})',
+         'NOT_LIVE_STATES = frozenset({"stopped", "failed", "destroying", "destroyed", '
+         '"launch_failed", "created", "starting"})'),
+    ],
+    # R12: the scaler thinks Fly allows four times its real rate and burst.
+    "fly-limits-x4": [
+        ("scaler/fly/limits.py",
+         "    return Limit(rate=limit.rate, burst=max(1, limit.burst - 1))\n",
+         "    return Limit(rate=limit.rate * 4, burst=limit.burst * 4)\n"),
+    ],
+    # R15: a replica that stops keeps its lease until the TTL ends it.
+    "lease-kept": [
+        ("scaler/service.py",
+         "        with contextlib.suppress(Exception):\n            await self.lease.release()\n",
+         "        pass\n"),
+        ("scaler/leader.py",
+         "            with contextlib.suppress(redis.exceptions.RedisError, OSError):\n"
+         "                await self.lease.release()\n",
+         "            pass\n"),
+    ],
+    # R17: every tick leaves one asyncio task behind that never ends.
+    "task-leak": [
+        ("scaler/reconciler.py", "        self.metrics.ticks.labels(trigger).inc()\n",
+         "        self.metrics.ticks.labels(trigger).inc()\n"
+         "        asyncio.get_running_loop().create_task(asyncio.sleep(86400))\n"),
+    ],
+    # R18: claims of a pool that is gone (renamed, removed, moved, turned worker) are dropped
+    # from the index: their machines look like orphans and are destroyed mid-job.
+    "forget-old-pool-claims": [
+        ("scaler/policy/index.py",
+         "        elif (owner := queue_owner.get(c.queue)) is not None:\n"
+         "            by_pool.setdefault(owner, []).append(c)\n"
+         "        else:\n            ownerless.append(c)\n", ""),
+    ],
+    # R19: Fly's timestamps are compared with the scaler's own clock, whatever Fly's Date says.
+    "fly-clock-ignored": [
+        ("scaler/observe.py",
+         "        self.clock_offset = offset if abs(offset) >= SKEW_MIN_S else 0.0\n",
+         "        self.clock_offset = 0.0\n"),
+    ],
+})
 
 
 class MutantError(ValueError):

@@ -100,7 +100,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     wait_for(lambda: False, ctx.seconds(2.0, 5.0))  # the new leader acts meanwhile
     a.thaw()
     thawed_wall = time.time()
-    wait_for(lambda: False, 1.5)  # what the stale replica does once resumed, 429s still on
+    wait_for(lambda: False, 3.0)  # what the stale replica does once resumed, 429s still on
     api.set_faults({"Machines_create": {"latency_after_commit": 1.0}})
     if ctx.quick:  # every job ran, or waits on a create window recorded on its claim
         wait_for(lambda: len(side_effects(ctx.redis, ctx.key)) + len(pending_creates(ctx, jobs))
