@@ -66,7 +66,7 @@ def _pool(cfg: BenchConfig, ns: str, app: str, mode: str) -> dict[str, Any]:
                 "cmd": ["python", "-m", "workers.runner"], "boot_timeout": "30s",
                 "max_runtime": "60s"}
     return {**common, "name": "workers", "mode": "worker", "max_machines": CAP // 4,
-            "jobs_per_machine": 4, "idle_timeout": "2s",
+            "jobs_per_machine": 4, "idle_timeout": "2s", "min_lifetime": "0s",
             "cmd": ["python", "-m", "workers.runner", "--drain"]}
 
 

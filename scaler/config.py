@@ -320,6 +320,7 @@ WORKER_KEYS = (
     "min_machines",
     "jobs_per_machine",
     "idle_timeout",
+    "min_lifetime",
     "warm_machines",
     "scale_on",
     "target_latency",
@@ -360,6 +361,8 @@ class PoolSpec(_Model):
 
     - ``min_machines`` (0), ``jobs_per_machine`` (1): worker concurrency.
     - ``idle_timeout`` (``60s``): a worker exits after this long with nothing to do.
+    - ``min_lifetime`` (``10m``): but not before it has run this long, so a demand that swings
+      around a threshold keeps the machine it bought instead of buying it again every swing.
     - ``warm_machines`` (0): stopped machines kept for a fast start.
     - ``scale_on``: ``depth`` (default; queued messages / jobs_per_machine), ``latency`` (age of
       the oldest message vs ``target_latency``, default ``30s``) or ``prometheus`` (``query``'s
@@ -388,6 +391,7 @@ class PoolSpec(_Model):
     min_machines: NonNegInt = 0
     jobs_per_machine: PositiveInt = 1
     idle_timeout: PositiveDuration = 60.0
+    min_lifetime: Duration = 600.0
     warm_machines: NonNegInt = 0
     scale_on: Literal["depth", "latency", "prometheus"] = "depth"
     target_latency: PositiveDuration = 30.0

@@ -77,6 +77,7 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
         target_per_machine=pool.target_per_machine or 1.0,
         idle_timeout_s=pool.idle_timeout,
         scale_tolerance=pool.scale_tolerance,
+        min_lifetime_s=pool.min_lifetime,
     )
 
 
@@ -159,6 +160,7 @@ def worker_request(pool: PoolSpec, settings: Settings) -> CreateMachineRequest:
         "FLY_SCALER_QUEUES": ",".join(pool.queues),
         "FLY_SCALER_THREADS": str(pool.jobs_per_machine),
         "FLY_SCALER_IDLE_TIMEOUT": str(pool.idle_timeout),
+        "FLY_SCALER_MIN_LIFETIME": str(pool.min_lifetime),
         "FLY_SCALER_NAMESPACE": settings.redis.namespace,
         "FLY_SCALER_PREFIX": settings.redis.prefix,
     }

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,16 @@ def test_drain_mode_runs_everything_then_exits_when_idle(
     assert sorted(redis_client.lrange(key, 0, -1)) == [b"0@m-test", b"1@m-test", b"2@m-test"]
     assert redis_client.llen(f"{ns}:{Q}") == 0
     assert redis_client.hlen(f"{ns}:{Q}.msgs") == 0
+
+
+def test_drain_mode_stays_its_min_lifetime_however_idle(
+    redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    env = runner_env(redis_url, ns, redis_prefix)
+    began = time.monotonic()
+    proc = run(env, "--drain", "--queues", Q, "--idle-timeout", "0.1", "--min-lifetime", "1.5")
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - began >= 1.5  # idle from the start, yet it stayed
 
 
 def test_time_limit_is_enforced(

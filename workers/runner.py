@@ -9,7 +9,8 @@ Two modes:
   only it; the queue list is never popped. Ack drops the body and ends the claim in one script;
   nack moves the body to ``{q}.XQ`` and ends the claim.
 - **drain** (``--drain`` or ``FLY_SCALER_MODE=drain``): an ordinary dramatiq worker on the given
-  queues that exits 0 after ``--idle-timeout`` seconds with nothing to do.
+  queues that exits 0 after ``--idle-timeout`` seconds with nothing to do, but not before it has
+  run ``--min-lifetime`` seconds (``FLY_SCALER_MIN_LIFETIME``).
 
 Env (set by the scaler, see ``scaler.claims.binding_env``): ``FLY_SCALER_QUEUE``,
 ``FLY_SCALER_MESSAGE``, ``FLY_SCALER_NAMESPACE``, ``FLY_SCALER_PREFIX``, ``FLY_SCALER_LAUNCH``;
@@ -71,6 +72,7 @@ class Settings:
     queues: tuple[str, ...]
     threads: int
     idle_timeout: float
+    min_lifetime: float
     heartbeat_interval: float
     shutdown_timeout: float
     machine_id: str
@@ -94,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--idle-timeout", type=float, help="drain mode: seconds idle before exiting (default 60)"
+    )
+    p.add_argument(
+        "--min-lifetime", type=float,
+        help="drain mode: never exit idle before running this many seconds (default 0)"
     )
     p.add_argument(
         "--heartbeat-interval", type=float, default=None, help="seconds between heartbeats (15)"
@@ -150,6 +156,7 @@ def resolve(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         queues=tuple(q.strip() for q in raw_queues.split(",") if q.strip()),
         threads=threads,
         idle_timeout=_env_number("FLY_SCALER_IDLE_TIMEOUT", args.idle_timeout, 60, env),
+        min_lifetime=_env_number("FLY_SCALER_MIN_LIFETIME", args.min_lifetime, 0, env),
         heartbeat_interval=_env_number(
             "FLY_SCALER_HEARTBEAT_INTERVAL", args.heartbeat_interval, 15, env
         ),
@@ -407,7 +414,8 @@ class _Activity:
 
 
 def run_drain(settings: Settings, stop: _Stop) -> int:
-    """Consume the queues until idle for ``idle_timeout`` seconds (or a signal); exit 0."""
+    """Consume the queues until idle for ``idle_timeout`` seconds, once the worker has run
+    ``min_lifetime`` seconds (or until a signal); exit 0."""
     from dramatiq import Worker
 
     broker = load_broker(settings.actors, settings.namespace)
@@ -425,6 +433,7 @@ def run_drain(settings: Settings, stop: _Stop) -> int:
     beat_stop = threading.Event()
     heartbeats = f"{settings.namespace}:__heartbeats__"
     worker.start()
+    born = time.monotonic()
     # dramatiq heart-beats only as a side effect of fetching; a worker whose threads are all busy
     # stops fetching, and after 60 s maintenance would hand its running messages to another.
     _every(
@@ -439,7 +448,9 @@ def run_drain(settings: Settings, stop: _Stop) -> int:
                 if busy:
                     activity.last = time.monotonic()
                 idle_for = time.monotonic() - activity.last
-            if idle_for >= settings.idle_timeout:
+            if idle_for >= settings.idle_timeout and (
+                time.monotonic() - born >= settings.min_lifetime
+            ):
                 log.info("idle for %.1fs; exiting", idle_for)
                 break
     finally:

@@ -102,7 +102,7 @@ def dev_settings(
         {
             "name": WORKERS_POOL, "mode": "worker", "app": WORKERS_APP,
             "queues": [WORKERS_QUEUE], "max_machines": workers_max_machines,
-            "min_machines": 0, "jobs_per_machine": 2, "idle_timeout": "3s",
+            "min_machines": 0, "jobs_per_machine": 2, "idle_timeout": "3s", "min_lifetime": "0s",
             "warm_machines": 1, "scale_on": "depth",
             "cmd": ["python", "-m", "workers.runner", "--drain"], **common,
         },

@@ -88,6 +88,9 @@ class PoolPolicy:
         target_per_machine: worker, ``"prometheus"``: metric value one machine absorbs.
         idle_timeout_s: worker: how long a worker waits idle before exiting (used by the act step
             for the machine's environment; the planner never stops started workers).
+        min_lifetime_s: worker: a worker does not exit idle before it has run this long (its
+            environment; with the tolerance, what bounds the scale actions of a flapping demand
+            to about one per ``min_lifetime_s`` per machine of swing).
         scale_tolerance: worker, ``depth``/``prometheus``: no scale-up while the load per live
             machine is within this share above its target (as Kubernetes' HPA: 0.1 = 10 %), so
             a demand hovering at a threshold does not buy and idle out a machine on every swing.
@@ -113,6 +116,7 @@ class PoolPolicy:
     target_per_machine: float = 1.0
     idle_timeout_s: float = 300.0
     scale_tolerance: float = 0.1
+    min_lifetime_s: float = 600.0
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, fix: str) -> ValueError:
@@ -145,7 +149,7 @@ class PoolPolicy:
         if self.target_latency_s <= 0:
             raise bad("target_latency_s", self.target_latency_s, "use a positive number of seconds")
         for name in ("boot_timeout_s", "orphan_grace_s", "claim_grace_s", "idle_timeout_s",
-                     "relaunch_backoff_max_s"):
+                     "relaunch_backoff_max_s", "min_lifetime_s"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "use 0 or more seconds")
         if self.max_runtime_s is not None and self.max_runtime_s <= 0:

@@ -37,7 +37,7 @@ def test_worker_pool_scales_from_zero_to_zero_and_reuses_warm_machines(
         "cmd": ["python", "-m", "workers.runner", "--drain"],
         "env": {"SCALER_ACTORS": "tests.apps.sample_tasks", "REDIS_URL": redis_url,
                 "SAMPLE_QUEUE": queue, "PYTHONPATH": str(ROOT), "FLY_SCALER_PREFIX": prefix},
-        "jobs_per_machine": 2, "idle_timeout": "1s", "warm_machines": 1,
+        "jobs_per_machine": 2, "idle_timeout": "1s", "min_lifetime": "0s", "warm_machines": 1,
         "boot_timeout": "20s",
     }
     settings = make_settings(
