@@ -319,9 +319,12 @@ def _machine_class(r: Rig, report: ModelReport) -> type[RuleBasedStateMachine]:
                 sent = self.w.broker.enqueue(msg)
                 self.w.jobs.append(str(sent.options["redis_message_id"]))
 
-        @initialize(n=st.integers(2, 5))
-        def enqueue_initial(self, n: int) -> None:
+        @initialize(n=st.integers(2, 5), fault=st.sampled_from(sorted(FAULTS)))
+        def enqueue_initial(self, n: int, fault: str) -> None:
+            """A backlog, and the weather the sequence starts in (a Fly fault, or none)."""
             self._enqueue(n)
+            self.w.fault = fault
+            self.w.set_faults()
 
         @rule(n=st.integers(1, 3))
         def enqueue(self, n: int) -> None:
@@ -480,12 +483,16 @@ Step = tuple[str, dict[str, Any]]
 
 REGRESSIONS: dict[str, list[Step]] = {
     "creates still pending count against the cap": [
-        ("enqueue_initial", {"n": 3}), ("fly_fault", {"kind": "slow_create"}),
+        ("enqueue_initial", {"n": 3, "fault": "none"}), ("fly_fault", {"kind": "slow_create"}),
         ("clock_step", {"seconds": 3.0}), ("wait_a_second", {}), ("wait_a_second", {}),
         ("wait_a_second", {}),
     ],
+    "machines still booting count against the cap": [
+        ("enqueue_initial", {"n": 3, "fault": "slow_boot"}), ("tick", {}),
+        ("clock_step", {"seconds": 1.0}), ("tick", {}), ("wait_a_second", {}),
+    ],
     "a crash between a create and its answer": [
-        ("enqueue_initial", {"n": 2}), ("fly_fault", {"kind": "slow_answer"}),
+        ("enqueue_initial", {"n": 2, "fault": "none"}), ("fly_fault", {"kind": "slow_answer"}),
         ("scaler_crashes_and_restarts", {}), ("clock_step", {"seconds": 6.0}),
         ("wait_a_second", {}), ("machine_starts_job", {"i": 0}),
         ("machine_finishes_job", {"i": 0}),
@@ -500,6 +507,15 @@ def _describe(steps: list[Step]) -> list[str]:
             for name, kw in steps]
 
 
+def _steps(exc: BaseException) -> list[str]:
+    """The steps of hypothesis' (shrunk) falsifying example, from the notes it adds."""
+    lines = [line.strip() for note in getattr(exc, "__notes__", [])
+             for line in str(note).splitlines()]
+    checks = ("state.teardown(", "state.caps_hold(", "state.completes_at_most_once(",
+              "state.one_live_machine_per_job(")
+    return [line for line in lines if line.startswith("state.") and not line.startswith(checks)]
+
+
 def _replay(machine: type[RuleBasedStateMachine], steps: list[Step]) -> None:
     m = machine()
     try:
@@ -510,21 +526,23 @@ def _replay(machine: type[RuleBasedStateMachine], steps: list[Step]) -> None:
         m.teardown()
 
 
-def run_model(r: Rig, *, examples: int, steps: int, shrink_seconds: float) -> ModelReport:
+def run_model(
+    r: Rig, *, examples: int, steps: int, shrink_seconds: float, replay: bool = True
+) -> ModelReport:
     """Run the state machine for ``examples`` sequences of up to ``steps`` steps (derandomized:
     the same sequences every run); a failure is shrunk for at most ``shrink_seconds`` and
-    reported, not raised."""
+    reported, not raised. ``replay``: the known sequences first (:data:`REGRESSIONS`)."""
     from hypothesis.internal.conjecture import engine
 
     report = ModelReport()
     machine = _machine_class(r, report)
     config = settings(
         max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
-        suppress_health_check=list(HealthCheck), print_blob=False, verbosity=Verbosity.quiet,
+        suppress_health_check=list(HealthCheck), print_blob=False, verbosity=Verbosity.normal,
         derandomize=True,
     )
     started = time.monotonic()
-    for name, sequence in REGRESSIONS.items():
+    for name, sequence in REGRESSIONS.items() if replay else ():
         try:
             _replay(machine, sequence)
         except AssertionError as exc:
@@ -540,11 +558,10 @@ def run_model(r: Rig, *, examples: int, steps: int, shrink_seconds: float) -> Mo
         run_state_machine_as_test(machine, settings=config)
     except AssertionError as exc:
         report.failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        notes = getattr(exc, "__notes__", [])
-        report.minimal_steps = [n for n in notes if n.startswith("state.")]
+        report.minimal_steps = _steps(exc)
     except Exception as exc:
         report.failure = f"{type(exc).__name__}: {exc}"
-        report.minimal_steps = [n for n in getattr(exc, "__notes__", []) if n.startswith("state.")]
+        report.minimal_steps = _steps(exc)
     finally:
         if previous is not None:
             engine.MAX_SHRINKING_SECONDS = previous

@@ -5,10 +5,12 @@ must count against the pool cap: never more machines live at once than the cap (
 local API at every state change), and exactly one create call per job (no extra create because the
 first one looked lost).
 
-Quick: creates invisible 3-5 s and answered 4-8 s after they are sent, boot delayed 3 s, 3 jobs on
-a cap of 2, the scaler's tick deadline 1 s. Full: answered 4-20 s after, boot delayed 60 s, 6 jobs.
-The claim grace is 30 s, longer than any create takes: no claim is relaunched while its first create
-is still pending, so nothing but the count of pending creates keeps the pool within its cap.
+Each job works 2 s, so one wave's machines are still live when the next one's appear. Quick: creates
+invisible 3-5 s and answered 4-8 s after they are sent, boot delayed 3 s, 3 jobs on a cap of 2,
+the scaler's tick deadline 1 s. Full: answered 4-20 s after, boot delayed 60 s, 6 jobs. The claim
+grace is 30 s, longer than any create takes: no claim is relaunched while its first create is
+still pending, so nothing but counting pending creates and booting machines keeps the pool within
+its cap.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ ID = "R14"
 TITLE = "slow boot / slow create"
 
 CAP = 2
+WORK_S = 2.0
+"""Each job works a little, so the machines of one wave are still live when the next appears."""
 
 
 def run(ctx: ChaosContext) -> ScenarioResult:
@@ -39,10 +43,10 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     api.set_faults(faults, seed=14)
     config = ctx.config(api, [ctx.pool(app, max_machines=CAP, boot_timeout="5m")],
                         scaler={"tick_deadline": "1s", "claim_grace": "30s"})
-    jobs = ctx.jobs(n)
+    jobs = ctx.jobs(n, "work", WORK_S)
     ctx.start_scaler(config, api)
     waves = -(-n // CAP)
-    budget = waves * (boot_delay + 12.0) + 10.0
+    budget = waves * (boot_delay + WORK_S + 12.0) + 10.0
     finished = wait_for(lambda: all_ran(ctx, jobs), budget, interval=0.2)
     result.details["all_ran_within_s"] = budget if finished else None
     api.set_faults({})

@@ -8,6 +8,10 @@ one job, never more machines live at once than the pool cap, no job completed tw
 fault-free drain ending every sequence: every job completed or was dead-lettered with a reason,
 and no machine is left. A failing sequence is shrunk by hypothesis; the minimal one is reported.
 See :mod:`chaos.model_based`.
+
+Quick: the known failing sequences, then 5 random sequences of up to 20 steps; full: 60 of up to
+40. ``CHAOS_R16_EXAMPLES`` sets the number of random sequences; ``CHAOS_R16_REPLAY=0`` skips the
+known sequences (to watch the search find and shrink a failure on its own).
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ TOKEN_ENV = "CHAOS_API_TOKEN"
 
 def evaluate(quick: bool, redis_url: str, api_url: str, token: str) -> ScenarioResult:
     """Run the state machine in this process."""
-    examples, steps, shrink = (6, 20, 45.0) if quick else (60, 40, 300.0)
+    examples, steps, shrink = (5, 20, 45.0) if quick else (60, 40, 300.0)
+    examples = int(os.environ.get("CHAOS_R16_EXAMPLES", examples))
+    replay = os.environ.get("CHAOS_R16_REPLAY", "1") != "0"
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     try:
         with rig(redis_url, api_url, token) as r:
-            report = run_model(r, examples=examples, steps=steps, shrink_seconds=shrink)
+            report = run_model(r, examples=examples, steps=steps, shrink_seconds=shrink,
+                               replay=replay)
     finally:
         structlog.reset_defaults()
     return _result(report, examples, steps)
