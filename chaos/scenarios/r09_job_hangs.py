@@ -8,6 +8,7 @@ running alongside is not disturbed.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from chaos.harness import ChaosContext
@@ -21,8 +22,9 @@ TITLE = "job hangs past max_runtime"
 RESYNC_S = 1.0
 
 
-def lifetime(machine: dict[str, Any]) -> float | None:
-    """Seconds from the machine's start to the beginning of its destruction (API clock)."""
+def lifetime(machine: dict[str, Any], now: float) -> float | None:
+    """Seconds from the machine's start to the beginning of its destruction, or to ``now`` if it
+    still runs (API clock); None if it never started."""
     started = ended = None
     for e in machine.get("events") or ():
         at = float(e["timestamp"]) / 1000.0
@@ -30,7 +32,9 @@ def lifetime(machine: dict[str, Any]) -> float | None:
             started = at if started is None else min(started, at)
         if e.get("status") in ("destroying", "stopping") or e.get("type") == "exit":
             ended = at if ended is None else min(ended, at)
-    return None if started is None or ended is None else ended - started
+    if started is None:
+        return None
+    return (now if ended is None else ended) - started
 
 
 def run(ctx: ChaosContext) -> ScenarioResult:
@@ -55,7 +59,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
                         may_be_dead=[j.name for j in hung], max_per_job=launches)
     hung_ids = {j.redis_message_id for j in hung}
     lives = [t for m in machines if str(metadata(m).get(META_JOB)) in hung_ids
-             if (t := lifetime(m)) is not None]
+             if (t := lifetime(m, time.time())) is not None]
     attempts = {j.name: int(ctx.redis.get(f"{ctx.key}:attempts:{j.name}") or 0) for j in hung}
     bound = max_runtime + RESYNC_S + 1.5
     result.details.update({"max_runtime_s": max_runtime, "attempts": attempts,
