@@ -46,11 +46,13 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     api = ctx.local_api()
     app = api.create_app()
     cap = 4
-    config = ctx.config(api, [ctx.pool(app, max_machines=cap)],
-                        scaler={"resync_interval": f"{RESYNC_S:g}s", "claim_grace": "1s"})
-    scaler = ctx.start_scaler(config, api)
     outage = ctx.seconds(10.0, 60.0)
-    busy = ctx.jobs(ctx.n(2, 3), "work", outage + 2.0)  # still running when Fly is back
+    work = outage + 2.0  # the first jobs still run when Fly is back
+    pool = ctx.pool(app, max_machines=cap, max_runtime=f"{work + 30:g}s")
+    config = ctx.config(api, [pool], scaler={"resync_interval": f"{RESYNC_S:g}s",
+                                             "claim_grace": "1s"})
+    scaler = ctx.start_scaler(config, api)
+    busy = ctx.jobs(ctx.n(2, 3), "work", work)
     result.check(wait_for(lambda: len([m for m in live(ours(api.machines(app)))
                                        if m["state"] == "started"]) >= len(busy), 20),
                  "set-up: the first jobs' machines never started")
@@ -68,7 +70,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     converged = wait_for(lambda: _machine_for_each(api, app, late), 20, interval=0.05)
     converge_s = time.monotonic() - up
     jobs = busy + late
-    wait_for(lambda: all_ran(ctx, jobs), 30)
+    wait_for(lambda: all_ran(ctx, jobs), work + 10)
     conclude(result, ctx, api, app, jobs, cap=cap)
     calls = [r for r in api.requests() if down <= r["t"] <= up]
     deletes = [r for r in calls if r["operation"] == "Machines_delete"]
