@@ -100,7 +100,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
                             f"lease within {ttl + 10:g} s")
     wait_for(lambda: False, ctx.seconds(2.0, 5.0))  # the new leader acts meanwhile
     a.thaw()
-    thawed_wall = time.time()
+    thawed_wall, thawed = time.time(), time.monotonic()
     wait_for(lambda: False, 3.0)  # what the stale replica does once resumed, 429s still on
     api.set_faults({"Machines_create": {"latency_after_commit": 1.0}})
     later = ctx.jobs(ctx.n(2, 4), "record", first=len(jobs))  # only the new leader may take them
@@ -133,7 +133,10 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     }
     result.details.update({
         "frozen_s": round(takeover - frozen_at, 2), "creates_by_replica": by_replica,
-        "stale_creates": [c.get("name") for c in stale], "fenced_writes": fenced,
+        "stale_creates": [c.get("name") for c in stale],
+        "stale_creates_s_after_resume": [round(c["t"] - thawed, 2) for c in stale],
+        "stale_create_answers": [c.get("status") for c in stale],
+        "fenced_writes": fenced,
         "writes_after_resume": [f"{e.get('event')} {e.get('machine') or e.get('job') or ''}"
                                 for e in writes],
         "creates_returned_after_resume": len(returned),
