@@ -441,14 +441,16 @@ def _machine_class(r: Rig, report: ModelReport) -> type[RuleBasedStateMachine]:
             try:
                 w.fault = "none"
                 w.set_faults()
-                for _ in range(DRAIN_TICKS):
+                for i in range(DRAIN_TICKS):
                     w.tick()
                     for m in w.started():
                         if m["id"] in w.running or w.runner_start(m):
                             w.runner_finish(m)
                     if w.drained():
                         break
-                    w.step_clock(2.0)
+                    # Short steps first (graces), then long ones: a claim may back off for
+                    # minutes after failed creates, and a create window may be pending.
+                    w.step_clock(2.0 if i < 10 else 20.0)
                 report.jobs += len(w.jobs)
                 completed = w.completions()
                 dead = w.dead()
@@ -465,9 +467,12 @@ def _machine_class(r: Rig, report: ModelReport) -> type[RuleBasedStateMachine]:
                 assert peak <= POOL_CAP, (
                     f"invariant 4: {peak} machines live at once, pool cap {POOL_CAP}"
                 )
+                claims = {str(k): str(v) for k, v in
+                          w.redis.hgetall(f"{w.prefix}:claims:{w.queue}").items()}
                 assert not lost, (
                     f"invariant 2: {len(lost)} job(s) neither completed nor dead-lettered after "
-                    f"a fault-free drain of {DRAIN_TICKS} ticks"
+                    f"a fault-free drain of {DRAIN_TICKS} ticks ({w.clock.offset:.0f} s of fake "
+                    f"time): " + "; ".join(f"{j}: {claims.get(j) or 'no claim'}" for j in lost)
                 )
                 assert not unexplained, (
                     f"invariant 2: {len(unexplained)} job(s) dead-lettered without a reason"

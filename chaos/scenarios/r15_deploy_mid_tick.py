@@ -19,6 +19,7 @@ from chaos.harness import ChaosContext
 from chaos.measure import all_ran, conclude, wait_for
 from chaos.result import ScenarioResult
 from scaler.claims import claims_key
+from scaler.local.testing import free_port
 
 ID = "R15"
 TITLE = "deploy mid-tick (SIGTERM, new replica)"
@@ -51,7 +52,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     result.check(in_flight, "set-up: no create was in flight to interrupt")
     sent = time.monotonic()
     old.proc.signal(signal.SIGTERM)
-    new_config = {**config, "http": {**config["http"], "port": config["http"]["port"] + 1}}
+    new_config = {**config, "http": {**config["http"], "port": free_port()}}
     new = ctx.start_scaler(new_config, api, name="new")
     code = old.proc.wait(30)
     exited = time.monotonic()

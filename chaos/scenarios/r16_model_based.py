@@ -62,7 +62,8 @@ def _result(report: ModelReport, examples: int, steps: int) -> ScenarioResult:
         )
     result.details.update({
         "known_sequences_replayed": report.regressions,
-        "examples_run": report.examples - report.regressions, "steps_checked": report.steps,
+        "random_sequences_run": report.examples - report.regressions,
+        "steps_checked": report.steps,
         "examples_asked": examples, "max_steps": steps,
         "completed_once": report.completed_once, "dead_lettered": report.dead_lettered,
         "max_live_machines_per_job": report.max_live_per_job,

@@ -29,6 +29,7 @@ from chaos.jobs import Job, side_effects
 from chaos.measure import live, machines_per_launch, metadata, ours, wait_for
 from chaos.result import ScenarioResult
 from scaler.claims import claims_key, dead_reasons_key
+from scaler.local.testing import free_port
 from scaler.machines import META_JOB
 
 ID = "R18"
@@ -92,7 +93,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     old.terminate()
     changed = time.monotonic()
     new = ctx.start_scaler({**config, "pools": v2, "http": {
-        **config["http"], "port": config["http"]["port"] + 1}}, api, name="v2")
+        **config["http"], "port": free_port()}}, api, name="v2")
 
     def outcome(case: str, j: Job) -> str:
         runs = side_effects(ctx.redis, ctx.key)[j.name]
