@@ -146,7 +146,9 @@ def simulate(
                 continue
             if m.idle_since is None:
                 m.idle_since = t
-            if t - m.idle_since >= pool.idle_timeout_s:
+            if t - m.idle_since >= pool.idle_timeout_s and (
+                t - (m.started_at or t) >= pool.min_lifetime_s
+            ):  # as workers.runner --drain: idle long enough, and alive for its minimum lifetime
                 exits += 1
                 runs.append(t - (m.started_at or t))
                 if pool.warm_machines > 0:
