@@ -85,10 +85,14 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     claims = claims_key(ctx.prefix, ctx.queue)
 
     def claimed_not_created() -> bool:
-        """The leader claimed a job whose machine does not exist yet."""
+        """The leader claimed a job whose machine does not exist yet, and none of its creates is
+        on the wire (it waits to send or to retry one): a freeze now cannot catch a request
+        half-written, which would reach Fly on resume whatever the scaler checked before."""
         names = {m.get("name") for m in ours(api.machines(app))}
-        return any(json.loads(rec).get("machine_name") not in names
-                   for rec in ctx.redis.hvals(claims))
+        sending = any(c.get("answered") is None and (c.get("metadata") or {}).get(TAG) == "a"
+                      for c in api.creates())
+        return not sending and any(json.loads(rec).get("machine_name") not in names
+                                   for rec in ctx.redis.hvals(claims))
 
     result.check(wait_for(claimed_not_created, 20, interval=0.01),
                  "set-up: never saw a job claimed before its machine existed")
