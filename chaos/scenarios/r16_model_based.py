@@ -9,7 +9,7 @@ fault-free drain ending every sequence: every job completed or was dead-lettered
 and no machine is left. A failing sequence is shrunk by hypothesis; the minimal one is reported.
 See :mod:`chaos.model_based`.
 
-Quick: the known failing sequences, then 5 random sequences of up to 20 steps; full: 60 of up to
+Quick: the known failing sequences, then 4 random sequences of up to 20 steps; full: 60 of up to
 40. ``CHAOS_R16_EXAMPLES`` sets the number of random sequences; ``CHAOS_R16_REPLAY=0`` skips the
 known sequences (to watch the search find and shrink a failure on its own).
 """
@@ -35,7 +35,7 @@ TOKEN_ENV = "CHAOS_API_TOKEN"
 
 def evaluate(quick: bool, redis_url: str, api_url: str, token: str) -> ScenarioResult:
     """Run the state machine in this process."""
-    examples, steps, shrink = (5, 20, 45.0) if quick else (60, 40, 300.0)
+    examples, steps, shrink = (4, 20, 45.0) if quick else (60, 40, 300.0)
     examples = int(os.environ.get("CHAOS_R16_EXAMPLES", examples))
     replay = os.environ.get("CHAOS_R16_REPLAY", "1") != "0"
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
