@@ -114,13 +114,19 @@ MUTANTS: dict[str, list[Edit]] = {
 }
 """Mutant name -> its source edits, each commented with the scenario that must FAIL with it."""
 
-# R11-R19: one mutant per scenario that passes on a correct scaler (R13 drives the planner alone).
+# R11-R19: one mutant per scenario that passes on a correct scaler.
 MUTANTS.update({
     # R11: a refused create is tried again at once, every tick, with no backoff.
     "no-create-backoff": [
         ("scaler/policy/perjob.py",
          "        step = pool.claim_grace_s * 2.0 ** max(0, c.create_attempts - 1)\n",
          "        step = 0.0\n"),
+    ],
+    # R13: worker pools lose their damping: no scale tolerance, no minimum lifetime.
+    "no-flap-damping": [
+        ("scaler/policy/types.py",
+         "    scale_tolerance: float = 0.1\n    min_lifetime_s: float = 600.0\n",
+         "    scale_tolerance: float = 0.0\n    min_lifetime_s: float = 0.0\n"),
     ],
     # R14, R16: a machine still booting (created, starting) does not count against the caps.
     "booting-not-live": [
