@@ -107,6 +107,30 @@ def check_machines(
                              + ", ".join(f"{m.get('name')} ({m.get('state')})" for m in leaked))
 
 
+def live_interval(machine: dict[str, Any]) -> tuple[float, float] | None:
+    """When the machine was live by its events (API clock, s): from its creation to its first
+    exit, stop or destruction (``inf`` if none yet)."""
+    events = machine.get("events") or ()
+    born = [float(e["timestamp"]) for e in events if e.get("type") == "launch"]
+    ends = [float(e["timestamp"]) for e in events
+            if e.get("status") in ("stopping", "stopped", "destroying", "destroyed", "failed")]
+    if not born:
+        return None
+    return min(born) / 1000.0, (min(ends) / 1000.0 if ends else float("inf"))
+
+
+def crowd(machines: Iterable[dict[str, Any]]) -> tuple[int, list[str]]:
+    """The most machines live at once by their events, and which (a cap overshoot's suspects).
+    Events are the API's own record, so this needs no sampling."""
+    spans = [(span, str(m.get("name"))) for m in machines if (span := live_interval(m))]
+    best: tuple[int, list[str]] = (0, [])
+    for (start, _), _name in spans:
+        here = [n for (a, b), n in spans if a <= start < b]
+        if len(here) > best[0]:
+            best = (len(here), here)
+    return best
+
+
 def all_ran(ctx: ChaosContext, jobs: Sequence[Job], *, key: str | None = None) -> bool:
     """Whether every job's side effect happened at least once."""
     runs = side_effects(ctx.redis, key or ctx.key)
@@ -140,6 +164,8 @@ def conclude(
     result.peak_live = api.peak_live(app)
     result.cap = cap
     if cap is not None:
+        if result.peak_live > cap:
+            result.details["crowd"] = crowd(api.machines(app))[1]
         result.check(result.peak_live <= cap, f"invariant 4 (caps hold): {result.peak_live} "
                                               f"machines live at once, cap {cap}")
     result.rate_limited = api.rate_limited()
