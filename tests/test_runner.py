@@ -187,6 +187,7 @@ def test_drain_mode_runs_everything_then_exits_when_idle(
     for i in range(3):
         send(broker, "record", key, str(i))
     env = runner_env(redis_url, ns, redis_prefix)
+    env["FLY_SCALER_MIN_LIFETIME"] = "0.0"  # as the scaler sets it for min_lifetime = "0s"
     proc = run(env, "--drain", "--queues", Q, "--threads", "2", "--idle-timeout", "0.5")
     assert proc.returncode == 0, proc.stderr
     assert sorted(redis_client.lrange(key, 0, -1)) == [b"0@m-test", b"1@m-test", b"2@m-test"]

@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _env_number(name: str, given: float | None, default: float, env: dict[str, str]) -> float:
+def _env_number(
+    name: str, given: float | None, default: float, env: dict[str, str], *, zero: bool = False
+) -> float:
     if given is not None:
         value = given
     else:
@@ -122,8 +124,8 @@ def _env_number(name: str, given: float | None, default: float, env: dict[str, s
             value = float(raw)
         except ValueError:
             raise SetupError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise SetupError(f"{name}: must be > 0, got {value}")
+    if value < 0 or (value == 0 and not zero):
+        raise SetupError(f"{name}: must be {'>= 0' if zero else '> 0'}, got {value}")
     return value
 
 
@@ -156,7 +158,8 @@ def resolve(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         queues=tuple(q.strip() for q in raw_queues.split(",") if q.strip()),
         threads=threads,
         idle_timeout=_env_number("FLY_SCALER_IDLE_TIMEOUT", args.idle_timeout, 60, env),
-        min_lifetime=_env_number("FLY_SCALER_MIN_LIFETIME", args.min_lifetime, 0, env),
+        min_lifetime=_env_number("FLY_SCALER_MIN_LIFETIME", args.min_lifetime, 0, env,
+                                 zero=True),
         heartbeat_interval=_env_number(
             "FLY_SCALER_HEARTBEAT_INTERVAL", args.heartbeat_interval, 15, env
         ),
