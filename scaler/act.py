@@ -41,6 +41,7 @@ from scaler.fly.errors import (
     Unprocessable,
 )
 from scaler.fly.models import CreateMachineRequest
+from scaler.fly.retry import RetryPolicy
 from scaler.leader import UNFENCED, Fence, Fenced
 from scaler.machines import META_JOB, job_guest, per_job_request, worker_request
 from scaler.metrics import Metrics
@@ -70,6 +71,10 @@ CREATE_WINDOW_S = 60.0
 CREATE_TIMEOUT_S = 45.0
 """How long this process lets one create run, retries included, before abandoning it: well
 inside ``CREATE_WINDOW_S``, so the create has surely stopped before anyone may relaunch."""
+CREATE_RETRY = RetryPolicy(max_attempts=2, max_elapsed=15.0)
+"""Creates are tried twice in the client (after a lookup when the outcome was unknown); beyond
+that the planner's backoff takes over, so a pool whose creates keep failing spends few of the
+app's create tokens and the other pools keep theirs."""
 
 
 class _Created(NamedTuple):
@@ -387,7 +392,9 @@ class Actor:
         (``"abandoned"``: the outcome is unknown) after ``CREATE_TIMEOUT_S``."""
         try:
             machine = await asyncio.wait_for(
-                self._call(lambda: self.fly.create_machine(pool.app, request), fence),
+                self._call(
+                    lambda: self.fly.create_machine(pool.app, request, retry=CREATE_RETRY), fence
+                ),
                 timeout=CREATE_TIMEOUT_S,
             )
         except TimeoutError:

@@ -499,6 +499,15 @@ async def test_retries_stop_at_max_attempts() -> None:
     assert len(rec.requests) == 3
 
 
+async def test_a_call_may_bring_its_own_retry_policy() -> None:
+    rec = Recorder(*[httpx.Response(429, headers={"retry-after": "0"})] * 10)
+    async with fast_client(rec, retry=RetryPolicy(max_attempts=8, max_elapsed=1000)) as fly:
+        with pytest.raises(fe.RateLimited):
+            await fly.create_machine("a1", MachineConfig(image="x"), name="n",
+                                     retry=RetryPolicy(max_attempts=2))
+    assert len(rec.requests) == 2  # not the client's 8
+
+
 async def test_retries_stop_at_max_elapsed() -> None:
     rec = Recorder(*[httpx.Response(503)] * 10)
     policy = RetryPolicy(max_attempts=10, max_elapsed=3.0, base=1.0, cap=100)

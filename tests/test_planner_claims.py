@@ -135,3 +135,21 @@ def test_claims_of_a_removed_pool_finish_or_go_back_to_their_queue() -> None:
     # unknown listing: nothing is decided about it
     p = plan(obs(never, listed={"app": None}), [other], CAPS)
     assert p.of_type(GiveBack) == ()
+
+
+def test_relaunches_take_only_their_pools_share_of_the_create_budget() -> None:
+    # Chaos R11: a pool whose creates kept failing relaunched first on every tick and spent the
+    # app's whole budget; the other pool of the app waited.
+    doomed = PoolPolicy(name="doomed", mode="per-job", app="app", queues=("q",), max_machines=5)
+    healthy = PoolPolicy(name="healthy", mode="per-job", app="app", queues=("h",),
+                         max_machines=5)
+    failing = tuple(
+        claim(f"j{i}", pool="doomed", create_failed_at=NOW - 100) for i in range(3)
+    )
+    o = Observation(
+        now=NOW, queues={"q": QueueView("q", 0), "h": QueueView("h", ready=3)},
+        machines_by_app={"app": ()}, claims={"q": failing, "h": ()}, create_budget={"app": 2},
+    )
+    p = plan(o, [doomed, healthy], CAPS)
+    assert len(p.of_type(Relaunch)) == 1
+    assert [(a.pool, a.count) for a in p.of_type(Launch)] == [("healthy", 1)]

@@ -45,7 +45,7 @@ from scaler.fly.models import (
     parse_lease,
     signal_name,
 )
-from scaler.fly.retry import Safety
+from scaler.fly.retry import RetryPolicy, Safety
 from scaler.fly.sizing import validate_guest
 
 __all__ = ["NONCE_HEADER", "WAIT_STATES", "Call", "Lookup"]
@@ -80,6 +80,7 @@ class Call(Generic[T]):
     headers: dict[str, str] = field(default_factory=dict)
     read_timeout: float | None = None
     lookup: Lookup | None = None
+    retry: RetryPolicy | None = None  # overrides the client's policy for this call
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -260,13 +261,16 @@ def create_machine(
     skip_service_registration: bool | None = None,
     skip_secrets: bool | None = None,
     min_secrets_version: int | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Call[Machine]:
     """Create (and unless ``skip_launch``, boot) a machine; keyword arguments override fields of a
     given request. Never repeated blindly: an unknown outcome is looked up by ``name``, or else by
     ``config.metadata``, before any retry; with neither, :class:`AmbiguousCreate` is raised.
     The metadata must identify this machine alone (e.g. a job id). Fly's listing is eventually
     consistent, so a unique ``name`` is the stronger guard: a retried create then gets a conflict,
-    which triggers another lookup instead of a duplicate."""
+    which triggers another lookup instead of a duplicate. ``retry`` replaces the client's retry
+    policy for this one call (a caller with its own backoff, like the scaler, retries less here:
+    every attempt spends one of the app's create tokens)."""
     request = _machine_request(CreateMachineRequest, config, {
         "name": name, "region": region, "skip_launch": skip_launch, "lease_ttl": lease_ttl,
         "skip_service_registration": skip_service_registration, "skip_secrets": skip_secrets,
@@ -274,7 +278,7 @@ def create_machine(
     })
     return Call(
         "POST", f"/v1/apps/{_seg(app_name, 'app_name')}/machines", _model(Machine), Safety.CREATE,
-        body=request.to_wire(), lookup=_lookup_for(app_name, request),
+        body=request.to_wire(), lookup=_lookup_for(app_name, request), retry=retry,
     )
 
 

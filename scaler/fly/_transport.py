@@ -228,18 +228,21 @@ class Engine:
                     create_unknown = True
                 elif not should_retry(exc, call.safety):
                     raise
-                delay = self._next_delay(exc, attempt, started)
+                delay = self._next_delay(exc, attempt, started, call.retry)
                 if delay is None:
                     raise
                 await self._sleep(delay)
 
-    def _next_delay(self, exc: FlyError, attempt: int, started: float) -> float | None:
+    def _next_delay(
+        self, exc: FlyError, attempt: int, started: float, retry: RetryPolicy | None = None
+    ) -> float | None:
         """Seconds to wait before the next attempt, or None when the budget is spent."""
-        delay = self._retry.delay(attempt, self._uniform)
+        policy = retry or self._retry
+        delay = policy.delay(attempt, self._uniform)
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
         elapsed = self._clock() - started
-        if attempt >= self._retry.max_attempts or elapsed + delay > self._retry.max_elapsed:
+        if attempt >= policy.max_attempts or elapsed + delay > policy.max_elapsed:
             return None
         return delay
 

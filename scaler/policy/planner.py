@@ -93,7 +93,7 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
     for app, idx in apps.items():
         _reap_unknown_pool(idx, orphan_grace(app, pools), obs.now, out, owned, claims)
 
-    _relaunch(pools, relaunch, ledger, obs.now, out)
+    _relaunch(pools, relaunch, ledger, obs, out)
     _scale(pools, obs, apps, claims, stopped, ledger, out, desired)
     return out.build(desired)
 
@@ -122,14 +122,20 @@ def _relaunch(
     pools: Sequence[PoolPolicy],
     relaunch: Mapping[str, list[ClaimView]],
     ledger: Ledger,
-    now: float,
+    obs: Observation,
     out: PlanBuilder,
 ) -> None:
     """Relaunch claims, oldest first across pools. A claim already holds its slot in the caps
     (see :class:`~scaler.policy.caps.Ledger`), so the app's create budget limits this, except when
     a cap was lowered below what is live: then the newest claims without a machine give their job
-    back to the queue instead (it waits there for room), so the caps hold again."""
+    back to the queue instead (it waits there for room), so the caps hold again.
+
+    Relaunches come before new work, but a pool's relaunches take at most its fair share of the
+    app's create budget (the budget over the app's pools that want creates): a pool whose creates
+    keep failing never starves the other pools of its app."""
     by_name = {p.name: p for p in pools}
+    share = _fair_shares(pools, relaunch, ledger, obs)
+    used: dict[str, int] = {}
     for name, cs in relaunch.items():
         p = by_name[name]
         excess = min(len(cs), ledger.excess(p.name, p.app))
@@ -143,13 +149,33 @@ def _relaunch(
         key=lambda cp: (cp[0].claimed_at, cp[0].job),
     )
     for c, p in cands:
-        if ledger.budget.get(p.app, 0) >= 1:
+        if ledger.budget.get(p.app, 0) >= 1 and used.get(p.name, 0) < share[p.name]:
             out.claim_action(Relaunch(p.name, p.app, c), "relaunch")
             ledger.take(p.name, p.app, 0, 1)
+            used[p.name] = used.get(p.name, 0) + 1
         else:
             waiting[p.name] = waiting.get(p.name, 0) + 1
     for name, n in waiting.items():
         out.tally.count(name, "relaunch", "rate_limit", "not_taken", n)
+
+
+def _fair_shares(
+    pools: Sequence[PoolPolicy],
+    relaunch: Mapping[str, list[ClaimView]],
+    ledger: Ledger,
+    obs: Observation,
+) -> dict[str, int]:
+    """Per pool with relaunches, the create tokens its relaunches may take: the app's budget split
+    evenly (rounded up) over the app's pools that want creates now."""
+    wanting: dict[str, int] = {}
+    for p in pools:
+        ready = any((v := obs.queues.get(q)) is not None and v.ready > 0 for q in p.queues)
+        if relaunch.get(p.name) or ready:
+            wanting[p.app] = wanting.get(p.app, 0) + 1
+    return {
+        name: -(-ledger.budget.get(p.app, 0) // max(1, wanting.get(p.app, 1)))
+        for name in relaunch if (p := next(x for x in pools if x.name == name))
+    }
 
 
 def _oldest_age(p: PoolPolicy, obs: Observation) -> float:
