@@ -28,7 +28,7 @@ MUTANTS: dict[str, list[Edit]] = {
          "    return None\n"),
         ("scaler/machines.py", "        name=claim.machine_name,\n",
          "        name=f\"{claim.machine_name}-{uuid.uuid4().hex[:4]}\",\n"),
-        ("scaler/act.py", "CREATE_WINDOW_S = 60.0\n", "CREATE_WINDOW_S = 3.0\n"),
+        ("scaler/act.py", "CREATE_WINDOW_S = 30.0\n", "CREATE_WINDOW_S = 3.0\n"),
     ],
     # R2: an ambiguous create (408, 5xx, dropped) is retried blindly, without looking it up.
     "no-name-lookup": [

@@ -11,7 +11,7 @@ again (a failed create is recorded in its claim, and the planner backs off) and 
 Only the leader acts. Every Redis write is fenced, and every Fly call (each retry included) first
 checks that the fence the plan was made under is still this replica's: a replica whose lease
 lapsed, even while its calls were waiting on the rate governor or retrying 429s, sends nothing
-more. A create gives up after ``CREATE_WINDOW_S`` (its retries included), before the window its
+more. A create gives up after ``CREATE_TIMEOUT_S`` (its retries included), before the window its
 claim records as pending ends, so no replica relaunches a claim whose create may still land.
 """
 
@@ -66,9 +66,9 @@ __all__ = ["CREATE_WINDOW_S", "ActReport", "Actor"]
 
 log = structlog.get_logger(__name__)
 
-CREATE_WINDOW_S = 60.0
+CREATE_WINDOW_S = 30.0
 """How long a claim's create is recorded as pending (no replica relaunches it meanwhile)."""
-CREATE_TIMEOUT_S = 45.0
+CREATE_TIMEOUT_S = 25.0
 """How long this process lets one create run, retries included, before abandoning it: well
 inside ``CREATE_WINDOW_S``, so the create has surely stopped before anyone may relaunch."""
 CREATE_RETRY = RetryPolicy(max_attempts=2, max_elapsed=15.0)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+import pytest
 import redis
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
@@ -216,3 +217,25 @@ def test_time_limit_is_enforced(
     assert "TimeLimitExceeded" in proc.stderr
     assert redis_client.lrange(key, 0, -1) == [b"start"]
     assert redis_client.zscore(f"{ns}:{Q}.XQ", sent.options["redis_message_id"]) is not None
+
+
+def test_a_redis_blip_at_start_is_waited_out_not_a_crash() -> None:
+    import redis.exceptions
+
+    from workers.runner import _retry_redis, _Stop
+
+    calls: list[int] = []
+
+    def mark() -> bool:
+        calls.append(1)
+        if len(calls) < 3:
+            raise redis.exceptions.ConnectionError("Connection refused")
+        return True
+
+    assert _retry_redis(mark, _Stop()) is True
+    assert len(calls) == 3
+    stopping = _Stop()
+    stopping.event.set()  # a SIGTERM while waiting: the error is raised, not waited out
+    calls.clear()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        _retry_redis(mark, stopping)

@@ -303,6 +303,27 @@ def _outcome_middleware(message_id: str, state: _BoundState) -> Any:
     return Outcome()
 
 
+REDIS_START_RETRY_S = 60.0
+
+
+def _retry_redis(call: Callable[[], bool], stop: _Stop) -> bool:
+    """``call()``, tried again while Redis cannot be reached, for up to ``REDIS_START_RETRY_S``
+    (a machine that boots during a Redis blip must not spend one of its job's launches)."""
+    import redis.exceptions
+
+    deadline = time.monotonic() + REDIS_START_RETRY_S
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline or stop.event.is_set():
+                raise
+            print(f"runner: Redis unreachable ({exc}); trying again in {delay:.1f}s")
+            stop.event.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def run_bound(settings: Settings, stop: _Stop) -> int:
     """Run the one claimed message; see the module docstring for exit codes."""
     import dramatiq
@@ -321,7 +342,7 @@ def run_bound(settings: Settings, stop: _Stop) -> int:
         redis_message_id=rmid,
         launch=settings.launch,
     )
-    if not claim.mark_running(settings.machine_id, _now_ms()):
+    if not _retry_redis(lambda: claim.mark_running(settings.machine_id, _now_ms()), stop):
         print(f"runner: claim {q}/{rmid} is gone or owned by another machine; not running it")
         return EXIT_OK
     body = broker.client.hget(f"{settings.namespace}:{q}.msgs", rmid)
