@@ -27,7 +27,7 @@ from scaler.config import Settings, parse_settings
 from scaler.dev.redis import delete_keys
 from scaler.dev.summary import percentile
 from scaler.local.testing import eventually, free_port
-from scaler.service import Service
+from scaler.loop.service import Service
 
 __all__ = [
     "ROOT",

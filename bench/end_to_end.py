@@ -85,7 +85,8 @@ def _through_scaler(cfg: BenchConfig, mode: str, jobs: int, workdir: Path) -> di
         key = f"{ns}:out"
         try:
             with (
-                mock.patch("scaler.service.make_governor", lambda *a, **k: UnlimitedGovernor()),
+                mock.patch("scaler.loop.service.make_governor",
+                           lambda *a, **k: UnlimitedGovernor()),
                 ServiceThread(settings),
             ):
                 first = time.time()

@@ -55,7 +55,7 @@ def _one(cfg: BenchConfig, *, wakeups: bool, jobs: int, interval: float) -> dict
         enq = Enqueuer(cfg.redis_url, ns, f"{ns}:fs")
         sent: dict[str, float] = {}
         with (
-            mock.patch("scaler.service.make_governor", lambda *a, **k: UnlimitedGovernor()),
+            mock.patch("scaler.loop.service.make_governor", lambda *a, **k: UnlimitedGovernor()),
             ServiceThread(settings, list_interval=1.0) as svc,
             SimJobs(api, app, cfg.redis_url, ns, f"{ns}:fs"),
         ):

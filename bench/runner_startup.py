@@ -4,7 +4,7 @@ Three ways to run one job, each timed from just before ``Popen`` (wall clock) to
 function (:func:`bench.actors.entered`) wrote down, medians over several repetitions:
 
 - ``python -m workers.runner`` in bound mode, on a real claim made by the scaler's
-  :class:`~scaler.claims.ClaimStore` (what a per-job machine runs);
+  :class:`~scaler.jobs.claims.ClaimStore` (what a per-job machine runs);
 - the floor: ``python -c "import dramatiq"`` (until the interpreter has imported dramatiq);
 - the dramatiq CLI taking one message (``dramatiq bench.actors --processes 1 --threads 1``,
   prefetch 1), killed once the job has run.
@@ -24,8 +24,8 @@ import redis.asyncio as aioredis
 
 from bench.common import ROOT, BenchConfig, median, records, redis_keys, row, stop_group
 from bench.simjobs import Enqueuer
-from scaler.claims import ClaimStore
-from scaler.leader import UNFENCED
+from scaler.jobs.claims import ClaimStore
+from scaler.jobs.leader import UNFENCED
 from scaler.local.testing import eventually
 
 __all__ = ["run"]

@@ -5,10 +5,10 @@ The parent process runs the local Machines API (sim runtime, rate limits off), c
 machines carrying the scaler's metadata and writes the messages in dramatiq's Redis layout
 (``{ns}:{q}`` ready list + ``{ns}:{q}.msgs`` bodies) with a Lua loop. Each measurement runs in a
 fresh child process (``python -m bench.scale_tick --child``) so its peak RSS is the scaler's
-alone: a :class:`~scaler.reconciler.Reconciler` that is not leader (so it never acts) ticks a few
-times; the child reports tick wall time, the plan's CPU time (``plan()`` re-run on the last
+alone: a :class:`~scaler.loop.reconciler.Reconciler` that is not leader (so it never acts) ticks a
+few times; the child reports tick wall time, the plan's CPU time (``plan()`` re-run on the last
 observation), every Redis round trip (a counting connection class) and the queue-stats pipeline's
-:class:`~scaler.signals.queues.RoundTrips`. Round trips are measured at 1 % and at 100 % of the
+:class:`~scaler.jobs.queues.RoundTrips`. Round trips are measured at 1 % and at 100 % of the
 messages to show they do not depend on the message count.
 """
 
@@ -33,7 +33,7 @@ from bench.common import ROOT, BenchConfig, UnlimitedGovernor, redis_keys, row, 
 from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
 from scaler.local.server import LocalAPIServer
-from scaler.machines import worker_request
+from scaler.loop.machines import worker_request
 
 __all__ = ["run"]
 
@@ -190,10 +190,10 @@ class _CountingConnection(aioredis.Connection):
 
 
 async def _measure(args: dict[str, Any]) -> dict[str, Any]:
-    from scaler.metrics import Metrics
+    from scaler.jobs.queues import round_trips
+    from scaler.loop.reconciler import Reconciler
     from scaler.policy import plan as make_plan
-    from scaler.reconciler import Reconciler
-    from scaler.signals.queues import round_trips
+    from scaler.telemetry.metrics import Metrics
 
     settings = _settings(args["api_url"], os.environ["FLY_API_TOKEN"], args["redis_url"],
                          args["ns"], args["apps"])

@@ -12,9 +12,9 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from scaler.claims import RunnerClaim
+from scaler.jobs.claims import RunnerClaim
 from scaler.local.server import LocalAPIServer
-from scaler.machines import META_JOB
+from scaler.loop.machines import META_JOB
 from workers.enqueue import ScalerMiddleware
 
 __all__ = ["Enqueuer", "SimJobs", "create_times"]

@@ -1,13 +1,13 @@
 """P2b warm path: launches per second when a worker pool starts warm stopped machines, against
 creating new ones, in the same run.
 
-This drives the **act step directly**: a :class:`scaler.act.Actor` executes one plan of ``Start``
-actions (one per warm machine) and, as the baseline, one plan with a ``Create`` of N machines,
-through the scaler's Fly client, its shared Redis governor and its ``max_concurrent_calls``
-bound, against the local API with Fly's rate limits ON (sim runtime). Start is limited per
-machine (1/s, burst 3), so starting many different machines is not throttled; create is limited
-per app (1/s, burst 3). The warm machines are made beforehand with the local API's limiter
-bypassed (set-up only; the measured calls all go through it).
+This drives the **act step directly**: a :class:`scaler.loop.act.Actor` executes one plan of
+``Start`` actions (one per warm machine) and, as the baseline, one plan with a ``Create`` of N
+machines, through the scaler's Fly client, its shared Redis governor and its
+``max_concurrent_calls`` bound, against the local API with Fly's rate limits ON (sim runtime). Start
+is limited per machine (1/s, burst 3), so starting many different machines is not throttled; create
+is limited per app (1/s, burst 3). The warm machines are made beforehand with the local API's
+limiter bypassed (set-up only; the measured calls all go through it).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench.common import BenchConfig, UnlimitedGovernor, redis_keys, row, scenario_settings
-from scaler.act import Actor
-from scaler.claims import ClaimStore
 from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
-from scaler.governor import RedisGovernor
-from scaler.leader import UNFENCED
+from scaler.jobs.claims import ClaimStore
+from scaler.jobs.leader import UNFENCED
 from scaler.local.server import LocalAPIServer
-from scaler.machines import worker_request
-from scaler.metrics import Metrics
-from scaler.overlay import Overlay
+from scaler.loop.act import Actor
+from scaler.loop.governor import RedisGovernor
+from scaler.loop.machines import worker_request
+from scaler.loop.overlay import Overlay
 from scaler.policy.types import Create, MachineView, Plan, Start
+from scaler.telemetry.metrics import Metrics
 
 __all__ = ["run"]
 

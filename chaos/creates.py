@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from scaler.machines import META_JOB, META_POOL
+from scaler.loop.machines import META_JOB, META_POOL
 
 __all__ = ["calls_per_job", "job_of", "pool_of"]
 

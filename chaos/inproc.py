@@ -1,11 +1,11 @@
 """The scaler's own observe -> plan -> act pieces, in this process, on a clock the caller moves.
 
 :class:`InProcessScaler` assembles what ``scaler run`` assembles (a Redis client, the Fly client
-with a rate governor, a leader lease, :class:`scaler.reconciler.Reconciler`) but lets the caller
-decide when a tick happens and what time it is. :class:`FakeClock` is real time plus an offset that
-only grows when the caller steps it, so every timeout (claim grace, boot timeout, orphan grace)
-can be crossed without waiting. :meth:`InProcessScaler.crash` is a process dying: every task it
-started is cancelled, nothing is released.
+with a rate governor, a leader lease, :class:`scaler.loop.reconciler.Reconciler`) but lets the
+caller decide when a tick happens and what time it is. :class:`FakeClock` is real time plus an
+offset that only grows when the caller steps it, so every timeout (claim grace, boot timeout,
+orphan grace) can be crossed without waiting. :meth:`InProcessScaler.crash` is a process dying:
+every task it started is cancelled, nothing is released.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 
 from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
-from scaler.governor import MemoryGovernor
-from scaler.leader import LeaderLease
-from scaler.metrics import Metrics
-from scaler.reconciler import Reconciler, TickResult
+from scaler.jobs.leader import LeaderLease
+from scaler.loop.governor import MemoryGovernor
+from scaler.loop.reconciler import Reconciler, TickResult
+from scaler.telemetry.metrics import Metrics
 
 __all__ = ["FakeClock", "InProcessScaler"]
 

@@ -12,7 +12,7 @@ from chaos.harness import ChaosContext
 from chaos.jobs import Job, side_effects
 from chaos.localapi import LocalAPI
 from chaos.result import ScenarioResult
-from scaler.machines import META_JOB, META_LAUNCH, META_SCALER
+from scaler.loop.machines import META_JOB, META_LAUNCH, META_SCALER
 
 __all__ = [
     "GONE",

@@ -13,7 +13,7 @@ dead-lettered with a reason (none lost) and that no machine is left (none leaked
 sequence is shrunk by hypothesis to a short one, which the scenario reports.
 
 The machines' runner is played by the test itself, with the runner's own Redis scripts
-(:class:`scaler.claims.RunnerClaim`): a machine *starts its job* (takes the claim, as
+(:class:`scaler.jobs.claims.RunnerClaim`): a machine *starts its job* (takes the claim, as
 ``workers.runner`` does first), later *finishes* it (acks, then exits 0) or *dies* (exits 137).
 """
 
@@ -43,8 +43,8 @@ from hypothesis.stateful import (
 )
 
 from chaos.inproc import FakeClock, InProcessScaler
-from scaler.claims import RunnerClaim, dead_reasons_key
 from scaler.config import Settings, parse_settings
+from scaler.jobs.claims import RunnerClaim, dead_reasons_key
 from scaler.policy.states import is_live
 
 __all__ = ["FAULTS", "ModelReport", "Rig", "rig", "run_model"]

@@ -20,15 +20,15 @@ MUTANTS: dict[str, list[Edit]] = {
     # look it up by name or job metadata, its runner may not take an unrecorded claim, names are
     # not deterministic and the create window is 3 s: a restarted scaler creates a second one.
     "no-adopt": [
-        ("scaler/claims.py", "if owner and owner ~= ARGV[2] then return 0 end",
+        ("scaler/jobs/claims.py", "if owner and owner ~= ARGV[2] then return 0 end",
          "if owner ~= ARGV[2] then return 0 end"),
         ("scaler/policy/index.py", "    m = idx.by_name.get(c.machine_name)\n",
          "    m = None\n"),
         ("scaler/policy/index.py", "    return idx.by_job.get((c.job, c.launch))\n",
          "    return None\n"),
-        ("scaler/machines.py", "        name=claim.machine_name,\n",
+        ("scaler/loop/machines.py", "        name=claim.machine_name,\n",
          "        name=f\"{claim.machine_name}-{uuid.uuid4().hex[:4]}\",\n"),
-        ("scaler/act.py", "CREATE_WINDOW_S = 30.0\n", "CREATE_WINDOW_S = 3.0\n"),
+        ("scaler/loop/act.py", "CREATE_WINDOW_S = 30.0\n", "CREATE_WINDOW_S = 3.0\n"),
     ],
     # R2: an ambiguous create (408, 5xx, dropped) is retried blindly, without looking it up.
     "no-name-lookup": [
@@ -41,23 +41,24 @@ MUTANTS: dict[str, list[Edit]] = {
     # R3, R8: a job's launches are not counted: a relaunch reuses launch 1 (and its machine
     # name), and max_launches is never reached.
     "launch-not-counted": [
-        ("scaler/claims.py", "local launch = redis.call('HINCRBY', KEYS[5], mid, 1)",
+        ("scaler/jobs/claims.py", "local launch = redis.call('HINCRBY', KEYS[5], mid, 1)",
          "local launch = 1 + redis.call('HINCRBY', KEYS[5], mid, 0)"),
     ],
     # R4: a replica that lost its lease keeps acting: its fence never lapses, renewals never
     # fail, act sends calls without checking the lease, and scripts skip the fence check.
     "stale-leader-acts": [
-        ("scaler/leader.py",
+        ("scaler/jobs/leader.py",
          "        if self._fence is not None and self._clock() >= self._deadline:\n"
          "            return None\n        return self._fence\n",
          "        return self._fence\n"),
-        ("scaler/leader.py",
+        ("scaler/jobs/leader.py",
          "        if not ok:\n            self._fence = None\n            return False\n"
          "        self._deadline = started + self.ttl_s\n        return True\n",
          "        self._deadline = started + self.ttl_s\n        return True\n"),
-        ("scaler/leader.py", "\"if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then \"",
+        ("scaler/jobs/leader.py",
+         "\"if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then \"",
          "\"if false then \""),
-        ("scaler/act.py",
+        ("scaler/loop/act.py",
          "if fence is None or current is None or current.value != fence.value:",
          "if False:"),
     ],
@@ -71,7 +72,7 @@ MUTANTS: dict[str, list[Edit]] = {
     ],
     # R6: an app whose listing failed is taken as an app with no machines (unknown as zero).
     "outage-is-empty": [
-        ("scaler/observe.py",
+        ("scaler/loop/observe.py",
          "            if listing is None:\n                out[app] = None\n"
          "                listed[app] = None\n                continue\n",
          "            if listing is None:\n"
@@ -79,16 +80,16 @@ MUTANTS: dict[str, list[Edit]] = {
     ],
     # R7: /readyz stays green whatever Redis does.
     "readyz-always-green": [
-        ("scaler/service.py",
+        ("scaler/loop/service.py",
          "        if self.elector.last_error is not None:\n"
          "            return False, f\"redis unreachable: {self.elector.last_error}\"\n", ""),
-        ("scaler/service.py",
+        ("scaler/loop/service.py",
          "        if \"redis\" in self.reconciler.observer.unknown:\n"
          "            return False, \"redis unreachable\"\n", ""),
     ],
     # R8: a job whose machines keep dying is given back forever, never dead-lettered.
     "never-dead-letter": [
-        ("scaler/claims.py", "  if launches < tonumber(ARGV[4]) then",
+        ("scaler/jobs/claims.py", "  if launches < tonumber(ARGV[4]) then",
          "  if true then"),
     ],
     # R9: max_runtime is never enforced.
@@ -105,10 +106,11 @@ MUTANTS: dict[str, list[Edit]] = {
     ],
     # R10: machines without our scaler id are listed and reaped like ours.
     "reap-foreign": [
-        ("scaler/observe.py",
+        ("scaler/loop/observe.py",
          "                app, metadata={META_SCALER: self.settings.scaler.id}\n",
          "                app, metadata={}\n"),
-        ("scaler/machines.py", "    if meta.get(META_SCALER) != scaler_id or not machine.id:\n",
+        ("scaler/loop/machines.py",
+         "    if meta.get(META_SCALER) != scaler_id or not machine.id:\n",
          "    if not machine.id:\n"),
     ],
 }
@@ -144,17 +146,17 @@ MUTANTS.update({
     ],
     # R15: a replica that stops keeps its lease until the TTL ends it.
     "lease-kept": [
-        ("scaler/service.py",
+        ("scaler/loop/service.py",
          "        with contextlib.suppress(Exception):\n            await self.lease.release()\n",
          "        pass\n"),
-        ("scaler/leader.py",
+        ("scaler/jobs/leader.py",
          "            with contextlib.suppress(redis.exceptions.RedisError, OSError):\n"
          "                await self.lease.release()\n",
          "            pass\n"),
     ],
     # R17: every tick leaves one asyncio task behind that never ends.
     "task-leak": [
-        ("scaler/reconciler.py", "        self.metrics.ticks.labels(trigger).inc()\n",
+        ("scaler/loop/reconciler.py", "        self.metrics.ticks.labels(trigger).inc()\n",
          "        self.metrics.ticks.labels(trigger).inc()\n"
          "        asyncio.get_running_loop().create_task(asyncio.sleep(86400))\n"),
     ],
@@ -168,7 +170,7 @@ MUTANTS.update({
     ],
     # R19: Fly's timestamps are compared with the scaler's own clock, whatever Fly's Date says.
     "fly-clock-ignored": [
-        ("scaler/observe.py",
+        ("scaler/loop/observe.py",
          "        self.clock_offset = offset if abs(offset) >= SKEW_MIN_S else 0.0\n",
          "        self.clock_offset = 0.0\n"),
     ],

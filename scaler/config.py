@@ -47,11 +47,11 @@ from pydantic import (
     model_validator,
 )
 
-from scaler.costs import MONTHLY_USD
 from scaler.durations import format_duration, parse_duration
 from scaler.fly.models import Guest
 from scaler.fly.sizing import SizingError, guest_for
 from scaler.secret import MASK, Secret
+from scaler.telemetry.costs import MONTHLY_USD
 
 __all__ = [
     "ConfigError",
@@ -579,8 +579,8 @@ def _resolve_guest(size: Any, spec: Any) -> tuple[Guest | None, _Found]:
 
 class Settings(_Model):
     """The whole configuration. Sections: ``fly``, ``redis``, ``scaler``, ``apps``, ``http``,
-    ``prometheus``, ``costs`` (USD per second by preset name, overriding ``scaler.costs``) and
-    ``pools``. See each section's class for its keys."""
+    ``prometheus``, ``costs`` (USD per second by preset name, overriding
+    ``scaler.telemetry.costs``) and ``pools``. See each section's class for its keys."""
 
     fly: FlySettings = Field(default_factory=FlySettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -981,7 +981,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] = os.environ)
     """Validate a config mapping (a parsed TOML document) plus env overrides.
 
     Raises :class:`ConfigError` listing every problem. On success the secrets are registered with
-    the log redactor (``scaler.logging.register_secret``).
+    the log redactor (``scaler.telemetry.logging.register_secret``).
     """
     raw = _deepcopy(data)
     problems: list[str] = []
@@ -1002,7 +1002,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] = os.environ)
         raise ConfigError(_dedupe(problems)) from None
     if problems:
         raise ConfigError(problems)
-    from scaler.logging import register_secret
+    from scaler.telemetry.logging import register_secret
 
     for secret in settings.secrets():
         register_secret(secret)

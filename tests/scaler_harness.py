@@ -2,7 +2,7 @@
 
 ``ScalerHarness`` builds settings for a per-job pool (and optionally a worker pool) whose machines
 run ``python -m workers.runner`` with the actors of ``tests.apps.sample_tasks``, starts
-:class:`scaler.service.Service` on a private event loop thread, and offers helpers that wait on
+:class:`scaler.loop.service.Service` on a private event loop thread, and offers helpers that wait on
 conditions with a deadline (end-to-end tests observe real processes; there is no event to wait on).
 """
 
@@ -23,7 +23,7 @@ import redis
 
 from scaler.config import Settings, parse_settings
 from scaler.local.testing import eventually, free_port  # re-exported for the e2e tests
-from scaler.service import Service
+from scaler.loop.service import Service
 
 __all__ = [
     "ROOT",

@@ -12,15 +12,15 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from scaler.act import Actor
-from scaler.claims import ClaimStore, claims_key
 from scaler.fly.client import AsyncFlyClient
 from scaler.fly.retry import RetryPolicy
-from scaler.governor import MemoryGovernor
-from scaler.leader import UNFENCED
-from scaler.metrics import Metrics
-from scaler.overlay import Overlay
+from scaler.jobs.claims import ClaimStore, claims_key
+from scaler.jobs.leader import UNFENCED
+from scaler.loop.act import Actor
+from scaler.loop.governor import MemoryGovernor
+from scaler.loop.overlay import Overlay
 from scaler.policy.types import Launch, Plan
+from scaler.telemetry.metrics import Metrics
 from tests.scaler_harness import enqueue, make_settings, redis_client
 
 

@@ -67,7 +67,7 @@ def test_every_metric_in_an_alert_is_exported() -> None:
     exported = exported_series_names()
     unknown = {(rule["alert"], name) for rule in rules()
                for name in METRIC_NAME.findall(rule["expr"]) if name not in exported}
-    assert not unknown, f"alerts name metrics scaler.metrics.Metrics does not export: {unknown}"
+    assert not unknown, f"alerts name metrics the Metrics catalog does not export: {unknown}"
 
 
 def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:

@@ -10,7 +10,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from scaler.claims import (
+from scaler.jobs.claims import (
     Claim,
     ClaimStore,
     RunnerClaim,
@@ -19,7 +19,7 @@ from scaler.claims import (
     launches_key,
     machine_name,
 )
-from scaler.leader import UNFENCED, Fence, Fenced
+from scaler.jobs.leader import UNFENCED, Fence, Fenced
 
 NOW = 1_700_000_000_000
 Q = "jobs"

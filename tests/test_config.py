@@ -12,8 +12,8 @@ import pytest
 from scaler.commands import check_config
 from scaler.config import ConfigError, Settings, load_settings, mask_url, parse_settings
 from scaler.durations import format_duration, parse_duration
-from scaler.logging import redact_text
 from scaler.secret import Secret
+from scaler.telemetry.logging import redact_text
 
 CANARY = "canary-Tok3n-5f1e2d"
 

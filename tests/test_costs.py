@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaler.costs import MONTHLY_USD, SECONDS_PER_MONTH, cost_per_second, size_label
+from scaler.telemetry.costs import MONTHLY_USD, SECONDS_PER_MONTH, cost_per_second, size_label
 
 
 def test_size_labels() -> None:

@@ -37,7 +37,7 @@ from scaler.dev.session import DevOptions
 from scaler.dev.summary import compute_summary, format_summary, percentile
 from scaler.dev.tracker import MachineTracker
 from scaler.dev.view import DecisionRow, QueueRow, Snapshot, plain_line, render
-from scaler.machines import worker_request
+from scaler.loop.machines import worker_request
 
 DEAD_URL = "redis://127.0.0.1:1/0"  # port 1: nothing listens there
 needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None,

@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from structlog.testing import capture_logs
 
 from scaler.fly.limits import Limit, limit_for
-from scaler.governor import MemoryGovernor, RateGovernor, RedisGovernor, make_governor
+from scaler.loop.governor import MemoryGovernor, RateGovernor, RedisGovernor, make_governor
 
 CREATE = "Machines_create"  # 1/s, burst 3
 SHOW = "Machines_show"  # 5/s, burst 10

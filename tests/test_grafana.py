@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scaler.metrics import Metrics
+from scaler.telemetry.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "fly-scaler.json"
@@ -94,7 +94,7 @@ def test_every_metric_in_a_query_is_exported() -> None:
         for name in METRIC_NAME.findall(expr)
         if name not in exported
     }
-    assert not unknown, f"queries name metrics scaler.metrics.Metrics does not export: {unknown}"
+    assert not unknown, f"queries name metrics the Metrics catalog does not export: {unknown}"
 
 
 def test_every_exported_metric_is_on_the_dashboard() -> None:

@@ -23,13 +23,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from structlog.testing import capture_logs
 
-from scaler.claims import ClaimStore
-from scaler.http import QueueInfo, create_http_app, openapi_document
-from scaler.leader import UNFENCED
+from scaler.http.app import QueueInfo, create_http_app, openapi_document
+from scaler.jobs.claims import ClaimStore
+from scaler.jobs.leader import UNFENCED
+from scaler.jobs.messages import record_key
 from scaler.local.testing import free_port
-from scaler.messages import record_key
-from scaler.metrics import Metrics
 from scaler.secret import Secret
+from scaler.telemetry.metrics import Metrics
 from workers.enqueue import ScalerMiddleware
 from workers.http_client import EnqueueClient, EnqueueError
 

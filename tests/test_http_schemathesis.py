@@ -18,9 +18,9 @@ import schemathesis
 import uvicorn
 from schemathesis import GenerationMode, checks
 
-from scaler.http import QueueInfo, create_http_app
-from scaler.metrics import Metrics
+from scaler.http.app import QueueInfo, create_http_app
 from scaler.secret import Secret
+from scaler.telemetry.metrics import Metrics
 
 TOKEN = "schemathesis-token-41b7"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

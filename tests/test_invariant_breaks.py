@@ -21,17 +21,17 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from scaler.claims import ClaimStore, RunnerClaim, claims_key
 from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
 from scaler.fly.retry import RetryPolicy
-from scaler.governor import MemoryGovernor
-from scaler.leader import UNFENCED, Fence
+from scaler.jobs.claims import ClaimStore, RunnerClaim, claims_key
+from scaler.jobs.leader import UNFENCED, Fence
 from scaler.local.server import LocalAPIServer
-from scaler.machines import META_JOB, META_LAUNCH, META_POOL, META_QUEUE, META_SCALER
-from scaler.metrics import Metrics
+from scaler.loop.governor import MemoryGovernor
+from scaler.loop.machines import META_JOB, META_LAUNCH, META_POOL, META_QUEUE, META_SCALER
+from scaler.loop.reconciler import Reconciler
 from scaler.policy import Destroy
-from scaler.reconciler import Reconciler
+from scaler.telemetry.metrics import Metrics
 from tests.scaler_harness import (
     ScalerHarness,
     create_app,

@@ -11,7 +11,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from scaler.leader import (
+from scaler.jobs.leader import (
     FENCE_LUA,
     UNFENCED,
     Fence,

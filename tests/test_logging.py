@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from scaler.logging import (
+from scaler.secret import Secret
+from scaler.telemetry.logging import (
     MASK,
     configure_logging,
     redact,
@@ -18,7 +19,6 @@ from scaler.logging import (
     register_secret,
     registered_secret_count,
 )
-from scaler.secret import Secret
 
 CANARY = "cAnArY-7b3f9e21-tok"
 

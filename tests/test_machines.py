@@ -6,7 +6,7 @@ import pytest
 
 from scaler.config import PoolSpec
 from scaler.fly.models import Machine
-from scaler.machines import META_POOL, META_SCALER, job_guest, machine_view
+from scaler.loop.machines import META_POOL, META_SCALER, job_guest, machine_view
 from tests.scaler_harness import make_settings
 
 

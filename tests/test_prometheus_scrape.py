@@ -1,9 +1,9 @@
 """A real Prometheus scrapes a running scaler's /metrics, and every query of the Grafana dashboard
 returns data through Prometheus' HTTP API (no panel is silently empty against the real exposition).
 
-The scaler is the real thing (:class:`scaler.service.Service` with its HTTP port) running against
-real Redis and the local Machines API (process runtime): a per-job pool runs a few jobs, a worker
-pool keeps one worker up, and the HTTP enqueue API takes one message and refuses one token.
+The scaler is the real thing (:class:`scaler.loop.service.Service` with its HTTP port) running
+against real Redis and the local Machines API (process runtime): a per-job pool runs a few jobs, a
+worker pool keeps one worker up, and the HTTP enqueue API takes one message and refuses one token.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scaler.signals.prometheus import PrometheusReader
+from scaler.loop.prometheus import PrometheusReader
 from tests.scaler_harness import prometheus_server
 
 pytestmark = pytest.mark.prometheus

@@ -12,7 +12,7 @@ import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from scaler.promoter import Promoter
+from scaler.jobs.promoter import Promoter
 
 Q = "jobs"
 

@@ -10,9 +10,9 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
-from scaler.claims import ClaimStore
-from scaler.leader import UNFENCED
-from scaler.signals.queues import RoundTrips, read_queue_stats
+from scaler.jobs.claims import ClaimStore
+from scaler.jobs.leader import UNFENCED
+from scaler.jobs.queues import RoundTrips, read_queue_stats
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
-from scaler.costs import cost_per_second
 from scaler.fly.client import AsyncFlyClient
-from scaler.governor import MemoryGovernor
 from scaler.local.server import LocalAPIServer
-from scaler.machines import META_POOL, META_SCALER
-from scaler.metrics import Metrics
-from scaler.reconciler import Reconciler
+from scaler.loop.governor import MemoryGovernor
+from scaler.loop.machines import META_POOL, META_SCALER
+from scaler.loop.reconciler import Reconciler
+from scaler.telemetry.costs import cost_per_second
+from scaler.telemetry.metrics import Metrics
 from tests.scaler_harness import (
     create_app,
     enqueue,
@@ -186,7 +186,7 @@ async def test_started_machines_accrue_machine_seconds_and_cost(
 async def test_a_worker_pool_scales_on_a_promql_query(
     local_api: LocalAPIServer, redis_url: str, redis_prefix: str, tmp_path: Any
 ) -> None:
-    from scaler.signals.prometheus import PrometheusReader
+    from scaler.loop.prometheus import PrometheusReader
     from tests.scaler_harness import prometheus_server
 
     api = fly_client(local_api.url, local_api.token)
@@ -217,7 +217,7 @@ async def test_a_worker_pool_scales_on_a_promql_query(
 async def test_orphan_marks_of_machines_that_are_gone_are_forgotten(
     local_api: LocalAPIServer, redis_url: str, redis_prefix: str
 ) -> None:
-    from scaler.observe import orphans_key
+    from scaler.loop.observe import orphans_key
 
     w = _world(local_api, redis_url, redis_prefix)
     api: httpx.Client = w["api"]

@@ -18,8 +18,8 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
-from scaler.claims import Claim, ClaimStore, binding_env, claims_key, launches_key
-from scaler.leader import UNFENCED
+from scaler.jobs.claims import Claim, ClaimStore, binding_env, claims_key, launches_key
+from scaler.jobs.leader import UNFENCED
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = "sample"

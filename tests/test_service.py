@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scaler.service import Service
+from scaler.loop.service import Service
 from tests.scaler_harness import make_settings
 
 

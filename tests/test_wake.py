@@ -12,7 +12,7 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
-from scaler.wake import Waker, ensure_keyspace_notifications
+from scaler.loop.wake import Waker, ensure_keyspace_notifications
 from workers.enqueue import ScalerMiddleware
 
 

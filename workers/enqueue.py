@@ -36,7 +36,7 @@ import dramatiq
 from dramatiq.common import current_millis, q_name
 from dramatiq.middleware import MiddlewareError
 
-from scaler.claims import wake_channel
+from scaler.jobs.claims import wake_channel
 
 __all__ = [
     "MACHINE_OPTION_KEYS",

@@ -12,7 +12,7 @@ Two modes:
   queues that exits 0 after ``--idle-timeout`` seconds with nothing to do, but not before it has
   run ``--min-lifetime`` seconds (``FLY_SCALER_MIN_LIFETIME``).
 
-Env (set by the scaler, see ``scaler.claims.binding_env``): ``FLY_SCALER_QUEUE``,
+Env (set by the scaler, see ``scaler.jobs.claims.binding_env``): ``FLY_SCALER_QUEUE``,
 ``FLY_SCALER_MESSAGE``, ``FLY_SCALER_NAMESPACE``, ``FLY_SCALER_PREFIX``, ``FLY_SCALER_LAUNCH``;
 the app's actors module comes from ``SCALER_ACTORS`` or ``--actors`` and must configure a
 ``RedisBroker`` (its namespace is forced to ``FLY_SCALER_NAMESPACE``). Drain mode reads
@@ -23,7 +23,7 @@ Exit codes: 0 success (or the claim belongs to someone else: nothing was run), 1
 unknown actor), 128+signal when stopped by SIGTERM/SIGINT in bound mode (the message is left
 claimed, not acked: the scaler gives it back once the machine is gone).
 
-Start-up is kept lean: dramatiq, redis and ``scaler.claims`` are imported only once needed.
+Start-up is kept lean: dramatiq, redis and ``scaler.jobs.claims`` are imported only once needed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scaler.claims import RunnerClaim
+    from scaler.jobs.claims import RunnerClaim
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_SETUP", "SetupError", "build_parser", "main"]
 
@@ -330,7 +330,7 @@ def run_bound(settings: Settings, stop: _Stop) -> int:
     from dramatiq import Worker
     from dramatiq.broker import MessageProxy
 
-    from scaler.claims import RunnerClaim
+    from scaler.jobs.claims import RunnerClaim
 
     broker = load_broker(settings.actors, settings.namespace)
     q, rmid = settings.queue, settings.message

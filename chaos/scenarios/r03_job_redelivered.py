@@ -11,7 +11,7 @@ from __future__ import annotations
 from chaos.harness import ChaosContext
 from chaos.measure import all_ran, conclude, dead_letters, machines_per_job, wait_for
 from chaos.result import ScenarioResult
-from scaler.claims import claims_key
+from scaler.jobs.claims import claims_key
 
 ID = "R3"
 TITLE = "job redelivered after its machine died"

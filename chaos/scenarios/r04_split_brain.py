@@ -27,7 +27,7 @@ from chaos.jobs import Job, side_effects
 from chaos.measure import all_ran, conclude, ours, wait_for
 from chaos.result import ScenarioResult
 from chaos.scalerproc import ScalerProc
-from scaler.claims import claims_key
+from scaler.jobs.claims import claims_key
 
 ID = "R4"
 TITLE = "split brain: stale leader resumes"

@@ -16,8 +16,8 @@ from typing import Any
 from chaos.harness import ChaosContext
 from chaos.measure import all_ran, conclude, dead_letters, machines_per_job, metadata, wait_for
 from chaos.result import ScenarioResult
-from scaler.claims import dead_reasons_key
-from scaler.machines import META_JOB, META_LAUNCH
+from scaler.jobs.claims import dead_reasons_key
+from scaler.loop.machines import META_JOB, META_LAUNCH
 
 ID = "R8"
 TITLE = "machines die mid-job (exit 137)"

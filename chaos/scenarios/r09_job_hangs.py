@@ -14,7 +14,7 @@ from typing import Any
 from chaos.harness import ChaosContext
 from chaos.measure import all_ran, conclude, dead_letters, metadata, wait_for
 from chaos.result import ScenarioResult
-from scaler.machines import META_JOB
+from scaler.loop.machines import META_JOB
 
 ID = "R9"
 TITLE = "job hangs past max_runtime"

@@ -19,7 +19,7 @@ from chaos.localapi import LocalAPI
 from chaos.measure import all_ran, conclude, wait_for
 from chaos.result import ScenarioResult
 from scaler.local.testing import SLEEP_FOREVER
-from scaler.machines import META_JOB, META_LAUNCH, META_POOL, META_QUEUE, META_SCALER
+from scaler.loop.machines import META_JOB, META_LAUNCH, META_POOL, META_QUEUE, META_SCALER
 
 ID = "R10"
 TITLE = "orphan sweep"

@@ -18,7 +18,7 @@ import time
 from chaos.harness import ChaosContext
 from chaos.measure import all_ran, conclude, wait_for
 from chaos.result import ScenarioResult
-from scaler.claims import claims_key
+from scaler.jobs.claims import claims_key
 from scaler.local.testing import free_port
 
 ID = "R15"

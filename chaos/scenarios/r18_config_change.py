@@ -28,9 +28,9 @@ from chaos.harness import ChaosContext
 from chaos.jobs import Job, side_effects
 from chaos.measure import live, machines_per_launch, metadata, ours, wait_for
 from chaos.result import ScenarioResult
-from scaler.claims import claims_key, dead_reasons_key
+from scaler.jobs.claims import claims_key, dead_reasons_key
 from scaler.local.testing import free_port
-from scaler.machines import META_JOB
+from scaler.loop.machines import META_JOB
 
 ID = "R18"
 TITLE = "config change under load"

@@ -12,7 +12,7 @@ import signal
 import sys
 
 from scaler.config import ConfigError, default_config_path, load_settings
-from scaler.logging import configure_logging
+from scaler.telemetry.logging import configure_logging
 
 __all__ = ["add_arguments", "run"]
 
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _main(settings_path: str | None) -> int:
-    from scaler.service import Service
+    from scaler.loop.service import Service
 
     settings = load_settings(settings_path)
     service = Service(settings)

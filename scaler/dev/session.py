@@ -2,7 +2,7 @@
 
 Start order (stopped in reverse, whatever happens): Redis (:mod:`scaler.dev.redis`), a work
 directory with the log file, the local Machines API (process runtime) with the two example apps,
-the scaler :class:`~scaler.service.Service`, the example producer. SIGINT/SIGTERM ask for a
+the scaler :class:`~scaler.loop.service.Service`, the example producer. SIGINT/SIGTERM ask for a
 graceful stop at any point; a second one cuts the graceful waits short (the machines' processes
 and the embedded Redis are still stopped).
 """
@@ -48,8 +48,8 @@ from scaler.dev.view import FIXED_LINES, DecisionRow, QueueRow, Snapshot, plain_
 if TYPE_CHECKING:
     from scaler.config import Settings
     from scaler.local.server import LocalAPIServer
+    from scaler.loop.service import Service
     from scaler.policy.types import Decision
-    from scaler.service import Service
 
 __all__ = [
     "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_SETUP", "DevOptions", "DevSession", "run_dev",
@@ -177,7 +177,7 @@ class DevSession:
 
     def _run_with_redis(self, choice: RedisChoice, workdir: Path) -> int:
         from scaler.local.server import LocalAPIServer
-        from scaler.logging import configure_logging
+        from scaler.telemetry.logging import configure_logging
 
         log_path = workdir / "scaler.log"
         with log_path.open("a") as log_file:
@@ -230,7 +230,7 @@ class DevSession:
 
     async def _session(self, server: LocalAPIServer, settings: Settings,
                        info: tuple[tuple[str, str], ...]) -> None:
-        from scaler.service import Service
+        from scaler.loop.service import Service
 
         assert self._stop is not None
         stop = self._stop

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from scaler.machines import META_JOB, META_POOL
+from scaler.loop.machines import META_JOB, META_POOL
 from scaler.policy.states import is_live
 
 __all__ = ["FINAL_STATES", "MachineLike", "MachineTracker", "SeenMachine"]

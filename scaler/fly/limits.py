@@ -201,7 +201,8 @@ class TokenBucket:
 
 class Governor(Protocol):
     """Spends rate-limit budget before a Fly call. Implementations: :class:`LocalGovernor` (one
-    process) and ``scaler.governor.RedisGovernor`` (a budget shared by every scaler replica)."""
+    process) and ``scaler.loop.governor.RedisGovernor`` (a budget shared by every scaler
+    replica)."""
 
     async def acquire(self, action: str, scope: str) -> float:
         """Wait until one call of ``action`` on ``scope`` fits the limit; return seconds waited."""

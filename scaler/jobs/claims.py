@@ -35,11 +35,12 @@ Key and identity contract (other modules and the in-machine runner depend on it 
   never goes through the scaler.
 
 Every script the scaler calls (claim, give back, dead-letter, requeue) starts with
-``scaler.leader.FENCE_LUA`` and raises :class:`scaler.leader.Fenced` when a newer leader exists.
+``scaler.jobs.leader.FENCE_LUA`` and raises :class:`scaler.jobs.leader.Fenced` when a newer leader
+exists.
 Everything is O(1) per message touched: nothing here scans a queue.
 
-This module is imported by the in-machine runner, so it stays light: ``scaler.leader`` (structlog)
-and ``redis.asyncio`` are imported only on the scaler side.
+This module is imported by the in-machine runner, so it stays light: ``scaler.jobs.leader``
+(structlog) and ``redis.asyncio`` are imported only on the scaler side.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio as aioredis
 
-    from scaler.leader import Fence
+    from scaler.jobs.leader import Fence
 
 __all__ = [
     "Claim",
@@ -106,7 +107,7 @@ def job_events_key(prefix: str) -> str:
 
 def wake_channel(prefix: str) -> str:
     """``{prefix}:wake``: the pub/sub channel on which a queue name wakes the scaler
-    (:class:`scaler.wake.Waker` listens; enqueues and finished jobs publish)."""
+    (:class:`scaler.loop.wake.Waker` listens; enqueues and finished jobs publish)."""
     return f"{prefix}:wake"
 
 
@@ -443,7 +444,7 @@ class ClaimStore:
         self, redis: aioredis.Redis, namespace: str = "dramatiq", prefix: str = "fly-scaler"
     ):
         # Imported here so that the in-machine runner never pays for structlog.
-        from scaler.leader import FENCE_LUA
+        from scaler.jobs.leader import FENCE_LUA
 
         self._redis = redis
         self.namespace = namespace
@@ -465,7 +466,7 @@ class ClaimStore:
     ) -> Any:
         """Run a ``FENCE_LUA`` script: the fence goes first in ``keys`` and ``args`` (unfenced:
         the first data key and ``""``)."""
-        from scaler.leader import fence_args, raise_if_fenced
+        from scaler.jobs.leader import fence_args, raise_if_fenced
 
         fkey, fval = fence_args(fence, keys[0])
         try:
@@ -482,7 +483,7 @@ class ClaimStore:
 
         Pops from the head (oldest first); ids whose body is gone are dropped; each claim bumps
         the launch count of its dramatiq message_id and records its first create as pending for
-        ``create_window_ms``. Raises :class:`scaler.leader.Fenced`.
+        ``create_window_ms``. Raises :class:`scaler.jobs.leader.Fenced`.
         """
         if n <= 0:
             return []

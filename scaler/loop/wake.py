@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from scaler.claims import wake_channel
+from scaler.jobs.claims import wake_channel
 
 __all__ = ["Waker", "ensure_keyspace_notifications"]
 

@@ -17,7 +17,7 @@ Lookup. :meth:`MessageStore.lookup` reads, in one MULTI snapshot, for the record
 ``redis_message_id`` (``rmid``) of queue ``q``:
 
 1. ``ZSCORE {ns}:{q}.XQ rmid`` -> ``dead_lettered`` (reason from ``HGET {p}:dead-reasons:{q}``,
-   field rmid, when the scaler recorded one: see ``scaler.claims``);
+   field rmid, when the scaler recorded one: see ``scaler.jobs.claims``);
 2. ``HGET {p}:claims:{q} rmid`` -> ``claimed`` or ``running`` (machine name/id, launch);
 3. ``HEXISTS {ns}:{q}.msgs rmid`` -> ``queued`` if ``LPOS {ns}:{q} rmid`` finds it in the ready
    list, else ``running`` (fetched by a worker-pool worker; machine unknown);
@@ -45,7 +45,7 @@ from dramatiq import Message
 from dramatiq.common import dq_name, q_name
 from dramatiq.encoder import JSONEncoder
 
-from scaler.claims import claims_key, dead_reasons_key, wake_channel
+from scaler.jobs.claims import claims_key, dead_reasons_key, wake_channel
 
 __all__ = [
     "DEFAULT_RECORD_TTL_S",

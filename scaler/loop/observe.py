@@ -6,9 +6,9 @@ one Fly list call per app (apps listed concurrently), filtered by our metadata. 
 list call per second per app (burst 3): a listing is refreshed when it is ``list_interval`` old
 and the rate governor has a token for it, and reused otherwise (for at most ``max_list_age``,
 after which the tick waits for budget). What
-the act step did since (creates in flight, starts, destroys: :mod:`scaler.overlay`) is laid over a
-reused listing so that caps still count every machine. Anything that cannot be read is ``None``:
-unknown, never zero.
+the act step did since (creates in flight, starts, destroys: :mod:`scaler.loop.overlay`) is laid
+over a reused listing so that caps still count every machine. Anything that cannot be read is
+``None``: unknown, never zero.
 
 Claims are read for every queue that has any (``{prefix}:claim-queues``), not only the queues of
 today's per-job pools, and the apps their machines were created in are listed too: a pool renamed
@@ -29,15 +29,15 @@ from dataclasses import dataclass, replace
 import redis.asyncio as aioredis
 import structlog
 
-from scaler.claims import Claim, ClaimStore
 from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient
-from scaler.governor import RateGovernor
-from scaler.machines import META_SCALER, job_guest, machine_view
-from scaler.overlay import InFlight, Listed, Overlay
+from scaler.jobs.claims import Claim, ClaimStore
+from scaler.jobs.queues import read_queue_stats
+from scaler.loop.governor import RateGovernor
+from scaler.loop.machines import META_SCALER, job_guest, machine_view
+from scaler.loop.overlay import InFlight, Listed, Overlay
+from scaler.loop.prometheus import PrometheusReader
 from scaler.policy.types import ClaimView, MachineView, Observation, QueueView
-from scaler.signals.prometheus import PrometheusReader
-from scaler.signals.queues import read_queue_stats
 
 __all__ = ["Observer", "orphans_key"]
 

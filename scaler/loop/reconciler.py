@@ -5,7 +5,7 @@ failed action costs one tick, never correctness. Events only wake the loop early
 ticks: a follower neither observes nor acts (its listings would spend the rate budget the replicas
 share) and waits to be woken as leader. A tick acts only while it holds a fence; a leader whose
 lease lapsed gets none and acts on nothing. Each tick has a deadline: calls that outlive it keep
-running in the background and count as in-flight launches next tick (:mod:`scaler.overlay`).
+running in the background and count as in-flight launches next tick (:mod:`scaler.loop.overlay`).
 """
 
 from __future__ import annotations
@@ -22,21 +22,21 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from scaler.act import Actor, ActReport
-from scaler.claims import ClaimStore, job_events_key
 from scaler.config import Settings
-from scaler.costs import price_per_second
 from scaler.fly.client import AsyncFlyClient
-from scaler.governor import RateGovernor
-from scaler.leader import UNFENCED, Fence, Fenced
-from scaler.machines import pool_policy
-from scaler.metrics import Metrics
-from scaler.observe import Observer
-from scaler.overlay import InFlight, Overlay
+from scaler.jobs.claims import ClaimStore, job_events_key
+from scaler.jobs.leader import UNFENCED, Fence, Fenced
+from scaler.loop.act import Actor, ActReport
+from scaler.loop.governor import RateGovernor
+from scaler.loop.machines import pool_policy
+from scaler.loop.observe import Observer
+from scaler.loop.overlay import InFlight, Overlay
+from scaler.loop.prometheus import PrometheusReader
 from scaler.policy import plan as make_plan
 from scaler.policy.caps import Ledger
 from scaler.policy.types import Caps, Decision, Observation, Plan
-from scaler.signals.prometheus import PrometheusReader
+from scaler.telemetry.costs import price_per_second
+from scaler.telemetry.metrics import Metrics
 
 __all__ = ["Reconciler", "TickResult", "status_key"]
 

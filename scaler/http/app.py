@@ -5,7 +5,7 @@ reference, built by :func:`openapi_document`):
 
 - ``GET /metrics``: Prometheus text. ``GET /healthz``: 200 while the process serves.
   ``GET /readyz``: 200 or 503 with the reason given by the ``ready`` callback.
-- ``POST /v1/queues/{queue}/messages``: enqueue a dramatiq message (see :mod:`scaler.messages`
+- ``POST /v1/queues/{queue}/messages``: enqueue a dramatiq message (see :mod:`scaler.jobs.messages`
   for exactly what is written). 202 when written; 200 when ``message_id`` was already used for
   the same message (idempotent retry, nothing written); 409 when it was used for a different one.
 - ``GET /v1/messages/{message_id}``: where the message is now (queued, claimed, running, done,
@@ -46,9 +46,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scaler.messages import STATES, MessageStore, build_message
-from scaler.metrics import Metrics
+from scaler.jobs.messages import STATES, MessageStore, build_message
 from scaler.secret import Secret
+from scaler.telemetry.metrics import Metrics
 from workers.enqueue import validate_machine_options
 
 __all__ = ["MAX_DELAY_MS", "QueueInfo", "create_http_app", "openapi_document"]

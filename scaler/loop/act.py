@@ -4,8 +4,8 @@ Order within a tick: destroys and orphan marks first; then the claim settlements
 dead-letter, requeue), each only after the destroy it ``requires_destroy`` succeeded; then starts,
 launches and creates. Calls run concurrently under ``max_concurrent_calls``. Creates that outlive
 the tick's deadline keep running as tasks; every machine they may make is in
-:class:`~scaler.overlay.InFlight` until a listing shows it, so caps still hold. A failed action is
-logged and left for a later tick, never retried in a loop here: the planner sees the same world
+:class:`~scaler.loop.overlay.InFlight` until a listing shows it, so caps still hold. A failed action
+is logged and left for a later tick, never retried in a loop here: the planner sees the same world
 again (a failed create is recorded in its claim, and the planner backs off) and decides again.
 
 Only the leader acts. Every Redis write is fenced, and every Fly call (each retry included) first
@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 import structlog
 
-from scaler.claims import Claim, ClaimStore
 from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient, precondition
 from scaler.fly.errors import (
@@ -42,11 +41,11 @@ from scaler.fly.errors import (
 )
 from scaler.fly.models import CreateMachineRequest
 from scaler.fly.retry import RetryPolicy
-from scaler.leader import UNFENCED, Fence, Fenced
-from scaler.machines import META_JOB, job_guest, per_job_request, worker_request
-from scaler.metrics import Metrics
-from scaler.observe import orphans_key
-from scaler.overlay import InFlight, Overlay
+from scaler.jobs.claims import Claim, ClaimStore
+from scaler.jobs.leader import UNFENCED, Fence, Fenced
+from scaler.loop.machines import META_JOB, job_guest, per_job_request, worker_request
+from scaler.loop.observe import orphans_key
+from scaler.loop.overlay import InFlight, Overlay
 from scaler.policy.types import (
     Action,
     ClaimView,
@@ -61,6 +60,7 @@ from scaler.policy.types import (
     RequeueOrDeadLetter,
     Start,
 )
+from scaler.telemetry.metrics import Metrics
 
 __all__ = ["CREATE_WINDOW_S", "ActReport", "Actor"]
 

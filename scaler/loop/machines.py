@@ -16,9 +16,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
-from scaler.claims import Claim, binding_env
 from scaler.config import PoolSpec, Settings
-from scaler.costs import size_label
 from scaler.fly.models import (
     CreateMachineRequest,
     Guest,
@@ -28,7 +26,9 @@ from scaler.fly.models import (
     Restart,
     StopConfig,
 )
+from scaler.jobs.claims import Claim, binding_env
 from scaler.policy.types import MachineView, PoolPolicy
+from scaler.telemetry.costs import size_label
 from workers.enqueue import validate_machine_options
 
 __all__ = [

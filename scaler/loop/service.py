@@ -19,14 +19,14 @@ import uvicorn
 
 from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
-from scaler.governor import make_governor
-from scaler.http import QueueInfo, create_http_app
-from scaler.leader import LeaderElector, LeaderLease
-from scaler.metrics import Metrics
-from scaler.promoter import Promoter
-from scaler.reconciler import Reconciler
-from scaler.signals.prometheus import PrometheusReader
-from scaler.wake import Waker
+from scaler.http.app import QueueInfo, create_http_app
+from scaler.jobs.leader import LeaderElector, LeaderLease
+from scaler.jobs.promoter import Promoter
+from scaler.loop.governor import make_governor
+from scaler.loop.prometheus import PrometheusReader
+from scaler.loop.reconciler import Reconciler
+from scaler.loop.wake import Waker
+from scaler.telemetry.metrics import Metrics
 
 __all__ = ["Service"]
 

@@ -24,7 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from scaler.claims import claims_key
+from scaler.jobs.claims import claims_key
 
 __all__ = ["QueueStats", "RoundTrips", "read_queue_stats", "round_trips"]
 

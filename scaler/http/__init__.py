@@ -1,0 +1,1 @@
+"""The scaler's HTTP port: metrics, health, and the enqueue API."""

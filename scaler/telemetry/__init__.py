@@ -1,0 +1,1 @@
+"""What the scaler tells operators: metrics, logs, costs."""
