@@ -26,7 +26,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from workers.enqueue import ScalerMiddleware
+from scaler.jobs.enqueue import ScalerMiddleware
 
 __all__ = [
     "ExampleApp",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from scaler.dev.example_app import ExampleApp
-from workers.enqueue import send_with_machine
+from scaler.jobs.enqueue import send_with_machine
 
 __all__ = [
     "BIG_CPUS", "BIG_MEMORY_MB", "JobSpec", "Producer", "SentJob", "job_stream", "planned_jobs",

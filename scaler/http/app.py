@@ -46,10 +46,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from scaler.jobs.enqueue import validate_machine_options
 from scaler.jobs.messages import STATES, MessageStore, build_message
 from scaler.secret import Secret
 from scaler.telemetry.metrics import Metrics
-from workers.enqueue import validate_machine_options
 
 __all__ = ["MAX_DELAY_MS", "QueueInfo", "create_http_app", "openapi_document"]
 

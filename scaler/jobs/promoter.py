@@ -32,8 +32,8 @@ from dramatiq import Worker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 
+from scaler.jobs.enqueue import ScalerMiddleware
 from scaler.secret import Secret, reveal
-from workers.enqueue import ScalerMiddleware
 
 __all__ = ["MAINTENANCE_BROKER_ID", "Promoter"]
 

@@ -27,9 +27,9 @@ from scaler.fly.models import (
     StopConfig,
 )
 from scaler.jobs.claims import Claim, binding_env
+from scaler.jobs.enqueue import validate_machine_options
 from scaler.policy.types import MachineView, PoolPolicy
 from scaler.telemetry.costs import size_label
-from workers.enqueue import validate_machine_options
 
 __all__ = [
     "META_JOB",
