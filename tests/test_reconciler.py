@@ -217,7 +217,7 @@ async def test_a_worker_pool_scales_on_a_promql_query(
 async def test_orphan_marks_of_machines_that_are_gone_are_forgotten(
     local_api: LocalAPIServer, redis_url: str, redis_prefix: str
 ) -> None:
-    from scaler.loop.observe import orphans_key
+    from scaler.jobs.keys import orphans_key
 
     w = _world(local_api, redis_url, redis_prefix)
     api: httpx.Client = w["api"]

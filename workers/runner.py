@@ -455,7 +455,9 @@ def run_drain(settings: Settings, stop: _Stop) -> int:
     # would only delay them further when it exits.
     worker.delay_prefetch = 0
     beat_stop = threading.Event()
-    heartbeats = f"{settings.namespace}:__heartbeats__"
+    from scaler.jobs.keys import heartbeats_key
+
+    heartbeats = heartbeats_key(settings.namespace)
     worker.start()
     born = time.monotonic()
     # dramatiq heart-beats only as a side effect of fetching; a worker whose threads are all busy

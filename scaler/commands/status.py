@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from scaler.config import ConfigError, default_config_path, load_settings
-from scaler.loop.reconciler import status_key
+from scaler.jobs.keys import status_key
 
 __all__ = ["add_arguments", "format_status", "run"]
 

@@ -51,6 +51,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from scaler.jobs.keys import (
+    ENQUEUED_AT_LUA,
+    QueueKeys,
+    claim_queues_key,
+    claims_key,
+    dead_reasons_key,
+    job_events_key,
+    launches_key,
+    wake_channel,
+)
+
 if TYPE_CHECKING:
     import redis
     import redis.asyncio as aioredis
@@ -75,40 +86,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SettleOutcome = Literal["requeued", "dead_lettered", "gone"]
-
-
-def claims_key(prefix: str, queue: str) -> str:
-    """``{prefix}:claims:{queue}``: redis_message_id -> claim record JSON."""
-    return f"{prefix}:claims:{queue}"
-
-
-def claim_queues_key(prefix: str) -> str:
-    """``{prefix}:claim-queues``: SET of every queue that has (or had) claims, so that claims of a
-    queue no pool serves any more (a pool renamed or removed) are still found and settled."""
-    return f"{prefix}:claim-queues"
-
-
-def launches_key(prefix: str, queue: str) -> str:
-    """``{prefix}:launches:{queue}``: dramatiq message_id -> launch count."""
-    return f"{prefix}:launches:{queue}"
-
-
-def dead_reasons_key(prefix: str, queue: str) -> str:
-    """``{prefix}:dead-reasons:{queue}``: redis_message_id -> why the scaler dead-lettered it."""
-    return f"{prefix}:dead-reasons:{queue}"
-
-
-def job_events_key(prefix: str) -> str:
-    """LIST of JSON job events appended by runners when a job ends (capped at 10,000): ``{"pool",
-    "queue", "outcome": "ack"|"nack", "enqueued_at", "started_at", "finished_at"}`` (ms). The
-    scaler drains it each tick into its metrics."""
-    return f"{prefix}:job-events"
-
-
-def wake_channel(prefix: str) -> str:
-    """``{prefix}:wake``: the pub/sub channel on which a queue name wakes the scaler
-    (:class:`scaler.loop.wake.Waker` listens; enqueues and finished jobs publish)."""
-    return f"{prefix}:wake"
+# The key helpers live in scaler.jobs.keys (the whole contract); claims re-exports its own.
 
 
 def machine_name(pool: str, redis_message_id: str, launch: int) -> str:
@@ -233,12 +211,7 @@ while got < n do
     local enq = now
     if ok and type(msg) == 'table' then
       if type(msg['message_id']) == 'string' then mid = msg['message_id'] end
-      local opts = msg['options']
-      if type(opts) == 'table' and type(opts['enqueued_at']) == 'number' then
-        enq = opts['enqueued_at']
-      elseif type(msg['message_timestamp']) == 'number' then
-        enq = msg['message_timestamp']
-      end
+      enq = enqueued_at(msg) or now
     end
     local launch = redis.call('HINCRBY', KEYS[5], mid, 1)
     local bare = (string.gsub(id, '%-', ''))
@@ -414,23 +387,19 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class _Keys:
-    """The keys of one queue, for both the dramatiq and the scaler side."""
+class _Keys(QueueKeys):
+    """A queue's keys plus what the claim scripts also touch."""
 
-    def __init__(self, namespace: str, prefix: str, queue: str) -> None:
-        base = f"{namespace}:{queue}"
-        self.ready = base
-        self.msgs = f"{base}.msgs"
-        self.xq = f"{base}.XQ"
-        self.xq_msgs = f"{base}.XQ.msgs"
-        self.claims = claims_key(prefix, queue)
-        self.launches = launches_key(prefix, queue)
-        self.dead_reasons = dead_reasons_key(prefix, queue)
-        self.events = job_events_key(prefix)
-        self.wake = wake_channel(prefix)
+    @property
+    def events(self) -> str:
+        return job_events_key(self.prefix)
+
+    @property
+    def wake(self) -> str:
+        return wake_channel(self.prefix)
 
     def finish(self) -> list[str]:
-        return [self.claims, self.launches, self.msgs, self.xq, self.xq_msgs, self.events]
+        return [self.claims, self.launches, self.msgs, self.dead, self.dead_msgs, self.events]
 
 
 class ClaimStore:
@@ -449,7 +418,7 @@ class ClaimStore:
         self._redis = redis
         self.namespace = namespace
         self.prefix = prefix
-        self._claim = redis.register_script(FENCE_LUA + _CLAIM)
+        self._claim = redis.register_script(FENCE_LUA + ENQUEUED_AT_LUA + _CLAIM)
         self._settle = redis.register_script(FENCE_LUA + _SETTLE)
         self._mark = redis.register_script(_MARK)
         self._created = redis.register_script(FENCE_LUA + _CREATED)
@@ -555,7 +524,7 @@ class ClaimStore:
         outcome = await self._fenced(
             self._settle,
             fence,
-            [k.ready, k.msgs, k.claims, k.launches, k.xq, k.xq_msgs, k.dead_reasons],
+            [k.ready, k.msgs, k.claims, k.launches, k.dead, k.dead_msgs, k.dead_reasons],
             [rmid, mode, max_launches, now_ms, reason, "1" if uncount else "0",
              "" if launch is None else launch],
         )

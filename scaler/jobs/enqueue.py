@@ -1,5 +1,5 @@
-"""The enqueue side of the job contract, shared by the scaler and the app toolkit (``workers.enqueue``
-re-exports it for apps).
+"""The enqueue side of the job contract, shared by the scaler and the app toolkit
+(``workers.enqueue`` re-exports it for apps).
 
 - :class:`ScalerMiddleware` (add it to the app's broker before declaring actors):
 

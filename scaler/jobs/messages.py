@@ -86,7 +86,7 @@ return 1
 """
 
 
-def record_key(prefix: str, message_id: str) -> str:
+def record_key(prefix: str, message_id: str) -> str:  # the contract: scaler.jobs.keys
     """The Redis key of a message's record: ``{prefix}:msg:{message_id}``."""
     return f"{prefix}:msg:{message_id}"
 

@@ -24,24 +24,19 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from scaler.jobs.claims import claims_key
+from scaler.jobs.keys import ENQUEUED_AT_LUA, QueueKeys
 
 __all__ = ["QueueStats", "RoundTrips", "read_queue_stats", "round_trips"]
 
 # KEYS: ready list, msgs hash. Returns the head's enqueue time in ms, or false.
-_OLDEST = """
+_OLDEST = ENQUEUED_AT_LUA + """
 local id = redis.call('LINDEX', KEYS[1], 0)
 if not id then return false end
 local body = redis.call('HGET', KEYS[2], id)
 if not body then return false end
 local ok, msg = pcall(cjson.decode, body)
-if not ok or type(msg) ~= 'table' then return false end
-local opts = msg['options']
-if type(opts) == 'table' and type(opts['enqueued_at']) == 'number' then
-  return opts['enqueued_at']
-end
-if type(msg['message_timestamp']) == 'number' then return msg['message_timestamp'] end
-return false
+if not ok then return false end
+return enqueued_at(msg) or false
 """
 _OLDEST_SHA = hashlib.sha1(_OLDEST.encode()).hexdigest()
 
@@ -124,13 +119,13 @@ async def _pipeline(
 ) -> list[Any]:
     async with redis.pipeline(transaction=False) as pipe:
         for q in queues:
-            base = f"{namespace}:{q}"
-            pipe.llen(base)
-            pipe.hlen(f"{base}.msgs")
-            pipe.hlen(f"{base}.DQ.msgs")
-            pipe.zcard(f"{base}.XQ")
-            pipe.hlen(claims_key(prefix, q))
-            pipe.evalsha(_OLDEST_SHA, 2, base, f"{base}.msgs")
+            k = QueueKeys(namespace, prefix, q)
+            pipe.llen(k.ready)
+            pipe.hlen(k.msgs)
+            pipe.hlen(k.delayed_msgs)
+            pipe.zcard(k.dead)
+            pipe.hlen(k.claims)
+            pipe.evalsha(_OLDEST_SHA, 2, k.ready, k.msgs)
         counter.count += 1
         return list(await pipe.execute(raise_on_error=False))
 

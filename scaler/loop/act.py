@@ -42,9 +42,9 @@ from scaler.fly.errors import (
 from scaler.fly.models import CreateMachineRequest
 from scaler.fly.retry import RetryPolicy
 from scaler.jobs.claims import Claim, ClaimStore
+from scaler.jobs.keys import orphans_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
 from scaler.loop.machines import META_JOB, job_guest, per_job_request, worker_request
-from scaler.loop.observe import orphans_key
 from scaler.loop.overlay import InFlight, Overlay
 from scaler.policy.types import (
     Action,

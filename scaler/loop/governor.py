@@ -35,6 +35,7 @@ import redis.exceptions
 import structlog
 
 from scaler.fly.limits import Governor, Limit, LocalGovernor, client_limit_for
+from scaler.jobs.keys import rate_key
 
 __all__ = [
     "GovernorStats",
@@ -241,7 +242,7 @@ class RedisGovernor:
 
     def key(self, action: str, scope: str) -> str:
         """The Redis key of one bucket."""
-        return f"{self.prefix}:rl:{action}:{scope}"
+        return rate_key(self.prefix, action, scope)
 
     @property
     def using_fallback(self) -> bool:

@@ -32,6 +32,7 @@ import structlog
 from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient
 from scaler.jobs.claims import Claim, ClaimStore
+from scaler.jobs.keys import orphans_key
 from scaler.jobs.queues import read_queue_stats
 from scaler.loop.governor import RateGovernor
 from scaler.loop.machines import META_SCALER, job_guest, machine_view
@@ -39,17 +40,12 @@ from scaler.loop.overlay import InFlight, Listed, Overlay
 from scaler.loop.prometheus import PrometheusReader
 from scaler.policy.types import ClaimView, MachineView, Observation, QueueView
 
-__all__ = ["Observer", "orphans_key"]
+__all__ = ["Observer"]
 
 SKEW_MIN_S = 1.0
 """Clock offsets below this are within the ``Date`` header's resolution and are not applied."""
 
 log = structlog.get_logger(__name__)
-
-
-def orphans_key(prefix: str) -> str:
-    """Hash of machine id -> epoch seconds at which the reaper first marked it an orphan."""
-    return f"{prefix}:orphans"
 
 
 @dataclass

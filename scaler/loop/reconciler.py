@@ -24,7 +24,8 @@ import structlog
 
 from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
-from scaler.jobs.claims import ClaimStore, job_events_key
+from scaler.jobs.claims import ClaimStore
+from scaler.jobs.keys import job_events_key, status_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
 from scaler.loop.act import Actor, ActReport
 from scaler.loop.governor import RateGovernor
@@ -38,17 +39,12 @@ from scaler.policy.types import Caps, Decision, Observation, Plan
 from scaler.telemetry.costs import price_per_second
 from scaler.telemetry.metrics import Metrics
 
-__all__ = ["Reconciler", "TickResult", "status_key"]
+__all__ = ["Reconciler", "TickResult"]
 
 log = structlog.get_logger(__name__)
 
 STATUS_TTL_S = 120
 QUICK_RETICK_S = 0.1
-
-
-def status_key(prefix: str) -> str:
-    """Where the leader publishes its last tick for ``scaler status`` and ``scaler dev``."""
-    return f"{prefix}:status"
 
 
 @dataclass

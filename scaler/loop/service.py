@@ -20,6 +20,7 @@ import uvicorn
 from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
 from scaler.http.app import QueueInfo, create_http_app
+from scaler.jobs.keys import leader_key
 from scaler.jobs.leader import LeaderElector, LeaderLease
 from scaler.jobs.promoter import Promoter
 from scaler.loop.governor import make_governor
@@ -86,7 +87,7 @@ class Service:
         )
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease = LeaderLease(
-            self.redis, f"{settings.redis.prefix}:leader", self.owner, settings.scaler.leader_ttl
+            self.redis, leader_key(settings.redis.prefix), self.owner, settings.scaler.leader_ttl
         )
         self.elector = LeaderElector(self.lease, on_change=self._leader_changed)
         self.prometheus = (
