@@ -1,0 +1,198 @@
+"""What one tick tells operators: metrics, one log event per decision (repeats at debug), exact job
+timings drained from the runners' job events, cost accounting, and the status ``scaler status``
+reads. Kept out of the reconciler so the loop reads as observe -> plan -> act."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from scaler.config import Settings
+from scaler.jobs.keys import job_events_key, status_key
+from scaler.loop.governor import RateGovernor
+from scaler.loop.observe import Observer
+from scaler.policy.caps import Ledger
+from scaler.policy.types import Caps, Decision, Observation, Plan, PoolPolicy
+from scaler.telemetry.costs import price_per_second
+from scaler.telemetry.metrics import Metrics
+
+__all__ = ["STATUS_TTL_S", "TickRecorder"]
+
+log = structlog.get_logger(__name__)
+
+STATUS_TTL_S = 120
+
+
+class TickRecorder:
+    """Records ticks for one reconciler (it keeps which decisions were logged and when each
+    started machine was last priced)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        metrics: Metrics,
+        governor: RateGovernor,
+        policies: Sequence[PoolPolicy],
+        caps: Caps,
+        observer: Observer,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.metrics = metrics
+        self.governor = governor
+        self.policies = tuple(policies)
+        self.caps = caps
+        self.observer = observer
+        self._last_logged: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._cost_seen: dict[str, float] = {}
+
+    def record(self, obs: Observation, plan: Plan, leader: bool) -> None:
+        """Metrics and one log event per decision (repeats of an unchanged decision at debug)."""
+        m = self.metrics
+        for source in ("redis", *(f"fly:{a}" for a in self.observer.apps), "prometheus"):
+            m.data_unknown.labels(source).set(1 if source in self.observer.unknown else 0)
+        for q, view in obs.queues.items():
+            if view is None:
+                continue
+            for state in ("ready", "delayed", "in_flight", "dead", "claimed"):
+                m.queue_messages.labels(q, state).set(getattr(view, state))
+            m.queue_oldest_age.labels(q).set(view.oldest_ready_age_s or 0.0)
+        m.machines.clear()
+        now = obs.now
+        seen: set[str] = set()
+        for machines in obs.machines_by_app.values():
+            for mv in machines or ():
+                pool = mv.pool or "(unknown)"
+                m.machines.labels(pool, mv.state).inc()
+                if mv.state == "started":
+                    seen.add(mv.id)
+                    self._account_cost(mv.id, pool, mv.size, mv.memory_mb, now)
+        for mid in [k for k in self._cost_seen if k not in seen]:
+            del self._cost_seen[mid]
+        # The planner's own count (unknown apps at their worst case), so the gauges show the
+        # numbers the caps were checked against.
+        ledger = Ledger.from_observation(obs, self.policies, self.caps)
+        for p in self.policies:
+            live = ledger.live(p.name)
+            m.live_machines.labels(p.name).set(live)
+            m.desired_machines.labels(p.name).set(plan.desired.get(p.name, 0))
+            m.machine_cap.labels("pool", p.name).set(p.max_machines)
+            m.cap_usage.labels("pool", p.name).set(live / p.max_machines if p.max_machines else 0)
+        m.machine_cap.labels("global", "all").set(self.caps.global_max)
+        m.cap_usage.labels("global", "all").set(
+            ledger.global_live / self.caps.global_max if self.caps.global_max else 0
+        )
+        for app, cap in self.caps.per_app.items():
+            m.machine_cap.labels("app", app).set(cap)
+            m.cap_usage.labels("app", app).set(ledger.app_live.get(app, 0) / cap if cap else 0)
+        stats = getattr(self.governor, "stats", None)
+        if stats is not None:
+            for action, n in list(stats.waiting.items()):
+                m.governor_waiting.labels(action).set(n)
+        waiting: dict[str, int] = {}
+        for d in plan.decisions:
+            self._log_decision(d, leader)
+            m.decisions.labels(d.pool or "(unknown)", d.kind, d.outcome).inc()
+            if d.outcome == "not_taken" and d.reason not in ("no_demand",):
+                m.decisions_not_taken.labels(d.pool or "(unknown)", d.reason).inc()
+                if d.reason == "rate_limit" and d.pool:
+                    waiting[d.pool] = waiting.get(d.pool, 0) + d.count
+        for p in self.policies:
+            m.launches_waiting_budget.labels(p.name).set(waiting.get(p.name, 0))
+
+    async def drain_job_events(self) -> None:
+        """Runners append an event when a job ends; turn them into exact timing metrics."""
+        key = job_events_key(self.settings.redis.prefix)
+        try:
+            raw = await self.redis.lpop(key, 1000)
+        except Exception as exc:
+            log.debug("job events not read", error=str(exc))
+            return
+        for item in raw or ():
+            if not isinstance(item, bytes | str):
+                continue
+            try:
+                ev = json.loads(item)
+                pool = str(ev["pool"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            started, enqueued, finished = (
+                ev.get("started_at"), ev.get("enqueued_at"), ev.get("finished_at")
+            )
+            m = self.metrics
+            m.jobs_finished.labels(pool, "done" if ev.get("outcome") == "ack" else "failed").inc()
+            if isinstance(started, int | float) and isinstance(enqueued, int | float):
+                m.enqueue_to_started.labels(pool).observe(max(0.0, (started - enqueued) / 1e3))
+            if isinstance(started, int | float) and isinstance(finished, int | float):
+                m.job_run.labels(pool).observe(max(0.0, (finished - started) / 1e3))
+
+    def _account_cost(
+        self, machine_id: str, pool: str, size: str, memory_mb: int, now: float
+    ) -> None:
+        last = self._cost_seen.get(machine_id)
+        self._cost_seen[machine_id] = now
+        if last is None:
+            return
+        seconds = max(0.0, now - last)
+        label = size or "shared-cpu-1x"
+        self.metrics.machine_seconds.labels(pool, label).inc(seconds)
+        price = price_per_second(label, memory_mb, self.settings.costs)
+        self.metrics.cost.labels(pool, label).inc(seconds * price)
+
+    def _log_decision(self, d: Decision, leader: bool) -> None:
+        key = (d.pool, d.kind, d.reason)
+        signature = (d.outcome, d.count)
+        changed = self._last_logged.get(key) != signature
+        self._last_logged[key] = signature
+        fields = dict(
+            pool=d.pool, kind=d.kind, outcome=d.outcome, reason=d.reason, count=d.count,
+            inputs=dict(d.inputs), leader=leader,
+        )
+        if d.outcome == "acted" or changed:
+            log.info("decision", message=d.message, **fields)
+        else:
+            log.debug("decision", message=d.message, **fields)
+
+    async def publish_status(
+        self, obs: Observation, plan: Plan, tick_id: str, seconds: float
+    ) -> None:
+        """Write the leader's last tick where ``scaler status`` and ``scaler dev`` read it."""
+        status = {
+            "at": obs.now,
+            "tick": tick_id,
+            "seconds": seconds,
+            "queues": {
+                q: None if v is None else {
+                    "ready": v.ready, "delayed": v.delayed, "in_flight": v.in_flight,
+                    "dead": v.dead, "claimed": v.claimed, "oldest_age_s": v.oldest_ready_age_s,
+                }
+                for q, v in obs.queues.items()
+            },
+            # Counts, not machines: this is written every tick and must stay small at 10k.
+            "machines": {
+                app: None if ms is None else dict(
+                    Counter(f"{mv.pool or '(unknown)'}/{mv.state}" for mv in ms)
+                )
+                for app, ms in obs.machines_by_app.items()
+            },
+            "desired": dict(plan.desired),
+            "inflight": dict(obs.inflight),
+            "decisions": [
+                {"pool": d.pool, "kind": d.kind, "outcome": d.outcome, "reason": d.reason,
+                 "count": d.count, "message": d.message}
+                for d in plan.decisions
+            ],
+            "unknown": dict(self.observer.unknown),
+        }
+        try:
+            await self.redis.set(
+                status_key(self.settings.redis.prefix), json.dumps(status), ex=STATUS_TTL_S
+            )
+        except Exception as exc:
+            log.debug("status not published", error=str(exc))
