@@ -50,3 +50,15 @@ def test_every_path_the_docs_cite_exists() -> None:
         if not (ROOT / cited.rstrip("/")).exists() and "*" not in cited and "{" not in cited
     }
     assert missing == set()
+
+
+def test_every_doc_the_code_cites_exists() -> None:
+    cited = re.compile(r"docs/[\w.-]+\.md")
+    missing = {
+        f"{p.relative_to(ROOT)}: {name}"
+        for p in [*(ROOT / "scaler").rglob("*.py"), *(ROOT / "scaler").rglob("*.md"),
+                  *(ROOT / "tests").glob("*.py")]
+        for name in cited.findall(p.read_text())
+        if not (ROOT / name).exists()
+    }
+    assert missing == set()

@@ -31,10 +31,11 @@ from scaler.local.app import HANDLERS
 
 IMPLEMENTED = sorted(HANDLERS)
 # The lease endpoints answer Fly's real envelope {"status","data"} instead of the spec's flat
-# Lease (fly-api-notes §6/§13): excluded from the response-schema check only.
+# Lease (docs/fly-behaviour.md, "Leases"): excluded from the response-schema check only.
 RESPONSE_SCHEMA_DEVIATIONS = {"Machines_show_lease", "Machines_create_lease"}
-# Error codes Fly answers although the spec does not list them (fly-api-notes §7); any
-# operation may also answer 401 (auth), 404 (unknown app/machine/volume) and 429 (rate limit).
+# Error codes Fly answers although the spec does not list them (docs/fly-behaviour.md, "Status
+# codes"); any operation may also answer 401 (auth), 404 (unknown app/machine/volume) and 429
+# (rate limit).
 ALWAYS = {400, 401, 404, 429}
 EXTRA_STATUS: dict[str, set[int]] = {
     "Apps_delete": {412},

@@ -1,4 +1,4 @@
-"""Per-job pools: launches, claims and their machines (DESIGN.md §3 invariants 1, 2, 4, 5, 6, 7)."""
+"""Per-job pools: launches, claims and their machines (README invariants 1, 2, 4, 5, 6, 7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Property tests: random observations, and the invariants every plan must keep (DESIGN.md §3)."""
+"""Property tests: random observations, and the invariants every plan must keep (the invariants in
+README)."""
 
 from __future__ import annotations
 

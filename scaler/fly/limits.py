@@ -2,8 +2,8 @@
 
 One table serves both sides: the client's governor spends tokens against it before a call, and the
 local Machines API answers 429 from it. Source: "Working with the Machines API" (see
-``fly-api-notes.md`` §8): 1 request/s per action with bursts of 3, scoped per machine or app;
-Get Machine 5 req/s with bursts of 10; app deletions 100 per minute.
+``docs/fly-behaviour.md``, "Rate limits"): 1 request/s per action with bursts of 3, scoped per
+machine or app; Get Machine 5 req/s with bursts of 10; app deletions 100 per minute.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ Enum-like fields (``restart.policy``, ``guest.cpu_kind``, ``state``, ...) are pl
 answers values outside the documented set (``"policy": ""``, ``"cpu_kind": ""``) and a client must
 not reject them. The documented values are listed in each field's description.
 
-Known spec/reality differences handled here (fly-api-notes.md §13): ``autostop`` arrives as a bool
-or a string and is normalised to ``"off" | "stop" | "suspend"``; stop signals may be numbers;
-leases come flat or in a ``{"status", "data"}`` envelope (see :func:`parse_lease`); regions under
-``regions`` or ``Regions``.
+Known spec/reality differences handled here (``docs/fly-behaviour.md``, "Where the spec and Fly
+differ"): ``autostop`` arrives as a bool or a string and is normalised to ``"off" | "stop" |
+"suspend"``; stop signals may be numbers; leases come flat or in a ``{"status", "data"}`` envelope
+(see :func:`parse_lease`); regions under ``regions`` or ``Regions``.
 
 Name clash: :class:`MachineConfig` here is the wire model (``config`` of a create request); the
 seed's friendly builder of the same name is ``scaler.fly.manager.MachineConfig``.

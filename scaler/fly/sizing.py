@@ -1,9 +1,9 @@
 """Machine sizes: Fly's presets and the CPU/memory combinations Fly accepts.
 
-Rules (fly-api-notes.md §9, fly-go ``MachinePresets``): ``shared`` CPUs come in 1, 2, 4, 6 or 8 with
-256 to 2048 MB per CPU in steps of 256 MB; ``performance`` CPUs in 1, 2, 4, 6, 8, 10, 12, 14 or 16
-with 2048 to 8192 MB per CPU in multiples of 256 MB. A preset sets ``cpu_kind``, ``cpus`` and the
-default memory (256 MB per shared CPU, 2048 MB per performance CPU).
+Rules (``docs/fly-behaviour.md``, "Sizing"; fly-go ``MachinePresets``): ``shared`` CPUs come in 1,
+2, 4, 6 or 8 with 256 to 2048 MB per CPU in steps of 256 MB; ``performance`` CPUs in 1, 2, 4, 6, 8,
+10, 12, 14 or 16 with 2048 to 8192 MB per CPU in multiples of 256 MB. A preset sets ``cpu_kind``,
+``cpus`` and the default memory (256 MB per shared CPU, 2048 MB per performance CPU).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ RuntimeName = Literal["process", "sim"]
 
 @dataclass(frozen=True, slots=True)
 class Timings:
-    """How long each transition takes, in seconds (fly-api-notes §10)."""
+    """How long each transition takes, in seconds (docs/fly-behaviour.md, "Timings")."""
 
     create: float = 0.0
     """created -> started (image pull and first boot)."""

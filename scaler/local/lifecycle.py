@@ -1,5 +1,5 @@
-"""The machine state machine (fly-api-notes §5): what each API action does to a machine, the
-asynchronous transitions that follow, restart policies and ``auto_destroy``.
+"""The machine state machine (docs/fly-behaviour.md, "States"): what each API action does to a
+machine, the asynchronous transitions that follow, restart policies and ``auto_destroy``.
 
 Every action validates the current state synchronously (so the HTTP answer is exact) and then
 runs the slow part as a task. Each action bumps ``machine.op``; a task that finds ``op`` changed

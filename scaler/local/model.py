@@ -27,7 +27,7 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 @dataclass(slots=True)
 class Lease:
-    """A machine lease (fly-api-notes §6); ``expires_at`` is Unix seconds."""
+    """A machine lease (docs/fly-behaviour.md, "Leases"); ``expires_at`` is Unix seconds."""
 
     nonce: str
     owner: str

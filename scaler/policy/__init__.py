@@ -1,4 +1,4 @@
-"""The pure planner: ``plan(observation, pools, caps) -> Plan`` (DESIGN.md §2, §3).
+"""The pure planner: ``plan(observation, pools, caps) -> Plan`` (docs/architecture.md).
 
 No I/O, no clock, no randomness: the same observation always yields the same plan.
 """

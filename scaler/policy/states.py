@@ -32,7 +32,7 @@ WEDGED_AFTER_S: dict[str, float] = {
     "updating": 600.0,
     "replacing": 600.0,
 }
-"""Transient states Fly calls wedged past these durations (fly-api-notes §5.1)."""
+"""Transient states Fly calls wedged past these durations (docs/fly-behaviour.md, "States")."""
 
 
 def is_live(state: str) -> bool:
