@@ -1,7 +1,7 @@
 """P2b warm path: launches per second when a worker pool starts warm stopped machines, against
 creating new ones, in the same run.
 
-This drives the **act step directly**: a :class:`scaler.loop.act.Actor` executes one plan of
+This drives the **act step directly**: a :class:`scaler.loop.act.Executor` executes one plan of
 ``Start`` actions (one per warm machine) and, as the baseline, one plan with a ``Create`` of N
 machines, through the scaler's Fly client, its shared Redis governor and its
 ``max_concurrent_calls`` bound, against the local API with Fly's rate limits ON (sim runtime). Start
@@ -25,7 +25,7 @@ from scaler.fly.client import AsyncFlyClient
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.leader import UNFENCED
 from scaler.local.server import LocalAPIServer
-from scaler.loop.act import Actor
+from scaler.loop.act import Executor
 from scaler.loop.governor import RedisGovernor
 from scaler.loop.machines import worker_request
 from scaler.loop.overlay import Overlay
@@ -63,7 +63,7 @@ async def _act(
     governor = RedisGovernor(redis, settings.redis.prefix)
     fly = AsyncFlyClient(settings.fly.token, base_url=api.url, governor=governor)
     try:
-        actor = Actor(settings, fly, redis, ClaimStore(redis, settings.redis.namespace,
+        executor = Executor(settings, fly, redis, ClaimStore(redis, settings.redis.namespace,
                                                        settings.redis.prefix),
                       Metrics(), Overlay())
         starts = Plan(actions=tuple(
@@ -71,10 +71,10 @@ async def _act(
             for mid in warm
         ))
         t0 = time.monotonic()
-        warm_report = await actor.execute(starts, {}, UNFENCED, time.monotonic() + 300)
+        warm_report = await executor.execute(starts, {}, UNFENCED, time.monotonic() + 300)
         warm_s = time.monotonic() - t0
         t0 = time.monotonic()
-        create_report = await actor.execute(
+        create_report = await executor.execute(
             Plan(actions=(Create(POOL, app, creates),)), {}, UNFENCED, time.monotonic() + 300
         )
         create_s = time.monotonic() - t0

@@ -116,7 +116,7 @@ class InProcessScaler:
     async def stop(self) -> None:
         """Shut down as on SIGTERM: wait (bounded) for calls in flight, release the lease."""
         with contextlib.suppress(Exception):
-            await self.reconciler.actor.drain(wait_s=5)
+            await self.reconciler.executor.drain(wait_s=5)
         with contextlib.suppress(Exception):
             await self.lease.release()
         await self._close()

@@ -16,7 +16,7 @@ from scaler.fly.client import AsyncFlyClient
 from scaler.fly.retry import RetryPolicy
 from scaler.jobs.claims import ClaimStore, claims_key
 from scaler.jobs.leader import UNFENCED
-from scaler.loop.act import Actor
+from scaler.loop.act import Executor
 from scaler.loop.governor import MemoryGovernor
 from scaler.loop.overlay import Overlay
 from scaler.policy.types import Launch, Plan
@@ -40,10 +40,10 @@ async def _launch(redis_url: str, prefix: str, fly: AsyncFlyClient,
     enqueue(redis_url, prefix, f"{prefix}fs", "q", "record", "k", "v", **options)
     r = aioredis.Redis.from_url(redis_url)
     metrics = Metrics()
-    actor = Actor(settings, fly, r, ClaimStore(r, prefix, f"{prefix}fs"), metrics, Overlay())
+    executor = Executor(settings, fly, r, ClaimStore(r, prefix, f"{prefix}fs"), metrics, Overlay())
     plan = Plan(actions=(Launch("jobs", "app", "q", 1),))
-    await actor.execute(plan, {}, UNFENCED, time.monotonic() + 10)
-    await actor.drain(wait_s=10)
+    await executor.execute(plan, {}, UNFENCED, time.monotonic() + 10)
+    await executor.drain(wait_s=10)
     await r.aclose()
     return metrics
 

@@ -116,7 +116,7 @@ async def test_a_create_retrying_429s_stops_when_the_lease_is_lost(
     rec = Reconciler(settings, fly, r, MemoryGovernor(), metrics, fence=lambda: current[0],
                      list_interval=0.0)
     await rec.tick()
-    await rec.actor.drain(wait_s=5)
+    await rec.executor.drain(wait_s=5)
     assert fake.creates == 1  # the retry was not sent: the fence was gone
     assert metrics.registry.get_sample_value(
         "fly_scaler_tick_errors_total", {"stage": "fenced"}) == 1.0  # retrieved and counted
@@ -180,7 +180,7 @@ async def test_slow_creates_never_take_a_pool_past_its_cap(
         assert most == 2
         assert len(machines(api, app, include_deleted=True)) <= 2
     finally:
-        await rec.actor.drain(wait_s=10)
+        await rec.executor.drain(wait_s=10)
         await fly.aclose()
 
 
@@ -228,7 +228,7 @@ async def test_refused_creates_back_off_and_claim_no_more_than_the_cap(
     r = redis_client(redis_url)
     for _ in range(60):  # 30 s of ticks every 0.5 s
         await rec.tick()
-        await rec.actor.drain(wait_s=5)
+        await rec.executor.drain(wait_s=5)
         assert len(_claims(r, redis_prefix, "q")) == 1
         clock.t += 0.5
     gaps = [b - a for a, b in itertools.pairwise(creates)]

@@ -114,7 +114,7 @@ async def test_a_capped_launch_is_a_logged_decision_with_its_inputs(
     assert _gauge(rec.metrics, "fly_scaler_queue_messages", queue=w["queue"],
                   state="ready") == 3.0
     assert len(machines(w["api"], w["app"])) == 1
-    await rec.actor.drain(wait_s=10)
+    await rec.executor.drain(wait_s=10)
 
 
 @pytest.mark.parametrize("trigger", ["event", "resync"])
@@ -141,7 +141,7 @@ async def test_scaler_status_prints_the_leaders_last_tick(
         enqueue(redis_url, s.redis.namespace, s.redis.prefix, w["queue"], "record", "k", str(i))
     rec = _reconciler(s, redis_url)
     await rec.tick()
-    await rec.actor.drain(wait_s=10)
+    await rec.executor.drain(wait_s=10)
     config = tmp_path / "scaler.toml"
     config.write_text(
         f'[redis]\nurl = "{redis_url}"\nnamespace = "{s.redis.namespace}"\n'
@@ -207,7 +207,7 @@ async def test_a_worker_pool_scales_on_a_promql_query(
         rec = Reconciler(settings, fly, aioredis.Redis.from_url(redis_url), MemoryGovernor(),
                          Metrics(), prometheus=reader, list_interval=0.0)
         result = await rec.tick()
-        await rec.actor.drain(wait_s=10)
+        await rec.executor.drain(wait_s=10)
         await reader.aclose()
     assert result.observation.metric_values == {"reports": 3.0}
     assert result.plan.desired["reports"] == 2  # ceil(3 / 1.5)

@@ -62,7 +62,7 @@ from scaler.policy.types import (
 )
 from scaler.telemetry.metrics import Metrics
 
-__all__ = ["CREATE_WINDOW_S", "ActReport", "Actor"]
+__all__ = ["CREATE_WINDOW_S", "ActReport", "Executor"]
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +94,7 @@ class ActReport:
     launched: list[str] = field(default_factory=list)  # machine names created or resolved
 
 
-class Actor:
+class Executor:
     """Executes plans. Keeps the tasks still running and the overlay the observer reads."""
 
     def __init__(

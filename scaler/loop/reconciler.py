@@ -23,7 +23,7 @@ from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
-from scaler.loop.act import Actor, ActReport
+from scaler.loop.act import ActReport, Executor
 from scaler.loop.governor import RateGovernor
 from scaler.loop.machines import pool_policy
 from scaler.loop.observe import Observer
@@ -85,7 +85,7 @@ class Reconciler:
             inflight=self.inflight, clock=clock, list_interval=list_interval,
             prometheus=prometheus,
         )
-        self.actor = Actor(
+        self.executor = Executor(
             settings, fly, redis, self.claims, metrics, self.overlay, self.inflight,
             clock=clock, current_fence=fence,
         )
@@ -133,7 +133,7 @@ class Reconciler:
             if leader:
                 t0 = time.monotonic()
                 try:
-                    report = await self.actor.execute(
+                    report = await self.executor.execute(
                         plan, self.observer.claim_objects, fence, deadline
                     )
                 except Fenced:

@@ -123,7 +123,7 @@ class Service:
         else:
             # Creates still running (or retrying 429s) were sent under the lost fence: they stop
             # now, before the next leader can act on the same claims.
-            await self.reconciler.actor.abandon()
+            await self.reconciler.executor.abandon()
 
     def _readiness(self) -> tuple[bool, str]:
         if self.elector.last_error is not None:
@@ -189,7 +189,7 @@ class Service:
         In-flight creates are drained first, while the lease is still held and renewed, so their
         machines are recorded in their claims; what is still running after the drain is abandoned
         before the lease is released, so the next leader never races a create of ours."""
-        await self.reconciler.actor.drain(wait_s=10)
+        await self.reconciler.executor.drain(wait_s=10)
         self.elector.stop()
         if self.http_server is not None:
             self.http_server.should_exit = True
