@@ -59,7 +59,7 @@ class SetupError(Exception):
 
 
 @dataclass(frozen=True)
-class Settings:
+class RunnerSettings:
     """The runner's resolved settings (command line first, then env)."""
 
     actors: str
@@ -129,7 +129,7 @@ def _env_number(
     return value
 
 
-def resolve(args: argparse.Namespace, env: dict[str, str]) -> Settings:
+def resolve(args: argparse.Namespace, env: dict[str, str]) -> RunnerSettings:
     """Merge the command line with env; raise :class:`SetupError` naming what is missing."""
     actors = args.actors or env.get("SCALER_ACTORS", "")
     if not actors:
@@ -147,7 +147,7 @@ def resolve(args: argparse.Namespace, env: dict[str, str]) -> Settings:
     if not launch_raw.isdigit():
         raise SetupError(f"FLY_SCALER_LAUNCH={launch_raw!r} is not a positive integer")
     threads = int(_env_number("FLY_SCALER_THREADS", args.threads, 1, env))
-    return Settings(
+    return RunnerSettings(
         actors=actors,
         drain=drain,
         queue=queue,
@@ -324,7 +324,7 @@ def _retry_redis(call: Callable[[], bool], stop: _Stop) -> bool:
             delay = min(delay * 2, 5.0)
 
 
-def run_bound(settings: Settings, stop: _Stop) -> int:
+def run_bound(settings: RunnerSettings, stop: _Stop) -> int:
     """Run the one claimed message; see the module docstring for exit codes."""
     import dramatiq
     from dramatiq import Worker
@@ -437,7 +437,7 @@ class _Activity:
         return Activity()
 
 
-def run_drain(settings: Settings, stop: _Stop) -> int:
+def run_drain(settings: RunnerSettings, stop: _Stop) -> int:
     """Consume the queues until idle for ``idle_timeout`` seconds, once the worker has run
     ``min_lifetime`` seconds (or until a signal); exit 0."""
     from dramatiq import Worker

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -95,8 +94,3 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def python_executable() -> str:
-    """The interpreter machines run ``python`` with."""
-    return sys.executable

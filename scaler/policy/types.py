@@ -502,10 +502,6 @@ class Plan:
         """The actions of one class, in plan order."""
         return tuple(a for a in self.actions if isinstance(a, kind))
 
-    def for_pool(self, pool: str | None) -> tuple[Action, ...]:
-        """The actions of one pool (``None``: machines whose pool is unknown)."""
-        return tuple(a for a in self.actions if a.pool == pool)
-
     def decisions_for(self, pool: str | None) -> tuple[Decision, ...]:
         """The decisions about one pool."""
         return tuple(d for d in self.decisions if d.pool == pool)
