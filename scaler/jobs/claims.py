@@ -309,31 +309,25 @@ redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
 return 1
 """
 
-# KEYS: fence, claims. ARGV: fence value, rmid, launch, now_ms, window ms.
-# A relaunch is about to send its create: pending until now + window, one more attempt.
-_BEGIN_CREATE = """
+# KEYS: fence, claims. ARGV: fence value, rmid, launch, now_ms, mode, window ms | error.
+# mode 'begin': a relaunch is about to send its create: pending until now + window, one more
+# attempt. mode 'failed': the create certainly made no machine (refused, or abandoned and then not
+# found): the planner backs off from failed_at before the next attempt. Neither touches a claim
+# of another launch or one already bound to a machine.
+_CREATE_STATE = """
 local rec = redis.call('HGET', KEYS[2], ARGV[2])
 if not rec then return 0 end
 local c = cjson.decode(rec)
 if tonumber(c['launch']) ~= tonumber(ARGV[3]) or c['machine_id'] then return 0 end
-c['create_until'] = tonumber(ARGV[4]) + tonumber(ARGV[5])
-c['attempts'] = (tonumber(c['attempts']) or 1) + 1
-c['failed_at'] = nil
-redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
-return 1
-"""
-
-# KEYS: fence, claims. ARGV: fence value, rmid, launch, now_ms, error.
-# The create certainly made no machine (refused, or abandoned and then not found): the planner
-# backs off from failed_at before the next attempt.
-_CREATE_FAILED = """
-local rec = redis.call('HGET', KEYS[2], ARGV[2])
-if not rec then return 0 end
-local c = cjson.decode(rec)
-if tonumber(c['launch']) ~= tonumber(ARGV[3]) or c['machine_id'] then return 0 end
-c['create_until'] = nil
-c['failed_at'] = tonumber(ARGV[4])
-c['last_error'] = ARGV[5]
+if ARGV[5] == 'begin' then
+  c['create_until'] = tonumber(ARGV[4]) + tonumber(ARGV[6])
+  c['attempts'] = (tonumber(c['attempts']) or 1) + 1
+  c['failed_at'] = nil
+else
+  c['create_until'] = nil
+  c['failed_at'] = tonumber(ARGV[4])
+  c['last_error'] = ARGV[6]
+end
 redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
 return 1
 """
@@ -422,8 +416,7 @@ class ClaimStore:
         self._settle = redis.register_script(FENCE_LUA + _SETTLE)
         self._mark = redis.register_script(_MARK)
         self._created = redis.register_script(FENCE_LUA + _CREATED)
-        self._begin_create = redis.register_script(FENCE_LUA + _BEGIN_CREATE)
-        self._create_failed = redis.register_script(FENCE_LUA + _CREATE_FAILED)
+        self._create_state = redis.register_script(FENCE_LUA + _CREATE_STATE)
         self._finish = redis.register_script(_FINISH)
 
     def keys(self, queue: str) -> _Keys:
@@ -609,8 +602,8 @@ class ClaimStore:
         k = self.keys(queue)
         return bool(
             await self._fenced(
-                self._begin_create, fence, [k.claims],
-                [redis_message_id, launch, now_ms, window_ms],
+                self._create_state, fence, [k.claims],
+                [redis_message_id, launch, now_ms, "begin", window_ms],
             )
         )
 
@@ -622,8 +615,8 @@ class ClaimStore:
         k = self.keys(queue)
         return bool(
             await self._fenced(
-                self._create_failed, fence, [k.claims],
-                [redis_message_id, launch, now_ms, error[:500]],
+                self._create_state, fence, [k.claims],
+                [redis_message_id, launch, now_ms, "failed", error[:500]],
             )
         )
 

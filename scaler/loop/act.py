@@ -350,18 +350,12 @@ class Executor:
             self.metrics.enqueue_to_launch.labels(pool_name).observe(
                 max(0.0, sent - claim.enqueued_at / 1000.0)
             )
-        try:
-            created = await self._create(pool, request, claim.redis_message_id, fence)
-        except BaseException:
-            # Cancelled (stepped down, shutdown) or fenced: the create may still land. The claim
-            # keeps its pending window, after which the leader finds the machine by name or
-            # relaunches it under the same name.
-            self.inflight.drop(key)
-            raise
-        self.metrics.launches.labels(pool_name, created.result).inc()
+        # Cancelled (stepped down, shutdown) or fenced, the create may still land: the claim keeps
+        # its pending window, after which the leader finds the machine by name or relaunches it
+        # under the same name.
+        created = await self._create_counted(pool, request, claim.redis_message_id, key, fence,
+                                             report)
         if created.machine_id is not None:
-            self.inflight.returned(key, created.machine_id, self.clock())
-            report.launched.append(claim.machine_name)
             await self.claims.record_machine(
                 claim.queue, claim.redis_message_id, claim.launch, created.machine_id,
                 int(self.clock() * 1000), fence,
@@ -445,16 +439,25 @@ class Executor:
         request = worker_request(pool, self.settings)
         assert request.name is not None
         (key,) = self.inflight.reserve(pool_name, pool.app, self.clock(), [request.name])
+        created = await self._create_counted(pool, request, None, key, fence, report)
+        if created.machine_id is None and created.result == "abandoned":
+            self.inflight.returned(key, None, self.clock())  # counted until a listing settles it
+        elif created.machine_id is None:
+            self.inflight.drop(key)
+
+    async def _create_counted(
+        self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, key: int,
+        fence: Fence | None, report: ActReport,
+    ) -> _Created:
+        """:meth:`_create`, with its in-flight entry and its launch counted: dropped if the call
+        is cancelled or fenced, marked returned once a machine exists."""
         try:
-            created = await self._create(pool, request, None, fence)
+            created = await self._create(pool, request, job, fence)
         except BaseException:
             self.inflight.drop(key)
             raise
-        self.metrics.launches.labels(pool_name, created.result).inc()
+        self.metrics.launches.labels(pool.name, created.result).inc()
         if created.machine_id is not None:
             self.inflight.returned(key, created.machine_id, self.clock())
-            report.launched.append(request.name)
-        elif created.result == "abandoned":
-            self.inflight.returned(key, None, self.clock())
-        else:
-            self.inflight.drop(key)
+            report.launched.append(request.name or "")
+        return created
