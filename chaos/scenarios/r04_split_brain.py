@@ -84,15 +84,26 @@ def run(ctx: ChaosContext) -> ScenarioResult:
 
     claims = claims_key(ctx.prefix, ctx.queue)
 
-    def claimed_not_created() -> bool:
+    def parked() -> bool:
         """The leader claimed a job whose machine does not exist yet, and none of its creates is
-        on the wire (it waits to send or to retry one): a freeze now cannot catch a request
-        half-written, which would reach Fly on resume whatever the scaler checked before."""
+        on the wire (it waits to send or to retry one)."""
         names = {m.get("name") for m in ours(api.machines(app))}
         sending = any(c.get("answered") is None and (c.get("metadata") or {}).get(TAG) == "a"
                       for c in api.creates())
         return not sending and any(json.loads(rec).get("machine_name") not in names
                                    for rec in ctx.redis.hvals(claims))
+
+    def claimed_not_created() -> bool:
+        """:func:`parked`, twice 100 ms apart: the create is waiting on the rate governor or a
+        retry's backoff, not between its last fence check and the socket. A freeze in that last
+        sub-millisecond step sends the request on resume whatever any client checks (only Fly
+        could fence it); such a create was sent under a valid lease, and its deterministic name
+        keeps it from making a second machine (the new leader adopts it or waits out the
+        claim's pending window)."""
+        if not parked():
+            return False
+        time.sleep(0.1)
+        return parked()
 
     result.check(wait_for(claimed_not_created, 20, interval=0.01),
                  "set-up: never saw a job claimed before its machine existed")
