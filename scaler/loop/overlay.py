@@ -8,7 +8,8 @@ explicitly by observe and act.
   returned machine that a listing taken ``consistency_grace`` seconds after the return still lacks
   is taken to be gone already (it finished and destroyed itself). Entries named after a per-job
   claim are not counted here: the claim itself holds the slot (see ``scaler.policy.caps``); they
-  only tell the planner that the claim's create is still under way.
+  only tell the planner that the claim's create is still under way, and count again once the
+  claim has ended (a short job) while no listing shows the machine yet.
 - :class:`Overlay`: starts and destroys sent since the listing was taken, laid over a reused
   listing so that a started machine counts and a destroyed one does not.
 """
@@ -106,12 +107,13 @@ class InFlight:
             )
             if item.returned_at is not None and (
                 visible or listed.taken_at >= item.returned_at + self.consistency_grace
-                or (item.name is not None and item.name in claim_names)
             ):
-                del self._items[key]  # the listing or the claim's own binding counts it now
+                del self._items[key]  # a listing shows it now (or, long after, shows it gone)
                 continue
             if visible or (item.name is not None and item.name in claim_names):
-                continue
+                continue  # the listing counts it, or its claim does while the claim lasts
+            # Kept until a listing shows it, not only until its claim binds it: a short job ends
+            # its claim before a (reused, older) listing shows the machine, which is still live.
             out[item.pool] = out.get(item.pool, 0) + 1
         return out
 
