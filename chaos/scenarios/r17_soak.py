@@ -23,12 +23,13 @@ from pathlib import Path
 
 from chaos.harness import ChaosContext
 from chaos.jobs import Job
-from chaos.measure import all_ran, conclude, wait_for
+from chaos.measure import all_ran, conclude, machines_per_launch, wait_for
 from chaos.procstat import open_fds, rss_bytes
 from chaos.result import ScenarioResult
 
 ID = "R17"
 TITLE = "soak with 1% faults"
+MAX_LAUNCHES = 5
 
 CAP = 4
 ONE_PERCENT = 0.01
@@ -54,7 +55,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     api = ctx.local_api()
     app = api.create_app()
     api.set_faults(FAULTS, seed=17)
-    config = ctx.config(api, [ctx.pool(app, max_machines=CAP, max_launches=5)])
+    config = ctx.config(api, [ctx.pool(app, max_machines=CAP, max_launches=MAX_LAUNCHES)])
     scaler = ctx.start_scaler(config, api, start=False)
     probe = ctx.workdir / "tasks.jsonl"
     scaler.proc.argv[scaler.proc.argv.index("scaler.cli")] = "chaos.probe"
@@ -91,8 +92,16 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     wait_for(lambda: all_ran(ctx, jobs), 30, interval=0.2)
     result.details["all_ran_after_s"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
-    machines = conclude(result, ctx, api, app, jobs, cap=CAP)
+    # Machines crash at boot here on purpose: their jobs are relaunched (a new launch, a new
+    # machine), so invariant 1 is one machine per launch, as in R3 and R8.
+    machines = conclude(result, ctx, api, app, jobs, cap=CAP, max_per_job=MAX_LAUNCHES)
     result.details["drained_after_s"] = round(time.monotonic() - t, 1)
+    duplicates = {f"{job}#{launch}": n for (job, launch), n in machines_per_launch(machines).items()
+                  if n > 1}
+    result.details["relaunched_jobs"] = sum(
+        1 for (_, launch) in machines_per_launch(machines) if launch not in ("1", "None"))
+    result.check(not duplicates, "invariant 1 (one machine per launch): two machines for one "
+                                 f"launch of a job: {duplicates}")
     # The scaler's gauges are refreshed by its ticks: give it a few to see the end state.
     wait_for(lambda: scaler.metric("fly_scaler_live_machines") == 0, 5, interval=0.2)
     created = scaler.metric("fly_scaler_launches_total", result="created") + scaler.metric(
