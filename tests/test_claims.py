@@ -295,3 +295,16 @@ async def test_record_machine_is_fenced(store: ClaimStore, redis_client: redis.R
     redis_client.set(lease, "me:2")
     with pytest.raises(Fenced):
         await store.record_machine(Q, rmid, 1, "m1", NOW, Fence(lease, "me:1", 1))
+
+
+async def test_queues_with_claims_are_remembered_until_their_claims_are_gone(
+    store: ClaimStore, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    enqueue(redis_client, f"{redis_prefix}-ns")
+    [claim] = await store.claim(Q, "ci", 1, NOW, UNFENCED)
+    assert await store.claim_queues() == {Q}
+    await store.forget_queues([Q])  # it still has a claim: kept
+    assert await store.claim_queues() == {Q}
+    await store.give_back(Q, claim.redis_message_id, "test", UNFENCED)
+    await store.forget_queues([Q])
+    assert await store.claim_queues() == set()

@@ -25,8 +25,8 @@ from structlog.testing import capture_logs
 
 from scaler.http.app import QueueInfo, create_http_app, openapi_document
 from scaler.jobs.claims import ClaimStore
+from scaler.jobs.keys import message_record_key as record_key
 from scaler.jobs.leader import UNFENCED
-from scaler.jobs.messages import record_key
 from scaler.local.testing import free_port
 from scaler.secret import Secret
 from scaler.telemetry.metrics import Metrics

@@ -374,6 +374,14 @@ if not mine then return 0 end
 return 1
 """
 
+# KEYS: claim queues, then each queue's claims hash. ARGV: the queues, in the same order.
+_FORGET_QUEUES = """
+for i, q in ipairs(ARGV) do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then redis.call('SREM', KEYS[1], q) end
+end
+return 1
+"""
+
 FinishOutcome = Literal["none", "ack", "nack"]
 
 
@@ -417,6 +425,7 @@ class ClaimStore:
         self._mark = redis.register_script(_MARK)
         self._created = redis.register_script(FENCE_LUA + _CREATED)
         self._create_state = redis.register_script(FENCE_LUA + _CREATE_STATE)
+        self._forget = redis.register_script(_FORGET_QUEUES)
         self._finish = redis.register_script(_FINISH)
 
     def keys(self, queue: str) -> _Keys:
@@ -496,10 +505,13 @@ class ClaimStore:
         return {_text(q) for q in raw}
 
     async def forget_queues(self, queues: Sequence[str]) -> None:
-        """Drop queues from :meth:`claim_queues` whose claims hash is empty (nothing to settle)."""
-        for q in queues:
-            if not await self._redis.exists(claims_key(self.prefix, q)):
-                await self._redis.srem(claim_queues_key(self.prefix), q)
+        """Drop queues from :meth:`claim_queues` whose claims hash is empty (nothing to settle):
+        one script, which checks each hash again, so a claim made meanwhile keeps its queue."""
+        if queues:
+            await self._forget(
+                keys=[claim_queues_key(self.prefix), *(claims_key(self.prefix, q) for q in queues)],
+                args=list(queues),
+            )
 
     async def _settle_call(
         self,

@@ -45,7 +45,7 @@ from dramatiq import Message
 from dramatiq.common import dq_name, q_name
 from dramatiq.encoder import JSONEncoder
 
-from scaler.jobs.claims import claims_key, dead_reasons_key, wake_channel
+from scaler.jobs.keys import QueueKeys, message_record_key, wake_channel
 
 __all__ = [
     "DEFAULT_RECORD_TTL_S",
@@ -54,7 +54,6 @@ __all__ = [
     "MessageState",
     "MessageStore",
     "build_message",
-    "record_key",
 ]
 
 DEFAULT_RECORD_TTL_S = 7 * 24 * 3600
@@ -84,11 +83,6 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return 1
 """
-
-
-def record_key(prefix: str, message_id: str) -> str:  # the contract: scaler.jobs.keys
-    """The Redis key of a message's record: ``{prefix}:msg:{message_id}``."""
-    return f"{prefix}:msg:{message_id}"
 
 
 def build_message(
@@ -197,10 +191,11 @@ class MessageStore:
         """
         queue = q_name(message.queue_name)
         rmid = message.options["redis_message_id"]
-        target = f"{self._ns}:{message.queue_name}"
+        target = QueueKeys(self._ns, self._prefix, message.queue_name)
         delayed = "eta" in message.options
         raw = await self._enqueue(
-            keys=[record_key(self._prefix, message.message_id), target, f"{target}.msgs"],
+            keys=[message_record_key(self._prefix, message.message_id), target.ready,
+                  target.msgs],
             args=[
                 rmid, _ENCODER.encode(message.asdict()), queue, digest,
                 message.options["enqueued_at"], self._ttl + self._delay_s(message),
@@ -222,10 +217,8 @@ class MessageStore:
 
     async def lookup(self, message_id: str) -> MessageState | None:
         """The state of a message enqueued through this store, or None if it has no record."""
-        record = {
-            _s(k): _s(v)
-            for k, v in (await self._redis.hgetall(record_key(self._prefix, message_id))).items()
-        }
+        raw = await self._redis.hgetall(message_record_key(self._prefix, message_id))
+        record = {_s(k): _s(v) for k, v in raw.items()}
         if "queue" not in record:
             return None
         queue, rmid = record["queue"], record.get("redis_message_id", "")
@@ -237,18 +230,18 @@ class MessageStore:
             if found is None:
                 break
             rmid = found
-            await self._relink(keys=[record_key(self._prefix, message_id)], args=[rmid])
+            await self._relink(keys=[message_record_key(self._prefix, message_id)], args=[rmid])
         return MessageState(message_id, queue, "done")
 
     async def _snapshot(self, message_id: str, queue: str, rmid: str) -> MessageState | None:
-        base = f"{self._ns}:{queue}"
+        k = QueueKeys(self._ns, self._prefix, queue)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zscore(f"{base}.XQ", rmid)
-            pipe.hget(dead_reasons_key(self._prefix, queue), rmid)
-            pipe.hget(claims_key(self._prefix, queue), rmid)
-            pipe.hexists(f"{base}.msgs", rmid)
-            pipe.lpos(base, rmid)
-            pipe.hget(f"{base}.DQ.msgs", rmid)
+            pipe.zscore(k.dead, rmid)
+            pipe.hget(k.dead_reasons, rmid)
+            pipe.hget(k.claims, rmid)
+            pipe.hexists(k.msgs, rmid)
+            pipe.lpos(k.ready, rmid)
+            pipe.hget(k.delayed_msgs, rmid)
             dead, reason, claim, in_msgs, position, delayed = await pipe.execute()
 
         def state(name: str, **extra: Any) -> MessageState:
@@ -269,8 +262,8 @@ class MessageStore:
     async def _search(self, message_id: str, queue: str) -> str | None:
         """The current rmid of ``message_id`` in the queue's hashes (see module docstring)."""
         needle = f'"message_id":"{message_id}"'
-        base = f"{self._ns}:{queue}"
-        for key in (f"{base}.XQ.msgs", f"{base}.msgs", f"{base}.DQ.msgs"):
+        k = QueueKeys(self._ns, self._prefix, queue)
+        for key in (k.dead_msgs, k.msgs, k.delayed_msgs):
             async for field, value in self._redis.hscan_iter(key, count=500):
                 text = _s(value)
                 if needle in text and _decode(text).get("message_id") == message_id:

@@ -123,10 +123,6 @@ class Executor:
         self._sem = asyncio.Semaphore(settings.scaler.max_concurrent_calls)
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def running(self) -> int:
-        """Act tasks still running (creates and starts that outlived their tick)."""
-        return sum(not t.done() for t in self._tasks)
-
     async def drain(self, wait_s: float | None = None) -> None:
         """Wait (at most ``wait_s``) for every call still running, then abandon the rest (at
         shutdown, while the lease is still held, so the next leader finds their outcome)."""
@@ -170,7 +166,7 @@ class Executor:
             raise Fenced("the lease this plan was made under is gone: not sending the call")
 
     async def _call(self, fn: Callable[[], Awaitable[Any]], fence: Fence | None) -> Any:
-        self._check_fence(fence)
+        # The engine runs the check before every attempt and after every governor wait.
         async with self._sem:
             with precondition(lambda: self._check_fence(fence)):
                 return await fn()

@@ -52,9 +52,12 @@ log = structlog.get_logger(__name__)
 class _Listing:
     """One app's listing, kept as planner views (small) rather than the wire models (large)."""
 
-    taken_at: float
     views: tuple[MachineView, ...]
-    names: frozenset[str]
+    listed: Listed  # taken_at, names and ids, computed once per listing (not once per tick)
+
+    @property
+    def taken_at(self) -> float:
+        return self.listed.taken_at
 
 
 class Observer:
@@ -265,7 +268,8 @@ class Observer:
             _on_our_clock(v, self.clock_offset) for m in machines
             if (v := machine_view(m, app, scaler_id, self.pools)) is not None
         )
-        listing = _Listing(taken_at=now, views=views, names=frozenset(v.name for v in views))
+        listing = _Listing(views, Listed(now, frozenset(v.name for v in views),
+                                         frozenset(v.id for v in views)))
         self._listings[app] = listing
         return listing
 
@@ -299,7 +303,7 @@ class Observer:
                     v = replace(v, state="starting")
                 views.append(v)
             out[app] = tuple(views)
-            listed[app] = Listed(listing.taken_at, listing.names, {v.id for v in listing.views})
+            listed[app] = listing.listed
         claim_names = {c.machine_name for cs in claims.values() for c in cs or ()}
         inflight = self.inflight.count(listed, claim_names)
         self.overlay.prune(oldest_listing - self.overlay_grace)

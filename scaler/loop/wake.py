@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from scaler.jobs.claims import wake_channel
+from scaler.jobs.keys import QueueKeys, wake_channel
 
 __all__ = ["Waker", "ensure_keyspace_notifications"]
 
@@ -78,7 +78,7 @@ class Waker:
         self._redis = redis
         self.queues = tuple(dict.fromkeys(queues))
         self.channel = wake_channel(prefix)
-        self._by_key = {f"{namespace}:{q}": q for q in self.queues}
+        self._by_key = {QueueKeys(namespace, prefix, q).ready: q for q in self.queues}
         self._watched = set(self.queues)
         self._use_notifications = use_notifications
         self._debounce_s = debounce_s

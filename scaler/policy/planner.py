@@ -134,7 +134,7 @@ def _relaunch(
     app's create budget (the budget over the app's pools that want creates): a pool whose creates
     keep failing never starves the other pools of its app."""
     by_name = {p.name: p for p in pools}
-    share = _fair_shares(pools, relaunch, ledger, obs)
+    share = _fair_shares(pools, by_name, relaunch, ledger, obs)
     used: dict[str, int] = {}
     for name, cs in relaunch.items():
         p = by_name[name]
@@ -161,6 +161,7 @@ def _relaunch(
 
 def _fair_shares(
     pools: Sequence[PoolPolicy],
+    by_name: Mapping[str, PoolPolicy],
     relaunch: Mapping[str, list[ClaimView]],
     ledger: Ledger,
     obs: Observation,
@@ -173,8 +174,9 @@ def _fair_shares(
         if relaunch.get(p.name) or ready:
             wanting[p.app] = wanting.get(p.app, 0) + 1
     return {
-        name: -(-ledger.budget.get(p.app, 0) // max(1, wanting.get(p.app, 1)))
-        for name in relaunch if (p := next(x for x in pools if x.name == name))
+        name: -(-ledger.budget.get(app, 0) // max(1, wanting.get(app, 1)))
+        for name in relaunch
+        for app in (by_name[name].app,)
     }
 
 
