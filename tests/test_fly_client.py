@@ -14,9 +14,9 @@ import pytest
 from scaler.fly import (
     AsyncFlyClient,
     FlyClient,
+    FlyMachineConfig,
     Lease,
     Machine,
-    MachineConfig,
     RetryPolicy,
     StartResponse,
     Volume,
@@ -147,14 +147,14 @@ OPS: list[tuple[str, Callable[[Any], Any], str, str, Q, Any, dict[str, str], typ
     ("list_machines_one_state", lambda c: c.list_machines("a1", state="started"), "GET",
      "/v1/apps/a1/machines", [("state", "started")], None, {}, list),
     ("create_machine", lambda c: c.create_machine(
-        "a1", MachineConfig(image="nginx"), name="n1", region="iad", skip_launch=True,
+        "a1", FlyMachineConfig(image="nginx"), name="n1", region="iad", skip_launch=True,
         lease_ttl=30, skip_service_registration=True), "POST", "/v1/apps/a1/machines", [],
      {"config": {"image": "nginx"}, "name": "n1", "region": "iad", "skip_launch": True,
       "lease_ttl": 30, "skip_service_registration": True}, {}, Machine),
     ("get_machine", lambda c: c.get_machine("a1", "m1", include_leases=True), "GET",
      "/v1/apps/a1/machines/m1", [("include_leases", "true")], None, {}, Machine),
     ("update_machine", lambda c: c.update_machine(
-        "a1", "m1", MachineConfig(image="nginx:2"), current_version="v1", skip_launch=True,
+        "a1", "m1", FlyMachineConfig(image="nginx:2"), current_version="v1", skip_launch=True,
         nonce="n0"), "POST", "/v1/apps/a1/machines/m1", [],
      {"config": {"image": "nginx:2"}, "current_version": "v1", "skip_launch": True},
      {"fly-machine-lease-nonce": "n0"}, Machine),
@@ -503,7 +503,7 @@ async def test_a_call_may_bring_its_own_retry_policy() -> None:
     rec = Recorder(*[httpx.Response(429, headers={"retry-after": "0"})] * 10)
     async with fast_client(rec, retry=RetryPolicy(max_attempts=8, max_elapsed=1000)) as fly:
         with pytest.raises(fe.RateLimited):
-            await fly.create_machine("a1", MachineConfig(image="x"), name="n",
+            await fly.create_machine("a1", FlyMachineConfig(image="x"), name="n",
                                      retry=RetryPolicy(max_attempts=2))
     assert len(rec.requests) == 2  # not the client's 8
 
@@ -647,7 +647,7 @@ class FakeFly:
 async def test_create_answered_408_is_found_by_name() -> None:
     fly = FakeFly(create_then=httpx.Response(408, json={"error": "deadline exceeded"}))
     async with fast_client(fly) as client:
-        machine = await client.create_machine("a1", MachineConfig(image="x"), name="job-1")
+        machine = await client.create_machine("a1", FlyMachineConfig(image="x"), name="job-1")
     assert (machine.id, machine.name) == ("m1", "job-1")
     assert fly.posts() == 1 and len(fly.machines) == 1
     lookup = fly.requests[1]
@@ -657,7 +657,7 @@ async def test_create_answered_408_is_found_by_name() -> None:
 
 async def test_create_with_dropped_connection_is_found_by_metadata() -> None:
     fly = FakeFly(create_then=httpx.ReadError)
-    config = MachineConfig(image="x", metadata={"fly_scaler_job": "j-42", "pool": "ci"})
+    config = FlyMachineConfig(image="x", metadata={"fly_scaler_job": "j-42", "pool": "ci"})
     async with fast_client(fly) as client:
         machine = await client.create_machine("a1", config)
     assert machine.id == "m1" and fly.posts() == 1
@@ -668,7 +668,7 @@ async def test_create_with_dropped_connection_is_found_by_metadata() -> None:
 async def test_create_that_did_not_happen_is_retried_once_not_found() -> None:
     fly = FakeFly(create_fault=lambda r: httpx.Response(503, json={"error": "unavailable"}))
     async with fast_client(fly) as client:
-        machine = await client.create_machine("a1", MachineConfig(image="x"), name="job-2")
+        machine = await client.create_machine("a1", FlyMachineConfig(image="x"), name="job-2")
     assert machine.name == "job-2"
     assert [r.method for r in fly.requests] == ["POST", "GET", "POST"]
     assert len(fly.machines) == 1
@@ -678,7 +678,7 @@ async def test_create_without_name_or_metadata_is_ambiguous() -> None:
     fly = FakeFly(create_then=httpx.Response(408))
     async with fast_client(fly) as client:
         with pytest.raises(fe.AmbiguousCreate, match="no name or metadata"):
-            await client.create_machine("a1", MachineConfig(image="x"))
+            await client.create_machine("a1", FlyMachineConfig(image="x"))
     assert fly.posts() == 1
 
 
@@ -686,7 +686,7 @@ async def test_create_whose_lookup_fails_is_ambiguous() -> None:
     rec = Recorder(httpx.Response(500), *[httpx.Response(401)] * 3)
     async with fast_client(rec) as client:
         with pytest.raises(fe.AmbiguousCreate, match="looking it up by name 'job-3' failed"):
-            await client.create_machine("a1", MachineConfig(image="x"), name="job-3")
+            await client.create_machine("a1", FlyMachineConfig(image="x"), name="job-3")
     assert [r.method for r in rec.requests] == ["POST", "GET"]
 
 
@@ -701,7 +701,7 @@ async def test_a_conflict_after_an_unknown_outcome_is_resolved_by_lookup() -> No
 
     rec = Recorder(*[handler] * 4)
     async with fast_client(rec) as client:
-        machine = await client.create_machine("a1", MachineConfig(image="x"), name="web-1")
+        machine = await client.create_machine("a1", FlyMachineConfig(image="x"), name="web-1")
     assert machine.id == "m1"
     assert [r.method for r in rec.requests] == ["POST", "GET", "POST", "GET"]
 
@@ -710,7 +710,7 @@ async def test_a_plain_create_conflict_is_not_looked_up() -> None:
     rec = Recorder(httpx.Response(409, json={"error": "taken"}))
     async with fast_client(rec) as client:
         with pytest.raises(fe.Conflict):
-            await client.create_machine("a1", MachineConfig(image="x"), name="web-1")
+            await client.create_machine("a1", FlyMachineConfig(image="x"), name="web-1")
     assert len(rec.requests) == 1
 
 
@@ -718,7 +718,7 @@ async def test_sync_client_resolves_creates_too() -> None:
     fly = FakeFly(create_then=httpx.Response(408))
     with FlyClient(CANARY, transport=httpx.MockTransport(fly), governor=FreeGovernor(),
                    uniform=lambda a, b: 0.0) as client:
-        machine = client.create_machine("a1", MachineConfig(image="x"), name="job-9")
+        machine = client.create_machine("a1", FlyMachineConfig(image="x"), name="job-9")
     assert machine.name == "job-9" and fly.posts() == 1
 
 
@@ -733,7 +733,7 @@ async def test_a_burst_of_creates_waits_for_the_governor() -> None:
                          wait_observer=lambda a, s: waits.append((a, s)))
     async with client as fly:
         for n in range(5):
-            await fly.create_machine("a1", MachineConfig(image="x"), name=f"n{n}")
+            await fly.create_machine("a1", FlyMachineConfig(image="x"), name=f"n{n}")
     assert clock.now >= 2.0 - 1e-9
     assert [a for a, _ in waits] == ["Machines_create", "Machines_create"]
 

@@ -14,7 +14,7 @@ from scaler.fly import (
     BadRequest,
     Conflict,
     FlyIOManager,
-    MachineBuilder,
+    FlyMachineConfig,
     MachineConfig,
     NotFound,
     PreconditionFailed,
@@ -35,9 +35,9 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def sleeper(**metadata: str) -> MachineConfig:
+def sleeper(**metadata: str) -> FlyMachineConfig:
     """A machine that runs until stopped."""
-    return MachineConfig(image="local/test:latest", init=SLEEPER, metadata=metadata or None)
+    return FlyMachineConfig(image="local/test:latest", init=SLEEPER, metadata=metadata or None)
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ async def test_errors(fly: AsyncFlyClient, app: str, local_api: Any) -> None:
         await fly.get_machine(app, "0000000000dead")
     assert missing.value.error and missing.value.action == "Machines_show"
     with pytest.raises(BadRequest):
-        await fly.create_machine(app, MachineConfig(env={"A": "1"}))
+        await fly.create_machine(app, FlyMachineConfig(env={"A": "1"}))
     mid = (await fly.create_machine(app, sleeper())).id
     assert mid
     await fly.wait_machine(app, mid, "started", timeout=10)
@@ -211,7 +211,7 @@ def test_the_sync_manager_quick_start(local_api: Any) -> None:
         assert web.config.services[0].internal_port == 3000
         volume = manager.create_volume(name, "data", size_gb=1, region="iad")
         assert volume.name == "data"
-        worker = manager.create_machine(name, MachineBuilder(
+        worker = manager.create_machine(name, MachineConfig(
             image="local/test:latest", name="worker", cpus=2, memory_mb=1024,
             cmd=["python", "-c", "import time; time.sleep(3600)"], restart_policy="always",
         ))

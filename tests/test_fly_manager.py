@@ -1,4 +1,4 @@
-"""The seed's Quick Start conveniences: the MachineConfig builder and FlyIOManager."""
+"""The quick-start conveniences: the MachineConfig builder and the synchronous FlyIOManager."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from scaler.fly import FlyIOManager, Machine, MachineBuilder, SizingError, spec
+import scaler.fly
+from scaler.fly import FlyIOManager, Machine, SizingError, spec
 from scaler.fly import models as m
 from scaler.fly.manager import MachineConfig, web_services
 
@@ -45,11 +46,10 @@ def manager(fly: Fly) -> Iterator[FlyIOManager]:
         yield mgr
 
 
-def test_builder_is_exported_under_a_distinct_name() -> None:
-    assert MachineBuilder is MachineConfig
-    assert (MachineConfig.__module__, m.MachineConfig.__module__) == (
-        "scaler.fly.manager", "scaler.fly.models"
-    )
+def test_one_name_per_class() -> None:
+    assert scaler.fly.MachineConfig is MachineConfig
+    assert scaler.fly.FlyMachineConfig is m.FlyMachineConfig
+    assert not hasattr(m, "MachineConfig")
 
 
 def test_worker_builder_to_request() -> None:
@@ -141,7 +141,7 @@ def test_launch_web_app(manager: FlyIOManager, fly: Fly) -> None:
 def test_create_machine_with_builder_or_wire_config(manager: FlyIOManager, fly: Fly) -> None:
     manager.create_machine("app", MachineConfig(image="w", name="worker", cpus=2, memory_mb=1024))
     assert fly.body()["name"] == "worker"
-    manager.create_machine("app", m.MachineConfig(image="raw"))
+    manager.create_machine("app", m.FlyMachineConfig(image="raw"))
     assert fly.body() == {"config": {"image": "raw"}}
 
 

@@ -144,7 +144,7 @@ def test_unknown_fields_are_kept_and_sent_back() -> None:
 
 
 def test_to_wire_leaves_out_unset_fields() -> None:
-    wire = m.MachineConfig(image="nginx", guest=m.Guest(cpus=2)).to_wire()
+    wire = m.FlyMachineConfig(image="nginx", guest=m.Guest(cpus=2)).to_wire()
     assert wire == {"image": "nginx", "guest": {"cpus": 2}}
 
 
@@ -267,9 +267,9 @@ def test_the_field_walk_notices_a_field_the_spec_lacks() -> None:
     ]
 
 
-def rich_config() -> m.MachineConfig:
-    """A config touching every part of MachineConfig the scaler may send."""
-    return m.MachineConfig(
+def rich_config() -> m.FlyMachineConfig:
+    """A config touching every part of FlyMachineConfig the scaler may send."""
+    return m.FlyMachineConfig(
         image="registry.fly.io/worker:1",
         env={"QUEUE": "default"},
         guest=m.Guest(cpu_kind="performance", cpus=2, memory_mb=4096),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from scaler.fly import AsyncFlyClient, Guest, MachineConfig
+from scaler.fly import AsyncFlyClient, FlyMachineConfig, Guest
 from scaler.fly.sizing import PRESETS, SizingError, guest_for, validate_guest
 
 
@@ -109,9 +109,9 @@ async def test_client_refuses_a_bad_guest_before_calling_fly() -> None:
         return httpx.Response(200, json={})
 
     async with AsyncFlyClient("t", transport=httpx.MockTransport(handler)) as fly:
-        bad = MachineConfig(image="x", guest=Guest(cpu_kind="shared", cpus=1, memory_mb=300))
+        bad = FlyMachineConfig(image="x", guest=Guest(cpu_kind="shared", cpus=1, memory_mb=300))
         with pytest.raises(SizingError, match=r"config\.guest\.memory_mb=300"):
             await fly.create_machine("app", bad)
         with pytest.raises(SizingError, match=r"config\.guest\.cpus=5"):
-            await fly.update_machine("app", "m1", MachineConfig(image="x", guest=Guest(cpus=5)))
+            await fly.update_machine("app", "m1", FlyMachineConfig(image="x", guest=Guest(cpus=5)))
     assert sent == []

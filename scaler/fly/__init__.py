@@ -5,8 +5,9 @@
 - ``scaler.fly.models``: pydantic wire models per the official spec (unknown fields kept).
 - ``scaler.fly.errors``: the documented error hierarchy (:class:`FlyError` and below).
 - ``scaler.fly.sizing``: presets and :func:`guest_for` / :func:`validate_guest`.
-- ``scaler.fly.manager``: the seed's :class:`FlyIOManager` and its ``MachineConfig`` *builder*,
-  exported here as :class:`MachineBuilder` (``scaler.fly.MachineConfig`` is the wire model).
+- ``scaler.fly.manager``: the quick-start conveniences, the synchronous :class:`FlyIOManager`
+  and the flat :class:`MachineConfig` builder (the wire model of a machine's ``config`` is
+  :class:`FlyMachineConfig`).
 """
 
 from scaler.fly.client import AsyncFlyClient, ClientOptions, FlyClient
@@ -29,15 +30,14 @@ from scaler.fly.errors import (
     Unauthorized,
     Unprocessable,
 )
-from scaler.fly.manager import FlyIOManager
-from scaler.fly.manager import MachineConfig as MachineBuilder
+from scaler.fly.manager import FlyIOManager, MachineConfig
 from scaler.fly.models import (
     App,
     CreateMachineRequest,
+    FlyMachineConfig,
     Guest,
     Lease,
     Machine,
-    MachineConfig,
     MachineEvent,
     Region,
     StartResponse,
@@ -61,13 +61,13 @@ __all__ = [
     "FlyClient",
     "FlyError",
     "FlyIOManager",
+    "FlyMachineConfig",
     "FlyTransportError",
     "Forbidden",
     "Guest",
     "InsufficientCapacity",
     "Lease",
     "Machine",
-    "MachineBuilder",
     "MachineConfig",
     "MachineEvent",
     "MachineLimit",

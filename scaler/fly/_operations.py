@@ -25,10 +25,10 @@ from scaler.fly.models import (
     CreateVolumeRequest,
     ExtendVolumeRequest,
     ExtendVolumeResponse,
+    FlyMachineConfig,
     Lease,
     ListAppsResponse,
     Machine,
-    MachineConfig,
     MachineEvent,
     MachineVersion,
     RegionsResponse,
@@ -239,7 +239,7 @@ def _lookup_for(app_name: str, request: CreateMachineRequest) -> Lookup | None:
 
 def _machine_request(
     cls: type[CreateMachineRequest],
-    config: MachineConfig | CreateMachineRequest,
+    config: FlyMachineConfig | CreateMachineRequest,
     overrides: dict[str, Any],
 ) -> CreateMachineRequest:
     base = config if isinstance(config, CreateMachineRequest) else cls(config=config)
@@ -252,7 +252,7 @@ def _machine_request(
 
 def create_machine(
     app_name: str,
-    config: MachineConfig | CreateMachineRequest,
+    config: FlyMachineConfig | CreateMachineRequest,
     *,
     name: str | None = None,
     region: str | None = None,
@@ -295,7 +295,7 @@ def get_machine(
 def update_machine(
     app_name: str,
     machine_id: str,
-    config: MachineConfig | UpdateMachineRequest,
+    config: FlyMachineConfig | UpdateMachineRequest,
     *,
     current_version: str | None = None,
     skip_launch: bool | None = None,

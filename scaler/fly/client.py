@@ -8,7 +8,7 @@ limiting and create resolution behave identically.
 ::
 
     async with AsyncFlyClient() as fly:          # FLY_API_TOKEN, FLY_API_URL from the env
-        m = await fly.create_machine("my-app", MachineConfig(image="nginx"), name="web-1")
+        m = await fly.create_machine("my-app", FlyMachineConfig(image="nginx"), name="web-1")
         await fly.wait_machine("my-app", m.id, "started", timeout=30)
 
     with FlyClient(token="...", base_url="http://_api.internal:4280") as fly:

@@ -1,4 +1,4 @@
-"""Conveniences from the seed notes' Quick Start: a friendly machine builder and a sync manager.
+"""A quick-start builder and a synchronous manager, for creating apps and machines in a few lines.
 
 ::
 
@@ -8,9 +8,8 @@
     manager.create_machine("my-web-app", MachineConfig(image="worker:latest", cpus=2,
                            memory_mb=1024, cmd=["python", "worker.py"], restart_policy="always"))
 
-Name clash: :class:`MachineConfig` here is the *builder* (flat fields, seed-style). The wire model
-of a machine's ``config`` is ``scaler.fly.models.MachineConfig``; :meth:`MachineConfig.to_request`
-turns the builder into a typed ``CreateMachineRequest`` holding one.
+:class:`MachineConfig` takes flat fields; :meth:`MachineConfig.to_request` turns it into the
+typed ``CreateMachineRequest`` whose ``config`` is a :class:`~scaler.fly.models.FlyMachineConfig`.
 """
 
 from __future__ import annotations
@@ -45,7 +44,8 @@ def web_services(internal_port: int) -> list[models.MachineService]:
 
 @dataclass
 class MachineConfig:
-    """A machine described with flat, seed-style fields (a builder, not the wire model).
+    """A machine described with flat fields (image, size, command, env, ports), built into a
+    create request by :meth:`to_request`.
 
     ``port`` adds the standard web services (see :func:`web_services`) unless ``services`` is
     given. ``cpus``/``memory_mb``/``cpu_kind`` are checked against Fly's sizing rules by
@@ -88,7 +88,7 @@ class MachineConfig:
             services = [models.MachineService.model_validate(s) for s in self.services]
         elif self.port is not None:
             services = web_services(self.port)
-        config = models.MachineConfig(
+        config = models.FlyMachineConfig(
             image=self.image,
             guest=guest,
             env=dict(self.env) if self.env else None,
@@ -103,7 +103,7 @@ class MachineConfig:
 
 
 class FlyIOManager:
-    """The seed's synchronous manager, on top of :class:`~scaler.fly.client.FlyClient`.
+    """A synchronous manager for the common cases, on top of :class:`~scaler.fly.client.FlyClient`.
 
     ``api_token`` defaults to ``FLY_API_TOKEN`` and ``base_url`` to ``FLY_API_URL`` (or
     ``https://api.machines.dev``). ``client`` is the underlying FlyClient for everything else.
@@ -122,7 +122,7 @@ class FlyIOManager:
         return self.client.create_app(name, org_slug)
 
     def create_machine(
-        self, app_name: str, config: MachineConfig | models.MachineConfig
+        self, app_name: str, config: MachineConfig | models.FlyMachineConfig
     ) -> models.Machine:
         """Create a machine from the builder (or a wire-model config)."""
         request = config.to_request() if isinstance(config, MachineConfig) else config

@@ -14,9 +14,6 @@ Known spec/reality differences handled here (``docs/fly-behaviour.md``, "Where t
 differ"): ``autostop`` arrives as a bool or a string and is normalised to ``"off" | "stop" |
 "suspend"``; stop signals may be numbers; leases come flat or in a ``{"status", "data"}`` envelope
 (see :func:`parse_lease`); regions under ``regions`` or ``Regions``.
-
-Name clash: :class:`MachineConfig` here is the wire model (``config`` of a create request); the
-seed's friendly builder of the same name is ``scaler.fly.manager.MachineConfig``.
 """
 
 from __future__ import annotations
@@ -46,6 +43,7 @@ __all__ = [
     "ExtendVolumeRequest",
     "ExtendVolumeResponse",
     "File",
+    "FlyMachineConfig",
     "FlyModel",
     "Guest",
     "HTTPHeader",
@@ -56,7 +54,6 @@ __all__ = [
     "ListAppsResponse",
     "Machine",
     "MachineCheck",
-    "MachineConfig",
     "MachineEvent",
     "MachineEventRequest",
     "MachineInit",
@@ -426,8 +423,9 @@ class ContainerConfig(FlyModel):
     healthchecks: list[dict[str, Any]] | None = None
 
 
-class MachineConfig(FlyModel):
-    """``fly.MachineConfig``: everything about a machine; an update replaces it whole.
+class FlyMachineConfig(FlyModel):
+    """The spec's ``fly.MachineConfig``, the ``config`` of a machine: everything about it; an
+    update replaces it whole.
 
     Only ``image`` is required by Fly. ``schedule`` is hourly, daily, weekly or monthly;
     ``size`` (a preset name) and ``disable_machine_autostart`` are deprecated but still read.
@@ -539,8 +537,8 @@ class Machine(FlyModel):
     instance_id: str | None = None
     version: str | None = None
     private_ip: str | None = None
-    config: MachineConfig | None = None
-    incomplete_config: MachineConfig | None = None
+    config: FlyMachineConfig | None = None
+    incomplete_config: FlyMachineConfig | None = None
     image_ref: ImageRef | None = None
     created_at: str | None = None
     updated_at: str | None = None
@@ -562,7 +560,7 @@ class MachineVersion(FlyModel):
     """One entry of a machine's version history."""
 
     version: str | None = None
-    user_config: MachineConfig | None = None
+    user_config: FlyMachineConfig | None = None
 
 
 class WaitResponse(FlyModel):
@@ -614,7 +612,7 @@ def parse_lease(body: Any) -> Lease:
 class CreateMachineRequest(FlyModel):
     """``CreateMachineRequest``. ``lease_ttl`` (seconds) creates the machine already leased."""
 
-    config: MachineConfig
+    config: FlyMachineConfig
     name: str | None = None
     region: str | None = None
     skip_launch: bool | None = None

@@ -19,9 +19,9 @@ from datetime import datetime
 from scaler.config import PoolSpec, Settings
 from scaler.fly.models import (
     CreateMachineRequest,
+    FlyMachineConfig,
     Guest,
     Machine,
-    MachineConfig,
     MachineInit,
     Restart,
     StopConfig,
@@ -107,7 +107,7 @@ def _label(guest: Guest) -> str:
 def _config(
     pool: PoolSpec, settings: Settings, guest: Guest, env: dict[str, str],
     metadata: dict[str, str], *, auto_destroy: bool,
-) -> MachineConfig:
+) -> FlyMachineConfig:
     init = None
     if pool.cmd or pool.entrypoint:
         init = MachineInit(
@@ -117,7 +117,7 @@ def _config(
     meta = dict(pool.metadata)
     meta.update(metadata)
     meta.update({META_SCALER: settings.scaler.id, META_POOL: pool.name, META_SIZE: _label(guest)})
-    return MachineConfig(
+    return FlyMachineConfig(
         image=pool.image,
         env={**pool.env, **env},
         guest=guest,
