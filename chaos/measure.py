@@ -28,6 +28,7 @@ __all__ = [
     "metadata",
     "ours",
     "wait_for",
+    "wait_while_progress",
 ]
 
 GONE = frozenset({"destroying", "destroyed"})
@@ -68,6 +69,27 @@ def wait_for(check: Callable[[], object], timeout: float, interval: float = 0.1)
         if check():
             return True
         if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def wait_while_progress(
+    progress: Callable[[], tuple[bool, int]], stall: float, timeout: float, interval: float = 0.1,
+) -> bool:
+    """Poll ``progress`` (done, units done so far) until done, until no unit was done for
+    ``stall`` seconds, or until ``timeout``; whether it got done. For large batches whose pace is
+    the host's (CPU for the machines' processes), not the scaler's: a stuck scaler stalls, a busy
+    host only goes slower."""
+    start = last = time.monotonic()
+    seen = -1
+    while True:
+        done, units = progress()
+        now = time.monotonic()
+        if done:
+            return True
+        if units != seen:
+            seen, last = units, now
+        if now - last >= stall or now - start >= timeout:
             return False
         time.sleep(interval)
 

@@ -147,3 +147,29 @@ def test_bad_pool_settings_name_the_field() -> None:
         PoolPolicy("p", "elastic", "app", ("q",), 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unique"):
         plan(Observation(now=NOW), [POOL, POOL], Caps(1))
+
+
+def test_allocation_fills_by_live_machines_not_by_increment() -> None:
+    """Under a full global cap a freed slot goes to the pool holding the fewest machines, even when
+    another pool ranks first (its work is older): a head start is not kept forever."""
+    pools = [PoolPolicy(n, "per-job", f"app-{n}", ("q",), 10) for n in "abc"]
+    machines = {
+        f"app-{n}": tuple(
+            MachineView(f"{n}{i}", f"{n}{i}", f"app-{n}", n, "started") for i in range(k)
+        )
+        for n, k in (("a", 4), ("b", 1), ("c", 2))
+    }
+    obs = Observation(now=NOW, machines_by_app=machines,
+                      create_budget={a: 100 for a in machines})
+    ledger = Ledger.from_observation(obs, pools, Caps(9))
+    grants = allocate(
+        [
+            Request("a", "app-a", 50, rank=(-60.0, 0)),
+            Request("b", "app-b", 50, rank=(0.0, 1)),
+            Request("c", "app-c", 50, rank=(-30.0, 2)),
+        ],
+        ledger,
+    )
+    # 2 free slots: b (1 live) first, then b and c tie at 2 and c's work is older.
+    assert {k: g.count for k, g in grants.items()} == {"a": 0, "b": 1, "c": 1}
+    assert grants["a"].limit == "cap_global"

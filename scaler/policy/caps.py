@@ -10,15 +10,18 @@ a Start makes one live, so a Start needs room like a create does (but no create 
 When an app's listing is unknown its live count is taken at its worst case (its app cap, else the
 sum of its pools' ``max_machines``), so the global cap still holds without blocking every other app.
 
-Room is split by max-min fairness (water-filling): every pool with demand gets the same share until
-its demand, its app's room or the global room runs out; single leftover units go to the pool whose
-work waited longest (then pool order). A pool's demand therefore cannot starve another pool.
+Room is split by max-min fairness on live machines (water-filling): a unit of room goes to the pool
+with demand that has the fewest live machines (in-flight launches and held claims included), ties
+to the pool whose work waited longest (then pool order), until its demand, its app's room, its
+app's create tokens or the global room runs out. A pool's demand therefore cannot starve another
+pool, and neither can its head start: when one slot frees under a full global cap, it goes to the
+pool holding the fewest, not back to whichever pool happens to rank first.
 """
 
 from __future__ import annotations
 
+import heapq
 import sys
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -164,8 +167,8 @@ class Ledger:
 class Request:
     """A pool asking for ``want`` more live machines.
 
-    ``free`` of them (served first) need no create token (Starts); ``rank`` orders pools for
-    leftover single units, lowest first.
+    ``free`` of them (served first) need no create token (Starts); ``rank`` breaks ties between
+    pools holding as many machines, lowest first.
     """
 
     pool: str
@@ -230,28 +233,16 @@ def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]
         else:
             budget[r.app] -= k
 
-    active = [r for r in order if rem[r.pool] > 0]
-    while True:
-        active = [r for r in active if can(r)]
-        if not active:
-            break
-        # A level step: every active pool takes `inc` units at the same per-unit cost (nobody
-        # crosses from free units to create tokens inside a step), so all rooms stay exact.
-        inc = min(glob // len(active), min(rem[r.pool] for r in active))
-        for app, n in Counter(r.app for r in active).items():
-            inc = min(inc, app_room[app] // n)
-        for app, n in Counter(r.app for r in active if free_left[r.pool] == 0).items():
-            inc = min(inc, budget[app] // n)
-        for r in active:
-            if free_left[r.pool] > 0:
-                inc = min(inc, free_left[r.pool])
-        if inc >= 1:
-            for r in active:
-                give(r, inc)
-        else:
-            for r in active:
-                if can(r):
-                    give(r, 1)
+    # Water-filling on each pool's level (its live machines plus what it got so far): the lowest
+    # level takes the next unit, ties to the oldest work, so a pool that already holds more of the
+    # shared room waits until the others catch up.
+    heap = [(ledger.live(r.pool), i, r) for i, r in enumerate(order) if rem[r.pool] > 0]
+    heapq.heapify(heap)
+    while heap and glob > 0:
+        level, i, r = heapq.heappop(heap)
+        if can(r):
+            give(r, 1)
+            heapq.heappush(heap, (level + 1, i, r))
 
     grants: dict[str, Grant] = {}
     for r in order:
