@@ -158,3 +158,16 @@ def test_redact_processor_directly() -> None:
     )
     assert event == {"event": "e", "password": MASK, "count": 3, "nested": [MASK]}
     assert redact_text("FlyV1 fm2_abcdef,more") == f"FlyV1 {MASK},more"
+
+
+def test_httpx_request_lines_only_at_debug() -> None:
+    """Per-request lines from httpx are debugging detail: not at info, shown at debug."""
+    for level, shown in (("info", False), ("debug", True)):
+        out = io.StringIO()
+        configure_logging(json=True, level=level, stream=out)
+        logging.getLogger("httpx").info('HTTP Request: GET http://x/v1/apps "HTTP/1.1 200 OK"')
+        logging.getLogger("httpx").warning("a warning still shows")
+        lines = out.getvalue()
+        assert ("HTTP Request" in lines) is shown
+        assert "a warning still shows" in lines
+    logging.getLogger("httpx").setLevel(logging.NOTSET)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import statistics
@@ -55,6 +56,8 @@ Observer = Callable[[str, int | None, float], None]
 """Called after every HTTP attempt: ``(action, status or None on transport error, seconds)``."""
 WaitObserver = Callable[[str, float], None]
 """Called when the rate governor made a call wait: ``(action, seconds waited)``."""
+
+log = logging.getLogger(__name__)
 
 # Errors raised before a single byte could reach Fly: safe to repeat for any operation.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -231,6 +234,10 @@ class Engine:
                 delay = self._next_delay(exc, attempt, started, call.retry)
                 if delay is None:
                     raise
+                # httpx's own request lines are debug only: a retried answer is said here, once
+                # per attempt, with its cause (the caller logs the final failure).
+                log.info("fly call retried: %s %s: %s (attempt %d, next in %.1fs)",
+                         call.method, call.path, exc, attempt, delay)
                 await self._sleep(delay)
 
     def _next_delay(

@@ -146,6 +146,10 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler we installed, so reconfiguring replaces it instead of adding another."""
 
 
+_CHATTY = ("httpx", "httpcore")
+"""Libraries whose info lines are per request: shown only at ``debug``."""
+
+
 def configure_logging(
     *,
     json: bool | None = None,
@@ -196,6 +200,11 @@ def configure_logging(
             h.close()
     root.addHandler(handler)
     root.setLevel(numeric)
+    # One line per HTTP request is debugging detail: at info they were half the log. Fly's errors
+    # are logged by the client with their cause, so nothing an operator needs is lost.
+    for name in _CHATTY:
+        chatty = logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
+        logging.getLogger(name).setLevel(chatty)
 
     structlog.configure(
         processors=[
