@@ -20,7 +20,7 @@ MUTANTS: dict[str, list[Edit]] = {
     # look it up by name or job metadata, its runner may not take an unrecorded claim, names are
     # not deterministic and the create window is 3 s: a restarted scaler creates a second one.
     "no-adopt": [
-        ("scaler/jobs/claims.py", "if owner and owner ~= ARGV[2] then return 0 end",
+        ("scaler/jobs/claim_scripts.py", "if owner and owner ~= ARGV[2] then return 0 end",
          "if owner ~= ARGV[2] then return 0 end"),
         ("scaler/policy/index.py", "    m = idx.by_name.get(c.machine_name)\n",
          "    m = None\n"),
@@ -41,7 +41,7 @@ MUTANTS: dict[str, list[Edit]] = {
     # R3, R8: a job's launches are not counted: a relaunch reuses launch 1 (and its machine
     # name), and max_launches is never reached.
     "launch-not-counted": [
-        ("scaler/jobs/claims.py", "local launch = redis.call('HINCRBY', KEYS[5], mid, 1)",
+        ("scaler/jobs/claim_scripts.py", "local launch = redis.call('HINCRBY', KEYS[5], mid, 1)",
          "local launch = 1 + redis.call('HINCRBY', KEYS[5], mid, 0)"),
     ],
     # R4: a replica that lost its lease keeps acting: its fence never lapses, renewals never
@@ -89,7 +89,7 @@ MUTANTS: dict[str, list[Edit]] = {
     ],
     # R8: a job whose machines keep dying is given back forever, never dead-lettered.
     "never-dead-letter": [
-        ("scaler/jobs/claims.py", "  if launches < tonumber(ARGV[4]) then",
+        ("scaler/jobs/claim_scripts.py", "  if launches < tonumber(ARGV[4]) then",
          "  if true then"),
     ],
     # R9: max_runtime is never enforced.

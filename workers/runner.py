@@ -23,7 +23,8 @@ Exit codes: 0 success (or the claim belongs to someone else: nothing was run), 1
 unknown actor), 128+signal when stopped by SIGTERM/SIGINT in bound mode (the message is left
 claimed, not acked: the scaler gives it back once the machine is gone).
 
-Start-up is kept lean: dramatiq, redis and ``scaler.jobs.claims`` are imported only once needed.
+Start-up is kept lean: dramatiq, redis and ``scaler.jobs.claim_scripts`` are imported only once
+needed.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scaler.jobs.claims import RunnerClaim
+    from scaler.jobs.claim_scripts import RunnerClaim
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_SETUP", "SetupError", "build_parser", "main"]
 
@@ -330,7 +331,7 @@ def run_bound(settings: RunnerSettings, stop: _Stop) -> int:
     from dramatiq import Worker
     from dramatiq.broker import MessageProxy
 
-    from scaler.jobs.claims import RunnerClaim
+    from scaler.jobs.claim_scripts import RunnerClaim
 
     broker = load_broker(settings.actors, settings.namespace)
     q, rmid = settings.queue, settings.message
