@@ -4,7 +4,6 @@ two machines for one launch, nothing is left, and the caps hold."""
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -13,16 +12,8 @@ import httpx
 import pytest
 
 from scaler.local.server import LocalAPIServer
-from tests.scaler_harness import (
-    ScalerHarness,
-    create_app,
-    enqueue,
-    eventually,
-    fly_client,
-    machines,
-    make_settings,
-    redis_client,
-)
+from tests.e2e.world import World
+from tests.scaler_harness import ScalerHarness, create_app, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -34,44 +25,39 @@ FAULTS = {
 
 
 def test_jobs_run_exactly_once_through_api_faults_and_crashes(
-    local_api_factory: Callable[..., LocalAPIServer], redis_url: str, redis_prefix: str
+    local_api_factory: Callable[..., LocalAPIServer], world_on: Callable[..., World]
 ) -> None:
-    api_server = local_api_factory(faults=FAULTS, seed=7)
-    api = fly_client(api_server.url, api_server.token)
-    app = eventually(lambda: _try_create_app(api), timeout=30, what="the app created")
-    queue = f"c{uuid.uuid4().hex[:8]}"
-    ns, prefix = redis_prefix, f"{redis_prefix}fs"
-    r = redis_client(redis_url)
-    settings = make_settings(
-        api_url=api_server.url, token=api_server.token, redis_url=redis_url, namespace=ns,
-        prefix=prefix, app=app, queue=queue, max_machines=4,
-        extra_pool={"max_launches": 10}, scaler={"claim_grace": "1s"},
-    )
-    key = f"{ns}:out"
+    w = world_on(local_api_factory(faults=FAULTS, seed=7), create=_create_app_through_faults)
+    settings = w.settings(max_machines=4, extra_pool={"max_launches": 10},
+                          scaler={"claim_grace": "1s"})
+    key = f"{w.ns}:out"
     n = 12
     for i in range(n):
-        enqueue(redis_url, ns, prefix, queue, "record", key, f"j{i}")
+        w.enqueue("record", key, f"j{i}")
     harness = ScalerHarness(settings).start()
     try:
-        eventually(lambda: r.llen(key) >= n, timeout=150, what="every job ran")
-        api.post("/_admin/faults", json={})  # let the clean-up calls through
-        eventually(lambda: not _live(api, app), timeout=60, what="no machine left")
+        eventually(lambda: w.r.llen(key) >= n, timeout=150, what="every job ran")
+        w.api.post("/_admin/faults", json={})  # let the clean-up calls through
+        eventually(lambda: not _live(w), timeout=60, what="no machine left")
     finally:
         harness.stop()
-    runs = Counter(v.split("@")[0] for v in r.lrange(key, 0, -1))
+    runs = Counter(v.split("@")[0] for v in w.values(key))
     assert runs == Counter({f"j{i}": 1 for i in range(n)}), "a job ran twice or never"
-    all_machines = machines(api, app, include_deleted=True)
+    all_machines = w.machines(include_deleted=True)
     per_launch = Counter(m["name"] for m in all_machines)
     assert max(per_launch.values()) == 1, "one launch of a job got two machines"
-    assert r.zcard(f"{ns}:{queue}.XQ") == 0
+    assert w.r.zcard(f"{w.ns}:{w.queue}.XQ") == 0
 
 
-def _try_create_app(api: httpx.Client) -> str | None:
-    try:
-        return create_app(api)
-    except AssertionError:
-        return None  # a faulted answer: try again
+def _create_app_through_faults(api: httpx.Client) -> str:
+    def attempt() -> str | None:
+        try:
+            return create_app(api)
+        except AssertionError:
+            return None  # a faulted answer: try again
+
+    return eventually(attempt, timeout=30, what="the app created")
 
 
-def _live(api: httpx.Client, app: str) -> list[dict[str, Any]]:
-    return [m for m in machines(api, app) if m["state"] not in ("destroyed", "destroying")]
+def _live(w: World) -> list[dict[str, Any]]:
+    return [m for m in w.machines() if m["state"] not in ("destroyed", "destroying")]

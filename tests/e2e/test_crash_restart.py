@@ -8,17 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scaler.local.server import LocalAPIServer
 from scaler.local.testing import free_port
-from tests.scaler_harness import ROOT, create_app, enqueue, eventually, fly_client, machines
-from tests.scaler_harness import redis_client as rc
+from tests.e2e.world import World
+from tests.scaler_harness import ROOT, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -48,58 +46,56 @@ def _scaler(config: Path, token: str, log: Path) -> subprocess.Popen[bytes]:
 
 
 def test_sigkill_mid_run_then_restart_loses_nothing_and_duplicates_nothing(
-    local_api: LocalAPIServer, redis_url: str, redis_prefix: str, tmp_path: Path
+    world: World, tmp_path: Path
 ) -> None:
-    api = fly_client(local_api.url, local_api.token)
-    app = create_app(api)
-    queue = f"k{uuid.uuid4().hex[:8]}"
-    ns, prefix = redis_prefix, f"{redis_prefix}fs"
+    w = world
     config = tmp_path / "scaler.toml"
     _write_config(
         config,
         {
-            "fly": {"api_url": local_api.url},
-            "redis": {"url": redis_url, "namespace": ns, "prefix": prefix},
+            "fly": {"api_url": w.server.url},
+            "redis": {"url": w.redis_url, "namespace": w.ns, "prefix": w.prefix},
             "scaler": {"resync_interval": "1s", "leader_ttl": "3s", "orphan_grace": "5s"},
             "http": {"host": "127.0.0.1", "port": free_port()},
         },
         {
-            "name": "jobs", "mode": "per-job", "app": app, "queues": [queue], "max_machines": 3,
-            "image": "local/sample:latest", "cmd": ["python", "-m", "workers.runner"],
-            "env": {"SCALER_ACTORS": "tests.apps.sample_tasks", "REDIS_URL": redis_url,
-                    "SAMPLE_QUEUE": queue, "PYTHONPATH": str(ROOT), "FLY_SCALER_PREFIX": prefix},
+            "name": "jobs", "mode": "per-job", "app": w.app, "queues": [w.queue],
+            "max_machines": 3, "image": "local/sample:latest",
+            "cmd": ["python", "-m", "workers.runner"],
+            "env": {"SCALER_ACTORS": "tests.apps.sample_tasks", "REDIS_URL": w.redis_url,
+                    "SAMPLE_QUEUE": w.queue, "PYTHONPATH": str(ROOT),
+                    "FLY_SCALER_PREFIX": w.prefix},
             "boot_timeout": "20s",
         },
     )
-    r = rc(redis_url)
-    key = f"{ns}:out"
+    key = f"{w.ns}:out"
     n = 15
     for i in range(n):
-        enqueue(redis_url, ns, prefix, queue, "sleeper", key, 0.3)
-        r.rpush(f"{ns}:expected", str(i))
+        w.enqueue("sleeper", key, 0.3)
+        w.r.rpush(f"{w.ns}:expected", str(i))
     log = tmp_path / "scaler.log"
-    first = _scaler(config, local_api.token, log)
+    first = _scaler(config, w.server.token, log)
     try:
-        eventually(lambda: r.lrange(key, 0, -1).count("done") >= 3, timeout=60,
+        eventually(lambda: w.values(key).count("done") >= 3, timeout=60,
                    what="some jobs done before the kill")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        second = _scaler(config, local_api.token, log)
+        second = _scaler(config, w.server.token, log)
         try:
-            eventually(lambda: r.lrange(key, 0, -1).count("done") == n, timeout=120,
+            eventually(lambda: w.values(key).count("done") == n, timeout=120,
                        what="every job done after the restart")
-            eventually(lambda: not machines(api, app), timeout=60, what="no machine left")
+            eventually(lambda: not w.machines(), timeout=60, what="no machine left")
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(30) == 0, log.read_text()[-3000:]
     finally:
         if first.poll() is None:
             first.kill()
-    runs = r.lrange(key, 0, -1)
+    runs = w.values(key)
     assert runs.count("start") == n, "a job ran twice or was lost"
     per_job = Counter(
         m["config"]["metadata"]["fly_scaler_job"]
-        for m in machines(api, app, include_deleted=True)
+        for m in w.machines(include_deleted=True)
     )
     assert len(per_job) == n
     assert set(per_job.values()) == {1}, f"a job got two machines: {per_job}"

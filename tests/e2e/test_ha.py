@@ -3,22 +3,10 @@ when the leader goes, the follower takes over."""
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
 import pytest
 
-from scaler.local.server import LocalAPIServer
-from tests.scaler_harness import (
-    ScalerHarness,
-    create_app,
-    enqueue,
-    eventually,
-    fly_client,
-    machines,
-    make_settings,
-    redis_client,
-)
+from tests.e2e.world import World
+from tests.scaler_harness import ScalerHarness, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -32,19 +20,10 @@ def _launches(h: ScalerHarness) -> float:
     return total
 
 
-def test_one_leader_acts_and_a_follower_takes_over(
-    local_api: LocalAPIServer, redis_url: str, redis_prefix: str
-) -> None:
-    api = fly_client(local_api.url, local_api.token)
-    app = create_app(api)
-    queue = f"h{uuid.uuid4().hex[:8]}"
-    ns, prefix = redis_prefix, f"{redis_prefix}fs"
-    settings = make_settings(
-        api_url=local_api.url, token=local_api.token, redis_url=redis_url, namespace=ns,
-        prefix=prefix, app=app, queue=queue, scaler={"leader_ttl": "2s"},
-    )
-    r = redis_client(redis_url)
-    key = f"{ns}:out"
+def test_one_leader_acts_and_a_follower_takes_over(world: World) -> None:
+    w = world
+    settings = w.settings(scaler={"leader_ttl": "2s"})
+    key = f"{w.ns}:out"
     a = ScalerHarness(settings, owner="replica-a").start()
     eventually(lambda: a.service is not None and a.service.elector.is_leader.is_set(),
                timeout=20, what="replica a leads")
@@ -52,8 +31,8 @@ def test_one_leader_acts_and_a_follower_takes_over(
     stopped: list[ScalerHarness] = []
     try:
         for i in range(4):
-            enqueue(redis_url, ns, prefix, queue, "record", key, f"x{i}")
-        eventually(lambda: r.llen(key) == 4, timeout=60, what="first jobs ran")
+            w.enqueue("record", key, f"x{i}")
+        eventually(lambda: w.r.llen(key) == 4, timeout=60, what="first jobs ran")
         assert _launches(a) == 4
         assert _launches(b) == 0  # the follower never acted
         assert b.service is not None
@@ -67,13 +46,13 @@ def test_one_leader_acts_and_a_follower_takes_over(
         eventually(lambda: b.service is not None and b.service.elector.is_leader.is_set(),
                    timeout=20, what="replica b took over")
         for i in range(4, 7):
-            enqueue(redis_url, ns, prefix, queue, "record", key, f"x{i}")
-        eventually(lambda: r.llen(key) == 7, timeout=60, what="later jobs ran")
-        eventually(lambda: not machines(api, app), timeout=30, what="no machine left")
+            w.enqueue("record", key, f"x{i}")
+        eventually(lambda: w.r.llen(key) == 7, timeout=60, what="later jobs ran")
+        eventually(lambda: not w.machines(), timeout=30, what="no machine left")
         assert _launches(b) == 3
     finally:
         for h in (a, b):
             if h not in stopped:
                 h.stop()
-    values: Any = sorted(v.split("@")[0] for v in r.lrange(key, 0, -1))
+    values = sorted(v.split("@")[0] for v in w.values(key))
     assert values == sorted(f"x{i}" for i in range(7))
