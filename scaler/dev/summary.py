@@ -68,13 +68,24 @@ class Summary:
         return max(0, (self.target or 0) - self.jobs)
 
     @property
+    def problems(self) -> list[str]:
+        """Why the run failed, one phrase a cause; empty when it is :attr:`ok`."""
+        counted = (
+            (self.duplicates, "duplicate run(s)"),
+            (self.missing, "job(s) never ran"),
+            (self.failed, "job(s) failed"),
+            (self.unsent, "job(s) never sent"),
+            (self.send_errors, "job(s) could not be sent"),
+            (self.running_left, "machine(s) still running when the run ended"),
+            (self.machines_left, "machine(s) could not be destroyed"),
+        )
+        given = [self.problem] if self.problem is not None else []
+        return given + [f"{n} {what}" for n, what in counted if n]
+
+    @property
     def ok(self) -> bool:
         """Every job ran exactly once, none failed, and no machine was left running or at all."""
-        return (
-            self.problem is None and self.duplicates == 0 and self.missing == 0
-            and self.failed == 0 and self.send_errors == 0 and self.running_left == 0
-            and self.machines_left == 0 and self.unsent == 0
-        )
+        return not self.problems
 
 
 def compute_summary(
@@ -163,28 +174,11 @@ def format_summary(s: Summary) -> str:
     width = max(len(k) for k, _ in rows) + 2
     lines = ["scaler dev summary"]
     lines += [f"  {(k + ':').ljust(width)}{v}" for k, v in rows]
-    reasons = []
-    if s.problem:
-        reasons.append(s.problem)
-    if s.duplicates:
-        reasons.append(f"{s.duplicates} duplicate run(s)")
-    if s.missing:
-        reasons.append(f"{s.missing} job(s) never ran")
-    if s.failed:
-        reasons.append(f"{s.failed} job(s) failed")
-    if s.unsent:
-        reasons.append(f"{s.unsent} job(s) never sent")
-    if s.send_errors:
-        reasons.append(f"{s.send_errors} job(s) could not be sent")
-    if s.running_left:
-        reasons.append(f"{s.running_left} machine(s) still running when the run ended")
-    if s.machines_left:
-        reasons.append(f"{s.machines_left} machine(s) could not be destroyed")
     if not s.checked:
         pending = f"; {s.missing} job(s) had not run yet" if s.missing else ""
         lines.append(f"  result: stopped{pending}")
     elif s.ok:
         lines.append("  result: OK")
     else:
-        lines.append(f"  result: FAILED ({'; '.join(reasons)})")
+        lines.append(f"  result: FAILED ({'; '.join(s.problems)})")
     return "\n".join(lines)
