@@ -16,6 +16,7 @@ from scaler.jobs.claims import (
     RunnerClaim,
     binding_env,
     claims_key,
+    dead_reasons_key,
     launches_key,
     machine_name,
 )
@@ -35,6 +36,14 @@ async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 def store(aredis: aioredis.Redis, redis_prefix: str) -> ClaimStore:
     return ClaimStore(aredis, namespace=f"{redis_prefix}-ns", prefix=redis_prefix)
+
+
+def dead_reason(client: redis.Redis, store: ClaimStore, rmid: str) -> dict[str, object]:
+    """Why the scaler dead-lettered ``rmid``, as the store recorded it (the key contract)."""
+    raw = client.hget(dead_reasons_key(store.prefix, Q), rmid)
+    assert raw is not None
+    record: dict[str, object] = json.loads(raw)
+    return record
 
 
 def enqueue(
@@ -125,17 +134,6 @@ async def test_give_back_restores_head_and_is_idempotent(
     assert again.machine_name.endswith("-2")
 
 
-async def test_give_back_uncount_takes_back_the_launch(
-    store: ClaimStore, redis_client: redis.Redis
-) -> None:
-    rmid, mid = enqueue(redis_client, store.namespace)
-    await store.claim(Q, "ci", 1, NOW, UNFENCED)
-    await store.give_back(Q, rmid, "create refused", UNFENCED, uncount=True)
-    assert await store.launches(Q, mid) == 0
-    [claim] = await store.claim(Q, "ci", 1, NOW, UNFENCED)
-    assert claim.launch == 1
-
-
 async def test_dead_letter_moves_to_xq_with_reason(
     store: ClaimStore, redis_client: redis.Redis
 ) -> None:
@@ -151,8 +149,7 @@ async def test_dead_letter_moves_to_xq_with_reason(
     assert not redis_client.hexists(f"{ns}:{Q}.msgs", rmid)
     assert redis_client.hlen(claims_key(store.prefix, Q)) == 0
     assert not redis_client.hexists(launches_key(store.prefix, Q), mid)
-    reason = await store.dead_reason(Q, rmid)
-    assert reason is not None
+    reason = dead_reason(redis_client, store, rmid)
     assert reason["reason"] == "fly_machine.cpus: 3 not allowed"
     assert reason["message_id"] == mid
     assert await store.dead_letter(Q, rmid, "again", UNFENCED, NOW) == "gone"
@@ -170,9 +167,7 @@ async def test_requeue_until_max_launches_then_dead_letter(
             await store.requeue_or_dead_letter(Q, claim.redis_message_id, "oom", 3, UNFENCED, NOW)
         )
     assert outcomes == ["requeued", "requeued", "dead_lettered"]
-    reason = await store.dead_reason(Q, rmid)
-    assert reason is not None
-    assert reason["reason"] == "oom; gave up after 3 launches"
+    assert dead_reason(redis_client, store, rmid)["reason"] == "oom; gave up after 3 launches"
     assert redis_client.zcard(f"{ns}:{Q}.XQ") == 1
     assert redis_client.llen(f"{ns}:{Q}") == 0
     with pytest.raises(ValueError, match="max_launches"):
@@ -229,23 +224,25 @@ async def test_runner_side_lifecycle(
     assert not runner.mark_running("m1", NOW)
 
 
-async def test_runner_nack_dead_letters_and_async_twins(
+async def test_runner_nack_dead_letters_and_none_only_ends_the_claim(
     store: ClaimStore, redis_client: redis.Redis
 ) -> None:
     ns = store.namespace
     rmid, _ = enqueue(redis_client, ns)
-    await store.claim(Q, "ci", 1, NOW, UNFENCED)
-    assert await store.mark_running(Q, rmid, "m1", NOW)
-    assert await store.heartbeat(Q, rmid, "m1", NOW + 1)
-    runner = RunnerClaim(
-        redis_client, namespace=ns, prefix=store.prefix, queue=Q, redis_message_id=rmid
-    )
+    [claim] = await store.claim(Q, "ci", 1, NOW, UNFENCED)
+    runner = RunnerClaim(redis_client, namespace=ns, prefix=store.prefix, queue=Q,
+                         redis_message_id=rmid, launch=claim.launch)
+    assert runner.mark_running("m1", NOW)
     assert runner.finish("nack", NOW + 5)
     assert redis_client.zscore(f"{ns}:{Q}.XQ", rmid) == NOW + 5
-    other, _ = enqueue(redis_client, ns)
+    other, mid = enqueue(redis_client, ns)
     await store.claim(Q, "ci", 1, NOW, UNFENCED)
-    assert await store.complete(Q, other)
-    assert not await store.complete(Q, other)
+    done = RunnerClaim(redis_client, namespace=ns, prefix=store.prefix, queue=Q,
+                       redis_message_id=other)
+    assert done.finish("none", NOW + 6)
+    assert not done.finish("none", NOW + 7)
+    assert redis_client.hexists(f"{ns}:{Q}.msgs", other)  # "none" leaves the message alone
+    assert not redis_client.hexists(launches_key(store.prefix, Q), mid)
 
 
 def test_binding_env() -> None:
@@ -308,3 +305,26 @@ async def test_queues_with_claims_are_remembered_until_their_claims_are_gone(
     await store.give_back(Q, claim.redis_message_id, "test", UNFENCED)
     await store.forget_queues([Q])
     assert await store.claim_queues() == set()
+
+
+async def test_every_script_changes_only_the_claim_of_its_own_launch(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    rmid, _ = enqueue(redis_client, store.namespace)
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
+    await store.give_back(Q, rmid, "machine_gone", UNFENCED)
+    [newer] = await store.claim(Q, "ci", 1, NOW + 1, UNFENCED)
+    assert newer.launch == 2
+    assert await store.give_back(Q, rmid, "late", UNFENCED, launch=1) == "gone"
+    assert await store.dead_letter(Q, rmid, "late", UNFENCED, NOW, launch=1) == "gone"
+    assert await store.requeue_or_dead_letter(Q, rmid, "late", 3, UNFENCED, NOW, launch=1) == (
+        "gone")
+    assert not await store.record_machine(Q, rmid, 1, "m-old", NOW + 2, UNFENCED)
+    assert not await store.begin_create(Q, rmid, 1, NOW + 2, 30_000, UNFENCED)
+    assert not await store.create_failed(Q, rmid, 1, NOW + 2, "late", UNFENCED)
+    [still] = (await store.list_claims([Q]))[Q]
+    assert still == newer
+    assert await store.create_failed(Q, rmid, 2, NOW + 3, "capacity", UNFENCED)
+    assert await store.begin_create(Q, rmid, 2, NOW + 4, 30_000, UNFENCED)
+    assert await store.record_machine(Q, rmid, 2, "m2", NOW + 5, UNFENCED)
+    assert await store.give_back(Q, rmid, "test", UNFENCED, launch=2) == "requeued"

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from structlog.testing import capture_logs
 
 from scaler.http.app import QueueInfo, create_http_app, openapi_document
-from scaler.jobs.claims import ClaimStore
+from scaler.jobs.claims import ClaimStore, RunnerClaim
 from scaler.jobs.keys import message_record_key as record_key
 from scaler.jobs.leader import UNFENCED
 from scaler.local.testing import free_port
@@ -388,7 +388,7 @@ async def _state(api: httpx.AsyncClient, mid: str) -> dict[str, Any]:
 
 
 async def test_state_queued_claimed_running_done(
-    api: httpx.AsyncClient, aredis: aioredis.Redis, redis_prefix: str
+    api: httpx.AsyncClient, aredis: aioredis.Redis, redis_client: redis.Redis, redis_prefix: str
 ) -> None:
     mid = (await _enqueue(api, {"actor": "work"})).json()["message_id"]
     assert await _state(api, mid) == {"message_id": mid, "queue": "jobs", "state": "queued"}
@@ -397,11 +397,12 @@ async def test_state_queued_claimed_running_done(
     state = await _state(api, mid)
     assert state["state"] == "claimed" and state["machine_name"] == claim.machine_name
     assert state["launch"] == 1
-    assert await claims.mark_running("jobs", claim.redis_message_id, "m-123", now_ms=2000)
+    runner = RunnerClaim(redis_client, namespace=redis_prefix, prefix=redis_prefix, queue="jobs",
+                         redis_message_id=claim.redis_message_id, launch=claim.launch)
+    assert runner.mark_running("m-123", now_ms=2000)
     state = await _state(api, mid)
     assert (state["state"], state["machine_id"]) == ("running", "m-123")
-    await aredis.hdel(f"{redis_prefix}:jobs.msgs", claim.redis_message_id)  # the runner's ack
-    await claims.complete("jobs", claim.redis_message_id)
+    assert runner.finish("ack", now_ms=3000)
     assert (await _state(api, mid))["state"] == "done"
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "CREATE_STATE_LUA",
     "FINISH_LUA",
     "FORGET_QUEUES_LUA",
+    "GUARD_LUA",
     "MARK_LUA",
     "SETTLE_LUA",
     "ClaimKeys",
@@ -30,6 +31,19 @@ __all__ = [
 # --- Lua -------------------------------------------------------------------------------------
 # Message bodies are only ever cjson.decode'd (read); they are never re-encoded, because cjson
 # loses precision on big numbers. Our own claim records are small and safe to re-encode.
+
+GUARD_LUA = """
+local function claim_of(claims, id, launch)
+  local rec = redis.call('HGET', claims, id)
+  if not rec then return nil, false end
+  local c = cjson.decode(rec)
+  return c, launch == nil or launch == '' or tonumber(c['launch']) == tonumber(launch)
+end
+"""
+"""The prologue every claim script starts with (after the fence check, on the scaler side):
+``claim_of(claims key, id, launch)`` is the decoded claim (``nil`` when there is none) and whether
+it is that launch's (``''``: any launch's). Only the claim of the caller's own launch is changed:
+a settlement planned for one launch, or the runner of an older launch, never ends a newer one."""
 
 # KEYS: fence, ready, msgs, claims, launches, claim queues.
 # ARGV: fence value, n, now_ms, pool, queue, app, create window ms.
@@ -70,13 +84,11 @@ return out
 """
 
 # KEYS: fence, ready, msgs, claims, launches, xq, xq msgs, dead reasons.
-# ARGV: fence value, rmid, mode (give_back|dead_letter|auto), max_launches, now_ms, reason, uncount,
-# launch ('' = any). A settlement planned for one launch never ends a newer launch's claim.
+# ARGV: fence value, rmid, mode (give_back|dead_letter|auto), max_launches, now_ms, reason,
+# launch ('' = any).
 SETTLE_LUA = """
-local rec = redis.call('HGET', KEYS[4], ARGV[2])
-if not rec then return 'gone' end
-local claim = cjson.decode(rec)
-if ARGV[8] ~= '' and tonumber(claim['launch']) ~= tonumber(ARGV[8]) then return 'gone' end
+local claim, mine = claim_of(KEYS[4], ARGV[2], ARGV[7])
+if not mine then return 'gone' end
 local mid = claim['message_id']
 local mode = ARGV[3]
 local reason = ARGV[6]
@@ -92,9 +104,6 @@ end
 redis.call('HDEL', KEYS[4], ARGV[2])
 local body = redis.call('HGET', KEYS[3], ARGV[2])
 if mode == 'give_back' then
-  if ARGV[7] == '1' and redis.call('HINCRBY', KEYS[5], mid, -1) <= 0 then
-    redis.call('HDEL', KEYS[5], mid)
-  end
   if body then
     redis.call('LPUSH', KEYS[2], ARGV[2])
     return 'requeued'
@@ -116,10 +125,8 @@ return 'dead_lettered'
 # started_at, refreshes heartbeat_at. A machine of an older launch (its claim was given back and
 # claimed again) never takes the newer launch's claim.
 MARK_LUA = """
-local rec = redis.call('HGET', KEYS[1], ARGV[1])
-if not rec then return 0 end
-local c = cjson.decode(rec)
-if ARGV[4] and ARGV[4] ~= '' and tonumber(c['launch']) ~= tonumber(ARGV[4]) then return 0 end
+local c, mine = claim_of(KEYS[1], ARGV[1], ARGV[4])
+if not mine then return 0 end
 local owner = c['machine_id']
 if owner and owner ~= ARGV[2] then return 0 end
 local now = tonumber(ARGV[3])
@@ -135,10 +142,8 @@ return 1
 # KEYS: fence, claims. ARGV: fence value, rmid, launch, machine_id, now_ms.
 # The create of this claim's machine returned: only that machine may run the job from now on.
 CREATED_LUA = """
-local rec = redis.call('HGET', KEYS[2], ARGV[2])
-if not rec then return 0 end
-local c = cjson.decode(rec)
-if tonumber(c['launch']) ~= tonumber(ARGV[3]) then return 0 end
+local c, mine = claim_of(KEYS[2], ARGV[2], ARGV[3])
+if not mine then return 0 end
 if c['machine_id'] and c['machine_id'] ~= ARGV[4] then return 0 end
 c['machine_id'] = ARGV[4]
 c['updated_at'] = tonumber(ARGV[5])
@@ -154,10 +159,8 @@ return 1
 # found): the planner backs off from failed_at before the next attempt. Neither touches a claim
 # of another launch or one already bound to a machine.
 CREATE_STATE_LUA = """
-local rec = redis.call('HGET', KEYS[2], ARGV[2])
-if not rec then return 0 end
-local c = cjson.decode(rec)
-if tonumber(c['launch']) ~= tonumber(ARGV[3]) or c['machine_id'] then return 0 end
+local c, mine = claim_of(KEYS[2], ARGV[2], ARGV[3])
+if not mine or c['machine_id'] then return 0 end
 if ARGV[5] == 'begin' then
   c['create_until'] = tonumber(ARGV[4]) + tonumber(ARGV[6])
   c['attempts'] = (tonumber(c['attempts']) or 1) + 1
@@ -180,14 +183,8 @@ return 1
 # back while it ran) still acks or nacks: the job did run. It ends the newer claim only when that
 # claim's machine has not started the job, so the job does not run a second time.
 FINISH_LUA = """
-local rec = redis.call('HGET', KEYS[1], ARGV[1])
-local c = nil
-if rec then c = cjson.decode(rec) end
-local mine = true
-if c and ARGV[5] and ARGV[5] ~= '' and tonumber(c['launch']) ~= tonumber(ARGV[5]) then
-  mine = false
-  if c['state'] == 'running' and ARGV[2] == 'none' then return 0 end
-end
+local c, mine = claim_of(KEYS[1], ARGV[1], ARGV[5])
+if c and not mine and c['state'] == 'running' and ARGV[2] == 'none' then return 0 end
 if ARGV[2] == 'ack' then
   redis.call('HDEL', KEYS[3], ARGV[1])
 elseif ARGV[2] == 'nack' then
@@ -257,8 +254,8 @@ class RunnerClaim:
         self.redis_message_id = redis_message_id
         self.launch = launch
         self._launch_arg = "" if launch is None else str(launch)
-        self._mark = client.register_script(MARK_LUA)
-        self._finish = client.register_script(FINISH_LUA)
+        self._mark = client.register_script(GUARD_LUA + MARK_LUA)
+        self._finish = client.register_script(GUARD_LUA + FINISH_LUA)
 
     def mark_running(self, machine_id: str, now_ms: int) -> bool:
         """Record that this machine runs the job; False if the claim is gone, another launch's,

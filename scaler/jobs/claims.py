@@ -34,9 +34,10 @@ Key and identity contract (other modules and the in-machine runner depend on it 
   The Redis URL is the app's own (``REDIS_URL`` from the pool's env or the app's Fly secrets): it
   never goes through the scaler.
 
-Every script the scaler calls (claim, give back, dead-letter, requeue) starts with
-``scaler.jobs.leader.FENCE_LUA`` and raises :class:`scaler.jobs.leader.Fenced` when a newer leader
-exists.
+The scripts themselves are in :mod:`scaler.jobs.claim_scripts`, each after one shared guard
+(:data:`~scaler.jobs.claim_scripts.GUARD_LUA`). Every script the scaler calls (claim, give back,
+dead-letter, requeue, create state) also starts with ``scaler.jobs.leader.FENCE_LUA`` and raises
+:class:`scaler.jobs.leader.Fenced` when a newer leader exists.
 Everything is O(1) per message touched: nothing here scans a queue.
 
 This module is imported by the in-machine runner, so it stays light: ``scaler.jobs.leader``
@@ -55,9 +56,8 @@ from scaler.jobs.claim_scripts import (
     CLAIM_LUA,
     CREATE_STATE_LUA,
     CREATED_LUA,
-    FINISH_LUA,
     FORGET_QUEUES_LUA,
-    MARK_LUA,
+    GUARD_LUA,
     SETTLE_LUA,
     ClaimKeys,
     RunnerClaim,
@@ -202,7 +202,8 @@ def _text(value: str | bytes) -> str:
 
 
 class ClaimStore:
-    """Claims on the scaler side (async, fenced), plus the runner-side calls for async callers.
+    """Claims on the scaler side (async, fenced); the runner's side is
+    :class:`~scaler.jobs.claim_scripts.RunnerClaim`.
 
     Scripts are registered once per store; redis-py loads them with EVALSHA and falls back to a
     load on ``NOSCRIPT``.
@@ -217,13 +218,14 @@ class ClaimStore:
         self._redis = redis
         self.namespace = namespace
         self.prefix = prefix
-        self._claim = redis.register_script(FENCE_LUA + ENQUEUED_AT_LUA + CLAIM_LUA)
-        self._settle = redis.register_script(FENCE_LUA + SETTLE_LUA)
-        self._mark = redis.register_script(MARK_LUA)
-        self._created = redis.register_script(FENCE_LUA + CREATED_LUA)
-        self._create_state = redis.register_script(FENCE_LUA + CREATE_STATE_LUA)
+        def fenced(*body: str) -> Any:
+            return redis.register_script(FENCE_LUA + GUARD_LUA + "".join(body))
+
+        self._claim = fenced(ENQUEUED_AT_LUA, CLAIM_LUA)
+        self._settle = fenced(SETTLE_LUA)
+        self._created = fenced(CREATED_LUA)
+        self._create_state = fenced(CREATE_STATE_LUA)
         self._forget = redis.register_script(FORGET_QUEUES_LUA)
-        self._finish = redis.register_script(FINISH_LUA)
 
     def keys(self, queue: str) -> ClaimKeys:
         """The Redis keys of ``queue`` (dramatiq's and ours)."""
@@ -319,7 +321,6 @@ class ClaimStore:
         fence: Fence | None,
         now_ms: int,
         max_launches: int = 0,
-        uncount: bool = False,
         launch: int | None = None,
     ) -> SettleOutcome:
         k = self.keys(queue)
@@ -327,8 +328,7 @@ class ClaimStore:
             self._settle,
             fence,
             [k.ready, k.msgs, k.claims, k.launches, k.dead, k.dead_msgs, k.dead_reasons],
-            [rmid, mode, max_launches, now_ms, reason, "1" if uncount else "0",
-             "" if launch is None else launch],
+            [rmid, mode, max_launches, now_ms, reason, "" if launch is None else launch],
         )
         result: SettleOutcome = _text(outcome)  # type: ignore[assignment]
         if result != "gone":
@@ -342,18 +342,15 @@ class ClaimStore:
         reason: str,
         fence: Fence | None,
         *,
-        uncount: bool = False,
         launch: int | None = None,
     ) -> SettleOutcome:
         """End a claim and put the message back at the head of the ready list (its old place).
 
-        ``uncount=True`` also takes back the launch (the machine was certainly never created).
         ``launch``: only if the claim is still that launch's. Idempotent: ``"gone"`` when the
         claim no longer exists (or is another launch's) or the body was already acked.
         """
         return await self._settle_call(
-            queue, redis_message_id, "give_back", reason, fence, 0, uncount=uncount,
-            launch=launch,
+            queue, redis_message_id, "give_back", reason, fence, 0, launch=launch
         )
 
     async def dead_letter(
@@ -362,7 +359,7 @@ class ClaimStore:
     ) -> SettleOutcome:
         """End a claim and move its message to ``{q}.XQ`` as dramatiq's nack does.
 
-        The reason goes to ``{p}:dead-reasons:{q}`` (see :meth:`dead_reason`). Idempotent.
+        The reason goes to ``{p}:dead-reasons:{q}``. Idempotent.
         """
         return await self._settle_call(
             queue, redis_message_id, "dead_letter", reason, fence, now_ms, launch=launch
@@ -428,32 +425,3 @@ class ClaimStore:
                 [redis_message_id, launch, now_ms, "failed", error[:500]],
             )
         )
-
-    async def dead_reason(self, queue: str, redis_message_id: str) -> dict[str, Any] | None:
-        """Why the scaler dead-lettered this message, or None."""
-        raw = await self._redis.hget(dead_reasons_key(self.prefix, queue), redis_message_id)
-        return None if raw is None else dict(json.loads(raw))
-
-    async def launches(self, queue: str, message_id: str) -> int:
-        """How many machines were launched for this dramatiq message_id so far."""
-        raw = await self._redis.hget(launches_key(self.prefix, queue), message_id)
-        return 0 if raw is None else int(raw)
-
-    async def mark_running(self, queue: str, rmid: str, machine_id: str, now_ms: int) -> bool:
-        """Runner side: the claim's machine has started. False if the claim is gone or is
-        running on another machine (the caller must not run the job)."""
-        k = self.keys(queue)
-        return bool(await self._mark(keys=[k.claims], args=[rmid, machine_id, now_ms]))
-
-    async def heartbeat(self, queue: str, rmid: str, machine_id: str, now_ms: int) -> bool:
-        """Runner side: refresh ``heartbeat_at`` (the same write as :meth:`mark_running`).
-        False if the claim is gone or not ours."""
-        return await self.mark_running(queue, rmid, machine_id, now_ms)
-
-    async def complete(self, queue: str, rmid: str) -> bool:
-        """Runner side: the job is done (acked or dead-lettered by dramatiq): drop the claim and
-        the launch count. False if there was no claim."""
-        k = self.keys(queue)
-        return bool(await self._finish(keys=k.finish(), args=[rmid, "none", 0]))
-
-
