@@ -28,7 +28,7 @@ from scaler.local.server import LocalAPIServer
 from scaler.loop.act import Executor
 from scaler.loop.governor import RedisGovernor
 from scaler.loop.machines import worker_request
-from scaler.loop.overlay import Overlay
+from scaler.loop.overlay import InFlight, Overlay
 from scaler.policy.types import Create, MachineView, Plan, Start
 from scaler.telemetry.metrics import Metrics
 
@@ -65,7 +65,7 @@ async def _act(
     try:
         executor = Executor(settings, fly, redis, ClaimStore(redis, settings.redis.namespace,
                                                        settings.redis.prefix),
-                      Metrics(), Overlay())
+                      Metrics(), Overlay(), InFlight())
         starts = Plan(actions=tuple(
             Start(POOL, MachineView(id=mid, name=mid, app=app, pool=POOL, state="stopped"))
             for mid in warm

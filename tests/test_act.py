@@ -18,7 +18,7 @@ from scaler.jobs.claims import ClaimStore, claims_key
 from scaler.jobs.leader import UNFENCED
 from scaler.loop.act import Executor
 from scaler.loop.governor import MemoryGovernor
-from scaler.loop.overlay import Overlay
+from scaler.loop.overlay import InFlight, Overlay
 from scaler.policy.types import Launch, Plan
 from scaler.telemetry.metrics import Metrics
 from tests.scaler_harness import enqueue, make_settings, redis_client
@@ -40,7 +40,8 @@ async def _launch(redis_url: str, prefix: str, fly: AsyncFlyClient,
     enqueue(redis_url, prefix, f"{prefix}fs", "q", "record", "k", "v", **options)
     r = aioredis.Redis.from_url(redis_url)
     metrics = Metrics()
-    executor = Executor(settings, fly, r, ClaimStore(r, prefix, f"{prefix}fs"), metrics, Overlay())
+    executor = Executor(settings, fly, r, ClaimStore(r, prefix, f"{prefix}fs"), metrics, Overlay(),
+                        InFlight())
     plan = Plan(actions=(Launch("jobs", "app", "q", 1),))
     await executor.execute(plan, {}, UNFENCED, time.monotonic() + 10)
     await executor.drain(wait_s=10)

@@ -95,7 +95,8 @@ class ActReport:
 
 
 class Executor:
-    """Executes plans. Keeps the tasks still running and the overlay the observer reads."""
+    """Executes plans. Keeps the tasks still running; records what it sent in the loop's
+    ``overlay`` and ``inflight`` (the same objects the observer lays over its listings)."""
 
     def __init__(
         self,
@@ -105,7 +106,7 @@ class Executor:
         claims: ClaimStore,
         metrics: Metrics,
         overlay: Overlay,
-        inflight: InFlight | None = None,
+        inflight: InFlight,
         *,
         clock: Callable[[], float] = time.time,
         current_fence: Callable[[], Fence | None] = lambda: UNFENCED,
@@ -116,7 +117,7 @@ class Executor:
         self.claims = claims
         self.metrics = metrics
         self.overlay = overlay
-        self.inflight = inflight if inflight is not None else InFlight()
+        self.inflight = inflight
         self.clock = clock
         self.current_fence = current_fence
         self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}

@@ -61,7 +61,8 @@ class _Listing:
 
 
 class Observer:
-    """Builds observations; keeps the last Fly listing per app and the act step's overlay."""
+    """Builds observations; keeps the last Fly listing per app and lays the loop's ``overlay``
+    and ``inflight`` (what the act step sent) over them."""
 
     def __init__(
         self,
@@ -71,8 +72,8 @@ class Observer:
         claims: ClaimStore,
         governor: RateGovernor,
         *,
-        overlay: Overlay | None = None,
-        inflight: InFlight | None = None,
+        overlay: Overlay,
+        inflight: InFlight,
         clock: Callable[[], float] = time.time,
         list_interval: float = 0.1,
         max_list_age: float = 5.0,
@@ -88,8 +89,8 @@ class Observer:
         self.list_interval = list_interval
         self.max_list_age = max_list_age
         self.overlay_grace = overlay_grace
-        self.overlay = overlay if overlay is not None else Overlay()
-        self.inflight = inflight if inflight is not None else InFlight()
+        self.overlay = overlay
+        self.inflight = inflight
         self.prometheus = prometheus
         self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}
         self.apps = tuple(dict.fromkeys(p.app for p in settings.pools))
