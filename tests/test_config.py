@@ -363,6 +363,7 @@ def test_check_config_default_path(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SCALER_CONFIG", raising=False)
+    monkeypatch.setenv("FLY_API_TOKEN", CANARY)
     parser = argparse.ArgumentParser()
     check_config.add_arguments(parser)
     assert check_config.run(parser.parse_args([])) == 2

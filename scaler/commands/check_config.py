@@ -23,13 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the understood settings and return 0, or print every problem and return 2."""
+    """Print the understood settings and return 0 (warnings on stderr), or print every problem
+    and return 2. A config without a Fly token is a problem: ``scaler run`` would refuse it."""
     path: Path = args.config or default_config_path(os.environ) or Path("scaler.toml")
     try:
         settings = load_settings(path, os.environ)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    from scaler.config.readiness import missing_token, warnings
+
+    no_token = missing_token(settings)
+    if no_token is not None:
+        print(f"invalid configuration in {path}:\n  - {no_token}", file=sys.stderr)
+        return 2
+    for line in warnings(settings):
+        print(f"warning: {line}", file=sys.stderr)
     print(f"config {path}: OK")
     print(settings.describe())
     return 0

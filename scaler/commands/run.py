@@ -11,10 +11,15 @@ import asyncio
 import signal
 import sys
 
-from scaler.config import ConfigError, default_config_path, load_settings
+import structlog
+
+from scaler.config import ConfigError, Settings, default_config_path, load_settings
+from scaler.config.readiness import missing_token, warnings
 from scaler.telemetry.logging import configure_logging
 
 __all__ = ["add_arguments", "run"]
+
+log = structlog.get_logger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,10 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON lines (production), console (a terminal), or auto")
 
 
-async def _main(settings_path: str | None) -> int:
+async def _main(settings: Settings) -> int:
     from scaler.loop.service import Service
 
-    settings = load_settings(settings_path)
     service = Service(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -45,7 +49,14 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(json=fmt, level=args.log_level)
     path = args.config or default_config_path()
     try:
-        return asyncio.run(_main(str(path) if path else None))
+        settings = load_settings(str(path) if path else None)
     except ConfigError as exc:
         print(f"scaler run: the config is not valid, not starting:\n{exc}", file=sys.stderr)
         return 2
+    no_token = missing_token(settings)
+    if no_token is not None:
+        print(f"scaler run: not starting: {no_token}", file=sys.stderr)
+        return 2
+    for line in warnings(settings):
+        log.warning("config warning", problem=line)
+    return asyncio.run(_main(settings))

@@ -81,7 +81,9 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
         cap = get("max_machines")
         for key in ("min_machines", "warm_machines"):
             n = get(key)
-            if _is_int(n) and _is_int(cap) and n > cap:
+            # A negative cap is reported on its own key; a default the user never wrote is not
+            # "above" anything they could lower.
+            if _is_int(n) and _is_int(cap) and cap >= 0 and key in given and n > cap:
                 problems.append(((key,), f"{n} is above max_machines = {cap}; lower it"))
         scale_on = get("scale_on")
         if scale_on == "prometheus":
@@ -132,6 +134,13 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
                         "(runners do not need it)",
                     )
                 )
+    region = get("region")
+    if isinstance(region, str):
+        from scaler.fly.regions import region_problem
+
+        wrong = region_problem(region)
+        if wrong is not None:
+            problems.append((("region",), wrong))
     sig = get("stop_signal")
     if isinstance(sig, str) and _signal_name(sig) not in _SIGNALS:
         problems.append(
@@ -194,7 +203,7 @@ def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 def _cross_problems(data: Mapping[str, Any]) -> _Found:
     """Checks of one section against another (pools, apps, caps, http), on raw data."""
-    from scaler.config.schema import PoolSpec, ScalerSettings  # see _pool_problems
+    from scaler.config.schema import ScalerSettings  # see _pool_problems
 
     problems: _Found = []
     global_cap = _table(data, "scaler").get(
@@ -208,7 +217,6 @@ def _cross_problems(data: Mapping[str, Any]) -> _Found:
     names: dict[str, int] = {}
     queues: dict[str, tuple[int, str]] = {}
     used_apps: set[str] = set()
-    default_cap = PoolSpec.model_fields["max_machines"].default
     for i, pool in enumerate(pools):
         if not isinstance(pool, Mapping):
             continue
@@ -238,7 +246,9 @@ def _cross_problems(data: Mapping[str, Any]) -> _Found:
                     )
                 else:
                     queues[q] = (i, str(name))
-        cap = pool.get("max_machines", default_cap)
+        # A pool that did not write max_machines takes the default, which the tighter cap simply
+        # limits: only a cap the user wrote can be "above" another.
+        cap = pool.get("max_machines")
         app = pool.get("app")
         if isinstance(app, str):
             used_apps.add(app)

@@ -128,7 +128,14 @@ def load_settings(path: str | Path | None, env: Mapping[str, str] = os.environ) 
         return parse_settings({}, env)
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [
+                f"config file {str(p)!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                f"offset {exc.start}); save it as UTF-8"
+            ]
+        ) from None
     except FileNotFoundError:
         raise ConfigError(
             [

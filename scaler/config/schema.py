@@ -294,7 +294,7 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        problems = _cross_problems(self.model_dump(by_alias=True))
+        problems = _cross_problems(self.model_dump(by_alias=True, exclude_unset=True))
         if problems:
             raise _Problems(problems)
         return self

@@ -75,7 +75,9 @@ def mask_url(url: str) -> str:
     except ValueError:
         return MASK
     if parts.password is None:
-        return url
+        # A URL mistyped so that nothing parses as its password (``redis//:pw@host``) may still
+        # carry one before an ``@``: hide all of that.
+        return f"{MASK}@{url.rpartition('@')[2]}" if "@" in url else url
     user = parts.username or ""
     host = parts.hostname or ""
     if ":" in host:
@@ -103,6 +105,10 @@ def _redis_url(value: Secret) -> Secret:
         )
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError("the URL has no host; e.g. redis://127.0.0.1:6379/0")
+    db = parts.path.strip("/") if parts.scheme != "unix" else ""
+    if db and not db.isdigit():
+        # redis-py would silently use database 0 here.
+        raise ValueError(f"database {db!r} is not a number; e.g. redis://127.0.0.1:6379/0")
     return value
 
 
