@@ -1,1 +1,2 @@
-"""The scaler's HTTP port: metrics, health, and the enqueue API."""
+"""The scaler's HTTP port: metrics, health, and the enqueue API (app, enqueue, openapi, and the
+pieces they share: auth, validation, responses)."""
