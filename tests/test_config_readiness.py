@@ -51,7 +51,7 @@ def test_no_token_is_refused_by_check_config_and_run(
 def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     f = tmp_path / "s.toml"
     f.write_bytes(b'image = "\xff\xfe"\n')
-    with pytest.raises(ConfigError, match="not UTF-8 text .*save it as UTF-8"):
+    with pytest.raises(ConfigError, match=r"not UTF-8 text .*save it as UTF-8"):
         load_settings(f, {})
 
 
@@ -101,3 +101,15 @@ def test_configs_that_do_nothing_are_warned_about(
     rc, out, err = check(f, capsys)
     assert rc == 0 and "OK" in out
     assert f"warning: {warning}" in err
+
+
+def test_a_secret_never_rides_into_machines_under_another_key() -> None:
+    token = "FlyV1 fm2_" + CANARY
+    pool = {"name": "p", "app": "a", "queues": ["q"], "image": "i",
+            "env": {"DEPLOY_KEY": token, "REDIS_URL": f"redis://:{CANARY}@h:6379/0"}}
+    with pytest.raises(ConfigError) as info:
+        parse_settings({"pools": [pool]}, {"FLY_API_TOKEN": token})
+    text = str(info.value)
+    assert "pools[0].env.DEPLOY_KEY: its value holds a secret" in text
+    assert "REDIS_URL" not in text  # runners need Redis: its URL is allowed
+    assert CANARY not in text

@@ -4,7 +4,7 @@ against another. Tolerant of bad types, so they run on raw data as well as on pa
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import (
     BaseModel,
@@ -28,7 +28,7 @@ def _signal_name(value: str) -> str:
     return sig if sig.startswith("SIG") else "SIG" + sig
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

@@ -110,6 +110,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] = os.environ)
         if not root_checked:
             problems.extend(f"{_path(loc)}: {msg}" for loc, msg in _cross_problems(raw))
         raise ConfigError(_dedupe(problems)) from None
+    problems.extend(_secrets_in_machine_env(settings))
     if problems:
         raise ConfigError(problems)
     from scaler.telemetry.logging import register_secret
@@ -117,6 +118,25 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] = os.environ)
     for secret in settings.secrets():
         register_secret(secret)
     return settings
+
+
+def _secrets_in_machine_env(settings: Settings) -> list[str]:
+    """A pool's env goes into every machine it launches: refuse values that carry the Fly token
+    or an enqueue token (under any key), naming the key, never the value. The Redis URL is not
+    refused: runners need it to take their job."""
+    held = [t.get_secret_value() for t in settings.http.enqueue_tokens]
+    if settings.fly.token is not None:
+        held.append(settings.fly.token.get_secret_value())
+    held = [h for h in held if len(h) >= 8]  # a short value would match by accident
+    out = []
+    for i, pool in enumerate(settings.pools):
+        for key, value in pool.env.items():
+            if any(h in value for h in held):
+                out.append(
+                    f"pools[{i}].env.{key}: its value holds a secret of the scaler (the Fly token "
+                    "or an enqueue token), which would reach every machine; remove it"
+                )
+    return out
 
 
 def load_settings(path: str | Path | None, env: Mapping[str, str] = os.environ) -> Settings:
