@@ -714,6 +714,35 @@ async def test_a_plain_create_conflict_is_not_looked_up() -> None:
     assert len(rec.requests) == 1
 
 
+async def test_a_create_that_may_exist_looks_up_a_plain_conflict() -> None:
+    # An earlier process's create of this name landed: the conflict is that machine, not an error.
+    rec = Recorder(httpx.Response(409, json={"error": "taken"}))
+    async with fast_client(rec) as client:
+        machine = await client.create_machine("a1", FlyMachineConfig(image="x"), name="web-1",
+                                              may_exist=True)
+    assert machine.id == "m1"
+    assert [r.method for r in rec.requests] == ["POST", "GET"]
+    assert rec.requests[1].url.params["include_deleted"] == "true"
+
+
+async def test_a_create_that_may_exist_raises_a_conflict_nobody_owns() -> None:
+    rec = Recorder(httpx.Response(409, json={"error": "taken"}), httpx.Response(200, json=[]))
+    async with fast_client(rec) as client:
+        with pytest.raises(fe.Conflict):
+            await client.create_machine("a1", FlyMachineConfig(image="x"), name="web-1",
+                                        may_exist=True)
+    assert [r.method for r in rec.requests] == ["POST", "GET"]
+
+
+async def test_a_create_that_may_exist_does_not_look_up_a_refusal() -> None:
+    rec = Recorder(httpx.Response(422, json={"error": "bad guest"}))
+    async with fast_client(rec) as client:
+        with pytest.raises(fe.Unprocessable):
+            await client.create_machine("a1", FlyMachineConfig(image="x"), name="web-1",
+                                        may_exist=True)
+    assert len(rec.requests) == 1
+
+
 async def test_sync_client_resolves_creates_too() -> None:
     fly = FakeFly(create_then=httpx.Response(408))
     with FlyClient(CANARY, transport=httpx.MockTransport(fly), governor=FreeGovernor(),

@@ -81,6 +81,7 @@ class Call(Generic[T]):
     read_timeout: float | None = None
     lookup: Lookup | None = None
     retry: RetryPolicy | None = None  # overrides the client's policy for this call
+    may_exist: bool = False  # a create whose machine an earlier call may have made already
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -262,6 +263,7 @@ def create_machine(
     skip_secrets: bool | None = None,
     min_secrets_version: int | None = None,
     retry: RetryPolicy | None = None,
+    may_exist: bool = False,
 ) -> Call[Machine]:
     """Create (and unless ``skip_launch``, boot) a machine; keyword arguments override fields of a
     given request. Never repeated blindly: an unknown outcome is looked up by ``name``, or else by
@@ -270,7 +272,9 @@ def create_machine(
     consistent, so a unique ``name`` is the stronger guard: a retried create then gets a conflict,
     which triggers another lookup instead of a duplicate. ``retry`` replaces the client's retry
     policy for this one call (a caller with its own backoff, like the scaler, retries less here:
-    every attempt spends one of the app's create tokens)."""
+    every attempt spends one of the app's create tokens). ``may_exist=True`` says an earlier call
+    (another process, an attempt given up on) may have made this very machine: a conflict (409) is then
+    looked up from the first attempt on, and the machine found is returned, not an error."""
     request = _machine_request(CreateMachineRequest, config, {
         "name": name, "region": region, "skip_launch": skip_launch, "lease_ttl": lease_ttl,
         "skip_service_registration": skip_service_registration, "skip_secrets": skip_secrets,
@@ -279,6 +283,7 @@ def create_machine(
     return Call(
         "POST", f"/v1/apps/{_seg(app_name, 'app_name')}/machines", _model(Machine), Safety.CREATE,
         body=request.to_wire(), lookup=_lookup_for(app_name, request), retry=retry,
+        may_exist=may_exist,
     )
 
 

@@ -220,7 +220,10 @@ class Engine:
             try:
                 return await self._attempt(call)
             except FlyError as exc:
-                conflict = create_unknown and isinstance(exc, Conflict | Unprocessable)
+                # A name conflict may be our own machine: after an unknown outcome (409 or 422),
+                # or from the first attempt when an earlier call may have made it (409).
+                conflict = (create_unknown and isinstance(exc, Conflict | Unprocessable)) or (
+                    call.may_exist and isinstance(exc, Conflict))
                 if call.safety is Safety.CREATE and (is_ambiguous(exc) or conflict):
                     # The machine may exist: find it before anything else is tried.
                     found = await self._resolve_create(call, exc)

@@ -31,7 +31,6 @@ from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient, precondition
 from scaler.fly.errors import (
     BadRequest,
-    Conflict,
     FlyError,
     InsufficientCapacity,
     MachineLimit,
@@ -44,7 +43,7 @@ from scaler.fly.retry import RetryPolicy
 from scaler.jobs.claims import Claim, ClaimStore
 from scaler.jobs.keys import orphans_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
-from scaler.loop.machines import META_JOB, job_guest, per_job_request, worker_request
+from scaler.loop.machines import job_guest, per_job_request, worker_request
 from scaler.loop.overlay import InFlight, Overlay
 from scaler.policy.types import (
     Action,
@@ -379,12 +378,17 @@ class Executor:
     async def _create(
         self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, fence: Fence | None
     ) -> _Created:
-        """Create one machine, resolving a name conflict by looking the machine up. Gives up
-        (``"abandoned"``: the outcome is unknown) after ``CREATE_TIMEOUT_S``."""
+        """Create one machine. A job's machine may exist already under its deterministic name (an
+        earlier create, abandoned or of another leader, landed): the client then looks a name
+        conflict up and returns that machine. Gives up (``"abandoned"``: the outcome is unknown)
+        after ``CREATE_TIMEOUT_S``."""
         try:
             machine = await asyncio.wait_for(
                 self._call(
-                    lambda: self.fly.create_machine(pool.app, request, retry=CREATE_RETRY), fence
+                    lambda: self.fly.create_machine(
+                        pool.app, request, retry=CREATE_RETRY, may_exist=job is not None
+                    ),
+                    fence,
                 ),
                 timeout=CREATE_TIMEOUT_S,
             )
@@ -392,19 +396,6 @@ class Executor:
             log.warning("create abandoned: no answer in time", pool=pool.name, name=request.name,
                         seconds=CREATE_TIMEOUT_S)
             return _Created("abandoned", error="no answer in time")
-        except Conflict:
-            # The deterministic name exists already: a previous create went through.
-            if job is not None:
-                found = await self._call(
-                    lambda: self.fly.list_machines(
-                        pool.app, include_deleted=True, metadata={META_JOB: job}
-                    ),
-                    fence,
-                )
-                named = [m for m in found if m.name == request.name and m.id]
-                if named:
-                    return _Created("resolved_existing", named[0].id)
-            return _Created("failed", error="the name is taken by a machine of another job")
         except RateLimited as exc:
             return _Created("rate_limited", error=str(exc))
         except (InsufficientCapacity, MachineLimit) as exc:
