@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -128,6 +129,8 @@ def test_cli_generates_a_token_and_prints_it(tmp_path: Path) -> None:
         (["--host", "0.0.0.0", "--allow-remote"], "--token"),
         (["--image", "nocommand"], "IMAGE=CMD"),
         (["--faults", "Machines_create.error_rate=5"], "error_rate"),
+        (["--faults", "{bad"], "--faults: "),
+        (["--faults", "@/nonexistent/faults.json"], "--faults @/nonexistent/faults.json: cannot"),
     ],
 )
 def test_cli_refuses_unsafe_or_bad_options(args: list[str], message: str) -> None:
@@ -136,6 +139,17 @@ def test_cli_refuses_unsafe_or_bad_options(args: list[str], message: str) -> Non
     assert proc.returncode == 2
     assert message in err
 
+
+
+def test_a_busy_port_is_named_before_anything_is_printed() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        proc = _start_cli(["--port", str(port)])
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert out == ""  # no "export FLY_API_TOKEN=..." for a server that never answers
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
+    assert "Traceback" not in err
 
 
 def test_the_importable_server_refuses_a_non_loopback_host_too() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import uvicorn
 
 from scaler.local.app import create_app
 from scaler.local.config import LocalAPIConfig, is_loopback
+from scaler.local.faults import FaultSpec
 
 __all__ = ["add_arguments", "run"]
 
@@ -26,8 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="process: machines are local processes; sim: simulated")
     parser.add_argument("--token", default=None,
                         help="bearer token to require (default: a random one, printed)")
-    parser.add_argument("--timings", choices=["fast", "realistic"], default="realistic")
-    parser.add_argument("--rate-limits", choices=["fly", "off"], default="fly")
+    parser.add_argument("--timings", choices=["fast", "realistic"], default="realistic",
+                        help="realistic (default): Fly-like delays (a create takes about 3 s "
+                        "to start); fast: every transition at once, for tests")
+    parser.add_argument("--rate-limits", choices=["fly", "off"], default="fly",
+                        help="fly (default): Fly's per-app limits, answered with 429; off: none")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow a non-loopback --host (requires --token)")
     parser.add_argument("--faults", default=None,
@@ -57,7 +62,19 @@ def run(args: argparse.Namespace) -> int:
         images[image] = cmd.split()
     faults = args.faults
     if faults and faults.startswith("@"):
-        faults = Path(faults[1:]).read_text()
+        try:
+            faults = Path(faults[1:]).read_text()
+        except OSError as exc:
+            print(f"scaler local-api: --faults {args.faults}: cannot read the file: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 2
+    if faults:
+        try:
+            FaultSpec.parse(faults)
+        except ValueError as exc:
+            print(f"scaler local-api: --faults: {exc} (expected JSON, @FILE or "
+                  "OP.field=value,...; see scaler/local/BEHAVIOUR.md)", file=sys.stderr)
+            return 2
     generated = args.token is None
     token = args.token or secrets.token_hex(16)
     try:
@@ -67,10 +84,19 @@ def run(args: argparse.Namespace) -> int:
             faults=faults, seed=args.seed, workdir=args.workdir, images=images,
             sim_run_seconds=args.sim_run_seconds,
         )
-        app = create_app(config)
     except ValueError as exc:
         print(f"scaler local-api: {exc}", file=sys.stderr)
         return 2
+    # Bind before printing anything: a busy port must not first print an export line for a
+    # server that never answers.
+    try:
+        sock = socket.create_server((args.host, args.port))
+    except OSError as exc:
+        print(f"scaler local-api: cannot listen on {args.host}:{args.port}: "
+              f"{exc.strerror or exc}; stop what uses it or pick another with --port",
+              file=sys.stderr)
+        return 2
+    app = create_app(config)
     url = f"http://{args.host}:{args.port}"
     print(f"local Machines API on {url} (runtime={args.runtime}, timings={args.timings}, "
           f"rate limits={args.rate_limits}); machine files in {app.workdir}")
@@ -87,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-        await server.serve()
+        await server.serve(sockets=[sock])
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
