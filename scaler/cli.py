@@ -22,7 +22,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(prog="scaler", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="scaler",
+        description="fly-scaler: launch Fly Machines for queued dramatiq jobs, within caps and "
+        "Fly's rate limits. Start with `scaler dev` (everything on this machine); "
+        "`scaler COMMAND --help` for a command's options.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

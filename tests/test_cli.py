@@ -27,6 +27,11 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in SUBCOMMANDS:
         assert name in out
+    assert "``" not in out  # plain text, not the module docstring's markup
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert "``" not in capsys.readouterr().out, name
 
 
 def test_run_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:
