@@ -273,8 +273,8 @@ def create_machine(
     which triggers another lookup instead of a duplicate. ``retry`` replaces the client's retry
     policy for this one call (a caller with its own backoff, like the scaler, retries less here:
     every attempt spends one of the app's create tokens). ``may_exist=True`` says an earlier call
-    (another process, an attempt given up on) may have made this very machine: a conflict (409) is then
-    looked up from the first attempt on, and the machine found is returned, not an error."""
+    (another process, an attempt given up on) may have made this very machine: a conflict (409)
+    is then looked up from the first attempt on, and the machine found is returned."""
     request = _machine_request(CreateMachineRequest, config, {
         "name": name, "region": region, "skip_launch": skip_launch, "lease_ttl": lease_ttl,
         "skip_service_registration": skip_service_registration, "skip_secrets": skip_secrets,
