@@ -1,4 +1,4 @@
-"""The ``scaler`` command: ``run | dev | local-api | status | check-config | init``.
+"""The ``scaler`` command: ``run | dev | local-api | status | jobs | check-config | init``.
 
 Each subcommand lives in the module that owns it; this file only wires them up.
 """
@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "local-api": ("scaler.local.cli", "serve the local Machines API (machines as local processes)"),
     "status": ("scaler.commands.status", "print queues, machines and the last decisions"),
     "check-config": ("scaler.commands.check_config", "validate a config file and print it"),
+    "jobs": ("scaler.commands.jobs", "each queue's jobs and dead letters; retry or purge them"),
     "init": ("scaler.commands.init", "scaffold scaler.toml and an actors module in a folder"),
 }
 
