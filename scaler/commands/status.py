@@ -6,14 +6,15 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import redis
 
 from scaler.config import ConfigError, default_config_path, load_settings
 from scaler.jobs.keys import status_key
 
-__all__ = ["add_arguments", "format_status", "run"]
+__all__ = ["add_arguments", "format_status", "run", "watch"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", help="config file (default $SCALER_CONFIG or "
                         "./scaler.toml)")
     parser.add_argument("--json", action="store_true", help="print the raw status JSON")
+    parser.add_argument("--watch", action="store_true",
+                        help="redraw every --interval until Ctrl-C (a live view)")
+    parser.add_argument("--interval", type=float, default=2.0,
+                        help="seconds between redraws with --watch (default 2)")
 
 
 def format_status(status: dict[str, Any], now: float | None = None) -> str:
@@ -60,16 +65,43 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"scaler status: {exc}", file=sys.stderr)
         return 2
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=5)
     try:
-        raw = client.get(status_key(settings.redis.prefix))
+        if not getattr(args, "watch", False):
+            text, rc = _frame(client, settings.redis.prefix, settings.redis.safe_url, args.json)
+            print(text, file=sys.stdout if rc == 0 else sys.stderr)
+            return rc
+        return watch(lambda: _frame(client, settings.redis.prefix, settings.redis.safe_url,
+                                    args.json)[0], max(0.2, getattr(args, "interval", 2.0)))
+    finally:
+        client.close()
+
+
+def _frame(client: redis.Redis, prefix: str, where: str, as_json: bool) -> tuple[str, int]:
+    """One rendering of the published status, and the exit code it means."""
+    try:
+        raw = client.get(status_key(prefix))
     except redis.RedisError as exc:
-        print(f"scaler status: cannot read Redis at {settings.redis.safe_url}: {exc}",
-              file=sys.stderr)
-        return 1
+        return f"scaler status: cannot read Redis at {where}: {exc}", 1
     if raw is None:
-        print("no status published: is a scaler running (and leader) on this Redis and prefix?")
-        return 1
+        return ("no status published: is a scaler running (and leader) on this Redis and "
+                "prefix?"), 1
     status = json.loads(raw)
-    print(json.dumps(status, indent=2) if args.json else format_status(status))
-    return 0
+    return (json.dumps(status, indent=2) if as_json else format_status(status)), 0
+
+
+def watch(
+    render: Callable[[], str], interval: float, *,
+    sleep: Callable[[float], None] = time.sleep, out: TextIO | None = None,
+) -> int:
+    """Redraw ``render()`` every ``interval`` seconds until Ctrl-C; 0. A frame that cannot be
+    read (Redis down, no leader yet) is shown as such and the view carries on."""
+    stream = out if out is not None else sys.stdout
+    clear = "\x1b[H\x1b[2J" if stream.isatty() else ""
+    try:
+        while True:
+            stream.write(f"{clear}{time.strftime('%H:%M:%S')}  (Ctrl-C to stop)\n{render()}\n")
+            stream.flush()
+            sleep(interval)
+    except KeyboardInterrupt:
+        return 0
