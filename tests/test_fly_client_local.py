@@ -219,3 +219,33 @@ def test_the_sync_manager_quick_start(local_api: Any) -> None:
         for machine in manager.client.list_machines(name):
             assert machine.id
             manager.client.destroy_machine(name, machine.id, force=True)
+
+
+def test_the_quick_start_mounts_a_volume_by_name(local_api: Any) -> None:
+    """The quick start's storage example as written: the mount names the volume; Fly wants its
+    id, so the manager looks it up (in the machine's region, or where the volume is)."""
+    with FlyIOManager(api_token=local_api.token, base_url=local_api.url) as manager:
+        name = _name("db")
+        manager.create_app(name)
+        volume = manager.create_volume(app_name=name, volume_name="data", size_gb=10,
+                                       region="iad")
+        config = MachineConfig(
+            image="postgres:15", name="database", cpus=2, memory_mb=2048,
+            mounts=[{"volume": "data", "path": "/var/lib/postgresql/data"}],
+            env={"POSTGRES_PASSWORD": "secret"},
+        )
+        db = manager.create_machine(name, config)
+        assert db.region == "iad"
+        assert db.config is not None and db.config.mounts is not None
+        assert db.config.mounts[0].volume == volume.id
+
+        with pytest.raises(ValueError, match=r"no volume named 'logs' in app .*create it first"):
+            manager.create_machine(name, MachineConfig(
+                image="local/test:latest", mounts=[{"volume": "logs", "path": "/logs"}]))
+        manager.create_volume(app_name=name, volume_name="data", size_gb=1, region="ams")
+        with pytest.raises(ValueError, match=r"2 volumes named 'data' .* or a region"):
+            manager.create_machine(name, MachineConfig(
+                image="local/test:latest", mounts=[{"volume": "data", "path": "/d"}]))
+        for machine in manager.client.list_machines(name):
+            assert machine.id
+            manager.client.destroy_machine(name, machine.id, force=True)

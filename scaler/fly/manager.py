@@ -122,11 +122,55 @@ class FlyIOManager:
         return self.client.create_app(name, org_slug)
 
     def create_machine(
-        self, app_name: str, config: MachineConfig | models.FlyMachineConfig
+        self,
+        app_name: str,
+        config: MachineConfig | models.FlyMachineConfig | models.CreateMachineRequest,
     ) -> models.Machine:
-        """Create a machine from the builder (or a wire-model config)."""
-        request = config.to_request() if isinstance(config, MachineConfig) else config
-        return self.client.create_machine(app_name, request)
+        """Create a machine from the builder (or a create request). A mount may name its volume
+        by name: it is resolved to the volume's id (see :meth:`_resolve_volumes`)."""
+        if isinstance(config, MachineConfig):
+            request = config.to_request()
+        elif isinstance(config, models.FlyMachineConfig):
+            request = models.CreateMachineRequest(config=config)
+        else:
+            request = config
+        return self.client.create_machine(app_name, self._resolve_volumes(app_name, request))
+
+    def _resolve_volumes(
+        self, app_name: str, request: models.CreateMachineRequest
+    ) -> models.CreateMachineRequest:
+        """Mounts may name a volume (``{"volume": "data", ...}``) where Fly wants its id: look
+        the name up among the app's volumes, in the machine's region when it has one. A machine
+        without a region goes where its volume is (a volume cannot move)."""
+        mounts = request.config.mounts or []
+        named = [m for m in mounts if m.volume and not m.volume.startswith("vol_")]
+        if not named:
+            return request
+        volumes = [v for v in self.client.list_volumes(app_name)
+                   if v.state not in ("destroyed", "pending_destroy", "destroying")]
+        region = request.region
+        resolved = []
+        for m in mounts:
+            if not any(m is n for n in named):
+                resolved.append(m)
+                continue
+            same = [v for v in volumes if v.name == m.volume
+                    and (region is None or v.region == region)]
+            where = f"app {app_name!r}" + (f", region {region!r}" if region else "")
+            if not same:
+                raise ValueError(
+                    f"mounts: no volume named {m.volume!r} in {where}; create it first "
+                    f"(manager.create_volume({app_name!r}, {m.volume!r}, region=...)) or pass "
+                    "its id (vol_...)")
+            if len(same) > 1:
+                ids = ", ".join(str(v.id) for v in same)
+                raise ValueError(
+                    f"mounts: {len(same)} volumes named {m.volume!r} in {where} ({ids}); pass "
+                    "the id of the one to mount" + ("" if region else ", or a region"))
+            region = region or same[0].region
+            resolved.append(m.model_copy(update={"volume": same[0].id}))
+        config = request.config.model_copy(update={"mounts": resolved})
+        return request.model_copy(update={"config": config, "region": region})
 
     def launch_web_app(
         self,
