@@ -71,11 +71,11 @@ async def _act(
             for mid in warm
         ))
         t0 = time.monotonic()
-        warm_report = await executor.execute(starts, {}, UNFENCED, time.monotonic() + 300)
+        warm_report = await executor.execute(starts, UNFENCED, time.monotonic() + 300)
         warm_s = time.monotonic() - t0
         t0 = time.monotonic()
         create_report = await executor.execute(
-            Plan(actions=(Create(POOL, app, creates),)), {}, UNFENCED, time.monotonic() + 300
+            Plan(actions=(Create(POOL, app, creates),)), UNFENCED, time.monotonic() + 300
         )
         create_s = time.monotonic() - t0
     finally:

@@ -43,7 +43,7 @@ async def _launch(redis_url: str, prefix: str, fly: AsyncFlyClient,
     executor = Executor(settings, fly, r, ClaimStore(r, prefix, f"{prefix}fs"), metrics, Overlay(),
                         InFlight())
     plan = Plan(actions=(Launch("jobs", "app", "q", 1),))
-    await executor.execute(plan, {}, UNFENCED, time.monotonic() + 10)
+    await executor.execute(plan, UNFENCED, time.monotonic() + 10)
     await executor.drain(wait_s=10)
     await r.aclose()
     return metrics
@@ -65,16 +65,16 @@ async def test_a_refused_pool_template_keeps_the_claim(
         "fly_scaler_launches_total", {"pool": "jobs", "result": result}) == 1.0
 
 
-async def test_a_refused_machine_of_the_jobs_own_size_dead_letters_the_job(
+async def test_a_refused_machine_of_the_jobs_own_size_is_recorded_not_dead_lettered(
     redis_url: str, redis_prefix: str
 ) -> None:
+    # The act step records what Fly said; dead-lettering is the planner's decision, next tick.
     fly = _fly(422, {"error": "performance machines are not enabled for this organization"})
     await _launch(redis_url, redis_prefix, fly, fly_machine={"size": "performance-2x"})
     r = redis_client(redis_url)
-    assert r.hlen(claims_key(f"{redis_prefix}fs", "q")) == 0
-    assert r.zcard(f"{redis_prefix}:q.XQ") == 1
-    [reason] = r.hvals(f"{redis_prefix}fs:dead-reasons:q")
-    assert "performance machines are not enabled" in json.loads(reason)["reason"]
+    [record] = r.hvals(claims_key(f"{redis_prefix}fs", "q"))
+    assert "performance machines are not enabled" in json.loads(record)["refused"]
+    assert r.zcard(f"{redis_prefix}:q.XQ") == 0
 
 
 async def test_a_job_that_only_picks_a_region_keeps_the_pools_size(

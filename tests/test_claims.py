@@ -11,7 +11,6 @@ import redis
 import redis.asyncio as aioredis
 
 from scaler.jobs.claims import (
-    Claim,
     ClaimStore,
     RunnerClaim,
     binding_env,
@@ -246,16 +245,7 @@ async def test_runner_nack_dead_letters_and_none_only_ends_the_claim(
 
 
 def test_binding_env() -> None:
-    claim = Claim(
-        redis_message_id="r-1",
-        pool="ci",
-        queue=Q,
-        message_id="m",
-        launch=2,
-        claimed_at=NOW,
-        machine_name="ci-r1-2",
-    )
-    env = binding_env(claim, namespace="dramatiq", prefix="fs")
+    env = binding_env(Q, "r-1", 2, namespace="dramatiq", prefix="fs")
     assert env == {
         "FLY_SCALER_QUEUE": Q,
         "FLY_SCALER_MESSAGE": "r-1",
@@ -328,3 +318,21 @@ async def test_every_script_changes_only_the_claim_of_its_own_launch(
     assert await store.begin_create(Q, rmid, 2, NOW + 4, 30_000, UNFENCED)
     assert await store.record_machine(Q, rmid, 2, "m2", NOW + 5, UNFENCED)
     assert await store.give_back(Q, rmid, "test", UNFENCED, launch=2) == "requeued"
+
+
+async def test_a_refused_create_is_recorded_with_its_reason_until_the_next_attempt(
+    store: ClaimStore, redis_client: redis.Redis
+) -> None:
+    rmid, _ = enqueue(redis_client, store.namespace)
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
+    assert await store.create_failed(Q, rmid, 1, NOW + 1, "guest not allowed", UNFENCED,
+                                     refused=True)
+    [claim] = (await store.list_claims([Q]))[Q]
+    assert (claim.refused, claim.failed_at, claim.create_until) == (
+        "guest not allowed", NOW + 1, None)
+    assert await store.begin_create(Q, rmid, 1, NOW + 2, 30_000, UNFENCED)
+    [claim] = (await store.list_claims([Q]))[Q]
+    assert (claim.refused, claim.failed_at, claim.attempts) == (None, None, 2)
+    assert await store.create_failed(Q, rmid, 1, NOW + 3, "capacity: full", UNFENCED)
+    [claim] = (await store.list_claims([Q]))[Q]
+    assert (claim.refused, claim.last_error) == (None, "capacity: full")

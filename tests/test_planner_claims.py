@@ -10,9 +10,11 @@ import math
 from scaler.policy import (
     Caps,
     ClaimView,
+    DeadLetter,
     Destroy,
     GiveBack,
     Launch,
+    MachineOptions,
     MachineView,
     Observation,
     PoolPolicy,
@@ -153,3 +155,33 @@ def test_relaunches_take_only_their_pools_share_of_the_create_budget() -> None:
     p = plan(o, [doomed, healthy], CAPS)
     assert len(p.of_type(Relaunch)) == 1
     assert [(a.pool, a.count) for a in p.of_type(Launch)] == [("healthy", 1)]
+
+
+def test_a_create_fly_refused_for_the_jobs_own_options_is_dead_lettered_with_its_reason() -> None:
+    own = MachineOptions(cpu_kind="performance", cpus=2, memory_mb=4096)
+    refused = claim(create_failed_at=NOW - 1, create_refused="performance machines not enabled",
+                    machine_options=own)
+    p = plan(obs(refused), [POOL], CAPS)
+    (action,) = p.of_type(DeadLetter)
+    assert (action.cause, action.reason) == (
+        "fly_refused", "Fly refused this job's machine: performance machines not enabled")
+    assert [(d.kind, d.outcome, d.reason) for d in p.decisions if d.kind == "dead_letter"] == [
+        ("dead_letter", "acted", action.reason)]
+
+
+def test_a_refused_pool_template_backs_off_and_is_not_dead_lettered() -> None:
+    # No options of the job's own: the pool's config is at fault, not the job.
+    refused = claim(create_failed_at=NOW - 1, create_refused="image not found")
+    p = plan(obs(refused), [POOL], CAPS)
+    assert p.of_type(DeadLetter) == () and p.of_type(Relaunch) == ()
+    assert [(d.kind, d.reason) for d in p.not_taken() if d.count] == [("wait", "backoff")]
+    assert p.wake_at == relaunch_due(POOL, refused)
+
+
+def test_an_adopted_claim_with_invalid_options_is_dead_lettered_by_its_new_pool() -> None:
+    renamed = PoolPolicy(name="jobs2", mode="per-job", app="app", queues=("q",), max_machines=1)
+    bad = claim(machine_options_error="invalid machine options: fly_machine.cpus: 3",
+                create_pending_until=NOW + 20)
+    p = plan(obs(bad), [renamed], CAPS)
+    assert p.of_type(DeadLetter) == (
+        DeadLetter("jobs2", bad, "invalid machine options: fly_machine.cpus: 3"),)

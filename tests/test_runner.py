@@ -54,7 +54,8 @@ def runner_env(redis_url: str, ns: str, prefix: str, claim: Claim | None = None)
         "FLY_MACHINE_ID": "m-test",
     }
     if claim is not None:
-        env.update(binding_env(claim, namespace=ns, prefix=prefix))
+        env.update(binding_env(claim.queue, claim.redis_message_id, claim.launch,
+                               namespace=ns, prefix=prefix))
     return env
 
 

@@ -45,6 +45,7 @@ class Claim:
     attempts: int = 1
     failed_at: int | None = None
     last_error: str | None = None
+    refused: str | None = None
     message: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -89,6 +90,7 @@ class Claim:
             attempts=int(data.get("attempts") or 1),
             failed_at=_opt_int(data.get("failed_at")),
             last_error=_opt_str(data.get("last_error")),
+            refused=_opt_str(data.get("refused")),
             message=message,
         )
 
@@ -101,12 +103,14 @@ def _opt_int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
 
 
-def binding_env(claim: Claim, *, namespace: str, prefix: str) -> dict[str, str]:
+def binding_env(
+    queue: str, redis_message_id: str, launch: int, *, namespace: str, prefix: str
+) -> dict[str, str]:
     """The env that binds a per-job machine to its claim (the runner reads it)."""
     return {
-        "FLY_SCALER_QUEUE": claim.queue,
-        "FLY_SCALER_MESSAGE": claim.redis_message_id,
+        "FLY_SCALER_QUEUE": queue,
+        "FLY_SCALER_MESSAGE": redis_message_id,
         "FLY_SCALER_NAMESPACE": namespace,
         "FLY_SCALER_PREFIX": prefix,
-        "FLY_SCALER_LAUNCH": str(claim.launch),
+        "FLY_SCALER_LAUNCH": str(launch),
     }

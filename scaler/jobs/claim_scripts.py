@@ -155,9 +155,10 @@ return 1
 
 # KEYS: fence, claims. ARGV: fence value, rmid, launch, now_ms, mode, window ms | error.
 # mode 'begin': a relaunch is about to send its create: pending until now + window, one more
-# attempt. mode 'failed': the create certainly made no machine (refused, or abandoned and then not
-# found): the planner backs off from failed_at before the next attempt. Neither touches a claim
-# of another launch or one already bound to a machine.
+# attempt. mode 'failed': the create certainly made no machine (abandoned and then not found, out
+# of capacity...): the planner backs off from failed_at before the next attempt. mode 'refused':
+# the same, and Fly refused the request for good: its reason is kept in 'refused' for the planner
+# to judge. None touches a claim of another launch or one already bound to a machine.
 CREATE_STATE_LUA = """
 local c, mine = claim_of(KEYS[2], ARGV[2], ARGV[3])
 if not mine or c['machine_id'] then return 0 end
@@ -165,10 +166,12 @@ if ARGV[5] == 'begin' then
   c['create_until'] = tonumber(ARGV[4]) + tonumber(ARGV[6])
   c['attempts'] = (tonumber(c['attempts']) or 1) + 1
   c['failed_at'] = nil
+  c['refused'] = nil
 else
   c['create_until'] = nil
   c['failed_at'] = tonumber(ARGV[4])
   c['last_error'] = ARGV[6]
+  if ARGV[5] == 'refused' then c['refused'] = ARGV[6] else c['refused'] = nil end
 end
 redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
 return 1

@@ -9,13 +9,14 @@ Key and identity contract (other modules and the in-machine runner depend on it 
   - ``{p}:claims:{q}`` HASH: redis_message_id -> JSON ``{"pool", "queue", "app", "message_id",
     "launch" (1-based), "claimed_at" (ms), "enqueued_at" (ms, the message's), "machine_name",
     "state": "claimed"|"running", "machine_id", "updated_at" (ms), "started_at" (ms),
-    "heartbeat_at" (ms), "create_until" (ms), "attempts", "failed_at" (ms), "last_error"}``:
-    ``machine_id`` and ``updated_at`` once the create returned (only that machine's runner may
-    then take the job), ``started_at`` and ``heartbeat_at`` once the runner has started;
-    ``create_until`` while a create is pending (no replica relaunches the claim before it),
-    ``attempts`` creates tried for this launch, ``failed_at``/``last_error`` after a create that
-    made no machine (the planner backs off from ``failed_at``). Only the runner of the claim's
-    own ``launch`` may take or end it.
+    "heartbeat_at" (ms), "create_until" (ms), "attempts", "failed_at" (ms), "last_error",
+    "refused"}``: ``machine_id`` and ``updated_at`` once the create returned (only that machine's
+    runner may then take the job), ``started_at`` and ``heartbeat_at`` once the runner has
+    started; ``create_until`` while a create is pending (no replica relaunches the claim before
+    it), ``attempts`` creates tried for this launch, ``failed_at``/``last_error`` after a create
+    that made no machine (the planner backs off from ``failed_at``), ``refused`` when Fly refused
+    it for good (its reason: the planner dead-letters a job whose own options shaped the
+    machine). Only the runner of the claim's own ``launch`` may take or end it.
   - ``{p}:claim-queues`` SET: every queue with claims, so claims of a queue that no pool serves
     any more are still found (:func:`claim_queues_key`).
   - ``{p}:launches:{q}`` HASH: dramatiq message_id -> launches so far; deleted when the job
@@ -317,13 +318,16 @@ class ClaimStore:
 
     async def create_failed(
         self, queue: str, redis_message_id: str, launch: int, now_ms: int, error: str,
-        fence: Fence | None,
+        fence: Fence | None, *, refused: bool = False,
     ) -> bool:
-        """The claim's create made no machine: the planner backs off from ``now_ms``."""
+        """The claim's create made no machine: the planner backs off from ``now_ms``.
+        ``refused``: Fly refused the request for good; ``error`` is kept as its reason for the
+        planner to judge (it dead-letters a job whose own options shaped the machine)."""
         k = self.keys(queue)
+        mode = "refused" if refused else "failed"
         return bool(
             await self._fenced(
                 self._create_state, fence, [k.claims],
-                [redis_message_id, launch, now_ms, "failed", error[:500]],
+                [redis_message_id, launch, now_ms, mode, error[:500]],
             )
         )

@@ -6,7 +6,10 @@ launches and creates. Calls run concurrently under ``max_concurrent_calls``. Cre
 the tick's deadline keep running as tasks; every machine they may make is in
 :class:`~scaler.loop.overlay.InFlight` until a listing shows it, so caps still hold. A failed action
 is logged and left for a later tick, never retried in a loop here: the planner sees the same world
-again (a failed create is recorded in its claim, and the planner backs off) and decides again.
+again and decides again. The act step decides nothing itself: a plan's claim actions carry the
+claim's view (its message's machine options validated by the observer), and what a create came to
+(refused by Fly, failed) is recorded in its claim for the next plan to judge (dead-letter the job,
+or back off).
 
 Only the leader acts. Every Redis write is fenced, and every Fly call (each retry included) first
 checks that the fence the plan was made under is still this replica's: a replica whose lease
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -40,10 +43,11 @@ from scaler.fly.errors import (
 )
 from scaler.fly.models import CreateMachineRequest
 from scaler.fly.retry import RetryPolicy
-from scaler.jobs.claims import Claim, ClaimStore
+from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import orphans_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
-from scaler.loop.machines import job_guest, per_job_request, worker_request
+from scaler.loop.claimview import check_options, claim_view
+from scaler.loop.machines import per_job_request, worker_request
 from scaler.loop.overlay import InFlight, Overlay
 from scaler.policy.types import (
     Action,
@@ -174,11 +178,10 @@ class Executor:
     async def execute(
         self,
         plan: Plan,
-        claims: Mapping[str, Claim],
         fence: Fence | None,
         deadline: float,
     ) -> ActReport:
-        """Run ``plan``; ``claims``: redis_message_id -> the observed claim (with its message).
+        """Run ``plan`` (its claim actions carry all they need) under ``fence``.
 
         Raises:
             Fenced: ``fence`` is ``None`` or no longer current: nothing is done.
@@ -194,7 +197,7 @@ class Executor:
 
         async def one(action: Action) -> None:
             try:
-                await self._do(action, claims, fence, destroyed, report)
+                await self._do(action, fence, destroyed, report)
             except Fenced:
                 raise
             except Exception as exc:  # one failed action never stops the others
@@ -216,7 +219,6 @@ class Executor:
     async def _do(
         self,
         action: Action,
-        claims: Mapping[str, Claim],
         fence: Fence | None,
         destroyed: set[str],
         report: ActReport,
@@ -238,7 +240,7 @@ class Executor:
         elif isinstance(action, Launch):
             await self._launch(action, fence, now_ms, report)
         elif isinstance(action, Relaunch):
-            await self._relaunch(action, claims, fence, now_ms, report)
+            await self._relaunch(action, fence, now_ms, report)
         elif isinstance(action, Start):
             await self._start(action, fence)
         elif isinstance(action, Create):
@@ -274,8 +276,8 @@ class Executor:
                 c.queue, c.job, action.reason, action.max_launches, fence, now_ms,
                 launch=c.launch,
             )
-        # DeadLetter's reason is the validation text (for the record); the label stays bounded.
-        label = "invalid_options" if isinstance(action, DeadLetter) else action.reason
+        # DeadLetter's reason is a text for the record; its label is its bounded cause.
+        label = action.cause if isinstance(action, DeadLetter) else action.reason
         if outcome == "requeued":
             self.metrics.requeues.labels(action.pool, label).inc()
             self.metrics.jobs_finished.labels(action.pool, "requeued").inc()
@@ -302,78 +304,69 @@ class Executor:
         for key, claim in zip(keys, got, strict=False):
             self.inflight.name(key, claim.machine_name)
         self.inflight.drop(*keys[len(got):])
+        # No observation has seen these claims yet: their views are made the way the observer
+        # makes them (its options check included), for their creates to go out now.
+        views = [claim_view(c, check_options(c)) for c in got]
         await asyncio.gather(*(
-            self._create_for_claim(action.pool, c, key, fence, now_ms, report)
-            for key, c in zip(keys, got, strict=False)
+            self._create_for_claim(action.pool, v, key, fence, report)
+            for key, v in zip(keys, views, strict=False)
         ))
 
     async def _relaunch(
-        self, action: Relaunch, claims: Mapping[str, Claim], fence: Fence | None, now_ms: int,
-        report: ActReport,
+        self, action: Relaunch, fence: Fence | None, now_ms: int, report: ActReport
     ) -> None:
-        claim = claims.get(action.claim.job)
-        if claim is None:
-            return
-        pool = self.pools[action.pool]
+        c = action.claim
         began = await self.claims.begin_create(
-            claim.queue, claim.redis_message_id, claim.launch, now_ms,
-            int(CREATE_WINDOW_S * 1000), fence,
+            c.queue, c.job, c.launch, now_ms, int(CREATE_WINDOW_S * 1000), fence
         )
         if not began:  # finished, settled or bound meanwhile: nothing to create
             return
-        (key,) = self.inflight.reserve(action.pool, pool.app, self.clock(), [claim.machine_name])
-        await self._create_for_claim(action.pool, claim, key, fence, now_ms, report)
+        pool = self.pools[action.pool]
+        (key,) = self.inflight.reserve(action.pool, pool.app, self.clock(), [c.machine_name])
+        await self._create_for_claim(action.pool, c, key, fence, report)
 
     async def _create_for_claim(
-        self, pool_name: str, claim: Claim, key: int, fence: Fence | None, now_ms: int,
-        report: ActReport,
+        self, pool_name: str, claim: ClaimView, key: int, fence: Fence | None, report: ActReport
     ) -> None:
-        pool = self.pools[pool_name]
-        try:
-            guest = job_guest(pool, claim.machine_options)
-        except ValueError as exc:
+        if claim.machine_options_error is not None:
+            # A claim just made whose options cannot be honoured: no create. The next plan sees
+            # the error first and dead-letters the message.
             self.inflight.drop(key)
-            reason = f"invalid machine options: {exc}"
-            await self.claims.dead_letter(claim.queue, claim.redis_message_id, reason, fence,
-                                          now_ms, launch=claim.launch)
-            self.metrics.dead_letters.labels(pool_name, "invalid_options").inc()
-            log.warning("job dead-lettered", job=claim.redis_message_id, pool=pool_name,
-                        reason=reason)
+            report.errors.append(f"Launch {pool_name}: {claim.job} not created: "
+                                 f"{claim.machine_options_error}")
             return
-        request = per_job_request(pool, self.settings, claim, guest)
+        pool = self.pools[pool_name]
+        request = per_job_request(pool, self.settings, claim)
         sent = self.clock()
         if claim.enqueued_at is not None:
             self.metrics.enqueue_to_launch.labels(pool_name).observe(
-                max(0.0, sent - claim.enqueued_at / 1000.0)
+                max(0.0, sent - claim.enqueued_at)
             )
         # Cancelled (stepped down, shutdown) or fenced, the create may still land: the claim keeps
         # its pending window, after which the leader finds the machine by name or relaunches it
         # under the same name.
-        created = await self._create_counted(pool, request, claim.redis_message_id, key, fence,
-                                             report)
+        created = await self._create_counted(pool, request, claim.job, key, fence, report)
         if created.machine_id is not None:
             await self.claims.record_machine(
-                claim.queue, claim.redis_message_id, claim.launch, created.machine_id,
+                claim.queue, claim.job, claim.launch, created.machine_id,
                 int(self.clock() * 1000), fence,
             )
             return
         self.inflight.drop(key)
         if created.result == "abandoned":
             return  # it may have landed: the pending window runs out, then the name decides
-        if created.result == "refused" and claim.machine_options:
-            # Fly refused a machine shaped by the job's own options: the job is the problem.
-            reason = f"Fly refused this job's machine: {created.error}"
-            await self.claims.dead_letter(claim.queue, claim.redis_message_id, reason, fence,
-                                          now_ms, launch=claim.launch)
-            self.metrics.dead_letters.labels(pool_name, "fly_refused").inc()
-            return
-        # Otherwise the claim stays: a refusal of the pool's own template (fix the config) or a
-        # transient failure. Recorded in the claim, so the planner backs off before the next
-        # attempt (claim grace, doubling up to a ceiling) under the same, idempotent name.
+        # Recorded in the claim, for the next plan to judge: a refusal of a machine shaped by the
+        # job's own options dead-letters the job; any other failure (the pool's own template
+        # refused, no capacity, a transient error) backs off (claim grace, doubling up to a
+        # ceiling) before the next attempt under the same, idempotent name.
+        refused = created.result == "refused"
         await self.claims.create_failed(
-            claim.queue, claim.redis_message_id, claim.launch, int(self.clock() * 1000),
-            f"{created.result}: {created.error}", fence,
+            claim.queue, claim.job, claim.launch, int(self.clock() * 1000),
+            created.error if refused else f"{created.result}: {created.error}", fence,
+            refused=refused,
         )
+        if refused:
+            report.errors.append(f"Launch {pool_name}: {claim.job} refused: {created.error}")
 
     async def _create(
         self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, fence: Fence | None

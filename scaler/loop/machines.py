@@ -26,9 +26,8 @@ from scaler.fly.models import (
     Restart,
     StopConfig,
 )
-from scaler.jobs.claims import Claim, binding_env
-from scaler.jobs.enqueue import validate_machine_options
-from scaler.policy.types import MachineView, PoolPolicy
+from scaler.jobs.claims import binding_env
+from scaler.policy.types import ClaimView, MachineOptions, MachineView, PoolPolicy
 from scaler.telemetry.costs import size_label
 
 __all__ = [
@@ -81,23 +80,12 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
     )
 
 
-_SIZE_KEYS = ("size", "cpus", "memory_mb", "cpu_kind")
-
-
-def job_guest(pool: PoolSpec, options: Mapping[str, object] | None) -> Guest:
-    """The size of a job's machine: the pool's, unless the message's own ``fly_machine`` options
-    name a size (``workers.enqueue.validate_machine_options`` then gives the whole guest; a
-    message that only picks a region keeps the pool's size). Raises ``ValueError`` naming the
-    field for options that cannot be honoured."""
-    if not options:
+def job_guest(pool: PoolSpec, options: MachineOptions | None) -> Guest:
+    """The size of a job's machine: the job's own when its (validated) options name one, else the
+    pool's (a job that only picks a region keeps the pool's size)."""
+    if options is None or options.cpus is None:
         return pool.guest
-    normalized = validate_machine_options(options)
-    if not any(options.get(k) is not None for k in _SIZE_KEYS):
-        return pool.guest
-    return Guest(
-        cpu_kind=normalized["cpu_kind"], cpus=normalized["cpus"],
-        memory_mb=normalized["memory_mb"],
-    )
+    return Guest(cpu_kind=options.cpu_kind, cpus=options.cpus, memory_mb=options.memory_mb)
 
 
 def _label(guest: Guest) -> str:
@@ -129,25 +117,23 @@ def _config(
     )
 
 
-def per_job_request(
-    pool: PoolSpec, settings: Settings, claim: Claim, guest: Guest
-) -> CreateMachineRequest:
+def per_job_request(pool: PoolSpec, settings: Settings, claim: ClaimView) -> CreateMachineRequest:
     """The create request of a claim's machine: deterministic name, bound by env and metadata,
-    ``auto_destroy`` with restart policy ``no`` (it runs its one job and disappears)."""
-    env = binding_env(claim, namespace=settings.redis.namespace, prefix=settings.redis.prefix)
+    ``auto_destroy`` with restart policy ``no`` (it runs its one job and disappears), the job's own
+    size and region where its options give them, else the pool's."""
+    env = binding_env(claim.queue, claim.job, claim.launch, namespace=settings.redis.namespace,
+                      prefix=settings.redis.prefix)
     meta = {
-        META_JOB: claim.redis_message_id,
+        META_JOB: claim.job,
         META_MESSAGE: claim.message_id,
         META_QUEUE: claim.queue,
         META_LAUNCH: str(claim.launch),
     }
-    region = None
     options = claim.machine_options
-    if options and isinstance(options.get("region"), str):
-        region = str(options["region"])
+    guest = job_guest(pool, options)
     return CreateMachineRequest(
         name=claim.machine_name,
-        region=region or pool.region,
+        region=(options.region if options else None) or pool.region,
         config=_config(pool, settings, guest, env, meta, auto_destroy=True),
     )
 

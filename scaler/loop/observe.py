@@ -21,7 +21,6 @@ headers (when it is over a second), so boot and runtime limits hold whatever eit
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -31,11 +30,12 @@ import structlog
 
 from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient
-from scaler.jobs.claims import Claim, ClaimStore
+from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import orphans_key
 from scaler.jobs.queues import read_queue_stats
+from scaler.loop.claimview import Checked, check_options, claim_view
 from scaler.loop.governor import RateGovernor
-from scaler.loop.machines import META_SCALER, job_guest, machine_view
+from scaler.loop.machines import META_SCALER, machine_view
 from scaler.loop.overlay import InFlight, Listed, Overlay
 from scaler.loop.prometheus import PrometheusReader
 from scaler.policy.types import ClaimView, MachineView, Observation, QueueView
@@ -97,8 +97,7 @@ class Observer:
         self.queues = tuple(dict.fromkeys(q for p in settings.pools for q in p.queues))
         self.clock_offset = 0.0  # Fly's clock minus ours, as last applied
         self._listings: dict[str, _Listing] = {}
-        self.claim_objects: dict[str, Claim] = {}
-        self._options_errors: dict[tuple[str, int], str | None] = {}
+        self._checked: dict[tuple[str, int], Checked] = {}  # per (job, launch) claimed
         self.unknown: dict[str, str] = {}  # source -> why, for metrics and logs
 
     async def observe(self) -> Observation:
@@ -164,58 +163,21 @@ class Observer:
             await self.claims.forget_queues([q for q in others if not found[q]])
         except Exception as exc:
             self.unknown["redis"] = str(exc)
-            self.claim_objects = {}
             return dict.fromkeys(per_job)
         pending = self.inflight.unreturned()
-        self.claim_objects = {}
-        errors = self._options_errors  # validated once per claim, not once per tick
-        self._options_errors = {}
+        # Options are checked once per claim, not once per tick, and whatever pool claimed the
+        # message: a claim adopted by another pool is checked like any other.
+        checked, self._checked = self._checked, {}
         out: dict[str, tuple[ClaimView, ...] | None] = {}
         for q, items in found.items():
             views = []
             for c in items:
-                self.claim_objects[c.redis_message_id] = c
                 key = (c.redis_message_id, c.launch)
-                error = errors[key] if key in errors else self.options_error(c)
-                self._options_errors[key] = error
-                views.append(
-                    ClaimView(
-                        queue=q,
-                        job=c.redis_message_id,
-                        message_id=c.message_id,
-                        pool=c.pool,
-                        launch=c.launch,
-                        claimed_at=c.claimed_at / 1000.0,
-                        machine_name=c.machine_name,
-                        state="running" if c.state == "running" else "claimed",
-                        machine_id=c.machine_id,
-                        machine_options_error=error,
-                        updated_at=None if c.updated_at is None else c.updated_at / 1000.0,
-                        app=c.app,
-                        create_pending_until=(
-                            math.inf if c.machine_name in pending
-                            else None if c.create_until is None else c.create_until / 1000.0
-                        ),
-                        create_attempts=c.attempts,
-                        create_failed_at=None if c.failed_at is None else c.failed_at / 1000.0,
-                    )
-                )
+                self._checked[key] = checked[key] if key in checked else check_options(c)
+                views.append(claim_view(c, self._checked[key],
+                                        create_unreturned=c.machine_name in pending))
             out[q] = tuple(views)
         return out
-
-    def options_error(self, claim: Claim) -> str | None:
-        """Why a claimed message's own machine options cannot be honoured, or ``None``."""
-        if not claim.message:
-            return "message body is missing or not valid JSON"
-        options = claim.machine_options
-        pool = self.pools.get(claim.pool)
-        if options is None or pool is None:
-            return None
-        try:
-            job_guest(pool, options)
-        except ValueError as exc:
-            return f"invalid machine options: {exc}"
-        return None
 
     async def _orphan_marks(self) -> dict[str, float]:
         try:

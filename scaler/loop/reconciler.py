@@ -133,9 +133,7 @@ class Reconciler:
             if leader:
                 t0 = time.monotonic()
                 try:
-                    report = await self.executor.execute(
-                        plan, self.observer.claim_objects, fence, deadline
-                    )
+                    report = await self.executor.execute(plan, fence, deadline)
                 except Fenced:
                     log.warning("act refused: another replica is the leader now")
                     self.metrics.tick_errors.labels("fenced").inc()

@@ -39,6 +39,7 @@ REASON_TEXT: Mapping[str, str] = {
     "over_cap": "a cap was lowered below what is live",
     "orphan_grace": "orphan within its grace",
     "invalid_options": "invalid machine options",
+    "fly_refused": "Fly refused the job's own machine",
 }
 """Human wording for each machine-readable reason."""
 

@@ -3,7 +3,9 @@
 For each claim, its machine is found by id (once the create returned), else by deterministic name,
 else by (job, launch) metadata, in the app recorded in the claim. Then:
 
-- invalid per-job machine options -> DeadLetter (after destroying any machine it has);
+- invalid per-job machine options, or a create Fly refused for good while the job's own options
+  shaped its machine -> DeadLetter with the reason (after destroying any machine it has); a
+  refusal of the pool's own template only backs off, as any create that made no machine;
 - machine destroyed, destroying, launch_failed -> RequeueOrDeadLetter;
 - machine condemned by the reaper (stopped, failed, wedged, never booted, over max runtime) ->
   Destroy + RequeueOrDeadLetter. A boot timeout counts as a failed launch on purpose: an image that
@@ -191,11 +193,12 @@ def _claim(
     machine ``out`` already holds is being destroyed for another claim naming it in this plan: this
     claim is released after that Destroy as well (``out.destroy`` refuses the second Destroy)."""
     if c.machine_options_error is not None:
-        gone_id = None
-        if m is not None and not is_gone(m.state):
-            out.destroy(pool.name, m, "invalid_options", True)
-            gone_id = m.id
-        out.claim_action(DeadLetter(pool.name, c, c.machine_options_error, gone_id), "dead_letter")
+        _dead_letter(pool, c, m, c.machine_options_error, "invalid_options", out)
+        return
+    if c.create_refused is not None and c.machine_options is not None:
+        # The job asked for a machine Fly will not make: asking again changes nothing.
+        reason = f"Fly refused this job's machine: {c.create_refused}"
+        _dead_letter(pool, c, m, reason, "fly_refused", out)
         return
     if m is None:
         if _pending(c, now):
@@ -227,6 +230,18 @@ def _claim(
         out.claim_action(_requeue(pool, c, "machine_gone", m.id), "requeue")
     elif is_gone(m.state):
         out.claim_action(_requeue(pool, c, "machine_gone", None), "requeue")
+
+
+def _dead_letter(
+    pool: PoolPolicy, c: ClaimView, m: MachineView | None, reason: str, cause: str,
+    out: PlanBuilder,
+) -> None:
+    """Dead-letter a claim the job itself dooms, after destroying any machine it has."""
+    gone_id = None
+    if m is not None and not is_gone(m.state):
+        out.destroy(pool.name, m, cause, True)
+        gone_id = m.id
+    out.claim_action(DeadLetter(pool.name, c, reason, gone_id, cause), "dead_letter")
 
 
 def _requeue(

@@ -23,6 +23,7 @@ __all__ = [
     "Destroy",
     "GiveBack",
     "Launch",
+    "MachineOptions",
     "MachineView",
     "MarkOrphan",
     "Observation",
@@ -247,8 +248,27 @@ class QueueView:
 
 
 @dataclass(frozen=True, slots=True)
+class MachineOptions:
+    """A job's own machine options (the message's ``fly_machine``), validated and normalized.
+
+    Attributes:
+        cpu_kind: with ``cpus`` and ``memory_mb``, the job's own size; all three ``None``: the
+            pool's size.
+        cpus: see ``cpu_kind``.
+        memory_mb: see ``cpu_kind``.
+        region: the job's own region; ``None``: the pool's.
+    """
+
+    cpu_kind: str | None = None
+    cpus: int | None = None
+    memory_mb: int | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimView:
-    """A per-job claim: a message taken off its queue and bound to one machine.
+    """A per-job claim: a message taken off its queue and bound to one machine. It carries all
+    the act step needs to create that machine, so a plan's claim actions are self-contained.
 
     Attributes:
         queue: the message's queue.
@@ -262,6 +282,8 @@ class ClaimView:
         machine_id: the created machine's id, once the create returned.
         machine_options_error: non-``None`` when the message's per-job machine options are
             invalid; the planner dead-letters the message with this text.
+        machine_options: the message's own machine options, validated (``None``: it has none;
+            its machine is the pool's).
         updated_at: when the claim last changed (``machine_id`` set, relaunched); the grace for a
             missing machine runs from the later of this and ``claimed_at``.
         app: the app the claim's machine was created in (``None``: its pool's app). A claim
@@ -272,6 +294,10 @@ class ClaimView:
         create_attempts: creates tried for this launch.
         create_failed_at: when the last create made no machine (refused, or abandoned and not
             found); the next attempt backs off from it.
+        create_refused: Fly's reason when it refused the last create for good (a bad request,
+            not a capacity or rate limit: sending it again changes nothing). A machine shaped by
+            the job's own options is the job's fault: the planner dead-letters it.
+        enqueued_at: when the message became ready (the enqueue-to-launch metric).
     """
 
     queue: str
@@ -289,6 +315,9 @@ class ClaimView:
     create_pending_until: float | None = None
     create_attempts: int = 1
     create_failed_at: float | None = None
+    create_refused: str | None = None
+    machine_options: MachineOptions | None = None
+    enqueued_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +392,9 @@ class GiveBack:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Per-job: move the claimed message to the dead-letter queue with ``reason``.
+    """Per-job: move the claimed message to the dead-letter queue with ``reason`` (the text kept
+    with the message); ``cause`` is the short label it is counted under (``"invalid_options"``,
+    ``"fly_refused"``).
 
     ``requires_destroy`` as for :class:`GiveBack`.
     """
@@ -372,6 +403,7 @@ class DeadLetter:
     claim: ClaimView
     reason: str
     requires_destroy: str | None = None
+    cause: str = "invalid_options"
 
 
 @dataclass(frozen=True, slots=True)
