@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,25 @@ def test_run_refuses_a_missing_config_file(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "nope.toml" in proc.stderr
+
+
+def test_run_refuses_a_busy_http_port_naming_it(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        config = tmp_path / "scaler.toml"
+        config.write_text(
+            f'[http]\nhost = "127.0.0.1"\nport = {port}\n'
+            f'[redis]\nurl = "{redis_url}"\nprefix = "{redis_prefix}"\n'
+            '[[pools]]\nname = "p"\napp = "a"\nqueues = ["q"]\nimage = "i"\n')
+        env = {**os.environ, "FLY_API_TOKEN": "cli-test-token"}
+        env.pop("REDIS_URL", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "scaler.cli", "run", "-c", str(config), "--log-level", "error"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+        )
+    assert proc.returncode == 2
+    assert f"http.port: cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("cannot listen") == 1

@@ -59,4 +59,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for line in warnings(settings):
         log.warning("config warning", problem=line)
-    return asyncio.run(_main(settings))
+    from scaler.loop.service import StartupError
+
+    try:
+        return asyncio.run(_main(settings))
+    except StartupError as exc:
+        print(f"scaler run: not starting: {exc}", file=sys.stderr)
+        return 2

@@ -29,11 +29,15 @@ from scaler.loop.reconciler import Reconciler
 from scaler.loop.wake import Waker
 from scaler.telemetry.metrics import Metrics
 
-__all__ = ["Service"]
+__all__ = ["Service", "StartupError"]
 
 log = structlog.get_logger(__name__)
 
 REDIS_TIMEOUT_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """The service cannot start (a port in use): one line naming the setting and the fix."""
 
 
 class _Server(uvicorn.Server):
@@ -146,7 +150,24 @@ class Service:
                     out[q] = QueueInfo(actors=actors)
         return out
 
-    async def _serve_http(self) -> None:
+    def _bind_http(self) -> socket.socket:
+        """Bind the HTTP port now, so that a port in use stops the start with its name instead
+        of a replica that leads with no /metrics, /healthz or enqueue API."""
+        host, port = self.settings.http.host, self._http_port
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise StartupError(
+                f"http.port: cannot listen on {host}:{port}: {exc.strerror or exc}; stop what "
+                "uses it or set another [http] port"
+            ) from None
+        self.http_port = int(sock.getsockname()[1])
+        return sock
+
+    async def _serve_http(self, sock: socket.socket) -> None:
         app = create_http_app(
             metrics=self.metrics,
             redis=self.redis,
@@ -156,10 +177,6 @@ class Service:
             tokens=self.settings.http.enqueue_tokens,
             ready=self._readiness,
         )
-        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.http.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.settings.http.host, self._http_port))
-        self.http_port = int(sock.getsockname()[1])
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
         self.http_server = _Server(config)
         await self.http_server.serve(sockets=[sock])
@@ -169,11 +186,12 @@ class Service:
         tasks: list[asyncio.Task[None]] = []
         log.info("scaler starting", owner=self.owner, config=self.settings.redacted())
         try:
+            sock = self._bind_http() if self._http_enabled else None
             if self.promoter is not None:
                 await asyncio.to_thread(self.promoter.start)
             tasks.append(asyncio.create_task(self.elector.run(), name="leader"))
-            if self._http_enabled:
-                tasks.append(asyncio.create_task(self._serve_http(), name="http"))
+            if sock is not None:
+                tasks.append(asyncio.create_task(self._serve_http(sock), name="http"))
             wakeups = None
             if self.settings.scaler.event_wakeups:
                 wakeups = aiter(Waker(self.pubsub_redis, self.settings.redis.namespace,
