@@ -25,28 +25,20 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 
 from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient, precondition
-from scaler.fly.errors import (
-    BadRequest,
-    FlyError,
-    InsufficientCapacity,
-    MachineLimit,
-    NotFound,
-    RateLimited,
-    Unprocessable,
-)
+from scaler.fly.errors import NotFound
 from scaler.fly.models import CreateMachineRequest
-from scaler.fly.retry import RetryPolicy
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import orphans_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
 from scaler.loop.claimview import check_options, claim_view
+from scaler.loop.creates import CREATE_RETRY, Created, send_create
 from scaler.loop.machines import per_job_request, worker_request
 from scaler.loop.overlay import InFlight, Overlay
 from scaler.policy.types import (
@@ -71,22 +63,6 @@ log = structlog.get_logger(__name__)
 
 CREATE_WINDOW_S = 30.0
 """How long a claim's create is recorded as pending (no replica relaunches it meanwhile)."""
-CREATE_TIMEOUT_S = 25.0
-"""How long this process lets one create run, retries included, before abandoning it: well
-inside ``CREATE_WINDOW_S``, so the create has surely stopped before anyone may relaunch."""
-CREATE_RETRY = RetryPolicy(max_attempts=2, max_elapsed=15.0)
-"""Creates are tried twice in the client (after a lookup when the outcome was unknown); beyond
-that the planner's backoff takes over, so a pool whose creates keep failing spends few of the
-app's create tokens and the other pools keep theirs."""
-
-
-class _Created(NamedTuple):
-    """How one create went: a ``launches_total`` result label, and the machine id when a machine
-    is known to exist."""
-
-    result: str
-    machine_id: str | None = None
-    error: str = ""
 
 
 @dataclass
@@ -370,41 +346,19 @@ class Executor:
 
     async def _create(
         self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, fence: Fence | None
-    ) -> _Created:
-        """Create one machine. A job's machine may exist already under its deterministic name (an
-        earlier create, abandoned or of another leader, landed): the client then looks a name
-        conflict up and returns that machine. Gives up (``"abandoned"``: the outcome is unknown)
-        after ``CREATE_TIMEOUT_S``."""
-        try:
-            machine = await asyncio.wait_for(
-                self._call(
-                    lambda: self.fly.create_machine(
-                        pool.app, request, retry=CREATE_RETRY, may_exist=job is not None
-                    ),
-                    fence,
+    ) -> Created:
+        """Create one machine (see :func:`~scaler.loop.creates.send_create`). A job's machine may
+        exist already under its deterministic name (an earlier create, abandoned or of another
+        leader, landed): the client then looks a name conflict up and returns that machine."""
+        return await send_create(
+            lambda: self._call(
+                lambda: self.fly.create_machine(
+                    pool.app, request, retry=CREATE_RETRY, may_exist=job is not None
                 ),
-                timeout=CREATE_TIMEOUT_S,
-            )
-        except TimeoutError:
-            log.warning("create abandoned: no answer in time", pool=pool.name, name=request.name,
-                        seconds=CREATE_TIMEOUT_S)
-            return _Created("abandoned", error="no answer in time")
-        except RateLimited as exc:
-            return _Created("rate_limited", error=str(exc))
-        except (InsufficientCapacity, MachineLimit) as exc:
-            log.warning("no room for the machine", pool=pool.name, name=request.name,
-                        error=str(exc))
-            return _Created("capacity", error=str(exc))
-        except (BadRequest, Unprocessable) as exc:
-            log.error("machine refused", pool=pool.name, name=request.name, error=str(exc))
-            return _Created("refused", error=str(exc))
-        except FlyError as exc:
-            log.warning("create failed", pool=pool.name, name=request.name, error=str(exc),
-                        error_type=type(exc).__name__)
-            return _Created("failed", error=str(exc))
-        log.info("machine created", pool=pool.name, app=pool.app, machine=machine.id,
-                 name=machine.name, region=machine.region)
-        return _Created("created", machine.id)
+                fence,
+            ),
+            pool, request,
+        )
 
     async def _start(self, action: Start, fence: Fence | None) -> None:
         m = action.machine
@@ -429,7 +383,7 @@ class Executor:
     async def _create_counted(
         self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, key: int,
         fence: Fence | None, report: ActReport,
-    ) -> _Created:
+    ) -> Created:
         """:meth:`_create`, with its in-flight entry and its launch counted: dropped if the call
         is cancelled or fenced, marked returned once a machine exists."""
         try:
