@@ -510,6 +510,8 @@ def test_client_enqueues_retries_idempotently_and_reports_errors(served_url: str
             client.enqueue("jobs", "work", machine={"cpus": 3})
         assert refused.value.status == 422
         assert refused.value.body["errors"][0]["field"] == "options.machine.cpus"
+        assert "options.machine.cpus" in refused.value.fields
+        assert "options.machine.cpus: " in str(refused.value)  # the field, in the message itself
     with EnqueueClient(served_url, "wrong") as client, pytest.raises(EnqueueError) as denied:
         client.state(str(uuid.uuid4()))
     assert denied.value.status == 403 and "wrong" not in str(denied.value)

@@ -29,7 +29,21 @@ class EnqueueError(Exception):
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         self.status = status
         self.body = body
-        super().__init__(f"HTTP {status}: {body.get('message', body)}")
+        text = f"HTTP {status}: {body.get('message', body)}"
+        fields = self.fields
+        if fields:
+            text += "".join(f"\n  - {name}: {problem}" for name, problem in fields.items())
+        super().__init__(text)
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """Each invalid field (a 422) -> what is wrong and the fix; empty for other refusals."""
+        out: dict[str, str] = {}
+        for e in self.body.get("errors") or ():
+            if isinstance(e, dict) and e.get("field"):
+                fix = f" ({e['fix']})" if e.get("fix") else ""
+                out[str(e["field"])] = f"{e.get('message', 'invalid')}{fix}"
+        return out
 
 
 class EnqueueClient:
