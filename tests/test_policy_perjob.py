@@ -246,6 +246,20 @@ def test_claim_sharing_a_machine_destroyed_for_invalid_options_is_released() -> 
     )
 
 
+def test_claim_judged_before_the_one_destroying_its_machine_is_released_too() -> None:
+    # Found by the property test: the healthy claim came first, saw its machine untouched, and
+    # kept its claim while the next claim's rule destroyed that machine.
+    other = claim("j1", machine_id="m1")
+    bad = claim("j2", machine_id="m1", machine_options_error="guest.cpus: must be >= 1")
+    m = machine("m1")
+    p = run(observe(machines=(m,), claims=(other, bad)))
+    assert p.actions == (
+        Destroy("thumbs", m, "invalid_options", True),
+        DeadLetter("thumbs", bad, "guest.cpus: must be >= 1", requires_destroy="m1"),
+        RequeueOrDeadLetter("thumbs", other, "machine_gone", 3, requires_destroy="m1"),
+    )
+
+
 def test_invalid_machine_options_dead_letter_the_message() -> None:
     c = claim("j1", state="claimed", machine_options_error="guest.cpus: must be >= 1")
     p = run(observe(claims=(c,)))

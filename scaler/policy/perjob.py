@@ -31,7 +31,7 @@ or none at all, gives the job back to its queue (:func:`settle_ownerless`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scaler.policy.builder import PlanBuilder
@@ -56,6 +56,7 @@ __all__ = [
     "reap",
     "relaunch_due",
     "release_claims",
+    "release_claims_of_destroyed",
     "settle_ownerless",
 ]
 
@@ -101,6 +102,25 @@ def release_claims(
             owned.add(m.id)
         _claim(pool, c, m, now, out, relaunch)
     return relaunch
+
+
+def release_claims_of_destroyed(
+    pools: Sequence[PoolPolicy], apps: Mapping[str, AppIndex], claims: ClaimIndex,
+    out: PlanBuilder,
+) -> None:
+    """Claims are judged one at a time: a claim judged before another claim naming the same
+    machine had that machine destroyed for it (the job's own options are invalid or refused) saw
+    the machine untouched. Once every claim is judged, such a claim is released after that
+    Destroy as well, never left holding a machine that is going away."""
+    for pool in pools:
+        if pool.mode != "per-job":
+            continue
+        for c in claims.by_pool.get(pool.name, ()):
+            if c.job in out.claims:
+                continue
+            known, m = claim_machine(c, pool.app, apps)
+            if known and m is not None and out.touched(m):
+                out.claim_action(_requeue(pool, c, "machine_gone", m.id), "requeue")
 
 
 def settle_ownerless(

@@ -29,6 +29,7 @@ from scaler.policy.perjob import (
     launch_demand,
     reap,
     release_claims,
+    release_claims_of_destroyed,
     settle_ownerless,
 )
 from scaler.policy.reaper import orphan_grace, reap_orphan
@@ -81,6 +82,7 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
                 out.tally.count(p.name, "relaunch", "unknown_data", "not_taken", len(found))
     every_app_known = all(ms is not None for ms in obs.machines_by_app.values())
     settle_ownerless(claims, apps, obs.now, out, owned, every_app_known)
+    release_claims_of_destroyed(pools, apps, claims, out)
     stopped: dict[str, list[MachineView]] = {}
     for p in pools:
         idx = apps.get(p.app)
