@@ -76,7 +76,7 @@ MUTANTS: dict[str, list[Edit]] = {
          "            if listing is None:\n                out[app] = None\n"
          "                listed[app] = None\n                continue\n",
          "            if listing is None:\n"
-         "                listing = _Listing(taken_at=now, views=(), names=frozenset())\n"),
+         "                listing = _Listing((), Listed(now, frozenset(), frozenset()))\n"),
     ],
     # R7: /readyz stays green whatever Redis does.
     "readyz-always-green": [
