@@ -15,8 +15,9 @@
   (``REDIS_URL``, ``FLY_SCALER_NAMESPACE``, ``FLY_SCALER_PREFIX``), with the middleware added.
 - :func:`send_with_machine`: send a message with per-job machine options, validated now so a
   bad size never reaches the queue.
-- :func:`validate_machine_options`: the same check for a dict (the scaler uses it to dead-letter
-  a message that bypassed the helper).
+- :func:`validate_machine_options`: the same check for a dict, the only one there is: the HTTP
+  enqueue API uses it, and the scaler checks each claimed message with it (the planner
+  dead-letters a message that bypassed the helper with bad options).
 
 Machine options: ``size`` (a Fly preset such as ``"performance-2x"``), ``cpus``, ``memory_mb``,
 ``cpu_kind``, ``region`` (three lowercase letters). They normalize to ``cpu_kind``, ``cpus``,
