@@ -42,9 +42,11 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
             f"claimed={v['claimed']} dead={v['dead']}"
         )
     lines.append("machines:")
+    unknown: dict[str, str] = status.get("unknown") or {}
     for app, ms in sorted(status["machines"].items()):
         if ms is None:
-            lines.append(f"  {app}: UNKNOWN")
+            why = unknown.get(f"fly:{app}")
+            lines.append(f"  {app}: UNKNOWN" + (f" ({why})" if why else ""))
             continue
         summary = ", ".join(f"{k}={n}" for k, n in sorted(ms.items())) or "none"
         lines.append(f"  {app}: {summary}")
@@ -52,8 +54,9 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     lines.append("decisions:")
     for d in status["decisions"]:
         lines.append(f"  [{d['outcome']}] {d['message']}")
-    if status.get("unknown"):
-        lines.append("unknown data: " + ", ".join(sorted(status["unknown"])))
+    if unknown:
+        lines.append("cannot read:")
+        lines.extend(f"  {source}: {why}" for source, why in sorted(unknown.items()))
     return "\n".join(lines)
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "Unauthorized",
     "Unprocessable",
     "api_error",
+    "listing_problem",
 ]
 
 
@@ -223,3 +224,19 @@ def api_error(
     if cls is None:
         cls = ServerError if status_code >= 500 else FlyAPIError
     return cls(status_code, error, **kwargs)
+
+
+def listing_problem(app: str, exc: BaseException) -> str:
+    """Why an app's machines cannot be listed, said for an operator: the cause, then the fix."""
+    if isinstance(exc, Unauthorized):
+        return (f"the Fly token was refused (HTTP 401) listing app {app!r}: check FLY_API_TOKEN "
+                f"or fly.token_file (e.g. `fly tokens create deploy -a {app}`)")
+    if isinstance(exc, Forbidden):
+        return (f"the Fly token may not read app {app!r} (HTTP 403): use a token of its "
+                f"organization or a deploy token of the app (`fly tokens create deploy -a {app}`)")
+    if isinstance(exc, NotFound):
+        return (f"app {app!r} does not exist (HTTP 404): create it (`fly apps create {app}`, or "
+                "`scaler init --create-apps` on a local API) or fix the pool's app")
+    if isinstance(exc, FlyTransportError):
+        return f"the Machines API cannot be reached listing app {app!r}: {exc}"
+    return f"listing app {app!r} failed: {exc}"

@@ -30,6 +30,7 @@ import structlog
 
 from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient
+from scaler.fly.errors import Forbidden, NotFound, Unauthorized, listing_problem
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import orphans_key
 from scaler.jobs.queues import read_queue_stats
@@ -99,11 +100,14 @@ class Observer:
         self._listings: dict[str, _Listing] = {}
         self._checked: dict[tuple[str, int], Checked] = {}  # per (job, launch) claimed
         self.unknown: dict[str, str] = {}  # source -> why, for metrics and logs
+        # apps whose listing fails for a reason only the operator can fix (token, missing app)
+        self.misconfigured: dict[str, str] = {}
 
     async def observe(self) -> Observation:
         """One observation."""
         now = self.clock()
         self.unknown = {}
+        self.misconfigured = {}
         queues, claims, marks = await asyncio.gather(
             self._queues(now), self._claims(), self._orphan_marks()
         )
@@ -221,7 +225,9 @@ class Observer:
                 app, metadata={META_SCALER: self.settings.scaler.id}
             )
         except Exception as exc:
-            self.unknown[f"fly:{app}"] = str(exc)
+            self.unknown[f"fly:{app}"] = listing_problem(app, exc)
+            if isinstance(exc, Unauthorized | Forbidden | NotFound):
+                self.misconfigured[app] = self.unknown[f"fly:{app}"]
             self._listings.pop(app, None)
             return None
         scaler_id = self.settings.scaler.id

@@ -51,12 +51,14 @@ class TickRecorder:
         self.observer = observer
         self._last_logged: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._cost_seen: dict[str, float] = {}
+        self._unavailable: dict[str, str] = {}  # source -> the problem last logged
 
     def record(self, obs: Observation, plan: Plan, leader: bool) -> None:
         """Metrics and one log event per decision (repeats of an unchanged decision at debug)."""
         m = self.metrics
         for source in ("redis", *(f"fly:{a}" for a in self.observer.apps), "prometheus"):
             m.data_unknown.labels(source).set(1 if source in self.observer.unknown else 0)
+        self._log_unavailable(self.observer.unknown)
         for q, view in obs.queues.items():
             if view is None:
                 continue
@@ -105,6 +107,17 @@ class TickRecorder:
                     waiting[d.pool] = waiting.get(d.pool, 0) + d.count
         for p in self.policies:
             m.launches_waiting_budget.labels(p.name).set(waiting.get(p.name, 0))
+
+    def _log_unavailable(self, unknown: dict[str, str]) -> None:
+        """A source that cannot be read is a warning once, when it starts or its cause changes,
+        and an info line when it is back; not one line per tick."""
+        for source, problem in unknown.items():
+            if self._unavailable.get(source) != problem:
+                log.warning("data unavailable", source=source, problem=problem)
+                self._unavailable[source] = problem
+        for source in [s for s in self._unavailable if s not in unknown]:
+            del self._unavailable[source]
+            log.info("data available again", source=source)
 
     async def drain_job_events(self) -> None:
         """Runners append an event when a job ends; turn them into exact timing metrics."""
