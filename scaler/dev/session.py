@@ -366,7 +366,7 @@ class DevSession:
             machines=self.tracker.by_state(),
             created=self.tracker.created(),
             launches=_counter_total(m.launches, lambda lb: lb.get("result") in (
-                "created", "resolved_existing", "started")),
+                "created", "started")),
             reaps=_counter_total(m.reaps, lambda lb: True),
             jobs_sent=len(producer.sent),
             jobs_target=self.options.jobs,

@@ -18,7 +18,7 @@ API_ACTIONS = (
     "Machines_list", "Machines_create", "Machines_start", "Machines_delete", "Machines_show",
 )
 LAUNCH_RESULTS = (
-    "created", "started", "resolved_existing", "failed", "rate_limited", "capacity", "refused",
+    "created", "started", "failed", "rate_limited", "capacity", "refused", "abandoned",
 )
 REAP_REASONS = (
     "stopped", "failed", "boot_timeout", "max_runtime", "stuck", "orphan", "invalid_options",
@@ -70,8 +70,10 @@ class Metrics:
 
         # Launches, jobs, reaps.
         self.launches = Counter(
-            p + "launches_total", "Machine launches by pool and result (created, started, "
-            "resolved_existing, failed, rate_limited, capacity).", ["pool", "result"], registry=r)
+            p + "launches_total", "Machine launches by pool and result (created: a create made "
+            "or found the machine; started: a stopped one started; failed, rate_limited, "
+            "capacity, refused: Fly refused it for good; abandoned: no answer in time).",
+            ["pool", "result"], registry=r)
         self.enqueue_to_started = Histogram(
             p + "enqueue_to_started_seconds", "Time from enqueue to the job's machine started.",
             ["pool"], buckets=LATENCY_BUCKETS, registry=r)
@@ -105,7 +107,8 @@ class Metrics:
             ["pool", "kind", "outcome"], registry=r)
         self.decisions_not_taken = Counter(
             p + "decisions_not_taken_total", "Actions the planner wanted but did not take, by "
-            "reason (cap_pool, cap_app, cap_global, rate_limit, unknown_data, budget).",
+            "reason (cap_pool, cap_app, cap_global, rate_limit, unknown_data; also waits such "
+            "as create_pending, orphan_grace, no_demand).",
             ["pool", "reason"], registry=r)
 
         # Fly API and the rate governor.
