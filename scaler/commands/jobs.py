@@ -15,7 +15,8 @@ import time
 
 import redis
 
-from scaler.config import ConfigError, Settings, default_config_path, load_settings
+from scaler.commands.common import add_config_argument, load_or_report, redis_of
+from scaler.config import Settings
 from scaler.jobs.dead_letters import DeadLetters
 from scaler.jobs.keys import QueueKeys
 
@@ -24,8 +25,7 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``scaler jobs``."""
-    parser.add_argument("-c", "--config", help="config file (default $SCALER_CONFIG or "
-                        "./scaler.toml)")
+    add_config_argument(parser)
     parser.add_argument("--limit", type=int, default=20,
                         help="dead letters shown per queue (default 20)")
     parser.add_argument("words", nargs="*", metavar="[retry|purge] QUEUE [ID ...]",
@@ -36,14 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``scaler jobs``."""
-    try:
-        path = args.config or default_config_path()
-        settings = load_settings(str(path) if path else None)
-    except ConfigError as exc:
-        print(f"scaler jobs: {exc}", file=sys.stderr)
+    settings = load_or_report(args, "jobs")
+    if settings is None:
         return 2
     words: list[str] = list(args.words)
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=5)
+    client = redis_of(settings)
     try:
         if words and words[0] in ("retry", "purge"):
             return _change(client, settings, words[0], words[1:], purge_all=args.all)

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import redis
 
-from scaler.config import ConfigError, default_config_path, load_settings
+from scaler.commands.common import add_config_argument, load_or_report, redis_of
 from scaler.jobs.keys import status_key
 
 __all__ = ["add_arguments", "format_status", "run", "watch"]
@@ -19,8 +19,7 @@ __all__ = ["add_arguments", "format_status", "run", "watch"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``scaler status``."""
-    parser.add_argument("-c", "--config", help="config file (default $SCALER_CONFIG or "
-                        "./scaler.toml)")
+    add_config_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the raw status JSON")
     parser.add_argument("--watch", action="store_true",
                         help="redraw every --interval until Ctrl-C (a live view)")
@@ -62,13 +61,10 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``scaler status``."""
-    try:
-        path = args.config or default_config_path()
-        settings = load_settings(str(path) if path else None)
-    except ConfigError as exc:
-        print(f"scaler status: {exc}", file=sys.stderr)
+    settings = load_or_report(args, "status")
+    if settings is None:
         return 2
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=5)
+    client = redis_of(settings)
     try:
         if not getattr(args, "watch", False):
             text, rc = _frame(client, settings.redis.prefix, settings.redis.safe_url, args.json)
