@@ -1,46 +1,40 @@
-"""Each Fly Machines API operation, defined once as a request description (a :class:`Call`).
-
-An operation function validates its arguments (before anything is sent), builds the method, path,
-query, headers and body, names how safe it is to repeat (``scaler.fly.retry.Safety``) and how to
-read the answer. Both clients execute the same Calls, so no logic is written twice.
-"""
+"""Operations on machines, their metadata and their leases."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
-from urllib.parse import quote
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from pydantic import BaseModel
-
-from scaler.durations import format_duration
+from scaler.fly._operations.call import (
+    NONCE_HEADER,
+    WAIT_STATES,
+    Call,
+    Lookup,
+    _duration,
+    _m,
+    _model,
+    _models,
+    _nonce,
+    _nothing,
+    _q,
+    _required,
+    _seg,
+    _states,
+)
 from scaler.fly.models import (
-    App,
-    CreateAppRequest,
-    CreateAppResponse,
     CreateLeaseRequest,
     CreateMachineRequest,
-    CreateVolumeRequest,
-    ExtendVolumeRequest,
-    ExtendVolumeResponse,
     FlyMachineConfig,
     Lease,
-    ListAppsResponse,
     Machine,
     MachineEvent,
     MachineVersion,
-    RegionsResponse,
     SignalRequest,
     StartResponse,
     StopRequest,
     UpdateMachineRequest,
     UpdateMetadataRequest,
-    UpdateVolumeRequest,
     UpsertMetadataKeyRequest,
-    Volume,
-    VolumeSnapshot,
     WaitResponse,
     parse_lease,
     signal_name,
@@ -48,149 +42,32 @@ from scaler.fly.models import (
 from scaler.fly.retry import RetryPolicy, Safety
 from scaler.fly.sizing import validate_guest
 
-__all__ = ["NONCE_HEADER", "WAIT_STATES", "Call", "Lookup"]
-
-T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
-
-NONCE_HEADER = "fly-machine-lease-nonce"
-WAIT_STATES = ("started", "stopped", "suspended", "destroyed", "failed", "settled")
-Params = list[tuple[str, str]]
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """How to find a machine whose create had an unknown outcome: a list call and a picker."""
-
-    call: Call[list[Machine]]
-    pick: Callable[[list[Machine]], Machine | None]
-    by: str
-
-
-@dataclass(frozen=True)
-class Call(Generic[T]):
-    """One API request, ready to send, plus how to read its answer."""
-
-    method: str
-    path: str
-    parse: Callable[[Any], T]
-    safety: Safety
-    params: Params = field(default_factory=list)
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    read_timeout: float | None = None
-    lookup: Lookup | None = None
-    retry: RetryPolicy | None = None  # overrides the client's policy for this call
-    may_exist: bool = False  # a create whose machine an earlier call may have made already
-
-
-# --- small helpers ------------------------------------------------------------------------------
-
-
-def _required(value: str, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _seg(value: str, name: str) -> str:
-    return quote(_required(value, name), safe="")
-
-
-def _m(app_name: str, machine_id: str, tail: str = "") -> str:
-    return f"/v1/apps/{_seg(app_name, 'app_name')}/machines/{_seg(machine_id, 'machine_id')}{tail}"
-
-
-def _v(app_name: str, volume_id: str, tail: str = "") -> str:
-    return f"/v1/apps/{_seg(app_name, 'app_name')}/volumes/{_seg(volume_id, 'volume_id')}{tail}"
-
-
-def _q(**values: str | int | bool | None) -> Params:
-    out: Params = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        out.append((key, ("true" if value else "false") if isinstance(value, bool) else str(value)))
-    return out
-
-
-def _nonce(nonce: str | None) -> dict[str, str]:
-    return {NONCE_HEADER: nonce} if nonce else {}
-
-
-def _model(cls: type[M]) -> Callable[[Any], M]:
-    def parse(body: Any) -> M:
-        return cls.model_validate(body if body is not None else {})
-
-    return parse
-
-
-def _models(cls: type[M]) -> Callable[[Any], list[M]]:
-    def parse(body: Any) -> list[M]:
-        return [cls.model_validate(item) for item in (body or [])]
-
-    return parse
-
-
-def _nothing(body: Any) -> None:
-    return None
-
-
-def _states(state: str | Sequence[str], name: str) -> str:
-    states = [state] if isinstance(state, str) else list(state)
-    if not states or not all(isinstance(s, str) and s for s in states):
-        raise ValueError(f"{name} must be a state name or a list of them, got {state!r}")
-    return ",".join(states)
-
-
-def _duration(value: str | float | None, name: str) -> str | None:
-    """Seconds (number) or a Go duration string (``"10s"``) as a Go duration string."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool) or not 0 <= value < math.inf:
-        raise ValueError(f"{name}={value!r} must be seconds (>= 0) or a duration like '10s'")
-    return format_duration(value)
-
-
-# --- apps ---------------------------------------------------------------------------------------
-
-
-def list_apps(org_slug: str = "personal", *, app_role: str | None = None) -> Call[list[App]]:
-    """List the apps of an organization (``personal`` is your own)."""
-    return Call(
-        "GET", "/v1/apps", lambda b: ListAppsResponse.model_validate(b or {}).apps,
-        Safety.IDEMPOTENT, params=_q(org_slug=org_slug, app_role=app_role),
-    )
-
-
-def create_app(
-    name: str,
-    org_slug: str = "personal",
-    *,
-    network: str | None = None,
-    enable_subdomains: bool | None = None,
-) -> Call[CreateAppResponse]:
-    """Create an app (names are global across Fly: 422 :class:`NameTaken` if used)."""
-    body = CreateAppRequest(
-        name=name, org_slug=org_slug, network=network, enable_subdomains=enable_subdomains
-    )
-    return Call("POST", "/v1/apps", _model(CreateAppResponse), Safety.UNSAFE, body=body.to_wire())
-
-
-def get_app(app_name: str) -> Call[App]:
-    """One app."""
-    return Call("GET", f"/v1/apps/{_seg(app_name, 'app_name')}", _model(App), Safety.IDEMPOTENT)
-
-
-def delete_app(app_name: str, *, force: bool = False) -> Call[None]:
-    """Delete an app; ``force`` stops its machines first (Fly: 100 deletions per minute)."""
-    return Call(
-        "DELETE", f"/v1/apps/{_seg(app_name, 'app_name')}", _nothing, Safety.IDEMPOTENT,
-        params=_q(force=True if force else None),
-    )
-
-
-# --- machines -----------------------------------------------------------------------------------
+__all__ = [
+    "acquire_lease",
+    "cordon_machine",
+    "create_machine",
+    "delete_metadata_key",
+    "destroy_machine",
+    "get_lease",
+    "get_machine",
+    "get_metadata",
+    "get_metadata_key",
+    "list_events",
+    "list_machines",
+    "list_versions",
+    "refresh_lease",
+    "release_lease",
+    "restart_machine",
+    "set_metadata_key",
+    "signal_machine",
+    "start_machine",
+    "stop_machine",
+    "suspend_machine",
+    "uncordon_machine",
+    "update_machine",
+    "update_metadata",
+    "wait_machine",
+]
 
 
 def list_machines(
@@ -554,96 +431,3 @@ def release_lease(app_name: str, machine_id: str, nonce: str) -> Call[None]:
         "DELETE", _m(app_name, machine_id, "/lease"), _nothing, Safety.IDEMPOTENT,
         headers={NONCE_HEADER: _required(nonce, "nonce")},
     )
-
-
-# --- volumes ------------------------------------------------------------------------------------
-
-
-def create_volume(
-    app_name: str,
-    name: str,
-    *,
-    region: str | None = None,
-    size_gb: int | None = None,
-    encrypted: bool | None = None,
-    require_unique_zone: bool | None = None,
-    snapshot_id: str | None = None,
-    source_volume_id: str | None = None,
-    snapshot_retention: int | None = None,
-    auto_backup_enabled: bool | None = None,
-    fstype: str | None = None,
-) -> Call[Volume]:
-    """Create a volume (Fly's defaults: 3 GB, encrypted). Not retried on an unknown outcome:
-    a second create would make a second volume."""
-    body = CreateVolumeRequest(
-        name=name, region=region, size_gb=size_gb, encrypted=encrypted,
-        require_unique_zone=require_unique_zone, snapshot_id=snapshot_id,
-        source_volume_id=source_volume_id, snapshot_retention=snapshot_retention,
-        auto_backup_enabled=auto_backup_enabled, fstype=fstype,
-    )
-    return Call(
-        "POST", f"/v1/apps/{_seg(app_name, 'app_name')}/volumes", _model(Volume), Safety.UNSAFE,
-        body=body.to_wire(),
-    )
-
-
-def list_volumes(app_name: str, *, summary: bool | None = None) -> Call[list[Volume]]:
-    """The app's volumes."""
-    return Call(
-        "GET", f"/v1/apps/{_seg(app_name, 'app_name')}/volumes", _models(Volume),
-        Safety.IDEMPOTENT, params=_q(summary=summary),
-    )
-
-
-def get_volume(app_name: str, volume_id: str) -> Call[Volume]:
-    """One volume."""
-    return Call("GET", _v(app_name, volume_id), _model(Volume), Safety.IDEMPOTENT)
-
-
-def update_volume(
-    app_name: str,
-    volume_id: str,
-    *,
-    snapshot_retention: int | None = None,
-    auto_backup_enabled: bool | None = None,
-) -> Call[Volume]:
-    """Change a volume's snapshot settings."""
-    body = UpdateVolumeRequest(
-        snapshot_retention=snapshot_retention, auto_backup_enabled=auto_backup_enabled
-    )
-    return Call(
-        "PUT", _v(app_name, volume_id), _model(Volume), Safety.IDEMPOTENT, body=body.to_wire()
-    )
-
-
-def delete_volume(app_name: str, volume_id: str) -> Call[Volume]:
-    """Destroy a volume (answers it with ``state: "destroyed"``)."""
-    return Call("DELETE", _v(app_name, volume_id), _model(Volume), Safety.IDEMPOTENT)
-
-
-def extend_volume(app_name: str, volume_id: str, size_gb: int) -> Call[ExtendVolumeResponse]:
-    """Grow a volume to ``size_gb`` (an absolute size, so repeating it is harmless)."""
-    return Call(
-        "PUT", _v(app_name, volume_id, "/extend"), _model(ExtendVolumeResponse),
-        Safety.IDEMPOTENT, body=ExtendVolumeRequest(size_gb=size_gb).to_wire(),
-    )
-
-
-def list_snapshots(app_name: str, volume_id: str) -> Call[list[VolumeSnapshot]]:
-    """A volume's snapshots."""
-    return Call(
-        "GET", _v(app_name, volume_id, "/snapshots"), _models(VolumeSnapshot), Safety.IDEMPOTENT
-    )
-
-
-def create_snapshot(app_name: str, volume_id: str) -> Call[None]:
-    """Take an on-demand snapshot (the answer has no documented shape)."""
-    return Call("POST", _v(app_name, volume_id, "/snapshots"), _nothing, Safety.UNSAFE)
-
-
-# --- platform -----------------------------------------------------------------------------------
-
-
-def list_regions() -> Call[RegionsResponse]:
-    """Fly's regions and the one nearest to the caller."""
-    return Call("GET", "/v1/platform/regions", _model(RegionsResponse), Safety.IDEMPOTENT)

@@ -1,0 +1,97 @@
+"""Each Fly Machines API operation, defined once as a request description (a :class:`Call`).
+
+An operation function validates its arguments (before anything is sent), builds the method, path,
+query, headers and body, names how safe it is to repeat (``scaler.fly.retry.Safety``) and how to
+read the answer. Both clients execute the same Calls, so no logic is written twice.
+"""
+
+from __future__ import annotations
+
+from scaler.fly._operations.apps import (
+    create_app,
+    delete_app,
+    get_app,
+    list_apps,
+)
+from scaler.fly._operations.call import NONCE_HEADER, WAIT_STATES, Call, Lookup
+from scaler.fly._operations.machines import (
+    acquire_lease,
+    cordon_machine,
+    create_machine,
+    delete_metadata_key,
+    destroy_machine,
+    get_lease,
+    get_machine,
+    get_metadata,
+    get_metadata_key,
+    list_events,
+    list_machines,
+    list_versions,
+    refresh_lease,
+    release_lease,
+    restart_machine,
+    set_metadata_key,
+    signal_machine,
+    start_machine,
+    stop_machine,
+    suspend_machine,
+    uncordon_machine,
+    update_machine,
+    update_metadata,
+    wait_machine,
+)
+from scaler.fly._operations.volumes import (
+    create_snapshot,
+    create_volume,
+    delete_volume,
+    extend_volume,
+    get_volume,
+    list_regions,
+    list_snapshots,
+    list_volumes,
+    update_volume,
+)
+
+__all__ = [
+    "NONCE_HEADER",
+    "WAIT_STATES",
+    "Call",
+    "Lookup",
+    "acquire_lease",
+    "cordon_machine",
+    "create_app",
+    "create_machine",
+    "create_snapshot",
+    "create_volume",
+    "delete_app",
+    "delete_metadata_key",
+    "delete_volume",
+    "destroy_machine",
+    "extend_volume",
+    "get_app",
+    "get_lease",
+    "get_machine",
+    "get_metadata",
+    "get_metadata_key",
+    "get_volume",
+    "list_apps",
+    "list_events",
+    "list_machines",
+    "list_regions",
+    "list_snapshots",
+    "list_versions",
+    "list_volumes",
+    "refresh_lease",
+    "release_lease",
+    "restart_machine",
+    "set_metadata_key",
+    "signal_machine",
+    "start_machine",
+    "stop_machine",
+    "suspend_machine",
+    "uncordon_machine",
+    "update_machine",
+    "update_metadata",
+    "update_volume",
+    "wait_machine",
+]
