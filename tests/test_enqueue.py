@@ -126,6 +126,28 @@ def test_middleware_stamps_copies_actor_machine_and_publishes(
     assert stored(redis_client, ns, own)["options"]["fly_machine"] == {"cpus": 4}
 
 
+def test_middleware_stamps_the_max_age_agelimit_would_apply(
+    broker: RedisBroker, redis_client: redis.Redis, ns: str
+) -> None:
+    from dramatiq.middleware import AgeLimit
+
+    @dramatiq.actor(broker=broker, queue_name=Q, max_age=30_000)
+    def short_lived() -> None:
+        """Not run here."""
+
+    @dramatiq.actor(broker=broker, queue_name=Q)
+    def plain() -> None:
+        """Not run here."""
+
+    assert stored(redis_client, ns, short_lived.send())["options"]["max_age"] == 30_000
+    own = short_lived.send_with_options(max_age=5_000)
+    assert stored(redis_client, ns, own)["options"]["max_age"] == 5_000
+    assert "max_age" not in stored(redis_client, ns, plain.send())["options"]
+    [limit] = [m for m in broker.middleware if isinstance(m, AgeLimit)]
+    limit.max_age = 60_000  # the broker's default applies to actors without their own
+    assert stored(redis_client, ns, plain.send())["options"]["max_age"] == 60_000
+
+
 def test_delayed_messages_are_stamped_with_their_due_time(
     broker: RedisBroker, redis_client: redis.Redis, ns: str
 ) -> None:

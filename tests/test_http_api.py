@@ -455,6 +455,29 @@ async def test_state_follows_a_delayed_message_through_promotion(
     assert record == promoted.options["redis_message_id"].encode()  # relinked: next lookup O(1)
 
 
+async def test_every_message_the_scaler_claimed_has_a_state_however_it_was_sent(
+    api: httpx.AsyncClient, aredis: aioredis.Redis, redis_client: redis.Redis,
+    redis_prefix: str, broker: RedisBroker,
+) -> None:
+    plain = broker.enqueue(dramatiq.Message("jobs", "work", (), {}, {}))  # no ScalerMiddleware
+    broker.add_middleware(ScalerMiddleware(prefix=redis_prefix))
+    sent = broker.enqueue(dramatiq.Message("jobs", "work", (), {}, {}))
+    r = await api.get(f"/v1/messages/{sent.message_id}", headers=AUTH)
+    assert r.status_code == 404  # only Redis has seen it yet: no record of it is kept
+    claims = ClaimStore(aredis, namespace=redis_prefix, prefix=redis_prefix)
+    taken = await claims.claim("jobs", "thumbs", 2, now_ms=1000, fence=UNFENCED)
+    assert (await _state(api, plain.message_id))["state"] == "claimed"  # the scaler dispatched it
+    claim = next(c for c in taken if c.message_id == sent.message_id)
+    runner = RunnerClaim(redis_client, namespace=redis_prefix, prefix=redis_prefix, queue="jobs",
+                         redis_message_id=claim.redis_message_id, launch=claim.launch)
+    assert runner.mark_running("m-9", now_ms=2000)
+    assert runner.finish("nack", now_ms=3000, machine_id="m-9", error="RuntimeError: boom",
+                         message_id=sent.message_id)
+    state = await _state(api, sent.message_id)
+    assert (state["state"], state["reason"], state["machine_id"]) == (
+        "dead_lettered", "RuntimeError: boom", "m-9")
+
+
 async def test_state_unknown_and_malformed_ids(api: httpx.AsyncClient) -> None:
     r = await api.get(f"/v1/messages/{uuid.uuid4()}", headers=AUTH)
     assert r.status_code == 404 and r.json()["error"] == "unknown_message"

@@ -19,7 +19,9 @@ import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
 from scaler.jobs.claims import Claim, ClaimStore, binding_env, claims_key, launches_key
+from scaler.jobs.keys import QueueKeys, finished_machines_key, job_events_key
 from scaler.jobs.leader import UNFENCED
+from scaler.jobs.outcomes import JobEvent
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = "sample"
@@ -59,6 +61,18 @@ def runner_env(redis_url: str, ns: str, prefix: str, claim: Claim | None = None)
     return env
 
 
+def job_events(client: redis.Redis, prefix: str) -> list[JobEvent]:
+    found = [JobEvent.parse(raw) for raw in client.lrange(job_events_key(prefix), 0, -1)]
+    return [e for e in found if e is not None]
+
+
+def dead_reason(client: redis.Redis, ns: str, prefix: str, rmid: str) -> dict[str, Any]:
+    raw = client.hget(QueueKeys(ns, prefix, Q).dead_reasons, rmid)
+    assert raw is not None, "no dead-letter reason recorded"
+    reason: dict[str, Any] = json.loads(raw)
+    return reason
+
+
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workers.runner", *args],
@@ -83,6 +97,11 @@ def test_success_acks_and_completes_the_claim(
     assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0
     assert redis_client.hlen(launches_key(redis_prefix, Q)) == 0
     assert redis_client.zcard(f"{ns}:{Q}.XQ") == 0
+    [ev] = job_events(redis_client, redis_prefix)
+    assert (ev.outcome, ev.message_id, ev.redis_message_id, ev.machine_id, ev.actor) == (
+        "done", sent.message_id, sent.options["redis_message_id"], "m-test", "record")
+    # its machine is exiting, not an orphan
+    assert redis_client.hkeys(finished_machines_key(redis_prefix)) == [b"m-test"]
 
 
 def test_failure_schedules_a_retry_and_exits_1(
@@ -102,6 +121,8 @@ def test_failure_schedules_a_retry_and_exits_1(
     assert retry["options"]["eta"] > 0
     assert not redis_client.hexists(f"{ns}:{Q}.msgs", sent.options["redis_message_id"])
     assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0
+    [ev] = job_events(redis_client, redis_prefix)
+    assert ev.outcome == "failed" and "planned failure" in (ev.reason or "")
 
 
 def test_final_failure_dead_letters(
@@ -119,6 +140,11 @@ def test_final_failure_dead_letters(
     assert redis_client.hlen(f"{ns}:{Q}.DQ.msgs") == 0
     assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0
     assert redis_client.get(key) == b"1"
+    assert dead_reason(redis_client, ns, redis_prefix, rmid)["reason"] == (
+        "RuntimeError: always fails")
+    [ev] = job_events(redis_client, redis_prefix)
+    assert (ev.outcome, ev.cause, ev.reason) == ("dead_lettered", "job_failed",
+                                                 "RuntimeError: always fails")
 
 
 def test_missing_claim_exits_0_without_running(
@@ -134,19 +160,58 @@ def test_missing_claim_exits_0_without_running(
     assert redis_client.llen(f"{ns}:{Q}") == 1  # untouched: still ready for whoever claims it
 
 
-def test_setup_errors_exit_2_with_a_clear_message(
+def test_an_undeclared_actor_is_dead_lettered_at_once_with_the_runners_reason(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    sent = send(broker, "no_such_actor")
+    claim = claim_one(redis_url, ns, redis_prefix)
+    proc = run(runner_env(redis_url, ns, redis_prefix, claim))
+    assert proc.returncode == 2
+    assert "actor 'no_such_actor' is not declared by 'tests.apps.sample_tasks'" in proc.stderr
+    rmid = sent.options["redis_message_id"]
+    assert redis_client.zscore(f"{ns}:{Q}.XQ", rmid) is not None  # no launch left to spend
+    assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0
+    assert redis_client.hlen(launches_key(redis_prefix, Q)) == 0
+    why = dead_reason(redis_client, ns, redis_prefix, rmid)
+    assert why["cause"] == "setup" and "is not declared" in why["reason"]
+    [ev] = job_events(redis_client, redis_prefix)
+    assert (ev.outcome, ev.cause, ev.machine_id, ev.message_id) == (
+        "dead_lettered", "setup", "m-test", sent.message_id)
+
+
+def test_an_actors_module_that_does_not_import_dead_letters_through_redis_url(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    sent = send(broker, "record", f"{redis_prefix}:out", "x")
+    claim = claim_one(redis_url, ns, redis_prefix)
+    env = {**runner_env(redis_url, ns, redis_prefix, claim),
+           "SCALER_ACTORS": "tests.apps.no_such_module"}
+    without_url = {k: v for k, v in env.items() if k != "REDIS_URL"}
+    proc = run(without_url)  # nothing to reach Redis with: the scaler relaunches it
+    assert proc.returncode == 2
+    assert "REDIS_URL is not set" in proc.stderr
+    assert redis_client.hlen(claims_key(redis_prefix, Q)) == 1
+    proc = run(env)
+    assert proc.returncode == 2
+    assert "cannot import actors module 'tests.apps.no_such_module'" in proc.stderr
+    rmid = sent.options["redis_message_id"]
+    assert redis_client.zscore(f"{ns}:{Q}.XQ", rmid) is not None
+    assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0
+    assert "cannot import actors module" in dead_reason(redis_client, ns, redis_prefix,
+                                                        rmid)["reason"]
+
+
+def test_other_setup_errors_exit_2_with_a_clear_message(
     broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
 ) -> None:
     sent = send(broker, "record", f"{redis_prefix}:out", "x")
     claim = claim_one(redis_url, ns, redis_prefix)
     env = runner_env(redis_url, ns, redis_prefix, claim)
-    proc = run({**env, "SCALER_ACTORS": "tests.apps.no_such_module"})
-    assert proc.returncode == 2
-    assert "cannot import actors module 'tests.apps.no_such_module'" in proc.stderr
     redis_client.hdel(f"{ns}:{Q}.msgs", sent.options["redis_message_id"])
     proc = run(env)
     assert proc.returncode == 2
     assert f"{ns}:{Q}.msgs" in proc.stderr
+    assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0  # nothing left to run
     env.pop("FLY_SCALER_MESSAGE")
     proc = run(env)
     assert proc.returncode == 2

@@ -23,7 +23,13 @@ Exit codes: 0 success (or the claim belongs to someone else: nothing was run), 1
 unknown actor), 128+signal when stopped by SIGTERM/SIGINT in bound mode (the message is left
 claimed, not acked: the scaler gives it back once the machine is gone).
 
-Start-up is kept lean: dramatiq, redis and ``scaler.jobs.claim_scripts`` are imported only once
+A set-up error in bound mode is recorded on the claim by the script that ends it
+(:meth:`~scaler.jobs.runner_claim.RunnerClaim.abort`): the message is dead-lettered at once with
+the reason, instead of costing a machine per launch that would fail the same way. When the actors
+module itself cannot be loaded there is no broker to reach Redis with: ``REDIS_URL`` is used, and
+without it nothing is recorded (the scaler relaunches the job, as after a crash).
+
+Start-up is kept lean: dramatiq, redis and ``scaler.jobs.runner_claim`` are imported only once
 needed.
 """
 
@@ -44,7 +50,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scaler.jobs.claim_scripts import RunnerClaim
+    from scaler.jobs.runner_claim import FinishOutcome, RunnerClaim
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_SETUP", "SetupError", "build_parser", "main"]
 
@@ -77,6 +83,7 @@ class RunnerSettings:
     heartbeat_interval: float
     shutdown_timeout: float
     machine_id: str
+    redis_url: str = ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +175,7 @@ def resolve(args: argparse.Namespace, env: dict[str, str]) -> RunnerSettings:
             "FLY_SCALER_SHUTDOWN_TIMEOUT", args.shutdown_timeout, 600, env
         ),
         machine_id=env.get("FLY_MACHINE_ID") or f"{socket.gethostname()}-{os.getpid()}",
+        redis_url=env.get("REDIS_URL", ""),
     )
 
 
@@ -231,12 +239,16 @@ def _every(interval: float, stop: threading.Event, beat: Callable[[], None]) -> 
 
 
 class _BoundConsumer:
-    """A dramatiq consumer that yields one message, then nothing; ack/nack end the claim."""
+    """A dramatiq consumer that yields one message, then nothing; ack/nack end the claim and
+    record how the job ended."""
 
-    def __init__(self, message: Any, claim: RunnerClaim, state: _BoundState) -> None:
+    def __init__(
+        self, message: Any, claim: RunnerClaim, state: _BoundState, machine_id: str
+    ) -> None:
         self._pending = [message]
         self._claim = claim
         self._state = state
+        self._machine_id = machine_id
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -249,11 +261,17 @@ class _BoundConsumer:
 
     def ack(self, message: Any) -> None:
         if not self._state.abandoned:
-            self._claim.finish("ack", _now_ms())
+            self._end("ack", message)
 
     def nack(self, message: Any) -> None:
         if not self._state.abandoned:
-            self._claim.finish("nack", _now_ms())
+            self._end("nack", message)
+
+    def _end(self, outcome: FinishOutcome, message: Any) -> None:
+        self._claim.finish(
+            outcome, _now_ms(), machine_id=self._machine_id, error=self._state.error,
+            message_id=message.message_id, actor=message.actor_name,
+        )
 
     def requeue(self, messages: Any) -> None:
         """Nothing to do: an unstarted bound message simply stays claimed."""
@@ -268,6 +286,7 @@ class _IdleConsumer(_BoundConsumer):
     def __init__(self, state: _BoundState) -> None:
         self._pending = []
         self._state = state
+        self._machine_id = ""
 
 
 class _BoundState:
@@ -290,7 +309,8 @@ def _outcome_middleware(message_id: str, state: _BoundState) -> Any:
 
         def after_skip_message(self, broker: Any, message: Any) -> None:
             if message.message_id == message_id and message.failed:
-                state.error = "skipped"
+                state.error = ("skipped: failed by a middleware before it ran (dramatiq's AgeLimit"
+                               " does so past its max_age)")
 
         def after_ack(self, broker: Any, message: Any) -> None:
             if message.message_id == message_id:
@@ -327,14 +347,17 @@ def _retry_redis(call: Callable[[], bool], stop: _Stop) -> bool:
 
 def run_bound(settings: RunnerSettings, stop: _Stop) -> int:
     """Run the one claimed message; see the module docstring for exit codes."""
-    import dramatiq
     from dramatiq import Worker
     from dramatiq.broker import MessageProxy
 
-    from scaler.jobs.claim_scripts import RunnerClaim
+    from scaler.jobs.runner_claim import RunnerClaim
 
-    broker = load_broker(settings.actors, settings.namespace)
     q, rmid = settings.queue, settings.message
+    try:
+        broker = load_broker(settings.actors, settings.namespace)
+    except SetupError as exc:
+        _abort_without_broker(settings, str(exc))
+        raise
     claim = RunnerClaim(
         broker.client,
         namespace=settings.namespace,
@@ -346,27 +369,18 @@ def run_bound(settings: RunnerSettings, stop: _Stop) -> int:
     if not _retry_redis(lambda: claim.mark_running(settings.machine_id, _now_ms()), stop):
         print(f"runner: claim {q}/{rmid} is gone or owned by another machine; not running it")
         return EXIT_OK
-    body = broker.client.hget(f"{settings.namespace}:{q}.msgs", rmid)
-    if body is None:
-        raise SetupError(f"message {rmid} is not in {settings.namespace}:{q}.msgs")
     try:
-        message = dramatiq.Message.decode(body)
-    except Exception as exc:
-        raise SetupError(f"message {rmid} cannot be decoded: {type(exc).__name__}") from exc
-    if message.queue_name != q:
-        raise SetupError(f"message {rmid} belongs to queue {message.queue_name!r}, not {q!r}")
-    if message.actor_name not in broker.actors:
-        raise SetupError(
-            f"actor {message.actor_name!r} is not declared by {settings.actors!r};"
-            " the image must import every actor of the queues it runs"
-        )
+        message = _bound_message(broker, settings)
+    except SetupError as exc:
+        _abort(claim, settings, str(exc))
+        raise
 
     state = _BoundState()
     proxy = MessageProxy(message)
 
     def consume(queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _BoundConsumer:
         if queue_name == q:
-            return _BoundConsumer(proxy, claim, state)
+            return _BoundConsumer(proxy, claim, state, settings.machine_id)
         return _IdleConsumer(state)
 
     broker.consume = consume  # every consumer of this Worker reads from us, not from Redis
@@ -399,6 +413,62 @@ def run_bound(settings: RunnerSettings, stop: _Stop) -> int:
         return EXIT_OK
     print(f"runner: job {message.message_id} failed: {state.error or 'rejected'}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _bound_message(broker: Any, settings: RunnerSettings) -> Any:
+    """The claimed message, decoded and checked against the queue and the declared actors."""
+    import dramatiq
+
+    q, rmid = settings.queue, settings.message
+    body = broker.client.hget(f"{settings.namespace}:{q}.msgs", rmid)
+    if body is None:
+        raise SetupError(f"message {rmid} is not in {settings.namespace}:{q}.msgs")
+    try:
+        message = dramatiq.Message.decode(body)
+    except Exception as exc:
+        raise SetupError(f"message {rmid} cannot be decoded: {type(exc).__name__}") from exc
+    if message.queue_name != q:
+        raise SetupError(f"message {rmid} belongs to queue {message.queue_name!r}, not {q!r}")
+    if message.actor_name not in broker.actors:
+        raise SetupError(
+            f"actor {message.actor_name!r} is not declared by {settings.actors!r};"
+            " the image must import every actor of the queues it runs"
+        )
+    return message
+
+
+def _abort(claim: RunnerClaim, settings: RunnerSettings, reason: str) -> None:
+    """Dead-letter the claimed message at once with the set-up failure's ``reason`` (best
+    effort: when Redis cannot be reached the scaler relaunches the job, as after a crash)."""
+    import redis.exceptions
+
+    try:
+        aborted = claim.abort(settings.machine_id, reason, _now_ms())
+    except redis.exceptions.RedisError as exc:
+        print(f"runner: set-up failure not recorded ({type(exc).__name__})", file=sys.stderr)
+        return
+    if aborted:
+        print(f"runner: {settings.queue}/{settings.message} dead-lettered: {reason}",
+              file=sys.stderr)
+
+
+def _abort_without_broker(settings: RunnerSettings, reason: str) -> None:
+    """:func:`_abort` when the actors module gave no broker: through ``REDIS_URL``, if set."""
+    if not settings.redis_url:
+        print("runner: REDIS_URL is not set, so the set-up failure is not recorded; the scaler"
+              " relaunches the job until max_launches", file=sys.stderr)
+        return
+    import redis
+
+    from scaler.jobs.runner_claim import RunnerClaim
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    try:
+        _abort(RunnerClaim(client, namespace=settings.namespace, prefix=settings.prefix,
+                           queue=settings.queue, redis_message_id=settings.message,
+                           launch=settings.launch), settings, reason)
+    finally:
+        client.close()
 
 
 def _warn_unless(ok: bool, what: str) -> None:

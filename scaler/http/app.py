@@ -11,7 +11,8 @@ the requests and produce the answers):
   ``message_id`` was already used for the same message (idempotent retry, nothing written); 409
   when it was used for a different one.
 - ``GET /v1/messages/{message_id}``: where the message is now (queued, claimed, running, done,
-  dead_lettered).
+  dead_lettered with its reason), for a message sent over HTTP or any message the scaler claimed,
+  however it was sent.
 
 Errors are JSON ``{"error": code, "message": sentence}``; a 422 adds ``"errors": [{"field",
 "message", "fix"}]``, one per problem (:mod:`scaler.http.responses`). Auth on ``/v1/queues`` and

@@ -196,7 +196,8 @@ class MessageState(ResponseBody):
     launch: int | SkipJsonSchema[None] = None
     """Which launch of the message this is (1 for the first)."""
     reason: str | SkipJsonSchema[None] = None
-    """Why it was dead-lettered, when the scaler did it."""
+    """Why it was dead-lettered: the job's error, the runner's set-up failure (e.g. an actor its
+    image does not declare), ``max_age`` (too old when claimed), or the scaler's reason."""
 
 
 class EnqueueApi:

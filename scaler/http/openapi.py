@@ -104,7 +104,8 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "200": _json(MessageState, "Its state."),
                     "401": unauthorized, "403": forbidden,
-                    "404": _json(Error, "No such message (or its record expired)."),
+                    "404": _json(Error, "No such message: not sent over HTTP nor claimed by "
+                                 "the scaler yet, or its record expired."),
                     "422": _json(InvalidRequest, "message_id is not a UUID."),
                     "503": unavailable,
                 }}},

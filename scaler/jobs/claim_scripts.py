@@ -1,32 +1,38 @@
-"""The claim Lua scripts, and the in-machine runner's synchronous handle on the two it calls.
+"""The claim Lua scripts and their keys.
 
 The record they read and write is documented in :mod:`scaler.jobs.claims`, whose
-:class:`~scaler.jobs.claims.ClaimStore` calls the others on the scaler side (fenced). Imported by
-the in-machine runner, so it stays light: only the key helpers and, for type checking, redis.
+:class:`~scaler.jobs.claims.ClaimStore` calls them on the scaler side (fenced); the in-machine
+runner's scripts (mark, finish, abort) are called through
+:class:`~scaler.jobs.runner_claim.RunnerClaim`. The scripts that end a job record how it ended with
+the helpers of :mod:`scaler.jobs.outcomes`. Imported by the runner, so it stays light: only the key
+helpers and the outcome helpers.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
-
-from scaler.jobs.keys import QueueKeys, job_events_key, wake_channel
-
-if TYPE_CHECKING:
-    import redis
+from scaler.jobs.keys import (
+    QueueKeys,
+    finished_machines_key,
+    job_events_key,
+    message_record_prefix,
+    wake_channel,
+)
 
 __all__ = [
     "CLAIM_LUA",
     "CREATED_LUA",
     "CREATE_STATE_LUA",
-    "FINISH_LUA",
     "FORGET_QUEUES_LUA",
     "GUARD_LUA",
     "MARK_LUA",
+    "MAX_AGE_SKIPS",
     "SETTLE_LUA",
     "ClaimKeys",
-    "FinishOutcome",
-    "RunnerClaim",
 ]
+
+MAX_AGE_SKIPS = 1000
+"""Messages past their ``max_age`` one claim call dead-letters at most (the rest wait a call)."""
+
 
 # --- Lua -------------------------------------------------------------------------------------
 # Message bodies are only ever cjson.decode'd (read); they are never re-encoded, because cjson
@@ -45,16 +51,30 @@ end
 it is that launch's (``''``: any launch's). Only the claim of the caller's own launch is changed:
 a settlement planned for one launch, or the runner of an older launch, never ends a newer one."""
 
-# KEYS: fence, ready, msgs, claims, launches, claim queues.
-# ARGV: fence value, n, now_ms, pool, queue, app, create window ms.
+# KEYS: fence, ready, msgs, claims, launches, claim queues, xq, xq msgs, dead reasons, job
+# events, recent jobs.
+# ARGV: fence value, n, now_ms, pool, queue, app, create window ms, message record prefix.
 # A claim is made just before its machine's create is sent: it records that create as pending
-# until now + window (no replica relaunches it meanwhile) and counts it as attempt 1.
+# until now + window (no replica relaunches it meanwhile) and counts it as attempt 1. A message
+# already past its options.max_age is dead-lettered instead, as dramatiq's AgeLimit would skip it
+# in the machine: no claim, no launch, no machine (at most MAX_AGE_SKIPS of them per call).
 CLAIM_LUA = """
 local n = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local out = {}
 local got = 0
-while got < n do
+local skipped = 0
+local function too_old(msg)
+  local opts = msg['options']
+  if type(opts) ~= 'table' or type(msg['message_timestamp']) ~= 'number' then return nil end
+  local max_age = opts['max_age']
+  if type(max_age) ~= 'number' or max_age <= 0 then return nil end
+  local age = now - msg['message_timestamp']
+  if age < max_age then return nil end
+  return 'max_age: ' .. string.format('%d', age) .. ' ms old at claim, past its max_age of '
+    .. string.format('%d', max_age) .. ' ms (dramatiq AgeLimit)'
+end
+while got < n and skipped < """ + str(MAX_AGE_SKIPS) + """ do
   local id = redis.call('LPOP', KEYS[2])
   if not id then break end
   local body = redis.call('HGET', KEYS[3], id)
@@ -62,36 +82,55 @@ while got < n do
     local ok, msg = pcall(cjson.decode, body)
     local mid = id
     local enq = now
+    local expired = nil
     if ok and type(msg) == 'table' then
       if type(msg['message_id']) == 'string' then mid = msg['message_id'] end
       enq = enqueued_at(msg) or now
+      expired = too_old(msg)
     end
-    local launch = redis.call('HINCRBY', KEYS[5], mid, 1)
-    local bare = (string.gsub(id, '%-', ''))
-    local rec = cjson.encode({pool = ARGV[4], queue = ARGV[5], app = ARGV[6], message_id = mid,
-      launch = launch, claimed_at = now, enqueued_at = enq,
-      machine_name = ARGV[4] .. '-' .. bare .. '-' .. launch, state = 'claimed',
-      create_until = now + tonumber(ARGV[7]), attempts = 1})
-    redis.call('HSET', KEYS[4], id, rec)
-    out[#out + 1] = id
-    out[#out + 1] = rec
-    out[#out + 1] = body
-    got = got + 1
+    if expired then
+      local launches = tonumber(redis.call('HGET', KEYS[5], mid) or '0')
+      redis.call('HDEL', KEYS[5], mid)
+      dead_letter_body(KEYS[3], KEYS[7], KEYS[8], KEYS[9], id, now, {reason = expired, at = now,
+        message_id = mid, launches = launches, cause = 'max_age'})
+      message_record(ARGV[8], mid, {'queue', ARGV[5], 'redis_message_id', id,
+        'state', 'dead_lettered', 'reason', expired, 'finished_at', now}, {'machine_id'})
+      job_ended(KEYS[10], KEYS[11], {pool = ARGV[4], queue = ARGV[5], outcome = 'dead_lettered',
+        cause = 'max_age', reason = expired, message_id = mid, redis_message_id = id,
+        actor = msg['actor_name'], enqueued_at = enq, finished_at = now})
+      skipped = skipped + 1
+    else
+      local launch = redis.call('HINCRBY', KEYS[5], mid, 1)
+      local bare = (string.gsub(id, '%-', ''))
+      local name = ARGV[4] .. '-' .. bare .. '-' .. launch
+      local rec = cjson.encode({pool = ARGV[4], queue = ARGV[5], app = ARGV[6], message_id = mid,
+        launch = launch, claimed_at = now, enqueued_at = enq, machine_name = name,
+        state = 'claimed', create_until = now + tonumber(ARGV[7]), attempts = 1})
+      redis.call('HSET', KEYS[4], id, rec)
+      message_record(ARGV[8], mid, {'queue', ARGV[5], 'redis_message_id', id, 'state', 'claimed',
+        'launch', launch}, {'reason', 'machine_id', 'finished_at'})
+      out[#out + 1] = id
+      out[#out + 1] = rec
+      out[#out + 1] = body
+      got = got + 1
+    end
   end
 end
 if got > 0 then redis.call('SADD', KEYS[6], ARGV[5]) end
 return out
 """
 
-# KEYS: fence, ready, msgs, claims, launches, xq, xq msgs, dead reasons.
+# KEYS: fence, ready, msgs, claims, launches, xq, xq msgs, dead reasons, recent jobs.
 # ARGV: fence value, rmid, mode (give_back|dead_letter|auto), max_launches, now_ms, reason,
-# launch ('' = any).
+# launch ('' = any), message record prefix. A dead letter is recorded in the message's record and
+# the queue's recent jobs (not as a job event: the scaler counts its own settlements).
 SETTLE_LUA = """
 local claim, mine = claim_of(KEYS[4], ARGV[2], ARGV[7])
 if not mine then return 'gone' end
 local mid = claim['message_id']
 local mode = ARGV[3]
 local reason = ARGV[6]
+local now = tonumber(ARGV[5])
 local launches = tonumber(redis.call('HGET', KEYS[5], mid) or '0')
 if mode == 'auto' then
   if launches < tonumber(ARGV[4]) then
@@ -102,21 +141,31 @@ if mode == 'auto' then
   end
 end
 redis.call('HDEL', KEYS[4], ARGV[2])
-local body = redis.call('HGET', KEYS[3], ARGV[2])
 if mode == 'give_back' then
-  if body then
+  if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
     redis.call('LPUSH', KEYS[2], ARGV[2])
     return 'requeued'
   end
   return 'gone'
 end
 redis.call('HDEL', KEYS[5], mid)
-if not body then return 'gone' end
-redis.call('ZADD', KEYS[6], ARGV[5], ARGV[2])
-redis.call('HSET', KEYS[7], ARGV[2], body)
-redis.call('HDEL', KEYS[3], ARGV[2])
-redis.call('HSET', KEYS[8], ARGV[2], cjson.encode({reason = reason, at = tonumber(ARGV[5]),
-  message_id = mid, launches = launches}))
+if not dead_letter_body(KEYS[3], KEYS[6], KEYS[7], KEYS[8], ARGV[2], now,
+    {reason = reason, at = now, message_id = mid, launches = launches}) then
+  return 'gone'
+end
+local fields = {'queue', claim['queue'], 'redis_message_id', ARGV[2], 'state', 'dead_lettered',
+  'reason', reason, 'launch', claim['launch'], 'finished_at', now}
+local clear = {'machine_id'}
+if claim['machine_id'] then
+  fields[#fields + 1] = 'machine_id'
+  fields[#fields + 1] = claim['machine_id']
+  clear = nil
+end
+message_record(ARGV[8], mid, fields, clear)
+job_ended(nil, KEYS[9], {pool = claim['pool'], queue = claim['queue'], outcome = 'dead_lettered',
+  reason = reason, message_id = mid, redis_message_id = ARGV[2], machine_id = claim['machine_id'],
+  launch = claim['launch'], enqueued_at = claim['enqueued_at'], started_at = claim['started_at'],
+  finished_at = now})
 return 'dead_lettered'
 """
 
@@ -177,42 +226,6 @@ redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
 return 1
 """
 
-# KEYS: claims, launches, msgs, xq, xq msgs, job events. ARGV: rmid, outcome (none|ack|nack),
-# now_ms, wake channel, launch ('' = any). An ack or nack also appends a job event (timings for the
-# scaler's metrics) and wakes the scaler: the job's machine is about to go, and its cap slot with
-# it. Ack/nack on the message and the end of the claim happen together: a crash between the two
-# would otherwise strand a body with no claim and no place in the ready list.
-# A runner of an older launch that finishes while a newer launch holds the claim (the job was given
-# back while it ran) still acks or nacks: the job did run. It ends the newer claim only when that
-# claim's machine has not started the job, so the job does not run a second time.
-FINISH_LUA = """
-local c, mine = claim_of(KEYS[1], ARGV[1], ARGV[5])
-if c and not mine and c['state'] == 'running' and ARGV[2] == 'none' then return 0 end
-if ARGV[2] == 'ack' then
-  redis.call('HDEL', KEYS[3], ARGV[1])
-elseif ARGV[2] == 'nack' then
-  local body = redis.call('HGET', KEYS[3], ARGV[1])
-  if body then
-    redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-    redis.call('HSET', KEYS[5], ARGV[1], body)
-    redis.call('HDEL', KEYS[3], ARGV[1])
-  end
-end
-if not c then return 0 end
-if not mine and c['state'] == 'running' then return 0 end
-redis.call('HDEL', KEYS[2], c['message_id'])
-redis.call('HDEL', KEYS[1], ARGV[1])
-if ARGV[2] ~= 'none' then
-  redis.call('RPUSH', KEYS[6], cjson.encode({pool = c['pool'], queue = c['queue'],
-    outcome = ARGV[2], enqueued_at = c['enqueued_at'], started_at = c['started_at'],
-    finished_at = tonumber(ARGV[3])}))
-  redis.call('LTRIM', KEYS[6], -10000, -1)
-  if ARGV[4] then redis.call('PUBLISH', ARGV[4], c['queue']) end
-end
-if not mine then return 0 end
-return 1
-"""
-
 # KEYS: claim queues, then each queue's claims hash. ARGV: the queues, in the same order.
 FORGET_QUEUES_LUA = """
 for i, q in ipairs(ARGV) do
@@ -221,62 +234,40 @@ end
 return 1
 """
 
-FinishOutcome = Literal["none", "ack", "nack"]
-
-
 class ClaimKeys(QueueKeys):
     """A queue's keys plus what the claim scripts also touch."""
 
     @property
     def events(self) -> str:
+        """The job events the leader drains."""
         return job_events_key(self.prefix)
 
     @property
     def wake(self) -> str:
+        """The channel that wakes the scaler."""
         return wake_channel(self.prefix)
 
+    @property
+    def finished(self) -> str:
+        """Machines whose job finished."""
+        return finished_machines_key(self.prefix)
+
+    @property
+    def record_prefix(self) -> str:
+        """What every message record's key starts with."""
+        return message_record_prefix(self.prefix)
+
+    def claim(self, claim_queues: str) -> list[str]:
+        """The keys of ``CLAIM_LUA`` after the fence."""
+        return [self.ready, self.msgs, self.claims, self.launches, claim_queues, self.dead,
+                self.dead_msgs, self.dead_reasons, self.events, self.recent]
+
+    def settle(self) -> list[str]:
+        """The keys of ``SETTLE_LUA`` after the fence."""
+        return [self.ready, self.msgs, self.claims, self.launches, self.dead, self.dead_msgs,
+                self.dead_reasons, self.recent]
+
     def finish(self) -> list[str]:
-        return [self.claims, self.launches, self.msgs, self.dead, self.dead_msgs, self.events]
-
-
-class RunnerClaim:
-    """The runner's synchronous handle on its one bound claim (no fencing: it owns the claim)."""
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        namespace: str,
-        prefix: str,
-        queue: str,
-        redis_message_id: str,
-        launch: int | None = None,
-    ) -> None:
-        self._keys = ClaimKeys(namespace, prefix, queue)
-        self.queue = queue
-        self.redis_message_id = redis_message_id
-        self.launch = launch
-        self._launch_arg = "" if launch is None else str(launch)
-        self._mark = client.register_script(GUARD_LUA + MARK_LUA)
-        self._finish = client.register_script(GUARD_LUA + FINISH_LUA)
-
-    def mark_running(self, machine_id: str, now_ms: int) -> bool:
-        """Record that this machine runs the job; False if the claim is gone, another launch's,
-        or bound to another machine."""
-        args: list[str | int] = [self.redis_message_id, machine_id, now_ms, self._launch_arg]
-        return bool(self._mark(keys=[self._keys.claims], args=args))
-
-    def heartbeat(self, machine_id: str, now_ms: int) -> bool:
-        """Refresh ``heartbeat_at`` (the same write as :meth:`mark_running`); False if the claim
-        is gone or not ours."""
-        return self.mark_running(machine_id, now_ms)
-
-    def finish(self, outcome: FinishOutcome, now_ms: int) -> bool:
-        """Atomically ack (``"ack"``: drop the body) or nack (``"nack"``: move it to ``{q}.XQ``)
-        the message and end the claim. False if there was no claim any more."""
-        return bool(
-            self._finish(
-                keys=self._keys.finish(),
-                args=[self.redis_message_id, outcome, now_ms, self._keys.wake, self._launch_arg],
-            )
-        )
+        """The keys of the runner's finish and abort scripts."""
+        return [self.claims, self.launches, self.msgs, self.dead, self.dead_msgs, self.events,
+                self.dead_reasons, self.recent, self.finished]

@@ -23,8 +23,10 @@ Key and identity contract (other modules and the in-machine runner depend on it 
     finishes or is dead-lettered. A dramatiq retry keeps its message_id but the runner completes
     the claim of the failed attempt, so this counts machines that died, not dramatiq retries.
   - ``{p}:dead-reasons:{q}`` HASH: redis_message_id -> JSON ``{"reason", "at", "message_id",
-    "launches"}`` for messages the scaler dead-lettered (the message JSON itself is never
-    rewritten).
+    "launches", "cause"}`` for every message dead-lettered by a claim script: by the scaler, by
+    the claim itself (``max_age``), by the runner's set-up failure (``setup``) or by dramatiq
+    giving up in the runner (``job_failed``, the job's error). The message JSON itself is never
+    rewritten.
   - ``{p}:wake`` pub/sub channel: a queue name published there wakes the scaler
     (:func:`wake_channel`).
 
@@ -62,7 +64,6 @@ from scaler.jobs.claim_scripts import (
     GUARD_LUA,
     SETTLE_LUA,
     ClaimKeys,
-    RunnerClaim,
 )
 from scaler.jobs.keys import (
     ENQUEUED_AT_LUA,
@@ -73,6 +74,8 @@ from scaler.jobs.keys import (
     launches_key,
     wake_channel,
 )
+from scaler.jobs.outcomes import JOB_END_LUA
+from scaler.jobs.runner_claim import RunnerClaim
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -124,8 +127,8 @@ class ClaimStore:
         def fenced(*body: str) -> Any:
             return redis.register_script(FENCE_LUA + GUARD_LUA + "".join(body))
 
-        self._claim = fenced(ENQUEUED_AT_LUA, CLAIM_LUA)
-        self._settle = fenced(SETTLE_LUA)
+        self._claim = fenced(ENQUEUED_AT_LUA, JOB_END_LUA, CLAIM_LUA)
+        self._settle = fenced(JOB_END_LUA, SETTLE_LUA)
         self._created = fenced(CREATED_LUA)
         self._create_state = fenced(CREATE_STATE_LUA)
         self._forget = redis.register_script(FORGET_QUEUES_LUA)
@@ -154,17 +157,18 @@ class ClaimStore:
     ) -> list[Claim]:
         """Atomically take up to ``n`` ready messages of ``queue`` for ``pool`` (on ``app``).
 
-        Pops from the head (oldest first); ids whose body is gone are dropped; each claim bumps
-        the launch count of its dramatiq message_id and records its first create as pending for
-        ``create_window_ms``. Raises :class:`scaler.jobs.leader.Fenced`.
+        Pops from the head (oldest first); ids whose body is gone are dropped; a message already
+        past its ``options.max_age`` is dead-lettered (reason ``max_age``), not claimed; each
+        claim bumps the launch count of its dramatiq message_id, records its first create as
+        pending for ``create_window_ms`` and marks the message ``claimed`` in its record. Raises
+        :class:`scaler.jobs.leader.Fenced`.
         """
         if n <= 0:
             return []
         k = self.keys(queue)
         raw = await self._fenced(
-            self._claim, fence,
-            [k.ready, k.msgs, k.claims, k.launches, claim_queues_key(self.prefix)],
-            [n, now_ms, pool, queue, app, create_window_ms],
+            self._claim, fence, k.claim(claim_queues_key(self.prefix)),
+            [n, now_ms, pool, queue, app, create_window_ms, k.record_prefix],
         )
         out = []
         for i in range(0, len(raw), 3):
@@ -230,12 +234,13 @@ class ClaimStore:
         outcome = await self._fenced(
             self._settle,
             fence,
-            [k.ready, k.msgs, k.claims, k.launches, k.dead, k.dead_msgs, k.dead_reasons],
-            [rmid, mode, max_launches, now_ms, reason, "" if launch is None else launch],
+            k.settle(),
+            [rmid, mode, max_launches, now_ms, reason, "" if launch is None else launch,
+             k.record_prefix],
         )
         result: SettleOutcome = _text(outcome)  # type: ignore[assignment]
-        if result != "gone":
-            log.info("claim %s of queue %s %s: %s", rmid, queue, result, reason)
+        if result != "gone":  # the executor logs it for operators, with the message_id
+            log.debug("claim %s of queue %s %s: %s", rmid, queue, result, reason)
         return result
 
     async def give_back(

@@ -3,10 +3,13 @@
 dramatiq keeps dead letters in ``{ns}:{q}.XQ`` (ids by time) and ``.XQ.msgs`` (bodies) and has no
 way to replay them. A retry here re-enqueues the body as dramatiq's own enqueue would: a fresh
 ``redis_message_id``, the same ``message_id`` (the id the app holds), ``enqueued_at`` now, no
-``eta``; it resets the scaler's launch count of the message (it gets ``max_launches`` again) and
-drops its dead-letter reason. Each message moves in one script that checks the body is still the
-one read, so a retry racing dramatiq's maintenance (which trims old dead letters) or another
-retry moves a message at most once and never loses it.
+``eta``; it resets the scaler's launch count of the message (it gets ``max_launches`` again),
+drops its dead-letter reason and points the message's record at the new id (``queued``). Each
+message moves in one script that checks the body is still the one read, so a retry racing
+dramatiq's maintenance (which trims old dead letters) or another retry moves a message at most
+once and never loses it. A message dead-lettered for its ``max_age`` keeps its
+``message_timestamp``: sent back, it is as old as before and is dead-lettered again at claim, as
+dramatiq's AgeLimit would skip it (send it anew instead).
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from typing import Any, cast
 
 import redis
 
-from scaler.jobs.keys import QueueKeys, wake_channel
+from scaler.jobs.keys import MESSAGE_RECORD_TTL_S, QueueKeys, message_record_key, wake_channel
 
 __all__ = ["DeadLetter", "DeadLetters"]
 
-# KEYS: xq, xq msgs, ready, msgs, dead reasons, launches. ARGV: old id, expected body, new id,
-# new body, message_id ('' if none).
+# KEYS: xq, xq msgs, ready, msgs, dead reasons, launches, the message's record. ARGV: old id,
+# expected body, new id, new body, message_id ('' if none), queue, record ttl s.
 _RETRY = """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
@@ -32,7 +35,12 @@ redis.call('RPUSH', KEYS[3], ARGV[3])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
-if ARGV[5] ~= '' then redis.call('HDEL', KEYS[6], ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('HDEL', KEYS[6], ARGV[5])
+  redis.call('HSET', KEYS[7], 'queue', ARGV[6], 'redis_message_id', ARGV[3], 'state', 'queued')
+  redis.call('HDEL', KEYS[7], 'reason', 'finished_at', 'machine_id')
+  redis.call('EXPIRE', KEYS[7], ARGV[7])
+end
 return 1
 """
 
@@ -47,8 +55,10 @@ return n > 0 and 1 or 0
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """One dead-lettered message: ``reason`` is the scaler's (a launch that never ran it, invalid
-    machine options, a Fly refusal...) or, failing that, the last line of the job's traceback."""
+    """One dead-lettered message: ``reason`` is the one recorded when it was dead-lettered (the
+    job's error, the runner's set-up failure, ``max_age``, the scaler's: a launch that never ran
+    it, invalid machine options, a Fly refusal...) or, failing that, the last line of the job's
+    traceback."""
 
     redis_message_id: str
     message_id: str | None
@@ -99,15 +109,17 @@ class DeadLetters:
             if not msg:
                 continue  # not a message we can re-enqueue faithfully: leave it where it is
             new_id = str(uuid.uuid4())
+            mid = _str_or_none(msg.get("message_id")) or ""
             options = dict(msg.get("options") or {})
             options.pop("eta", None)
             options["redis_message_id"] = new_id
             options["enqueued_at"] = now_ms
             msg["options"] = options
             done = self._retry(
-                keys=[k.dead, k.dead_msgs, k.ready, k.msgs, k.dead_reasons, k.launches],
-                args=[rmid, body, new_id, json.dumps(msg, separators=(",", ":")),
-                      _str_or_none(msg.get("message_id")) or ""],
+                keys=[k.dead, k.dead_msgs, k.ready, k.msgs, k.dead_reasons, k.launches,
+                      message_record_key(k.prefix, mid)],
+                args=[rmid, body, new_id, json.dumps(msg, separators=(",", ":")), mid, k.queue,
+                      MESSAGE_RECORD_TTL_S],
             )
             if done:
                 moved.append(rmid)

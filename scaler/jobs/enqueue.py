@@ -5,6 +5,10 @@
 
   * stamps ``options["enqueued_at"]`` (ms; for a delayed message, the time it becomes due) so the
     scaler can measure queue latency;
+  * stamps ``options["max_age"]`` with the actor's ``max_age`` (or the broker's ``AgeLimit``
+    default) when the message has none, as dramatiq's AgeLimit would read it, so that the scaler
+    dead-letters a message already too old when it would claim it, instead of paying a machine
+    only for AgeLimit to skip it;
   * after an immediate enqueue, ``PUBLISH {prefix}:wake <queue>`` so the scaler wakes at once
     (best effort: a failed publish never fails the enqueue);
   * accepts an actor option ``machine={"cpus": 2, "memory_mb": 1024, "region": "ord"}``, checked
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.common import current_millis, q_name
-from dramatiq.middleware import MiddlewareError
+from dramatiq.middleware import AgeLimit, MiddlewareError
 
 from scaler.jobs.claims import wake_channel
 
@@ -167,7 +171,8 @@ def send_with_machine(
 
 
 class ScalerMiddleware(dramatiq.Middleware):
-    """Stamps ``enqueued_at``, wakes the scaler on enqueue and carries per-actor machine options."""
+    """Stamps ``enqueued_at`` and ``max_age``, wakes the scaler on enqueue and carries per-actor
+    machine options."""
 
     def __init__(self, prefix: str = "fly-scaler") -> None:
         self.prefix = prefix
@@ -197,13 +202,18 @@ class ScalerMiddleware(dramatiq.Middleware):
     def before_enqueue(
         self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None
     ) -> None:
-        """Stamp ``enqueued_at`` and copy the actor's ``machine`` option into the message."""
+        """Stamp ``enqueued_at`` and ``max_age``; copy the actor's ``machine`` option into the
+        message."""
         # The stamp is when the message becomes ready, so a delay or retry backoff is not
         # counted as queue latency.
         message.options["enqueued_at"] = current_millis() + (delay or 0)
+        actor = broker.actors.get(message.actor_name)
+        if not message.options.get("max_age"):
+            max_age = _max_age(broker, actor)
+            if max_age:
+                message.options["max_age"] = max_age
         if "fly_machine" in message.options:
             return
-        actor = broker.actors.get(message.actor_name)
         machine = actor.options.get("machine") if actor is not None else None
         if machine is not None:
             message.options["fly_machine"] = dict(machine)
@@ -221,6 +231,17 @@ class ScalerMiddleware(dramatiq.Middleware):
             client.publish(self.channel, q_name(message.queue_name))
         except Exception as exc:  # the enqueue already succeeded; the wake is only a hint
             log.debug("fly-scaler wake publish failed: %s", type(exc).__name__)
+
+
+def _max_age(broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any] | None) -> int | None:
+    """The max_age dramatiq's AgeLimit would apply to the actor's messages: the actor's option,
+    else the broker's AgeLimit default (``None``: no limit, or no AgeLimit at all)."""
+    limits = [m for m in broker.middleware if isinstance(m, AgeLimit)]
+    if not limits:
+        return None
+    default = limits[0].max_age
+    value = actor.options.get("max_age", default) if actor is not None else default
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def redis_broker_from_env(

@@ -20,15 +20,26 @@ key                         type    what
 ``{p}:claims:{q}``          HASH    id -> claim record JSON (see :mod:`scaler.jobs.claims`)
 ``{p}:claim-queues``        SET     every queue with claims, served by a pool or not any more
 ``{p}:launches:{q}``        HASH    dramatiq message_id -> machines launched for it
-``{p}:dead-reasons:{q}``    HASH    id -> why the scaler dead-lettered it
-``{p}:job-events``          LIST    job-end events from runners, drained into metrics
+``{p}:dead-reasons:{q}``    HASH    id -> why it was dead-lettered (the scaler's, the runner's
+                                    set-up failure, max_age, or the job's own error)
+``{p}:job-events``          LIST    job-end events, drained by the leader into metrics and logs
+``{p}:recent:{q}``          LIST    the newest job-end events of a queue, newest first (100)
+``{p}:finished``            HASH    machine id -> when its job finished (the machine is exiting)
 ``{p}:wake``                PUBSUB  a queue name here wakes the scaler
 ``{p}:orphans``             HASH    machine id -> when the reaper marked it an orphan
 ``{p}:leader``              STRING  ``{owner}:{token}`` of the leader lease (``:token`` counter)
 ``{p}:status``              STRING  the leader's last tick, for ``scaler status``
 ``{p}:rl:{action}:{scope}`` HASH    a shared rate-limit bucket (replicas share Fly's budget)
-``{p}:msg:{message_id}``    STRING  an HTTP-enqueued message's record (idempotent retries)
+``{p}:msg:{message_id}``    HASH    a message's record: where it is and how it ended (7 days)
 ==========================  ======  =========================================================
+
+A message's record (:func:`message_record_key`) is written when it is enqueued over HTTP, when
+the scaler claims it (however it was sent), when a dead letter is sent back, and when its job ends
+(the runner's scripts, the scaler's settlements); every write renews its TTL
+(:data:`MESSAGE_RECORD_TTL_S`): about 200 bytes per claimed message for a week. Fields: ``queue``, ``redis_message_id`` (its current id),
+``state`` (``queued``, ``claimed``, ``done``, ``dead_lettered``), ``reason`` (why it was
+dead-lettered), ``machine_id``, ``launch``, ``finished_at`` (ms); an HTTP-enqueued message also
+has ``digest`` and ``enqueued_at`` (its idempotency).
 
 A message's enqueue time is its ``options.enqueued_at`` (stamped by the enqueue middleware: when
 the message became ready), else dramatiq's ``message_timestamp``: :data:`ENQUEUED_AT_LUA`.
@@ -40,17 +51,22 @@ from dataclasses import dataclass
 
 __all__ = [
     "ENQUEUED_AT_LUA",
+    "MESSAGE_RECORD_TTL_S",
+    "RECENT_JOBS_MAX",
     "QueueKeys",
     "claim_queues_key",
     "claims_key",
     "dead_reasons_key",
+    "finished_machines_key",
     "heartbeats_key",
     "job_events_key",
     "launches_key",
     "leader_key",
     "message_record_key",
+    "message_record_prefix",
     "orphans_key",
     "rate_key",
+    "recent_jobs_key",
     "status_key",
     "wake_channel",
 ]
@@ -67,6 +83,12 @@ local function enqueued_at(msg)
 end
 """
 """A Lua function ``enqueued_at(decoded_message)``: ms, or nil. Prepend it to a script."""
+
+MESSAGE_RECORD_TTL_S = 7 * 24 * 3600
+"""How long a message's record lives after its last change (dramatiq keeps dead letters as long)."""
+
+RECENT_JOBS_MAX = 100
+"""Job-end events kept per queue in ``{p}:recent:{q}``."""
 
 
 def claims_key(prefix: str, queue: str) -> str:
@@ -86,15 +108,32 @@ def launches_key(prefix: str, queue: str) -> str:
 
 
 def dead_reasons_key(prefix: str, queue: str) -> str:
-    """``{prefix}:dead-reasons:{queue}``: redis_message_id -> why the scaler dead-lettered it."""
+    """``{prefix}:dead-reasons:{queue}``: redis_message_id -> JSON ``{"reason", "at", "message_id",
+    "launches", "cause"}``: why it was dead-lettered (dramatiq's own dead letters carry the job's
+    error, written by the runner's finish script)."""
     return f"{prefix}:dead-reasons:{queue}"
 
 
 def job_events_key(prefix: str) -> str:
-    """LIST of JSON job events appended by runners when a job ends (capped at 10,000): ``{"pool",
-    "queue", "outcome": "ack"|"nack", "enqueued_at", "started_at", "finished_at"}`` (ms). The
-    scaler drains it each tick into its metrics."""
+    """LIST of JSON job events appended when a job ends (capped at 10,000; the fields are
+    :class:`scaler.jobs.outcomes.JobEvent`'s): by the runner's finish and set-up scripts, and by
+    the claim script for a message past its ``max_age``. The leader drains it each tick into its
+    metrics and one ``job finished`` log line per job."""
     return f"{prefix}:job-events"
+
+
+def recent_jobs_key(prefix: str, queue: str) -> str:
+    """``{prefix}:recent:{queue}``: LIST of the queue's newest job-end events (the JSON of
+    :func:`job_events_key`, also the scaler's own dead letters), newest first, capped at
+    :data:`RECENT_JOBS_MAX`; ``scaler jobs`` shows them."""
+    return f"{prefix}:recent:{queue}"
+
+
+def finished_machines_key(prefix: str) -> str:
+    """``{prefix}:finished``: HASH of machine id -> ms when the job it ran finished (written by
+    the runner's scripts with the end of the claim). Such a machine is exiting, not an orphan; the
+    observer drops the entry once no listing shows the machine."""
+    return f"{prefix}:finished"
 
 
 def wake_channel(prefix: str) -> str:
@@ -123,9 +162,15 @@ def rate_key(prefix: str, action: str, scope: str) -> str:
     return f"{prefix}:rl:{action}:{scope}"
 
 
+def message_record_prefix(prefix: str) -> str:
+    """``{prefix}:msg:``: what a message's record key starts with (the Lua scripts, which learn
+    the message_id only from the claim or the body, append it)."""
+    return f"{prefix}:msg:"
+
+
 def message_record_key(prefix: str, message_id: str) -> str:
-    """The record of an HTTP-enqueued message (its digest and where it went)."""
-    return f"{prefix}:msg:{message_id}"
+    """The record of a message, by its dramatiq ``message_id`` (see the table above)."""
+    return message_record_prefix(prefix) + message_id
 
 
 def heartbeats_key(namespace: str) -> str:
@@ -183,5 +228,10 @@ class QueueKeys:
 
     @property
     def dead_reasons(self) -> str:
-        """Why the scaler dead-lettered a message."""
+        """Why a message was dead-lettered."""
         return dead_reasons_key(self.prefix, self.queue)
+
+    @property
+    def recent(self) -> str:
+        """The queue's newest job-end events."""
+        return recent_jobs_key(self.prefix, self.queue)

@@ -1,4 +1,4 @@
-"""Messages enqueued over HTTP: how they are written to Redis, and where they are now.
+"""Messages enqueued over HTTP: how they are written to Redis; and where a message is now.
 
 Write. :meth:`MessageStore.enqueue` writes a :class:`dramatiq.Message` exactly where and how a
 dramatiq ``RedisBroker`` producer with ``ScalerMiddleware`` would (``HSET {ns}:{q}.msgs rmid json``
@@ -11,7 +11,10 @@ dispatch script cannot check a record first, hence not ``broker.enqueue``; the o
 that no producer heartbeat is written.)
 
 Record. ``{p}:msg:{message_id}`` is a hash ``{queue, redis_message_id, digest, enqueued_at}``
-that expires ``record_ttl_s`` (7 days) after the message is due.
+that expires ``record_ttl_s`` (7 days) after the message is due. A message sent from Python gets
+a record when the scaler claims it (see :mod:`scaler.jobs.keys`); the scripts that end a job
+write how it ended (``state`` ``done`` or ``dead_lettered`` with its ``reason``, ``machine_id``).
+Each write renews its 7 days.
 
 Lookup. :meth:`MessageStore.lookup` reads, in one MULTI snapshot, for the recorded
 ``redis_message_id`` (``rmid``) of queue ``q``:
@@ -27,7 +30,9 @@ dramatiq gives a message a new rmid whenever it re-enqueues it (a delayed messag
 retry), keeping its ``message_id``. So when the recorded rmid is in none of these places, the
 queue's ``.msgs``, ``.DQ.msgs`` and ``.XQ.msgs`` hashes are searched with HSCAN (incremental: Redis
 is never blocked) for the ``message_id``; a hit updates the record, so the next lookup is O(1).
-Not found anywhere -> ``done``. No record -> ``None`` (unknown, or older than the TTL). The
+Before that search, a record whose job ended (``done``, ``dead_lettered``) answers that, with its
+reason and machine (a dead letter retried since has a new record state). Not found anywhere ->
+``done``. No record -> ``None`` (unknown, or older than the TTL). The
 lookup is a snapshot: a message moving between two places during the search may, rarely, be
 reported ``done`` for that one request.
 """
@@ -37,7 +42,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -45,7 +50,7 @@ from dramatiq import Message
 from dramatiq.common import dq_name, q_name
 from dramatiq.encoder import JSONEncoder
 
-from scaler.jobs.keys import QueueKeys, message_record_key, wake_channel
+from scaler.jobs.keys import MESSAGE_RECORD_TTL_S, QueueKeys, message_record_key, wake_channel
 
 __all__ = [
     "DEFAULT_RECORD_TTL_S",
@@ -56,7 +61,7 @@ __all__ = [
     "build_message",
 ]
 
-DEFAULT_RECORD_TTL_S = 7 * 24 * 3600
+DEFAULT_RECORD_TTL_S = MESSAGE_RECORD_TTL_S
 STATES = ("queued", "claimed", "running", "done", "dead_lettered")
 
 _ENCODER = JSONEncoder()
@@ -216,16 +221,25 @@ class MessageStore:
         return 0 if eta is None else max(0, (int(eta) - message.message_timestamp) // 1000)
 
     async def lookup(self, message_id: str) -> MessageState | None:
-        """The state of a message enqueued through this store, or None if it has no record."""
+        """The state of a message, or None if it has no record (see the module docstring)."""
         raw = await self._redis.hgetall(message_record_key(self._prefix, message_id))
         record = {_s(k): _s(v) for k, v in raw.items()}
         if "queue" not in record:
             return None
         queue, rmid = record["queue"], record.get("redis_message_id", "")
-        for _ in range(3):
+        for attempt in range(3):
             state = await self._snapshot(message_id, queue, rmid)
+            if state is not None and state.state == "dead_lettered" and (
+                record.get("state") == "dead_lettered"
+                and record.get("redis_message_id") == rmid
+            ):
+                ended = _ended(message_id, queue, rmid, record)
+                return replace(state, reason=state.reason or ended.reason,
+                               machine_id=ended.machine_id, launch=ended.launch)
             if state is not None:
                 return state
+            if attempt == 0 and record.get("state") in ("done", "dead_lettered"):
+                return _ended(message_id, queue, rmid, record)
             found = await self._search(message_id, queue)
             if found is None:
                 break
@@ -277,6 +291,17 @@ def _decode(text: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _ended(message_id: str, queue: str, rmid: str, record: Mapping[str, str]) -> MessageState:
+    """A message whose record says how its job ended (its dead letter may be purged since)."""
+    launch = record.get("launch", "")
+    return MessageState(
+        message_id, queue, record["state"], redis_message_id=rmid or None,
+        machine_id=record.get("machine_id") or None,
+        launch=int(launch) if launch.isdigit() else None,
+        reason=(record.get("reason") or None) if record["state"] == "dead_lettered" else None,
+    )
 
 
 def _claim_state(state: Callable[..., MessageState], raw: str) -> MessageState:

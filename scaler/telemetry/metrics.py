@@ -22,12 +22,14 @@ LAUNCH_RESULTS = (
 )
 REAP_REASONS = (
     "stopped", "failed", "boot_timeout", "max_runtime", "stuck", "orphan", "invalid_options",
-    "unlisted",
+    "unlisted", "finished_lingering",
 )
 RELEASE_REASONS = (
     "machine_gone", "stopped", "failed", "stuck", "boot_timeout", "max_runtime",
     "invalid_options", "fly_refused", "unlisted", "pool_gone", "over_cap",
 )
+JOB_DEAD_LETTER_REASONS = ("job_failed", "setup", "max_age")
+"""Dead letters made where the job ends (dramatiq gave up, the runner's set-up, at claim)."""
 NOT_TAKEN_REASONS = ("cap_pool", "cap_app", "cap_global", "rate_limit", "unknown_data")
 
 # From 5 ms (an event-driven launch) to 15 min (a cold machine that took long to boot).
@@ -85,20 +87,26 @@ class Metrics:
             "taking the message to its ack or nack.",
             ["pool"], buckets=RUN_BUCKETS, registry=r)
         self.jobs_finished = Counter(
-            p + "jobs_finished_total", "Per-job jobs that ended, by outcome: done (acked; an "
-            "attempt that scheduled a dramatiq retry is acked too), failed (nacked: dead-lettered "
-            "by dramatiq), requeued and dead_lettered (by the scaler, after a machine was lost).",
+            p + "jobs_finished_total", "Per-job jobs that ended, by outcome, as the message's "
+            "status says: done (acked), failed (the attempt raised and dramatiq scheduled a "
+            "retry, a new job), dead_lettered (dramatiq gave up, the runner could not set it up, "
+            "past its max_age at claim, or the scaler gave up on its machines), requeued (given "
+            "back to its queue by the scaler).",
             ["pool", "outcome"], registry=r)
         self.reaps = Counter(
             p + "reaps_total", "Machines destroyed by the reaper, by reason (stopped, failed, "
-            "boot_timeout, max_runtime, stuck, orphan, invalid_options, unlisted).",
+            "boot_timeout, max_runtime, stuck, orphan, invalid_options, unlisted, "
+            "finished_lingering: its job finished but it did not exit within the orphan grace).",
             ["pool", "reason"],
             registry=r)
         self.requeues = Counter(
             p + "jobs_requeued_total", "Jobs given back to their queue, by reason.",
             ["pool", "reason"], registry=r)
         self.dead_letters = Counter(
-            p + "jobs_dead_lettered_total", "Jobs dead-lettered by the scaler, by reason.",
+            p + "jobs_dead_lettered_total", "Jobs dead-lettered, by reason: the scaler's "
+            "(machine_gone and the other release reasons, invalid_options, fly_refused), "
+            "max_age (past it at claim: no machine), setup (the runner could not run it) and "
+            "job_failed (dramatiq gave up on it).",
             ["pool", "reason"], registry=r)
 
         # Decisions.
@@ -181,6 +189,8 @@ class Metrics:
                 self.reaps.labels(pool, reason)
             for reason in RELEASE_REASONS:
                 self.requeues.labels(pool, reason)
+                self.dead_letters.labels(pool, reason)
+            for reason in JOB_DEAD_LETTER_REASONS:
                 self.dead_letters.labels(pool, reason)
             for outcome in ("done", "failed", "requeued", "dead_lettered"):
                 self.jobs_finished.labels(pool, outcome)

@@ -14,6 +14,7 @@ import structlog
 
 from scaler.config import Settings
 from scaler.jobs.keys import job_events_key, status_key
+from scaler.jobs.outcomes import JobEvent
 from scaler.loop.governor import RateGovernor
 from scaler.loop.observe import Observer
 from scaler.policy.caps import Ledger
@@ -120,30 +121,30 @@ class TickRecorder:
             log.info("data available again", source=source)
 
     async def drain_job_events(self) -> None:
-        """Runners append an event when a job ends; turn them into exact timing metrics."""
+        """Turn the job events (appended where each job ended) into metrics, counted as the
+        message's status says (a dead letter is ``dead_lettered``), and one ``job finished`` line
+        per job: info, or a warning with the reason for a dead letter."""
         key = job_events_key(self.settings.redis.prefix)
         try:
             raw = await self.redis.lpop(key, 1000)
         except Exception as exc:
             log.debug("job events not read", error=str(exc))
             return
+        m = self.metrics
         for item in raw or ():
             if not isinstance(item, bytes | str):
                 continue
-            try:
-                ev = json.loads(item)
-                pool = str(ev["pool"])
-            except (ValueError, KeyError, TypeError):
+            ev = JobEvent.parse(item)
+            if ev is None:
                 continue
-            started, enqueued, finished = (
-                ev.get("started_at"), ev.get("enqueued_at"), ev.get("finished_at")
-            )
-            m = self.metrics
-            m.jobs_finished.labels(pool, "done" if ev.get("outcome") == "ack" else "failed").inc()
-            if isinstance(started, int | float) and isinstance(enqueued, int | float):
-                m.enqueue_to_started.labels(pool).observe(max(0.0, (started - enqueued) / 1e3))
-            if isinstance(started, int | float) and isinstance(finished, int | float):
-                m.job_run.labels(pool).observe(max(0.0, (finished - started) / 1e3))
+            m.jobs_finished.labels(ev.pool, ev.outcome).inc()
+            if ev.outcome == "dead_lettered":
+                m.dead_letters.labels(ev.pool, ev.cause or "job_failed").inc()
+            if ev.wait_s is not None:
+                m.enqueue_to_started.labels(ev.pool).observe(ev.wait_s)
+            if ev.run_s is not None:
+                m.job_run.labels(ev.pool).observe(ev.run_s)
+            _log_job(ev)
 
     def _account_cost(
         self, machine_id: str, pool: str, size: str, memory_mb: int, now: float
@@ -209,3 +210,19 @@ class TickRecorder:
             )
         except Exception as exc:
             log.debug("status not published", error=str(exc))
+
+
+def _log_job(ev: JobEvent) -> None:
+    """One line per finished job, with dramatiq's message_id (the id the app got from send())."""
+    fields: dict[str, Any] = dict(
+        outcome=ev.outcome, queue=ev.queue, pool=ev.pool, message_id=ev.message_id,
+        redis_message_id=ev.redis_message_id, machine=ev.machine_id, launch=ev.launch,
+        actor=ev.actor,
+        run_s=None if ev.run_s is None else round(ev.run_s, 3),
+    )
+    if ev.outcome == "dead_lettered":
+        log.warning("job finished", reason=ev.reason, cause=ev.cause, **fields)
+    elif ev.reason:
+        log.info("job finished", error=ev.reason, **fields)
+    else:
+        log.info("job finished", **fields)
