@@ -208,7 +208,7 @@ class Executor:
                 orphans_key(self.settings.redis.prefix), action.machine.id, str(self.clock())
             )
             log.info("orphan marked", machine=action.machine.id, pool=action.pool,
-                     reason=action.reason)
+                     reason=action.reason, message_id=action.machine.message_id)
         elif isinstance(action, GiveBack | DeadLetter | RequeueOrDeadLetter):
             if action.requires_destroy and action.requires_destroy not in destroyed:
                 return  # the destroy failed: its machine may still run the job; try next tick
@@ -233,7 +233,8 @@ class Executor:
         await self.redis.hdel(orphans_key(self.settings.redis.prefix), m.id)
         self.metrics.reaps.labels(action.pool or "(unknown)", action.reason).inc()
         log.info("machine destroyed", machine=m.id, name=m.name, pool=action.pool,
-                 state=m.state, reason=action.reason, force=action.force)
+                 state=m.state, reason=action.reason, force=action.force,
+                 message_id=m.message_id)
 
     async def _settle(
         self, action: GiveBack | DeadLetter | RequeueOrDeadLetter, fence: Fence | None, now_ms: int
@@ -260,8 +261,13 @@ class Executor:
         elif outcome == "dead_lettered":
             self.metrics.dead_letters.labels(action.pool, label).inc()
             self.metrics.jobs_finished.labels(action.pool, "dead_lettered").inc()
-        log.info("claim settled", job=c.job, queue=c.queue, pool=action.pool,
-                 outcome=outcome, reason=action.reason, launch=c.launch)
+            # The job's one line, as the recorder writes for the jobs that end in their machine.
+            log.warning("job finished", outcome=outcome, queue=c.queue, pool=action.pool,
+                        message_id=c.message_id, redis_message_id=c.job, machine=c.machine_id,
+                        launch=c.launch, reason=action.reason, cause=label)
+            return
+        log.info("claim settled", job=c.job, message_id=c.message_id, queue=c.queue,
+                 pool=action.pool, outcome=outcome, reason=action.reason, launch=c.launch)
 
     async def _launch(
         self, action: Launch, fence: Fence | None, now_ms: int, report: ActReport
