@@ -286,6 +286,23 @@ def test_orphans_are_not_judged_while_claims_are_unreadable() -> None:
     assert p.actions == ()
 
 
+def test_machine_whose_job_finished_exits_unmarked_and_goes_only_if_it_lingers() -> None:
+    done = machine("m1", finished_at=NOW - 30)
+    p = run(observe(machines=(done,)))
+    assert p.actions == ()
+    assert not [d for d in p.decisions if d.kind in ("mark_orphan", "reap")]  # nothing to say
+    assert p.wake_at == NOW + 30  # the end of its grace
+    # still live for the caps until it is gone
+    one = PoolPolicy("thumbs", "per-job", "thumbs-app", ("thumbs",), 1, orphan_grace_s=60)
+    assert run(observe(ready=1, machines=(done,)), pool=one).of_type(Launch) == ()
+    lingering = machine("m1", finished_at=NOW - 60)
+    assert run(observe(machines=(lingering,), claims=None)).actions == (
+        Destroy("thumbs", lingering, "finished_lingering", True),)
+    # a machine still running a job is never reaped, finished mark or not
+    owned = machine("m1", finished_at=NOW - 600)
+    assert run(observe(machines=(owned,), claims=(claim("j1"),))).actions == ()
+
+
 def test_stopped_and_failed_machines_are_reaped_even_without_claims_data() -> None:
     stopped, failed = machine("m1", "stopped", job="j1"), machine("m2", "failed", job="j2")
     p = run(observe(machines=(stopped, failed), claims=None))

@@ -221,8 +221,7 @@ async def test_orphan_marks_of_machines_that_are_gone_are_forgotten(
 
     w = _world(local_api, redis_url, redis_prefix)
     api: httpx.Client = w["api"]
-    # a per-job machine of ours with no claim: the planner marks it (as it does for every
-    # finished job's machine on its way out)
+    # a per-job machine of ours with no claim and no finished job: the planner marks it
     body = {"config": {"image": "x", "init": {"exec": ["python", "-c",
                                                        "import time; time.sleep(60)"]},
                        "metadata": {META_SCALER: "fly-scaler", META_POOL: "jobs"}}}
@@ -237,3 +236,78 @@ async def test_orphan_marks_of_machines_that_are_gone_are_forgotten(
     eventually(lambda: not machines(api, w["app"]), what="the machine gone from the listing")
     await rec.tick()
     assert r.hkeys(key) == []
+
+
+async def test_a_machine_whose_job_finished_is_left_to_exit_not_marked_an_orphan(
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str
+) -> None:
+    import time
+
+    from scaler.jobs.keys import finished_machines_key, orphans_key
+
+    w = _world(local_api, redis_url, redis_prefix)
+    api: httpx.Client = w["api"]
+    body = {"config": {"image": "x", "init": {"exec": ["python", "-c",
+                                                       "import time; time.sleep(60)"]},
+                       "metadata": {META_SCALER: "fly-scaler", META_POOL: "jobs"}}}
+    created = api.post(f"/v1/apps/{w['app']}/machines", json=body).json()
+    prefix = w["settings"].redis.prefix
+    r = redis_client(redis_url)
+    r.hset(finished_machines_key(prefix), created["id"], 1)  # as the runner's finish script does
+    clock = [time.time()]
+    rec = _reconciler(w["settings"], redis_url)
+    rec.clock = rec.observer.clock = lambda: clock[0]
+    with capture_logs() as logs:
+        result = await rec.tick()
+    [seen] = result.observation.machines_by_app[w["app"]] or ()
+    assert seen.finished_at == clock[0]  # when the scaler first saw it, whatever the runner's clock
+    assert r.hkeys(orphans_key(prefix)) == []
+    assert not [e for e in logs if e["event"] in ("orphan marked", "machine destroyed")]
+    clock[0] += 2.5  # past the orphan grace (2s): it lingers, so it goes, with its own reason
+    result = await rec.tick()
+    assert _gauge(rec.metrics, "fly_scaler_reaps_total", pool="jobs",
+                  reason="finished_lingering") == 1.0
+    eventually(lambda: not machines(api, w["app"]), what="the lingering machine destroyed")
+    await rec.tick()
+    assert r.hkeys(finished_machines_key(prefix)) == [created["id"]]  # kept a while, then dropped
+    clock[0] += 60
+    await rec.tick()
+    assert r.hkeys(finished_machines_key(prefix)) == []
+
+
+async def test_each_finished_job_is_one_line_and_counted_as_its_status_says(
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str
+) -> None:
+    from scaler.jobs.claims import ClaimStore, RunnerClaim
+    from scaler.jobs.leader import UNFENCED
+
+    w = _world(local_api, redis_url, redis_prefix)
+    s = w["settings"]
+    ids = [enqueue(redis_url, s.redis.namespace, s.redis.prefix, w["queue"], "record", "k", str(i))
+           for i in range(3)]
+    aredis = aioredis.Redis.from_url(redis_url)
+    claims = await ClaimStore(aredis, s.redis.namespace, s.redis.prefix).claim(
+        w["queue"], "jobs", 3, 1000, UNFENCED)
+    await aredis.aclose()
+    r = redis_client(redis_url)
+    for c, (outcome, error) in zip(claims, [("ack", None), ("ack", "ValueError: once"),
+                                            ("nack", "RuntimeError: boom")], strict=True):
+        run = RunnerClaim(r, namespace=s.redis.namespace, prefix=s.redis.prefix,
+                          queue=w["queue"], redis_message_id=c.redis_message_id, launch=1)
+        assert run.mark_running(f"m-{c.message_id[:4]}", 2000)
+        assert run.finish(outcome, 2500, machine_id=f"m-{c.message_id[:4]}", error=error,
+                          message_id=c.message_id, actor="record")  # type: ignore[arg-type]
+    rec = _reconciler(s, redis_url)
+    with capture_logs() as logs:
+        await rec.recorder.drain_job_events()
+    lines = [e for e in logs if e["event"] == "job finished"]
+    assert [(e["log_level"], e["outcome"], e["message_id"]) for e in lines] == [
+        ("info", "done", ids[0]), ("info", "failed", ids[1]), ("warning", "dead_lettered", ids[2])]
+    assert all(e["machine"] == f"m-{e['message_id'][:4]}" and e["run_s"] == 0.5 and
+               e["queue"] == w["queue"] and e["pool"] == "jobs" for e in lines)
+    assert (lines[1]["error"], lines[2]["reason"]) == ("ValueError: once", "RuntimeError: boom")
+    for outcome in ("done", "failed", "dead_lettered"):
+        assert _gauge(rec.metrics, "fly_scaler_jobs_finished_total", pool="jobs",
+                      outcome=outcome) == 1.0
+    assert _gauge(rec.metrics, "fly_scaler_jobs_dead_lettered_total", pool="jobs",
+                  reason="job_failed") == 1.0

@@ -1,7 +1,8 @@
 """Observe: read Redis, Fly and Prometheus into one immutable :class:`Observation` per tick.
 
 Cost per tick: one Redis pipeline for every queue's counts, one for the claims (and their message
-bodies), one hash read for orphan marks (and a delete of the marks of machines gone), and at most
+bodies), one for the orphan marks and the machines whose job finished (and a delete of the marks
+of machines gone), and at most
 one Fly list call per app (apps listed concurrently), filtered by our metadata. Fly allows one
 list call per second per app (burst 3): a listing is refreshed when it is ``list_interval`` old
 and the rate governor has a token for it, and reused otherwise (for at most ``max_list_age``,
@@ -9,6 +10,11 @@ after which the tick waits for budget). What
 the act step did since (creates in flight, starts, destroys: :mod:`scaler.loop.overlay`) is laid
 over a reused listing so that caps still count every machine. Anything that cannot be read is
 ``None``: unknown, never zero.
+
+The machines whose job finished are read after the claims: a claim the runner ended is then
+either still read, or its machine is already marked finished, never neither (which would look
+like an orphan). When the scaler first saw a machine's job finished is what the planner's grace
+runs from (the runner's clock may be off).
 
 Claims are read for every queue that has any (``{prefix}:claim-queues``), not only the queues of
 today's per-job pools, and the apps their machines were created in are listed too: a pool renamed
@@ -32,7 +38,7 @@ from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient
 from scaler.fly.errors import Forbidden, NotFound, Unauthorized, listing_problem
 from scaler.jobs.claims import ClaimStore
-from scaler.jobs.keys import orphans_key
+from scaler.jobs.keys import finished_machines_key, orphans_key
 from scaler.jobs.queues import read_queue_stats
 from scaler.loop.claimview import Checked, check_options, claim_view
 from scaler.loop.governor import RateGovernor
@@ -45,6 +51,10 @@ __all__ = ["Observer"]
 
 SKEW_MIN_S = 1.0
 """Clock offsets below this are within the ``Date`` header's resolution and are not applied."""
+
+FINISHED_KEEP_S = 60.0
+"""A machine marked finished that no listing shows is forgotten only after this long: a listing
+taken before the machine was created must not drop its mark before a newer one shows it."""
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +109,7 @@ class Observer:
         self.clock_offset = 0.0  # Fly's clock minus ours, as last applied
         self._listings: dict[str, _Listing] = {}
         self._checked: dict[tuple[str, int], Checked] = {}  # per (job, launch) claimed
+        self._finished_seen: dict[str, float] = {}  # machine id -> when first seen finished
         self.unknown: dict[str, str] = {}  # source -> why, for metrics and logs
         # apps whose listing fails for a reason only the operator can fix (token, missing app)
         self.misconfigured: dict[str, str] = {}
@@ -108,15 +119,16 @@ class Observer:
         now = self.clock()
         self.unknown = {}
         self.misconfigured = {}
-        queues, claims, marks = await asyncio.gather(
-            self._queues(now), self._claims(), self._orphan_marks()
+        queues, (claims, (marks, finished)) = await asyncio.gather(
+            self._queues(now), self._claims_then_marks(now)
         )
         claim_apps = [
             c.app for cs in claims.values() for c in cs or () if c.app and c.app not in self.apps
         ]
-        machines, inflight = await self._machines(now, marks, tuple(dict.fromkeys(claim_apps)),
-                                                  claims)
-        await self._forget_marks_of_gone_machines(marks, machines)
+        machines, inflight = await self._machines(
+            now, marks, finished, tuple(dict.fromkeys(claim_apps)), claims
+        )
+        await self._forget_marks_of_gone_machines(marks, finished, machines, now)
         budget = {}
         for app in self.apps:
             try:
@@ -183,31 +195,54 @@ class Observer:
             out[q] = tuple(views)
         return out
 
-    async def _orphan_marks(self) -> dict[str, float]:
+    async def _claims_then_marks(
+        self, now: float
+    ) -> tuple[dict[str, tuple[ClaimView, ...] | None], tuple[dict[str, float], dict[str, float]]]:
+        claims = await self._claims()
+        return claims, await self._marks(now)
+
+    async def _marks(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
+        """The orphan marks (machine id -> when marked) and the machines whose job finished
+        (machine id -> when this observer first saw it)."""
+        prefix = self.settings.redis.prefix
         try:
-            raw = await self.redis.hgetall(orphans_key(self.settings.redis.prefix))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(orphans_key(prefix))
+                pipe.hkeys(finished_machines_key(prefix))
+                orphans, finished = await pipe.execute()
         except Exception as exc:
             self.unknown["redis"] = str(exc)
-            return {}
-        return {
-            (k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()
-        }
+            return {}, {}
+        seen, self._finished_seen = self._finished_seen, {}
+        for raw in finished:
+            mid = _text(raw)
+            self._finished_seen[mid] = seen.get(mid, now)
+        return {_text(k): float(v) for k, v in orphans.items()}, dict(self._finished_seen)
 
     async def _forget_marks_of_gone_machines(
-        self, marks: Mapping[str, float], machines: Mapping[str, tuple[MachineView, ...] | None]
+        self, marks: Mapping[str, float], finished: Mapping[str, float],
+        machines: Mapping[str, tuple[MachineView, ...] | None], now: float,
     ) -> None:
-        """Orphan marks of machines no listing shows any more (most finished jobs' machines
-        destroy themselves after being marked) are dropped, so the hash does not grow forever.
+        """Orphan marks and finished marks of machines no listing shows any more are dropped, so
+        the hashes do not grow forever (a finished mark only once it is ``FINISHED_KEEP_S`` old).
         Only when every app could be listed: an unreadable app may still hold the machine."""
-        if not marks or any(ms is None for ms in machines.values()):
+        if not (marks or finished) or any(ms is None for ms in machines.values()):
             return
         listed = {v.id for ms in machines.values() for v in ms or ()}
-        gone = [mid for mid in marks if mid not in listed]
-        if gone:
+        prefix = self.settings.redis.prefix
+        for key, gone in (
+            (orphans_key(prefix), [mid for mid in marks if mid not in listed]),
+            (finished_machines_key(prefix), [
+                mid for mid, at in finished.items()
+                if mid not in listed and now - at >= FINISHED_KEEP_S
+            ]),
+        ):
+            if not gone:
+                continue
             try:
-                await self.redis.hdel(orphans_key(self.settings.redis.prefix), *gone)
+                await self.redis.hdel(key, *gone)
             except Exception as exc:  # retried next tick
-                log.debug("orphan marks not pruned", error=str(exc))
+                log.debug("marks not pruned", key=key, error=str(exc))
 
     async def _list(self, app: str, now: float) -> _Listing | None:
         cached = self._listings.get(app)
@@ -246,6 +281,7 @@ class Observer:
         self,
         now: float,
         marks: Mapping[str, float],
+        finished: Mapping[str, float],
         claim_apps: tuple[str, ...],
         claims: Mapping[str, tuple[ClaimView, ...] | None],
     ) -> tuple[dict[str, tuple[MachineView, ...] | None], dict[str, int]]:
@@ -266,6 +302,8 @@ class Observer:
             for v in listing.views:
                 if v.id in marks:
                     v = replace(v, orphan_marked_at=marks[v.id])
+                if v.id in finished:
+                    v = replace(v, finished_at=finished[v.id])
                 if destroyed.get(v.id, -1.0) >= listing.taken_at:
                     v = replace(v, state="destroying")
                 elif started.get(v.id, -1.0) >= listing.taken_at:
@@ -304,3 +342,7 @@ def _on_our_clock(v: MachineView, offset: float) -> MachineView:
         updated_at=v.updated_at - offset if v.updated_at else v.updated_at,
         started_at=None if v.started_at is None else v.started_at - offset,
     )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

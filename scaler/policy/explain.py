@@ -26,6 +26,7 @@ REASON_TEXT: Mapping[str, str] = {
     "stopped": "stopped",
     "stuck": "wedged in a transient state",
     "orphan": "orphan past its grace",
+    "finished_lingering": "its job finished but it did not exit within the orphan grace",
     "no_claim": "no claim for its job (finished, or lost)",
     "unknown_pool": "pool unknown",
     "machine_gone": "machine gone without an ack",

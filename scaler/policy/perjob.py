@@ -20,9 +20,10 @@ else by (job, launch) metadata, in the app recorded in the claim. Then:
     ``claim_grace_s``: Destroy that machine id (a lagging listing must not let it run the job
     while another launch does), then RequeueOrDeadLetter.
 
-A machine of the pool that no claim owns is an orphan once claims are known: first MarkOrphan, then
-Destroy after ``orphan_grace_s``. A started machine whose claim just vanished (its job acked) is
-usually exiting by itself; marking it is harmless and it is only destroyed if it lingers.
+A machine whose job finished (the runner recorded it as it ended the claim) is exiting by itself:
+it is left alone, counted live until it is gone, and destroyed (``finished_lingering``) only if it
+is still there ``orphan_grace_s`` after. Any other machine of the pool that no claim owns is an
+orphan once claims are known: first MarkOrphan, then Destroy after ``orphan_grace_s``.
 
 Claims that no per-job pool owns any more (the pool was removed, or turned into a worker pool, and
 no other per-job pool serves the queue) keep their machine until the job ends; a machine that dies,
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 
 from scaler.policy.builder import PlanBuilder
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine
-from scaler.policy.reaper import Verdict, reap_orphan, verdict
+from scaler.policy.reaper import Verdict, reap_finished, reap_orphan, verdict
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     ClaimView,
@@ -184,7 +185,8 @@ def reap(
     out: PlanBuilder,
     owned: set[str],
 ) -> None:
-    """Reap the pool's machines that no claim owns: condemned, stopped, or orphaned."""
+    """Reap the pool's machines that no claim owns: condemned, stopped, lingering after their job
+    finished, or orphaned."""
     for m in idx.by_pool.get(pool.name, ()):
         if m.id in owned or out.touched(m):
             continue
@@ -195,6 +197,8 @@ def reap(
             out.destroy(pool.name, m, "stopped", False)
         elif is_gone(m.state):
             continue
+        elif m.finished_at is not None:
+            reap_finished(out, pool.name, m, m.finished_at, pool.orphan_grace_s, now)
         elif not claims.known(m.queue):
             out.tally.count(pool.name, "reap", "unknown_data", "not_taken")
         else:

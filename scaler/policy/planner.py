@@ -32,7 +32,7 @@ from scaler.policy.perjob import (
     release_claims_of_destroyed,
     settle_ownerless,
 )
-from scaler.policy.reaper import orphan_grace, reap_orphan
+from scaler.policy.reaper import orphan_grace, reap_finished, reap_orphan
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     Caps,
@@ -105,8 +105,8 @@ def _reap_unknown_pool(
     claims: ClaimIndex,
 ) -> None:
     """Machines whose pool is unknown and that no claim owns: failed and stopped ones go at once,
-    running ones are orphans, but only while every queue's claims could be read (an unread claim
-    may own the machine)."""
+    one whose job finished is left to exit, other running ones are orphans, but only while every
+    queue's claims could be read (an unread claim may own the machine)."""
     for m in idx.by_pool.get(None, ()):
         if is_gone(m.state) or m.id in owned:
             continue
@@ -114,6 +114,8 @@ def _reap_unknown_pool(
             out.destroy(None, m, "failed", True)
         elif m.state == "stopped":
             out.destroy(None, m, "stopped", False)
+        elif m.finished_at is not None:
+            reap_finished(out, None, m, m.finished_at, grace, now)
         elif not claims.known(None):
             out.tally.count(None, "reap", "unknown_data", "not_taken")
         else:

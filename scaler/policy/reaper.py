@@ -1,4 +1,5 @@
-"""Which machines must go, and why: failed, wedged, never booted, over their runtime, or orphaned.
+"""Which machines must go, and why: failed, wedged, never booted, over their runtime, orphaned, or
+still there long after their job finished.
 
 These rules read only the machine listing, so they are safe whenever that listing is known.
 Destroying a machine that still holds a per-job claim is paired with releasing that claim
@@ -14,7 +15,7 @@ from scaler.policy.builder import PlanBuilder
 from scaler.policy.states import PRE_START_STATES, is_gone, is_wedged
 from scaler.policy.types import DEFAULT_ORPHAN_GRACE_S, MachineView, PoolPolicy
 
-__all__ = ["Verdict", "orphan_grace", "reap_orphan", "verdict"]
+__all__ = ["Verdict", "orphan_grace", "reap_finished", "reap_orphan", "verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +69,17 @@ def reap_orphan(
         out.destroy(pool, m, "orphan", True)
     else:
         out.tally.count(pool, "reap", "orphan_grace", "not_taken")
+
+
+def reap_finished(
+    out: PlanBuilder, pool: str | None, m: MachineView, finished_at: float, grace: float,
+    now: float,
+) -> None:
+    """A machine whose job finished at ``finished_at`` exits by itself: it is neither marked nor
+    counted as an orphan. Only one still there ``grace`` seconds later is destroyed, with its own
+    reason; until then it stays live for the caps, as any listed machine."""
+    due = finished_at + grace
+    if now >= due:
+        out.destroy(pool, m, "finished_lingering", True)
+    else:
+        out.wake(due)

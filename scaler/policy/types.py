@@ -218,6 +218,9 @@ class MachineView:
         message_id: per-job: the dramatiq ``message_id``.
         launch: per-job: the launch number of the job this machine runs.
         orphan_marked_at: ``fly_scaler_orphan_at`` metadata written by an earlier MarkOrphan.
+        finished_at: per-job: when the scaler first saw that the job this machine ran finished
+            (the runner recorded it as it ended the claim): the machine is exiting, not an
+            orphan; it is destroyed only if it lingers past the orphan grace.
         size: preset or guest label, for cost accounting.
         memory_mb: the machine's memory (0 if unknown), for cost accounting.
     """
@@ -236,6 +239,7 @@ class MachineView:
     message_id: str | None = None
     launch: int | None = None
     orphan_marked_at: float | None = None
+    finished_at: float | None = None
     size: str = ""
     memory_mb: int = 0
 
