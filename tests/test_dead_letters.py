@@ -129,3 +129,40 @@ def test_scaler_jobs_shows_retries_and_refuses_a_blind_purge(
     assert run_jobs(config, "retry", QUEUE) == 0
     assert "2 dead letter(s) sent back" in capsys.readouterr().out
     assert redis_client.llen(QueueKeys(ns, redis_prefix, QUEUE).ready) == 3
+
+
+async def test_scaler_jobs_shows_the_newest_finished_jobs(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import redis.asyncio as aioredis
+
+    from scaler.jobs.claims import ClaimStore, RunnerClaim
+    from scaler.jobs.leader import UNFENCED
+
+    sent = [broker.enqueue(dramatiq.Message(QUEUE, "build", (n,), {}, {})) for n in range(2)]
+    aredis = aioredis.Redis.from_url(redis_url)
+    claims = await ClaimStore(aredis, ns, redis_prefix).claim(QUEUE, "reports", 2, 1000, UNFENCED)
+    await aredis.aclose()
+    for c, outcome in zip(claims, ("ack", "nack"), strict=True):
+        run = RunnerClaim(redis_client, namespace=ns, prefix=redis_prefix, queue=QUEUE,
+                          redis_message_id=c.redis_message_id, launch=c.launch)
+        assert run.mark_running("m-" + c.message_id[:6], 2000)
+        assert run.finish(outcome, 4500, machine_id="m-" + c.message_id[:6],  # type: ignore[arg-type]
+                          error="RuntimeError: boom" if outcome == "nack" else None,
+                          message_id=c.message_id, actor="build")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    config = tmp_path / "scaler.toml"
+    config.write_text(
+        f'[redis]\nurl = "{redis_url}"\nnamespace = "{ns}"\nprefix = "{redis_prefix}"\n'
+        f'[[pools]]\nname = "reports"\napp = "a"\nqueues = ["{QUEUE}"]\nimage = "i"\n')
+    assert run_jobs(config) == 0
+    lines = capsys.readouterr().out.splitlines()
+    done = next(line for line in lines if sent[0].message_id in line)
+    failed = next(line for line in lines if sent[1].message_id in line and "dead_lettered" in line)
+    assert done.split()[0] == "done" and "ran 2.5s" in done
+    assert f"on m-{sent[0].message_id[:6]}" in done
+    assert failed.split()[0] == "dead_lettered" and failed.endswith("RuntimeError: boom")
+    assert lines.index(failed) < lines.index(done)  # newest first
+    assert run_jobs(config, "--recent", "0") == 0
+    assert sent[0].message_id not in capsys.readouterr().out
