@@ -288,7 +288,8 @@ def test_time_limit_is_enforced(
 def test_a_redis_blip_at_start_is_waited_out_not_a_crash() -> None:
     import redis.exceptions
 
-    from workers.runner import _retry_redis, _Stop
+    from workers.bound import _retry_redis
+    from workers.runtime import Stop
 
     calls: list[int] = []
 
@@ -298,9 +299,9 @@ def test_a_redis_blip_at_start_is_waited_out_not_a_crash() -> None:
             raise redis.exceptions.ConnectionError("Connection refused")
         return True
 
-    assert _retry_redis(mark, _Stop()) is True
+    assert _retry_redis(mark, Stop()) is True
     assert len(calls) == 3
-    stopping = _Stop()
+    stopping = Stop()
     stopping.event.set()  # a SIGTERM while waiting: the error is raised, not waited out
     calls.clear()
     with pytest.raises(redis.exceptions.ConnectionError):
