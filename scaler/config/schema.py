@@ -123,7 +123,8 @@ class ScalerSettings(_Model):
     - ``max_machines``: global cap on live machines over all pools (default 100).
     - ``resync_interval``: the longest time between ticks when no event wakes the loop (``5s``).
     - ``tick_deadline``: a tick that takes longer is abandoned and reported (``10s``).
-    - ``orphan_grace``: an orphaned machine is destroyed only after being marked this long (``2m``).
+    - ``orphan_grace``: an orphaned machine is destroyed only after being marked this long (``2m``);
+      a machine whose job finished, only if it is still there this long after.
     - ``leader_ttl``: the leader lease's TTL; renewed every third of it (``15s``).
     - ``max_concurrent_calls``: Fly API calls in flight at once (8).
     - ``shared_rate_limits``: share the rate-limit budget between replicas through Redis (true).
