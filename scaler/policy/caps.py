@@ -20,8 +20,8 @@ pool holding the fewest, not back to whichever pool happens to rank first.
 
 from __future__ import annotations
 
-import heapq
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -233,16 +233,40 @@ def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]
         else:
             budget[r.app] -= k
 
-    # Water-filling on each pool's level (its live machines plus what it got so far): the lowest
-    # level takes the next unit, ties to the oldest work, so a pool that already holds more of the
-    # shared room waits until the others catch up.
-    heap = [(ledger.live(r.pool), i, r) for i, r in enumerate(order) if rem[r.pool] > 0]
-    heapq.heapify(heap)
-    while heap and glob > 0:
-        level, i, r = heapq.heappop(heap)
-        if can(r):
-            give(r, 1)
-            heapq.heappush(heap, (level + 1, i, r))
+    # Water-filling on each pool's level (its live machines plus what it got so far): the pools at
+    # the lowest level rise together, by whole steps up to the next level or until a room, a budget
+    # or a pool's free units run out; single units left over go in rank order (the oldest work).
+    # A pool that already holds more of the shared room waits until the others catch up. Steps, not
+    # units, so the loop runs O(pools) times however large the room.
+    def level(r: Request) -> int:
+        return ledger.live(r.pool) + got[r.pool]
+
+    active = [r for r in order if rem[r.pool] > 0]
+    while True:
+        active = [r for r in active if can(r)]
+        if not active:
+            break
+        low = min(level(r) for r in active)
+        lowest = [r for r in active if level(r) == low]
+        above = [level(r) for r in active if level(r) > low]
+        # Nobody crosses from free units to create tokens inside a step, so all rooms stay exact.
+        inc = min(glob // len(lowest), min(rem[r.pool] for r in lowest))
+        if above:
+            inc = min(inc, min(above) - low)
+        for app, n in Counter(r.app for r in lowest).items():
+            inc = min(inc, app_room[app] // n)
+        for app, n in Counter(r.app for r in lowest if free_left[r.pool] == 0).items():
+            inc = min(inc, budget[app] // n)
+        for r in lowest:
+            if free_left[r.pool] > 0:
+                inc = min(inc, free_left[r.pool])
+        if inc >= 1:
+            for r in lowest:
+                give(r, inc)
+            continue
+        for r in lowest:  # fewer units than pools at this level: rank decides
+            if can(r):
+                give(r, 1)
 
     grants: dict[str, Grant] = {}
     for r in order:
