@@ -104,6 +104,7 @@ def machine(draw: st.DrawFn, mid: str, app: str, local: tuple[str, ...]) -> Mach
         queue=draw(st.sampled_from((None, *QUEUES))),
         launch=launch,
         orphan_marked_at=draw(st.one_of(st.none(), times)),
+        finished_at=draw(st.one_of(st.none(), st.none(), times)),
     )
 
 
@@ -391,11 +392,19 @@ def check_machines_are_destroyed_only_for_a_reason_that_holds(
     for a in p.of_type(Destroy):
         m = a.machine
         if a.reason == "orphan":
-            assert m.orphan_marked_at is not None
+            assert m.orphan_marked_at is not None and m.finished_at is None
+        if a.reason == "finished_lingering":
+            assert m.finished_at is not None and m.finished_at <= obs.now
         if a.reason == "stopped":
             assert m.state == "stopped"
         if a.pool is not None and by_name[a.pool].mode == "worker" and m.state == "started":
             assert a.reason in {"max_runtime"}, "a started worker is never killed to scale down"
+
+
+def check_a_machine_whose_job_finished_is_never_marked_an_orphan(
+    obs: Observation, ps: tuple[PoolPolicy, ...], caps: Caps, p: Plan
+) -> None:
+    assert all(a.machine.finished_at is None for a in p.of_type(MarkOrphan))
 
 
 def check_unknown_worker_signal_never_scales_down_or_beyond_min(
@@ -486,6 +495,7 @@ CHECKS = [
     check_claim_releases_follow_their_destroy,
     check_relaunch_only_when_no_machine_is_visible,
     check_machines_are_destroyed_only_for_a_reason_that_holds,
+    check_a_machine_whose_job_finished_is_never_marked_an_orphan,
     check_unknown_worker_signal_never_scales_down_or_beyond_min,
     check_every_pool_gets_a_decision_and_plans_are_deterministic,
 ]
