@@ -89,5 +89,5 @@ class SimJobs:
                     redis_message_id=job,
                 )
                 now_ms = int(time.time() * 1000)
-                if claim.mark_running(m.id, now_ms):
-                    claim.finish("ack", now_ms)
+                if claim.mark_running(m.id, now_ms):  # as the runner: its machine is finishing
+                    claim.finish("ack", now_ms, machine_id=m.id)

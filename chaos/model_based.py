@@ -246,7 +246,7 @@ class _World:
         job, launch = self.running.pop(str(m["id"]))
         claim = _runner_claim(self.redis, self.ns, self.prefix, self.queue, job, launch)
         self.redis.rpush(f"{self.ns}:completed", job)
-        claim.finish("ack", int(self.clock.wall() * 1000))
+        claim.finish("ack", int(self.clock.wall() * 1000), machine_id=str(m["id"]))
         self.exit(m, 0)
 
     def step_clock(self, seconds: float) -> None:

@@ -36,10 +36,11 @@ key                         type    what
 A message's record (:func:`message_record_key`) is written when it is enqueued over HTTP, when
 the scaler claims it (however it was sent), when a dead letter is sent back, and when its job ends
 (the runner's scripts, the scaler's settlements); every write renews its TTL
-(:data:`MESSAGE_RECORD_TTL_S`): about 200 bytes per claimed message for a week. Fields: ``queue``, ``redis_message_id`` (its current id),
-``state`` (``queued``, ``claimed``, ``done``, ``dead_lettered``), ``reason`` (why it was
-dead-lettered), ``machine_id``, ``launch``, ``finished_at`` (ms); an HTTP-enqueued message also
-has ``digest`` and ``enqueued_at`` (its idempotency).
+(:data:`MESSAGE_RECORD_TTL_S`): about 200 bytes per claimed message for a week. Fields:
+``queue``, ``redis_message_id`` (its current id), ``state`` (``queued``, ``claimed``, ``done``,
+``dead_lettered``), ``reason`` (why it was dead-lettered), ``machine_id``, ``launch``,
+``finished_at`` (ms); an HTTP-enqueued message also has ``digest`` and ``enqueued_at`` (its
+idempotency).
 
 A message's enqueue time is its ``options.enqueued_at`` (stamped by the enqueue middleware: when
 the message became ready), else dramatiq's ``message_timestamp``: :data:`ENQUEUED_AT_LUA`.
