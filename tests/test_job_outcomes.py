@@ -246,3 +246,19 @@ def test_events_of_runners_from_before_named_outcomes_still_read() -> None:
     assert nack is not None and (nack.outcome, nack.cause) == ("dead_lettered", "job_failed")
     assert JobEvent.parse("not json") is None
     assert JobEvent.parse(json.dumps({"pool": "p", "outcome": "exploded"})) is None
+
+
+async def test_a_url_password_in_an_error_is_not_kept(
+    store: ClaimStore, messages: MessageStore, redis_client: redis.Redis
+) -> None:
+    rmid, mid = enqueue(redis_client, store.namespace)
+    await store.claim(Q, "ci", 1, NOW, UNFENCED)
+    reason = "cannot import actors module 'app': ConnectionError: redis://default:hunter2@db:6379"
+    assert runner(redis_client, store, rmid).abort("m1", reason, NOW + 1)
+    state = await messages.lookup(mid)
+    assert state is not None and state.reason == (
+        "cannot import actors module 'app': ConnectionError: redis://default:***@db:6379")
+    assert not any(b"hunter2" in v for k in redis_client.scan_iter(f"{store.prefix}*")
+                   if redis_client.type(k) == b"hash" for v in redis_client.hvals(k))
+    assert not any(b"hunter2" in raw for raw in redis_client.lrange(
+        job_events_key(store.prefix), 0, -1))

@@ -8,6 +8,7 @@ helpers and, for type checking, redis.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Literal
 
 from scaler.jobs.claim_scripts import GUARD_LUA, MARK_LUA, ClaimKeys
@@ -16,12 +17,21 @@ from scaler.jobs.outcomes import JOB_END_LUA
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["ABORT_LUA", "ERROR_MAX", "FINISH_LUA", "FinishOutcome", "RunnerClaim"]
+__all__ = ["ABORT_LUA", "ERROR_MAX", "FINISH_LUA", "FinishOutcome", "RunnerClaim", "stored_error"]
 
 ERROR_MAX = 1000
 """Characters of a job's error or a set-up reason kept in its records."""
 
 FinishOutcome = Literal["none", "ack", "nack"]
+
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*):[^/@\s]*@")
+
+
+def stored_error(text: str | None) -> str:
+    """A job's error or a set-up reason as it is kept in Redis (and shown by ``scaler jobs`` and
+    the status API): at most :data:`ERROR_MAX` characters, with URL passwords (a Redis or
+    database URL in a connection error) replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\1:***@", text or "")[:ERROR_MAX]
 
 # KEYS: claims, launches, msgs, xq, xq msgs, job events, dead reasons, recent jobs, finished
 # machines. ARGV: rmid, outcome (none|ack|nack), now_ms, wake channel, launch ('' = any),
@@ -161,7 +171,7 @@ class RunnerClaim:
             self._finish(
                 keys=self._keys.finish(),
                 args=[self.redis_message_id, outcome, now_ms, self._keys.wake, self._launch_arg,
-                      machine_id, (error or "")[:ERROR_MAX], self._keys.record_prefix,
+                      machine_id, stored_error(error), self._keys.record_prefix,
                       message_id, actor],
             )
         )
@@ -174,6 +184,6 @@ class RunnerClaim:
             self._abort(
                 keys=self._keys.finish(),
                 args=[self.redis_message_id, self._launch_arg, machine_id, now_ms,
-                      reason[:ERROR_MAX], self._keys.wake, self._keys.record_prefix],
+                      stored_error(reason), self._keys.wake, self._keys.record_prefix],
             )
         )
