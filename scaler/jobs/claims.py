@@ -37,8 +37,10 @@ Key and identity contract (other modules and the in-machine runner depend on it 
   The Redis URL is the app's own (``REDIS_URL`` from the pool's env or the app's Fly secrets): it
   never goes through the scaler.
 
-The scripts themselves are in :mod:`scaler.jobs.claim_scripts`, each after one shared guard
-(:data:`~scaler.jobs.claim_scripts.GUARD_LUA`). Every script the scaler calls (claim, give back,
+The scripts themselves are in :mod:`scaler.jobs.claim_scripts` (the runner's finish and abort in
+:mod:`scaler.jobs.runner_claim`), each after one shared guard
+(:data:`~scaler.jobs.claim_scripts.GUARD_LUA`); those that end a job record how it ended
+(:mod:`scaler.jobs.outcomes`). Every script the scaler calls (claim, give back,
 dead-letter, requeue, create state) also starts with ``scaler.jobs.leader.FENCE_LUA`` and raises
 :class:`scaler.jobs.leader.Fenced` when a newer leader exists.
 Everything is O(1) per message touched: nothing here scans a queue.
@@ -109,7 +111,7 @@ def _text(value: str | bytes) -> str:
 
 class ClaimStore:
     """Claims on the scaler side (async, fenced); the runner's side is
-    :class:`~scaler.jobs.claim_scripts.RunnerClaim`.
+    :class:`~scaler.jobs.runner_claim.RunnerClaim`.
 
     Scripts are registered once per store; redis-py loads them with EVALSHA and falls back to a
     load on ``NOSCRIPT``.
