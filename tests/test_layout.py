@@ -62,3 +62,11 @@ def test_every_doc_the_code_cites_exists() -> None:
         if not (ROOT / name).exists()
     }
     assert missing == set()
+
+
+def test_the_license_is_an_spdx_string() -> None:
+    """A license table is deprecated by setuptools and printed ~45 lines of warnings at install."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert isinstance(project["license"], str) and project["license"] == "MIT"
