@@ -27,11 +27,11 @@ would take it, but not from a fork). The reason is the furthest any rule got.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scaler.github.events import WorkflowJobEvent
+from scaler.github.models import ACCOUNT_LOGIN, REPOSITORY_NAME
 
 __all__ = [
     "SELF_HOSTED",
@@ -43,8 +43,6 @@ __all__ = [
 ]
 
 SELF_HOSTED = "self-hosted"
-_REPOSITORY = re.compile(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+")
-_LOGIN = re.compile(r"[A-Za-z0-9-]+")
 
 
 class RefusalReason(enum.StrEnum):
@@ -94,10 +92,10 @@ class RunnerPoolRule:
                              f"{SELF_HOSTED!r}, and no empty one")
         if not repositories_ and not organizations_:
             raise ValueError(f"pool {pool!r}: allow at least one repository or organization")
-        bad = sorted(r for r in repositories_ if not _REPOSITORY.fullmatch(r))
+        bad = sorted(r for r in repositories_ if not REPOSITORY_NAME.fullmatch(r))
         if bad:
             raise ValueError(f"pool {pool!r}: repositories must be 'owner/name', not {bad}")
-        bad = sorted(o for o in organizations_ if not _LOGIN.fullmatch(o))
+        bad = sorted(o for o in organizations_ if not ACCOUNT_LOGIN.fullmatch(o))
         if bad:
             raise ValueError(f"pool {pool!r}: organizations must be account logins, not {bad}")
         object.__setattr__(self, "pool", pool)
