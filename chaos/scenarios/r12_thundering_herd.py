@@ -5,8 +5,10 @@ creates), under a global cap smaller than the sum of the pool caps.
 Must hold: caps at every instant (per pool: counted by the local API at every state change;
 global: sampled every 50 ms), creates within Fly's limits (no 429 from the local API, which
 enforces them), every job run exactly once with one machine, nothing left, and a fair split of the
-global cap: every pool finishes its share within ``FAIR_SPREAD`` of the first (a pool that ranks
-last must not get fewer slots for the whole batch). Reported: the queue wait (enqueue to the job's
+global cap: every pool finishes its share within ``FAIR_SPREAD`` of the first, or within
+``FAIR_CYCLES`` slot cycles of it where the batch is so small that one job's cycle is a large
+share of the whole (quick mode: 10 jobs per pool); a pool that ranks last must not get fewer slots
+for the whole batch. Reported: the queue wait (enqueue to the job's
 side effect, polled every 100 ms) at p50 and p95, each pool's finish, and the slot cycle (global
 cap x time to finish / jobs: create, boot, run, exit and the listing that frees the slot).
 
@@ -36,6 +38,7 @@ TITLE = "thundering herd"
 POOL_CAP = 3
 STALL_S = 30.0
 FAIR_SPREAD = 1.25
+FAIR_CYCLES = 2
 
 
 def run(ctx: ChaosContext) -> ScenarioResult:
@@ -112,9 +115,15 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     per_pool = [jobs[i * per_app:(i + 1) * per_app] for i in range(apps_n)]
     pool_done = [max(done_at.get(j.name, float("inf")) for j in pj) for pj in per_pool]
     spread = max(pool_done) / min(pool_done) if min(pool_done) > 0 else float("inf")
-    result.check(spread <= FAIR_SPREAD or len(waits) < len(jobs),  # unfinished: failed above
+    finished = len(waits) == len(jobs)
+    cycle = global_cap * max(waits) / len(jobs) if finished else float("inf")
+    # A pool's last job can trail by a couple of slot cycles by chance alone: on 10 jobs per pool
+    # that is 1.3x; on 100 it is 1.04x, so there the ratio is what decides.
+    allowed = max(FAIR_SPREAD * min(pool_done), min(pool_done) + FAIR_CYCLES * cycle)
+    result.check(max(pool_done) <= allowed or not finished,  # unfinished: failed above
                  f"fair share of the global cap: the last pool finished {spread:.2f}x later than "
-                 f"the first (at most {FAIR_SPREAD}x)")
+                 f"the first, {max(pool_done) - min(pool_done):.1f}s (at most {FAIR_SPREAD}x or "
+                 f"{FAIR_CYCLES} slot cycles of {cycle:.1f}s)")
     result.details.update({
         "apps": apps_n, "pool_cap": POOL_CAP, "global_cap": global_cap,
         "pool_peaks": max(peaks.values(), default=0),
@@ -123,7 +132,6 @@ def run(ctx: ChaosContext) -> ScenarioResult:
         "all_done_s": round(max(waits), 1) if len(waits) == len(jobs) else None,
         "first_pool_done_s": round(min(pool_done), 1),
         "pool_spread": round(spread, 2) if spread != float("inf") else None,
-        "slot_cycle_s": (round(global_cap * max(waits) / len(jobs), 2)
-                         if len(waits) == len(jobs) else None),
+        "slot_cycle_s": round(cycle, 2) if finished else None,
     })
     return result
