@@ -8,13 +8,15 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+import redis.asyncio
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 
+from scaler.jobs.claims import ClaimStore
 from scaler.local.pytest_plugin import *  # noqa: F403  (the local Machines API fixtures)
 from scaler.local.testing import free_port
 
@@ -97,3 +99,17 @@ def broker(redis_url: str, ns: str) -> Iterator[RedisBroker]:
     b = RedisBroker(url=redis_url, namespace=ns)  # type: ignore[no-untyped-call]
     yield b
     b.client.close()
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """An asyncio client on the test Redis (use keys under ``redis_prefix``)."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def store(aredis: redis.asyncio.Redis, redis_prefix: str) -> ClaimStore:
+    """The scaler's claim store in this test's namespace and prefix."""
+    return ClaimStore(aredis, namespace=f"{redis_prefix}-ns", prefix=redis_prefix)

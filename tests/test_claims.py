@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from scaler.jobs.claims import (
     ClaimStore,
@@ -23,18 +21,6 @@ from scaler.jobs.leader import UNFENCED, Fence, Fenced
 
 NOW = 1_700_000_000_000
 Q = "jobs"
-
-
-@pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def store(aredis: aioredis.Redis, redis_prefix: str) -> ClaimStore:
-    return ClaimStore(aredis, namespace=f"{redis_prefix}-ns", prefix=redis_prefix)
 
 
 def dead_reason(client: redis.Redis, store: ClaimStore, rmid: str) -> dict[str, object]:

@@ -50,13 +50,6 @@ class Ready:
 
 
 @pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def metrics() -> Metrics:
     return Metrics()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,18 +28,6 @@ from scaler.jobs.outcomes import JobEvent
 
 NOW = 1_700_000_000_000
 Q = "jobs"
-
-
-@pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def store(aredis: aioredis.Redis, redis_prefix: str) -> ClaimStore:
-    return ClaimStore(aredis, namespace=f"{redis_prefix}-ns", prefix=redis_prefix)
 
 
 @pytest.fixture

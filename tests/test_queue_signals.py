@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import dramatiq
 import pytest
@@ -13,13 +13,6 @@ from dramatiq.brokers.redis import RedisBroker
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.leader import UNFENCED
 from scaler.jobs.queues import RoundTrips, read_queue_stats
-
-
-@pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
