@@ -148,7 +148,8 @@ async def test_scaler_status_prints_the_leaders_last_tick(
         f'prefix = "{s.redis.prefix}"\n'
     )
     monkeypatch.delenv("REDIS_URL", raising=False)
-    assert status.run(argparse.Namespace(config=str(config), json=False)) == 0
+    args = argparse.Namespace(config=str(config), json=False, watch=False, interval=2.0)
+    assert status.run(args) == 0
     out = capsys.readouterr().out
     assert f"{w['queue']}: ready=2" in out
     assert "jobs: 2 ready, 0 live of cap 1: launching 1" in out

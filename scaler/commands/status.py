@@ -66,12 +66,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     client = redis_of(settings)
     try:
-        if not getattr(args, "watch", False):
-            text, rc = _frame(client, settings.redis.prefix, settings.redis.safe_url, args.json)
+        def frame() -> tuple[str, int]:
+            return _frame(client, settings.redis.prefix, settings.redis.safe_url, args.json)
+
+        if not args.watch:
+            text, rc = frame()
             print(text, file=sys.stdout if rc == 0 else sys.stderr)
             return rc
-        return watch(lambda: _frame(client, settings.redis.prefix, settings.redis.safe_url,
-                                    args.json)[0], max(0.2, getattr(args, "interval", 2.0)))
+        return watch(lambda: frame()[0], max(0.2, args.interval))
     finally:
         client.close()
 
