@@ -90,13 +90,13 @@ dramatiq.set_broker(redis_broker_from_env())
 @dramatiq.actor(queue_name="reports", max_retries=0)
 def report(account_id: int) -> None:
     """Runs on a machine of its own (pool "reports")."""
-    print(f"building the report of account {{account_id}}")
+    print(f"building the report of account {account_id}")
 
 
 @dramatiq.actor(queue_name="emails")
 def send_email(address: str) -> None:
     """Runs on the worker pool "emails"."""
-    print(f"sending an email to {{address}}")
+    print(f"sending an email to {address}")
 '''
 
 
@@ -123,7 +123,7 @@ def render_config(app: str, image: str, org: str, api_url: str, config: str) -> 
 
 def render_tasks() -> str:
     """The ``tasks.py`` text."""
-    return _TASKS.format()
+    return _TASKS
 
 
 def run(args: argparse.Namespace) -> int:
