@@ -112,13 +112,13 @@ class Observer:
         self._finished_seen: dict[str, float] = {}  # machine id -> when first seen finished
         self.unknown: dict[str, str] = {}  # source -> why, for metrics and logs
         # apps whose listing fails for a reason only the operator can fix (token, missing app)
-        self.misconfigured: dict[str, str] = {}
+        self.misconfigured: set[str] = set()
 
     async def observe(self) -> Observation:
         """One observation."""
         now = self.clock()
         self.unknown = {}
-        self.misconfigured = {}
+        self.misconfigured = set()
         queues, (claims, (marks, finished)) = await asyncio.gather(
             self._queues(now), self._claims_then_marks(now)
         )
@@ -262,7 +262,7 @@ class Observer:
         except Exception as exc:
             self.unknown[f"fly:{app}"] = listing_problem(app, exc)
             if isinstance(exc, Unauthorized | Forbidden | NotFound):
-                self.misconfigured[app] = self.unknown[f"fly:{app}"]
+                self.misconfigured.add(app)
             self._listings.pop(app, None)
             return None
         scaler_id = self.settings.scaler.id

@@ -139,10 +139,11 @@ class Service:
             return False, "no tick yet"
         if "redis" in self.reconciler.observer.unknown:
             return False, "redis unreachable"
-        misconfigured = self.reconciler.observer.misconfigured
-        if misconfigured:
+        observer = self.reconciler.observer
+        if observer.misconfigured:
             # Not a blip: a refused token or a missing app stays until the operator acts.
-            return False, "; ".join(misconfigured[a] for a in sorted(misconfigured))
+            return False, "; ".join(observer.unknown[f"fly:{a}"]
+                                    for a in sorted(observer.misconfigured))
         return True, "ok"
 
     def _http_app_queues(self) -> dict[str, QueueInfo]:
