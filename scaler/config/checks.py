@@ -65,7 +65,10 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
         if dupes:
             problems.append((("queues",), f"queue {dupes[0]!r} is listed twice"))
     mode = get("mode")
-    if mode == "per-job":
+    from scaler.config.github import github_pool_problems
+
+    problems.extend(github_pool_problems({**pool, "mode": mode}, given))
+    if mode in ("per-job", "github"):
         for key in sorted(given & set(WORKER_KEYS)):
             problems.append(
                 ((key,), f'{key!r} applies to worker pools only; remove it or set mode = "worker"')
@@ -278,6 +281,9 @@ def _cross_problems(data: Mapping[str, Any]) -> _Found:
                     '"prometheus" needs [prometheus] url = "http://prometheus:9090"',
                 )
             )
+    from scaler.config.github import github_section_problems
+
+    problems.extend(github_section_problems(data, list(pools)))
     for size in _table(data, "costs"):
         if size not in MONTHLY_USD:
             hint = (

@@ -14,6 +14,7 @@ from pydantic import (
 
 from scaler.config.checks import _cross_problems, _pool_problems
 from scaler.config.errors import _format_error, _path
+from scaler.config.github import GITHUB_SECRET_ENV, read_github_secrets
 from scaler.config.schema import Settings
 from scaler.config.values import ConfigError, _Problems
 
@@ -84,6 +85,11 @@ def _apply_env(
         sep = ","
     if raw_tokens:
         http["enqueue_tokens"] = [t.strip() for t in raw_tokens.split(sep) if t.strip()]
+    gh = data.get("github")
+    if gh is None and any(var in env for var, _ in GITHUB_SECRET_ENV.values()):
+        gh = data["github"] = {}
+    if isinstance(gh, dict):
+        read_github_secrets(gh, env, _read_secret_file, problems)
     return sources
 
 
@@ -127,6 +133,7 @@ def _secrets_in_machine_env(settings: Settings) -> list[str]:
     held = [t.get_secret_value() for t in settings.http.enqueue_tokens]
     if settings.fly.token is not None:
         held.append(settings.fly.token.get_secret_value())
+    held.extend(settings.github.secrets())
     held = [h for h in held if len(h) >= 8]  # a short value would match by accident
     out = []
     for i, pool in enumerate(settings.pools):

@@ -42,6 +42,7 @@ from scaler.config.checks import (
     _pool_problems,
     _signal_name,
 )
+from scaler.config.github import GitHubSettings
 from scaler.config.values import (
     _ACTOR_NAME,
     _SCALER_ID,
@@ -193,8 +194,9 @@ class PoolSpec(_Model):
     Every pool:
 
     - ``name``: 1-20 of ``[a-z0-9-]`` (it goes into machine names); unique.
-    - ``mode``: ``per-job`` (one dedicated ``auto_destroy`` machine per message; default) or
-      ``worker`` (a fleet of dramatiq workers sized from a signal, scaled to zero).
+    - ``mode``: ``per-job`` (one dedicated ``auto_destroy`` machine per message; default),
+      ``worker`` (a fleet of dramatiq workers sized from a signal, scaled to zero) or ``github``
+      (one ephemeral GitHub Actions runner machine per queued workflow job).
     - ``app``: the Fly app the machines are created in.
     - ``queues``: dramatiq queue names served (at least one; a queue belongs to one pool).
     - ``max_machines``: pool cap on live machines (default 10; at most the app and global caps).
@@ -210,8 +212,11 @@ class PoolSpec(_Model):
     - ``http_actors``: actor names that the HTTP enqueue API accepts on this pool's queues
       (default none: the queues are closed to HTTP producers).
 
-    Per-job pools only: ``max_launches`` (3): launches of one job (crashes, boot timeouts) before
-    the job is dead-lettered.
+    Github pools only: ``labels``, ``repositories``, ``organizations``, ``allow_forks``,
+    ``runner_scope``, ``runner_group_id`` (see :mod:`scaler.config.github`).
+
+    Per-job and github pools: ``max_launches`` (3): launches of one job (crashes, boot timeouts)
+    before the job is dead-lettered.
 
     Worker pools only:
 
@@ -226,7 +231,7 @@ class PoolSpec(_Model):
     """
 
     name: PoolName
-    mode: Literal["per-job", "worker"] = "per-job"
+    mode: Literal["per-job", "worker", "github"] = "per-job"
     app: AppName
     queues: tuple[QueueName, ...]
     max_machines: NonNegInt = 10
@@ -254,6 +259,12 @@ class PoolSpec(_Model):
     query: StrictStr | None = None
     target_per_machine: PositiveFloat | None = None
     scale_tolerance: Annotated[float, Field(ge=0.0, le=1.0, strict=False)] = 0.1
+    labels: tuple[StrictStr, ...] = ()
+    repositories: tuple[StrictStr, ...] = ()
+    organizations: tuple[StrictStr, ...] = ()
+    allow_forks: StrictBool = False
+    runner_scope: StrictStr | None = None
+    runner_group_id: Annotated[int, Field(strict=True, ge=1)] = 1
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     _guest: Guest | None = PrivateAttr(default=None)
@@ -266,8 +277,20 @@ class PoolSpec(_Model):
 
     @property
     def is_worker(self) -> bool:
-        """Whether this is a worker pool (else per-job)."""
+        """Whether this is a worker pool (else per-job or github: one machine per job)."""
         return self.mode == "worker"
+
+    @property
+    def is_github(self) -> bool:
+        """Whether this pool runs GitHub Actions jobs (one ephemeral runner machine per job)."""
+        return self.mode == "github"
+
+    @property
+    def scope(self) -> str:
+        """Where a github pool's runners register: ``owner/name`` or an organization login."""
+        if self.runner_scope:
+            return self.runner_scope
+        return (self.repositories or self.organizations)[0]
 
     @model_validator(mode="after")
     def _check(self) -> PoolSpec:
@@ -290,6 +313,7 @@ class Settings(_Model):
     apps: dict[AppName, AppSettings] = Field(default_factory=dict)
     http: HttpSettings = Field(default_factory=HttpSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    github: GitHubSettings = Field(default_factory=GitHubSettings)
     costs: dict[StrictStr, NonNegFloat] = Field(default_factory=dict)
     pools: tuple[PoolSpec, ...] = ()
 
@@ -320,6 +344,7 @@ class Settings(_Model):
             out.append(self.fly.token.get_secret_value())
         if self.redis.password:
             out.append(self.redis.password)
+        out.extend(self.github.secrets())
         return [s for s in out if s]
 
     def redacted(self) -> dict[str, Any]:
@@ -328,6 +353,8 @@ class Settings(_Model):
         data["redis"]["url"] = self.redis.safe_url
         data["fly"]["token"] = MASK if self.fly.token else None
         data["http"]["enqueue_tokens"] = len(self.http.enqueue_tokens)
+        for key in ("private_key", "token", "webhook_secret"):
+            data["github"][key] = MASK if getattr(self.github, key) else None
         for pool, raw in zip(self.pools, data["pools"], strict=True):
             raw["guest"] = _guest_dict(pool.guest)
         return data
@@ -351,6 +378,16 @@ class Settings(_Model):
             f"  enqueue_tokens={len(self.http.enqueue_tokens)}",
             f"prometheus: {self.prometheus.url or 'none'}",
         ]
+        if any(p.is_github for p in self.pools):
+            g = self.github
+            auth = (f"app={g.app_id} installation={g.installation_id}" if g.uses_app
+                    else "token")
+            lines.append(
+                f"github:     {g.api_url}  {auth}"
+                f"  webhook_secret={'set' if g.webhook_secret else 'NOT SET'}"
+                f"  resync={d(g.resync_interval)}  runner_idle_timeout="
+                f"{d(g.runner_idle_timeout)}"
+            )
         for app, a in sorted(self.apps.items()):
             lines.append(f"app {app}: max_machines={a.max_machines}")
         if self.costs:
@@ -373,5 +410,13 @@ class Settings(_Model):
                 )
             else:
                 line += f"  max_launches={p.max_launches}"
+            if p.is_github:
+                line += (
+                    f"  labels={','.join(p.labels)}"
+                    f"  repositories={','.join(p.repositories) or '-'}"
+                    f"  organizations={','.join(p.organizations) or '-'}"
+                    f"  forks={'yes' if p.allow_forks else 'no'}  runner_scope={p.scope}"
+                    f"  runner_group_id={p.runner_group_id}"
+                )
             lines.append(line)
         return "\n".join(lines)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["API_ACTIONS", "LATENCY_BUCKETS", "Metrics"]
+__all__ = ["API_ACTIONS", "GITHUB_DELIVERY_RESULTS", "LATENCY_BUCKETS", "Metrics"]
 
 # Label values known in advance (see Metrics.initialize).
 API_ACTIONS = (
@@ -30,6 +30,10 @@ RELEASE_REASONS = (
 )
 JOB_DEAD_LETTER_REASONS = ("job_failed", "setup", "max_age")
 """Dead letters made where the job ends (dramatiq gave up, the runner's set-up, at claim)."""
+GITHUB_DELIVERY_RESULTS = (
+    "queued", "started", "completed", "ignored", "duplicate", "refused", "invalid_signature",
+    "malformed", "too_large", "error",
+)
 NOT_TAKEN_REASONS = ("cap_pool", "cap_app", "cap_global", "rate_limit", "unknown_data")
 
 # From 5 ms (an event-driven launch) to 15 min (a cold machine that took long to boot).
@@ -176,6 +180,44 @@ class Metrics:
             p + "http_rejected_total", "Requests refused by the HTTP enqueue API by status code.",
             ["code"], registry=r)
 
+        # GitHub Actions runners (github pools).
+        g = p + "github_"
+        self.github_deliveries = Counter(
+            g + "webhook_deliveries_total", "Webhook deliveries by result: queued, started, "
+            "completed, ignored, duplicate, refused, invalid_signature, malformed, too_large, "
+            "error.", ["result"], registry=r)
+        self.github_jobs_queued = Counter(
+            g + "jobs_queued_total", "Workflow jobs queued for a pool's runners, by how they were "
+            "learnt (webhook, resync).", ["pool", "source"], registry=r)
+        self.github_jobs_refused = Counter(
+            g + "jobs_refused_total", "Queued workflow jobs no pool takes, by reason (labels, "
+            "repository, fork).", ["reason"], registry=r)
+        self.github_runners_launched = Counter(
+            g + "runners_launched_total", "Runner machines given a just-in-time config, by "
+            "pool and result (registered, failed).", ["pool", "result"], registry=r)
+        self.github_jobs_started = Counter(
+            g + "jobs_started_total", "Workflow jobs a runner of ours started.", ["pool"],
+            registry=r)
+        self.github_jobs_completed = Counter(
+            g + "jobs_completed_total", "Workflow jobs completed, by pool and whether a runner "
+            "of ours ran them (ran) or they ended before any did (withdrawn).",
+            ["pool", "outcome"], registry=r)
+        self.github_queue_to_started = Histogram(
+            g + "queue_to_started_seconds", "From a job's queued webhook to a runner of ours "
+            "starting it.", ["pool"], buckets=LATENCY_BUCKETS, registry=r)
+        self.github_runners_reaped = Counter(
+            g + "runners_reaped_total", "Runner machines withdrawn by the scaler, by pool and "
+            "reason (idle_timeout, surplus).", ["pool", "reason"], registry=r)
+        self.github_api_calls = Counter(
+            g + "api_calls_total", "GitHub API calls by operation and status code.",
+            ["operation", "code"], registry=r)
+        self.github_rate_remaining = Gauge(
+            g + "rate_limit_remaining", "GitHub's remaining primary rate-limit budget as last "
+            "reported (x-ratelimit-remaining).", registry=r)
+        self.github_rate_limit = Gauge(
+            g + "rate_limit", "GitHub's primary rate-limit budget per hour as last reported "
+            "(x-ratelimit-limit).", registry=r)
+
     def initialize(
         self, pools: Sequence[str], queues: Sequence[str], actions: Sequence[str] = API_ACTIONS
     ) -> None:
@@ -218,6 +260,24 @@ class Metrics:
         for code in ("401", "403", "404", "413", "422"):
             self.http_rejected.labels(code)
         self.leader.set(0)
+
+    def initialize_github(self, pools: Sequence[str]) -> None:
+        """The GitHub series known in advance, at zero (called when github pools exist)."""
+        for result in GITHUB_DELIVERY_RESULTS:
+            self.github_deliveries.labels(result)
+        for reason in ("labels", "repository", "fork"):
+            self.github_jobs_refused.labels(reason)
+        for pool in pools:
+            for source in ("webhook", "resync"):
+                self.github_jobs_queued.labels(pool, source)
+            for result in ("registered", "failed"):
+                self.github_runners_launched.labels(pool, result)
+            for outcome in ("ran", "withdrawn"):
+                self.github_jobs_completed.labels(pool, outcome)
+            for reason in ("idle_timeout", "surplus"):
+                self.github_runners_reaped.labels(pool, reason)
+            self.github_jobs_started.labels(pool)
+            self.github_queue_to_started.labels(pool)
 
     def observe_api_call(self, action: str, status: int | None, seconds: float) -> None:
         """Record one Fly API attempt (the Fly client's observer hook)."""
