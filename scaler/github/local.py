@@ -6,6 +6,10 @@ runners registered just in time, rate limits; and the shapes GitHub gives them.
 call it from theirs (queue a job, see the runners, force a rate limit). Jobs, runs and runners are
 serialised in the shapes of GitHub's documented examples (:func:`LocalGitHub.job_json`,
 :meth:`LocalGitHub.webhook_payload`), ids of jobs and runs above 2^32 as on github.com.
+
+A job's changes (queued, in_progress, completed) are told to ``listeners`` with its id and the
+action, under the lock: :mod:`scaler.github.local_hooks` turns them into signed webhooks, and
+:mod:`scaler.github.local_broker` hands queued jobs to the runners that registered.
 """
 
 from __future__ import annotations
@@ -102,6 +106,9 @@ class LocalGitHub:
         self.jit_requests: list[dict[str, Any]] = []  # generate-jitconfig bodies, as received
         self.requests: list[tuple[str, str, str]] = []  # (method, path, credential kind)
         self.forced: deque[ForcedLimit] = deque()
+        self.runner_tokens: dict[str, int] = {}  # a JIT config's runner credential -> runner id
+        self.listeners: list[Callable[[int, str], None]] = []  # (job id, action) on each change
+        self.server_url = ""  # written into JIT configs, so that a runner finds the stand-in
         self._budgets: dict[str, _Budget] = {}
         self._job_ids = itertools.count(10_000_000_001)
         self._run_ids = itertools.count(5_000_000_001)
@@ -137,6 +144,7 @@ class LocalGitHub:
                 "runner_group_id": None, "runner_group_name": None,
             }
             run.jobs.append(job_id)
+            self._tell(job_id, "queued")
             return self.job_json(job_id)
 
     def start_job(self, job_id: int, runner_id: int) -> None:
@@ -147,6 +155,7 @@ class LocalGitHub:
             job.update(status="in_progress", runner_id=runner_id, runner_name=runner["name"],
                        runner_group_id=1, runner_group_name="Default")
             runner.update(status="online", busy=True)
+            self._tell(job_id, "in_progress")
 
     def complete_job(self, job_id: int, conclusion: str = "success") -> None:
         """The job ended; its ephemeral runner is deregistered, as GitHub does."""
@@ -156,6 +165,11 @@ class LocalGitHub:
             if job["runner_id"] is not None:
                 for runners in self.runners.values():
                     runners.pop(job["runner_id"], None)
+            self._tell(job_id, "completed")
+
+    def _tell(self, job_id: int, action: str) -> None:
+        for listener in list(self.listeners):
+            listener(job_id, action)
 
     def force_limit(self, limit: ForcedLimit, count: int = 1) -> None:
         """The next ``count`` API calls are refused by ``limit``."""
@@ -240,9 +254,12 @@ class LocalGitHub:
             runner = {"id": runner_id, "name": name, "os": "unknown", "status": "offline",
                       "busy": False, "labels": [self._label(label) for label in labels]}
             runners[runner_id] = runner
-            credentials = {".runner": {"AgentId": runner_id, "AgentName": name},
+            token = secrets.token_urlsafe(24)
+            self.runner_tokens[token] = runner_id
+            credentials = {".runner": {"AgentId": runner_id, "AgentName": name,
+                                       "ServerUrl": self.server_url, "Ephemeral": True},
                            ".credentials": {"Scheme": "OAuthAccessToken",
-                                            "Data": {"token": secrets.token_urlsafe(24)}}}
+                                            "Data": {"token": token}}}
             encoded = base64.b64encode(json.dumps(credentials).encode()).decode()
             self.jit_configs[runner_id] = encoded
             return {"runner": dict(runner), "encoded_jit_config": encoded}

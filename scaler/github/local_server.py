@@ -16,7 +16,12 @@ Every call needs a valid token, spends the credential's budget and carries ``x-r
 headers; forced limits (:class:`~scaler.github.local.ForcedLimit`) answer 403 or 429 as GitHub
 does. Admin side, unauthenticated, loopback only: ``POST /_local/jobs`` (``repository``,
 ``labels``, ``name``), ``GET /_local/runners``, ``POST /_local/rate-limits`` (a ``ForcedLimit``'s
-fields and ``count``), ``GET /_local/requests``.
+fields and ``count``), ``GET /_local/requests``, ``POST /_local/jobs/{id}/cancel``, ``GET
+/_local/webhooks`` (the deliveries), ``POST /_local/webhooks/drop`` (``count``, ``action``),
+``POST /_local/webhooks/{guid}/redeliver``.
+
+The runner side (:mod:`scaler.github.local_broker`) is served under ``/_runner``; webhooks go out
+through :mod:`scaler.github.local_hooks` once :meth:`LocalGitHubServer.hooks` has a URL.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from scaler.github.local import DOCS, ForcedLimit, LocalGitHub, Problem
+from scaler.github.local_broker import PICKUP_TIMEOUT_S, RunnerBroker, broker_routes
+from scaler.github.local_hooks import WebhookSender
+from scaler.secret import Secret
 
 __all__ = ["LocalGitHubServer", "create_app"]
 
@@ -103,8 +111,11 @@ def _jit_request(body: Any) -> tuple[str, list[str]]:
     return name, labels
 
 
-def create_app(state: LocalGitHub, public_key: RSAPublicKey, path_prefix: str = "") -> Starlette:
-    """The ASGI app serving ``state``; App JWTs are checked against ``public_key``."""
+def create_app(state: LocalGitHub, public_key: RSAPublicKey, path_prefix: str = "",
+               broker: RunnerBroker | None = None, hooks: WebhookSender | None = None
+               ) -> Starlette:
+    """The ASGI app serving ``state``; App JWTs are checked against ``public_key``; the runner
+    routes with ``broker`` and the webhook admin routes with ``hooks``."""
 
     def check_jwt(token: str) -> None:
         try:
@@ -197,6 +208,34 @@ def create_app(state: LocalGitHub, public_key: RSAPublicKey, path_prefix: str = 
         with state.lock:
             return _json([list(r) for r in state.requests])
 
+    async def admin_cancel(request: Request) -> Response:
+        if broker is None:
+            return _json({"message": "no runner broker"}, 404)
+        broker.cancel(int(request.path_params["job_id"]))
+        return Response(status_code=204)
+
+    async def admin_webhooks(request: Request) -> Response:
+        if hooks is None:
+            return _json([])
+        return _json([{"guid": d.guid, "event": d.event, "action": d.action, "job_id": d.job_id,
+                       "status": d.status, "dropped": d.dropped, "redelivery": d.redelivery}
+                      for d in list(hooks.deliveries)])
+
+    async def admin_drop(request: Request) -> Response:
+        body = dict(await request.json())
+        if hooks is not None:
+            hooks.drop(int(body.get("count", 1)), body.get("action"))
+        return Response(status_code=204)
+
+    async def admin_redeliver(request: Request) -> Response:
+        if hooks is None:
+            return _json({"message": "no webhooks"}, 404)
+        try:
+            again = hooks.redeliver(str(request.path_params["guid"]))
+        except StopIteration:
+            return _json({"message": "Not Found"}, 404)
+        return _json({"guid": again.guid}, 202)
+
     repo, org = "/repos/{owner}/{repo}/actions", "/orgs/{org}/actions"
     routes: list[BaseRoute] = [
         Route("/app/installations/{installation_id:int}/access_tokens",
@@ -214,6 +253,11 @@ def create_app(state: LocalGitHub, public_key: RSAPublicKey, path_prefix: str = 
         Route("/_local/runners", admin_runners, methods=["GET"]),
         Route("/_local/rate-limits", admin_limits, methods=["POST"]),
         Route("/_local/requests", admin_requests, methods=["GET"]),
+        Route("/_local/jobs/{job_id:int}/cancel", admin_cancel, methods=["POST"]),
+        Route("/_local/webhooks", admin_webhooks, methods=["GET"]),
+        Route("/_local/webhooks/drop", admin_drop, methods=["POST"]),
+        Route("/_local/webhooks/{guid}/redeliver", admin_redeliver, methods=["POST"]),
+        *(broker_routes(broker) if broker is not None else []),
     ]
     api_routes = [Mount(path_prefix, routes=routes)] if path_prefix else routes
     return Starlette(routes=[*admin, *api_routes])
@@ -246,17 +290,23 @@ class LocalGitHubServer:
         rate_limit: int = 5000,
         clock: Callable[[], float] = time.time,
         path_prefix: str = "",
+        webhook_url: str | None = None,
+        webhook_secret: Secret | None = None,
+        pickup_timeout_s: float = PICKUP_TIMEOUT_S,
     ) -> None:
         self.state = LocalGitHub(app_id=app_id, installations=installations,
                                  static_tokens=static_tokens, token_ttl_s=token_ttl_s,
                                  rate_limit=rate_limit, clock=clock)
         self.path_prefix = path_prefix.rstrip("/")
-        app = create_app(self.state, public_key, self.path_prefix)
+        self.broker = RunnerBroker(self.state, pickup_timeout_s)
+        self.hooks = WebhookSender(self.state, webhook_url, webhook_secret)
+        app = create_app(self.state, public_key, self.path_prefix, self.broker, self.hooks)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self._socket = sock
         self.port: int = sock.getsockname()[1]
+        self.state.server_url = f"http://127.0.0.1:{self.port}"
         self._started = threading.Event()
         self._server = _Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                               lifespan="off"), self._started)
@@ -288,6 +338,7 @@ class LocalGitHubServer:
 
     def close(self) -> None:
         """Stop serving (idempotent)."""
+        self.hooks.close()
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._socket.close()
