@@ -165,3 +165,34 @@ def test_compose_home_dashboard_exists() -> None:
     env = compose["services"]["grafana"]["environment"]
     home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert _host_path(home, _compose_mounts("grafana")).resolve() == DASHBOARD
+
+
+def _row_panels(dash: dict[str, Any], title: str) -> list[dict[str, Any]]:
+    """The panels of the row titled ``title`` (those after it, up to the next row)."""
+    out: list[dict[str, Any]] | None = None
+    for panel in dash["panels"]:
+        if panel.get("type") == "row":
+            if out is not None:
+                break
+            if panel["title"] == title:
+                out = list(panel.get("panels", []))
+        elif out is not None:
+            out.append(panel)
+    assert out is not None, f"no row {title!r}"
+    return out
+
+
+def test_the_github_row_shows_every_github_metric_by_its_labels() -> None:
+    """Every fly_scaler_github_* family is on the GitHub row, broken down by the label an
+    operator asks about (refusals by reason, deliveries by result, API calls by code)."""
+    exported = exported_series_names()
+    github = {family for family in exported.values() if family.startswith("fly_scaler_github_")}
+    assert github, "the catalog exports no github metrics"
+    row = _row_panels(dashboard(), "GitHub Actions runners")
+    queries = [t["expr"] for p in row for t in p["targets"]]
+    shown = {exported[n] for q in queries for n in METRIC_NAME.findall(q) if n in exported}
+    assert github <= shown, f"github metrics off the GitHub row: {sorted(github - shown)}"
+    by = {name: q for q in queries for name in METRIC_NAME.findall(q)}
+    assert "by (reason)" in by["fly_scaler_github_jobs_refused_total"]
+    assert "by (result)" in by["fly_scaler_github_webhook_deliveries_total"]
+    assert "code" in by["fly_scaler_github_api_calls_total"]
