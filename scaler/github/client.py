@@ -14,7 +14,8 @@ JIT config is not idempotent (a repeat registers a second runner or answers 409 
 A 401 with App auth drops the cached token and tries once more with a new one.
 
 Inject ``clock`` (epoch seconds: GitHub's resets and expiries are wall-clock) and ``sleep`` in
-tests; ``transport`` is passed to httpx.
+tests; ``transport`` is passed to httpx; ``observer(operation, status)`` is told of every
+attempt (``None``: no answer), for metrics.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class GitHubClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
         user_agent: str = "fly-scaler",
+        observer: Callable[[str, int | None], None] | None = None,
     ) -> None:
         url = api_url.strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
@@ -83,6 +85,7 @@ class GitHubClient:
         self._max_rate_retries = max_rate_retries
         self._clock = clock
         self._sleep = sleep
+        self._observer = observer
         self._http = httpx.AsyncClient(
             base_url=url, timeout=timeout, transport=transport, follow_redirects=False,
             headers={"Accept": "application/vnd.github+json",
@@ -266,9 +269,13 @@ class GitHubClient:
                 response = await self._http.request(method, url, json=json, params=params,
                                                     headers=headers)
             except httpx.TransportError as exc:
+                if self._observer is not None:
+                    self._observer(op, None)
                 raise GitHubTransportError(op, type(exc).__name__) from None
             refusal = gate.observe(response.status_code, response.headers, _message(response),
                                    self._clock())
+            if self._observer is not None:
+                self._observer(op, response.status_code)
             if refusal is None:
                 return response
             refusals += 1

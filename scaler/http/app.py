@@ -10,6 +10,8 @@ the requests and produce the answers):
   see :mod:`scaler.jobs.messages` for exactly what is written). 202 when written; 200 when
   ``message_id`` was already used for the same message (idempotent retry, nothing written); 409
   when it was used for a different one.
+- ``POST /v1/webhooks/github`` (when github pools exist): GitHub's ``workflow_job`` deliveries,
+  signed with the webhook secret instead of a bearer token (:mod:`scaler.github.webhook`).
 - ``GET /v1/messages/{message_id}``: where the message is now (queued, claimed, running, done,
   dead_lettered with its reason), for a message sent over HTTP or any message the scaler claimed,
   however it was sent.
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import redis.asyncio as aioredis
 import structlog
@@ -65,9 +67,12 @@ def create_http_app(
     tokens: Sequence[Secret],
     ready: Callable[[], tuple[bool, str]],
     max_body_bytes: int = 256 * 1024,
+    github_webhook: Callable[[Request], Awaitable[Response]] | None = None,
 ) -> Starlette:
     """The scaler's ASGI app (see the module docstring). ``redis`` holds the dramatiq queues of
-    ``namespace`` and the scaler's keys under ``prefix``; ``ready`` answers ``/readyz``."""
+    ``namespace`` and the scaler's keys under ``prefix``; ``ready`` answers ``/readyz``;
+    ``github_webhook`` (when github pools exist) answers ``POST /v1/webhooks/github``
+    (:mod:`scaler.github.webhook`)."""
     for name in queues:
         if not _QUEUE_NAME.fullmatch(name):
             raise ValueError(f"queues: {name!r} is not a dramatiq queue name "
@@ -102,8 +107,11 @@ def create_http_app(
         return Problem(status, "not_found" if status == 404 else "http_error",
                        str(getattr(exc, "detail", "error")), headers=headers).response()
 
+    extra = ([Route("/v1/webhooks/github", github_webhook, methods=["POST"])]
+             if github_webhook is not None else [])
     return Starlette(
         routes=[
+            *extra,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

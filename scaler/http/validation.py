@@ -28,8 +28,9 @@ _KINDS = {"array": "an array", "object": "an object", "boolean": "true or false"
           "number": "a number", "string": "a string", "integer": "an integer"}
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The JSON body, refusing more than ``limit`` bytes whether or not it says so up front."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes (413) whether or not it says so up
+    front: Content-Length first, then the bytes counted as they arrive."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -42,8 +43,14 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise Problem(413, "too_large", f"the body is over {limit} bytes; send less")
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The JSON body, refusing more than ``limit`` bytes whether or not it says so up front."""
+    body = await read_body(request, limit)
     try:
-        return json.loads(b"".join(chunks), parse_constant=_refuse_constant)
+        return json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise Problem(400, "invalid_json", "the body is not valid JSON (UTF-8, no NaN, not "
                       "nested too deeply); send a JSON object") from exc

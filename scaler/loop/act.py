@@ -34,6 +34,8 @@ from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient, precondition
 from scaler.fly.errors import NotFound
 from scaler.fly.models import CreateMachineRequest
+from scaler.github.errors import GitHubError
+from scaler.github.launcher import RunnerLauncher
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import orphans_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
@@ -89,8 +91,10 @@ class Executor:
         *,
         clock: Callable[[], float] = time.time,
         current_fence: Callable[[], Fence | None] = lambda: UNFENCED,
+        runners: RunnerLauncher | None = None,
     ) -> None:
         self.settings = settings
+        self.runners = runners
         self.fly = fly
         self.redis = redis
         self.claims = claims
@@ -231,10 +235,22 @@ class Executor:
             )
         self.overlay.destroyed[m.id] = self.clock()
         await self.redis.hdel(orphans_key(self.settings.redis.prefix), m.id)
+        pool = self.pools.get(action.pool or "")
+        if self.runners is not None and pool is not None and pool.is_github and m.name:
+            await self._deregister(m.name)
         self.metrics.reaps.labels(action.pool or "(unknown)", action.reason).inc()
         log.info("machine destroyed", machine=m.id, name=m.name, pool=action.pool,
                  state=m.state, reason=action.reason, force=action.force,
                  message_id=m.message_id)
+
+    async def _deregister(self, machine_name: str) -> None:
+        """Remove a destroyed runner machine's registration (best effort: a registration whose
+        runner never connects is removed by GitHub after a day)."""
+        assert self.runners is not None
+        try:
+            await self.runners.deregister(machine_name)
+        except GitHubError as exc:
+            log.warning("github runner not deregistered", runner=machine_name, error=str(exc))
 
     async def _settle(
         self, action: GiveBack | DeadLetter | RequeueOrDeadLetter, fence: Fence | None, now_ms: int
@@ -319,6 +335,19 @@ class Executor:
             return
         pool = self.pools[pool_name]
         request = per_job_request(pool, self.settings, claim)
+        if pool.is_github and self.runners is not None:
+            try:
+                request = await self.runners.prepare(pool, request)
+            except GitHubError as exc:
+                # No JIT config, no machine: the claim backs off as after a failed create.
+                self.inflight.drop(key)
+                log.warning("github runner not registered", pool=pool_name,
+                            runner=claim.machine_name, error=str(exc))
+                await self.claims.create_failed(
+                    claim.queue, claim.job, claim.launch, int(self.clock() * 1000),
+                    f"github: {exc}", fence, refused=False,
+                )
+                return
         sent = self.clock()
         if claim.enqueued_at is not None:
             self.metrics.enqueue_to_launch.labels(pool_name).observe(

@@ -58,7 +58,8 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
     """The planner's view of a configured pool."""
     return PoolPolicy(
         name=pool.name,
-        mode=pool.mode,
+        # A github pool is per-job to the planner: one runner machine per queued job.
+        mode="worker" if pool.is_worker else "per-job",
         app=pool.app,
         queues=tuple(pool.queues),
         max_machines=pool.max_machines,

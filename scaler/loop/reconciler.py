@@ -21,6 +21,7 @@ import structlog
 
 from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
+from scaler.github.launcher import RunnerLauncher
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
 from scaler.loop.act import ActReport, Executor
@@ -69,6 +70,7 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         prometheus: PrometheusReader | None = None,
         list_interval: float = 0.1,
+        runners: RunnerLauncher | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -87,7 +89,7 @@ class Reconciler:
         )
         self.executor = Executor(
             settings, fly, redis, self.claims, metrics, self.overlay, self.inflight,
-            clock=clock, current_fence=fence,
+            clock=clock, current_fence=fence, runners=runners,
         )
         self.governor = governor
         self.policies = tuple(pool_policy(p, settings) for p in settings.pools)

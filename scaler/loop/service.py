@@ -19,6 +19,7 @@ import uvicorn
 
 from scaler.config import Settings
 from scaler.fly.client import AsyncFlyClient
+from scaler.github.runtime import GitHubRuntime
 from scaler.http.app import QueueInfo, create_http_app
 from scaler.jobs.keys import leader_key
 from scaler.jobs.leader import LeaderElector, LeaderLease
@@ -98,12 +99,15 @@ class Service:
             PrometheusReader(str(settings.prometheus.url), timeout=settings.prometheus.timeout)
             if settings.prometheus.url else None
         )
+        self.github = (GitHubRuntime(settings, self.redis, self.metrics)
+                       if any(p.is_github for p in settings.pools) else None)
         self.reconciler = Reconciler(
             settings, self.fly, self.redis, self.governor, self.metrics,
             fence=lambda: self.elector.fence,
             is_leader=self.elector.is_leader.is_set,
             prometheus=self.prometheus,
             list_interval=list_interval,
+            runners=self.github.launcher if self.github else None,
         )
         queues = tuple(dict.fromkeys(q for p in settings.pools for q in p.queues))
         self.queues = queues
@@ -181,6 +185,7 @@ class Service:
             queues=self._http_app_queues(),
             tokens=self.settings.http.enqueue_tokens,
             ready=self._readiness,
+            github_webhook=self.github.webhook.handle if self.github else None,
         )
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
         self.http_server = _Server(config)
@@ -195,6 +200,10 @@ class Service:
             if self.promoter is not None:
                 await asyncio.to_thread(self.promoter.start)
             tasks.append(asyncio.create_task(self.elector.run(), name="leader"))
+            if self.github is not None:
+                tasks.append(asyncio.create_task(
+                    self.github.run_resync(self.elector.is_leader.is_set, stop),
+                    name="github-resync"))
             if sock is not None:
                 tasks.append(asyncio.create_task(self._serve_http(sock), name="http"))
             wakeups = None
@@ -224,6 +233,8 @@ class Service:
         with contextlib.suppress(Exception):
             await self.lease.release()
         await self.fly.aclose()
+        if self.github is not None:
+            await self.github.aclose()
         if self.prometheus is not None:
             await self.prometheus.aclose()
         await self.redis.aclose()

@@ -1,0 +1,156 @@
+"""The GitHub side of one scaler process, assembled from the settings: the API client, the
+ledger, the webhook endpoint, the runner launcher and the resync of queued jobs.
+
+:meth:`GitHubRuntime.resync` lists the queued jobs of every allowed repository through the API
+and queues each one a pool takes, exactly as its webhook would have (the message id makes a job
+already known a no-op): a job whose webhook was lost still gets a runner. The service runs it at
+start-up and every ``github.resync_interval`` while it leads. Organizations in an allow-list are
+not listed (GitHub has no call for an organization's queued jobs): their jobs rely on webhooks,
+and the documentation says so. A rate-limited resync is skipped until the limit lifts; the
+remaining budget is exported after every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+import structlog
+
+from scaler.config import Settings
+from scaler.github.auth import AppAuth, Auth, TokenAuth
+from scaler.github.client import GitHubClient
+from scaler.github.deliveries import Deliveries
+from scaler.github.errors import GitHubError, RateLimited
+from scaler.github.events import JobAction, WorkflowJobEvent
+from scaler.github.launcher import RunnerLauncher
+from scaler.github.ledger import JobRef, Ledger
+from scaler.github.routing import Refused, route
+from scaler.github.webhook import GitHubWebhook, pool_rules
+from scaler.secret import Secret
+from scaler.telemetry.metrics import Metrics
+
+__all__ = ["GitHubRuntime", "github_auth"]
+
+log = structlog.get_logger(__name__)
+
+
+def github_auth(settings: Settings) -> Auth:
+    """The App or token auth of ``[github]`` (the config checks made sure one is complete)."""
+    g = settings.github
+    if g.uses_app:
+        assert g.app_id is not None and g.installation_id is not None
+        assert g.private_key is not None
+        return AppAuth(g.app_id, g.private_key, g.installation_id)
+    assert g.token is not None
+    return TokenAuth(g.token)
+
+
+class GitHubRuntime:
+    """See the module docstring. ``None`` of it exists unless a github pool is configured."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        metrics: Metrics,
+        *,
+        client: GitHubClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        g = settings.github
+        self.settings = settings
+        self.metrics = metrics
+        self.pools = [p for p in settings.pools if p.is_github]
+        self.rules, self.queues = pool_rules(self.pools)
+        self.client = client or GitHubClient(
+            github_auth(settings), api_url=g.api_url, max_wait_s=g.max_wait,
+            observer=self._observe_call,
+        )
+        self.ledger = Ledger(redis, namespace=settings.redis.namespace,
+                             prefix=settings.redis.prefix, clock=clock)
+        self.webhook = GitHubWebhook(
+            secret=g.webhook_secret or Secret(""), rules=self.rules, queues=self.queues,
+            ledger=self.ledger, deliveries=Deliveries(redis, settings.redis.prefix, clock=clock),
+            metrics=metrics,
+        )
+        self.launcher = RunnerLauncher(self.client, self.ledger, metrics)
+        self._clock = clock
+        metrics.initialize_github([p.name for p in self.pools])
+
+    def _observe_call(self, operation: str, status: int | None) -> None:
+        self.metrics.github_api_calls.labels(operation, str(status or "error")).inc()
+        budget = self.client.budget if hasattr(self, "client") else None
+        if budget is not None:
+            self.metrics.github_rate_remaining.set(budget.remaining)
+            self.metrics.github_rate_limit.set(budget.limit)
+
+    def repositories(self) -> list[str]:
+        """The repositories named in the github pools' allow-lists (what a resync lists)."""
+        return sorted({r for p in self.pools for r in p.repositories})
+
+    async def resync(self) -> int:
+        """List the queued jobs of the allowed repositories and queue those a pool takes and
+        that were not known. Returns how many were new."""
+        new = 0
+        for repository in self.repositories():
+            if self.client.ready_at() > self._clock():
+                log.info("github resync skipped: rate limited", repository=repository)
+                break
+            try:
+                jobs = await self.client.list_queued_jobs(repository)
+            except RateLimited as exc:
+                log.warning("github resync stopped: rate limited", repository=repository,
+                            retry_at=exc.retry_at)
+                break
+            except GitHubError as exc:
+                log.warning("github resync failed", repository=repository, error=str(exc))
+                continue
+            owner = repository.partition("/")[0]
+            for job in jobs:
+                event = _as_event(job.job_id, job.run_id, repository, owner, job.labels,
+                                  fork=job.head_repository not in (None, repository))
+                routed = route(event, self.rules)
+                if isinstance(routed, Refused):
+                    continue  # refused when its webhook came, or would be: not counted twice
+                queued = await self.ledger.queue(
+                    routed.pool, self.queues[routed.pool],
+                    JobRef(job.job_id, job.run_id, repository, job.labels))
+                if queued:
+                    new += 1
+                    self.metrics.github_jobs_queued.labels(routed.pool, "resync").inc()
+                    log.info("github job queued by resync (its webhook never came)",
+                             pool=routed.pool, job_id=job.job_id, repository=repository)
+        return new
+
+    async def run_resync(self, is_leader: Callable[[], bool], stop: asyncio.Event) -> None:
+        """Resync at once, then every ``github.resync_interval``, while leading, until ``stop``."""
+        interval = self.settings.github.resync_interval
+        while not stop.is_set():
+            if is_leader():
+                try:
+                    await self.resync()
+                except Exception as exc:  # a resync must never take the process down
+                    log.error("github resync failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    async def aclose(self) -> None:
+        """Close the API client."""
+        await self.client.aclose()
+
+
+def _as_event(job_id: int, run_id: int, repository: str, owner: str, labels: tuple[str, ...],
+              *, fork: bool) -> WorkflowJobEvent:
+    """A listed job as the webhook would have delivered it (what routing reads). A job whose
+    code comes from another repository (a pull request from a fork) is routed as a fork's."""
+    return WorkflowJobEvent(
+        delivery_id="resync", action=JobAction.QUEUED, job_id=job_id, run_id=run_id,
+        run_attempt=1, job_name="", workflow_name=None, status="queued", conclusion=None,
+        labels=labels, repository=repository, owner=owner, organization=None, fork=fork,
+        private=False, installation_id=None, runner_id=None, runner_name=None,
+        runner_group_id=None, created_at=None,
+    )
