@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from scaler.cli import build_parser
-from scaler.config import HttpSettings, load_settings
+from scaler.config import ConfigError, HttpSettings, load_settings
 from scaler.local.server import LocalAPIServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -280,3 +280,71 @@ def test_compose_init_script_creates_the_app_and_is_idempotent(
                               capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
     assert "local-workers" in server.state.apps
+
+
+# --- the GitHub Actions runner image and the github pool example --------------------------------
+
+RUNNER_DOCKERFILE = DEPLOY / "Dockerfile.github-runner"
+JIT_ENV = "GITHUB_RUNNER_JITCONFIG"
+
+
+def test_runner_image_is_githubs_runner_pinned_and_runs_as_runner() -> None:
+    steps = instructions(RUNNER_DOCKERFILE)
+    args = dict(a.split("=", 1) for word, a in steps if word == "ARG")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", args["RUNNER_VERSION"]), "pin a runner release"
+    froms = [a for word, a in steps if word == "FROM"]
+    assert froms == ["ghcr.io/actions/actions-runner:${RUNNER_VERSION}"]
+    users = [a for word, a in steps if word == "USER"]
+    assert users[-1] == "runner"
+    assert not [a for word, a in steps if word in ("COPY", "ADD")], "it needs no build context"
+    assert dockerignore_allows(RUNNER_DOCKERFILE, "scaler") is False
+
+
+def _run_runner_cmd(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The image's CMD, run by bash in a directory whose ``run.sh`` reports what it was given."""
+    argv = cmd_of(RUNNER_DOCKERFILE)
+    fake = tmp_path / "run.sh"
+    fake.write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n'
+                    'echo "env:${GITHUB_RUNNER_JITCONFIG-unset}"\n')
+    fake.chmod(0o755)
+    return subprocess.run(["bash", *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": os.environ.get("PATH", ""), **env}, timeout=30)
+
+
+def test_runner_image_gives_run_sh_the_jit_config_and_not_its_steps(tmp_path: Path) -> None:
+    argv = cmd_of(RUNNER_DOCKERFILE)
+    assert argv[0] == "/bin/bash" and "./run.sh --jitconfig" in argv[-1]
+    config = "eyJydW5uZXIiOiJjYW5hcnkifQ=="
+    done = _run_runner_cmd(tmp_path, {JIT_ENV: config})
+    assert done.returncode == 0, done.stderr
+    # run.sh gets the config as its argument; the job's steps (its children) do not inherit it
+    assert done.stdout.splitlines() == ["--jitconfig", config, "env:unset"]
+    assert code_reads(JIT_ENV), "the variable the image reads is the one the code sets"
+
+
+def test_runner_image_without_a_jit_config_refuses_to_start(tmp_path: Path) -> None:
+    done = _run_runner_cmd(tmp_path, {})
+    assert done.returncode == 64
+    assert f"{JIT_ENV} is not set" in done.stderr and done.stdout == ""
+
+
+def test_github_pool_example_validates_with_its_secrets_from_env() -> None:
+    from scaler.github.testing import make_app_key
+
+    example = DEPLOY / "scaler.github.toml"
+    text = example.read_text()
+    env = {"FLY_API_TOKEN": "fly-token", "REDIS_URL": "redis://127.0.0.1:6379/0",
+           "GITHUB_APP_PRIVATE_KEY": make_app_key().private_pem.get_secret_value(),
+           "GITHUB_WEBHOOK_SECRET": "webhook-secret-value"}
+    settings = load_settings(example, env=env)
+    (pool,) = settings.pools
+    assert pool.is_github and pool.labels and (pool.repositories or pool.organizations)
+    assert settings.github.uses_app and settings.github.webhook_secret is not None
+    for name in ("GITHUB_APP_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET", "FLY_API_TOKEN"):
+        assert name in text, f"document {name}"
+        assert code_reads(name)
+    assert "Dockerfile.github-runner" in text and "/v1/webhooks/github" in text
+    # without the secrets it refuses, naming what is missing
+    with pytest.raises(ConfigError, match="webhook_secret"):
+        load_settings(example, env={k: v for k, v in env.items()
+                                    if k != "GITHUB_WEBHOOK_SECRET"})
