@@ -13,6 +13,13 @@ Usage::
     scaler dev --jobs 20 --exit-when-done        # run 20 jobs, prove each ran once, exit 0/1
     scaler dev --timings realistic --rate 2      # Fly-like boot times, 2 jobs/s
     scaler dev --redis-url redis://host:6379/0   # use that Redis (it must answer)
+    scaler dev --github --jobs 10                # GitHub Actions runners against a local GitHub
+
+With ``--github`` (see :mod:`scaler.dev.github`) a local GitHub stand-in takes the example app's
+place: it queues N workflow jobs and sends their signed webhooks to the scaler, whose github pool
+gives each an ephemeral runner machine; one webhook is lost on purpose, so the resync is proven
+too. The run always ends when the jobs are done and checks each job got exactly one machine and
+nothing is left.
 
 Exit codes: 0 done (with ``--exit-when-done``: every job ran exactly once and no machine was left
 running), 1 the run failed (the summary says why), 2 bad options or no Redis, 130 interrupted
@@ -33,6 +40,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -69,6 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="jobs sent per second (default 1.5; above ~2/s the per-job "
                         "pool outruns Fly's create rate limit of 1/s per app and a backlog "
                         "grows)")
+    parser.add_argument("--github", action="store_true",
+                        help="GitHub Actions runners: a local GitHub stand-in queues --jobs N "
+                        "workflow jobs and webhooks them to a github pool; exit 0 only if each "
+                        "job got exactly one runner machine and nothing is left")
+    parser.add_argument("--run-time", type=_non_negative_float, default=0.5, metavar="S",
+                        help="with --github: seconds each workflow job runs (default 0.5)")
     parser.add_argument("--namespace", metavar="NAME",
                         help="Redis namespace of this run (default dev-<random>); every key "
                         "under NAME: is deleted at exit")
@@ -88,5 +111,7 @@ def run(args: argparse.Namespace) -> int:
         view=False if args.no_view else None,
         rate=args.rate,
         namespace=args.namespace,
+        github=getattr(args, "github", False),
+        run_time=getattr(args, "run_time", 0.5),
     )
     return run_dev(options)

@@ -74,6 +74,8 @@ class DevOptions:
     view: bool | None = None
     rate: float = 1.5
     namespace: str | None = None
+    github: bool = False
+    run_time: float = 0.5
 
     def problems(self) -> list[str]:
         """What is wrong with these options, one line each, naming the option and the fix."""
@@ -86,6 +88,11 @@ class DevOptions:
             out.append(f"--timeout must be above 0 seconds, got {self.timeout:g}")
         if self.rate <= 0:
             out.append(f"--rate must be above 0 jobs/s, got {self.rate:g}")
+        if self.github and self.jobs is None:
+            out.append("--github needs --jobs N (the GitHub run queues N workflow jobs and "
+                       "checks each)")
+        if self.run_time < 0:
+            out.append(f"--run-time must be 0 or more seconds, got {self.run_time:g}")
         if self.timings not in ("fast", "realistic"):
             out.append(f"--timings must be 'fast' or 'realistic', got {self.timings!r}")
         return out
@@ -142,6 +149,18 @@ class DevSession:
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
+    def say(self, text: str) -> None:
+        """Print one line to the run's output."""
+        self._say(text)
+
+    def attach(self) -> asyncio.Event:
+        """From inside the run's event loop: the event a signal sets to stop gracefully (a
+        second signal cancels the calling task)."""
+        self._loop = asyncio.get_running_loop()
+        self._main_task = asyncio.current_task()
+        self._stop = asyncio.Event()
+        return self._stop
+
     # -- the run ------------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -162,7 +181,12 @@ class DevSession:
             except RedisUnavailable as exc:
                 print(f"scaler dev: {exc}", file=self.err)
                 return EXIT_SETUP
-            code = self._run_with_redis(choice, workdir)
+            if self.options.github:
+                from scaler.dev.github import run_github_dev
+
+                code = run_github_dev(self, choice, workdir)
+            else:
+                code = self._run_with_redis(choice, workdir)
             return code
         finally:
             if choice is not None:

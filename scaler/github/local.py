@@ -153,7 +153,8 @@ class LocalGitHub:
             job = self.jobs[job_id]
             runner = self._runner(runner_id)
             job.update(status="in_progress", runner_id=runner_id, runner_name=runner["name"],
-                       runner_group_id=1, runner_group_name="Default")
+                       runner_group_id=1, runner_group_name="Default",
+                       started_at=self.clock())
             runner.update(status="online", busy=True)
             self._tell(job_id, "in_progress")
 
