@@ -28,6 +28,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "P3": ("scale_tick", "one tick at 10k machines, 100 queues, 1M messages"),
     "P4": ("runner_startup", "runner exec -> job entered vs bare import vs dramatiq CLI"),
     "P5": ("end_to_end", "makespan of short jobs, per-job pool and worker pool"),
+    "P6": ("github_burst", "GitHub: burst of queued webhooks -> every runner machine started"),
     "API": ("local_api", "local Machines API: list 10k machines, latency and memory"),
 }
 

@@ -80,3 +80,24 @@ def test_rows_and_percentiles() -> None:
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
     assert percentile([], 99) is None
+
+
+def test_quick_p6_github_burst_starts_a_runner_machine_per_webhook(
+    tmp_path: Path, redis_url: str, redis_prefix: str, redis_client: redis.Redis,
+) -> None:
+    """P6 at its smallest (4 webhooks): every queued webhook got a started runner machine,
+    through the real webhook route, JIT configs and Fly's create limit."""
+    out = tmp_path / "latest.json"
+    code = bench_run.main([
+        "--quick", "--only", "P6", "--scale", "0.01", "--out", str(out),
+        "--redis-url", redis_url, "--key-prefix", redis_prefix,
+    ])
+    assert code == 0
+    entry = json.loads(out.read_text())["scenarios"]["P6"]
+    assert "error" not in entry, entry.get("traceback")
+    details = entry["details"]
+    assert details["jobs"] == 4 and len(details["latencies_s"]) == 4
+    assert details["generate_jitconfig_calls"] == 4  # one runner registered per job
+    assert details["webhook_answers"] == {"202": 4}  # every signed delivery accepted
+    assert [r["scenario"] for r in entry["rows"]] == ["P6"] * 4
+    assert not list(redis_client.scan_iter(match=f"{redis_prefix}*"))  # cleaned up
