@@ -35,6 +35,12 @@ The pieces
     generate-jitconfig, runs and jobs, runners, forced 403/429 limits, an admin side, payloads
     in GitHub's documented shapes, ``webhook_payload`` for deliveries) and its fixtures
     (``github_api``, ``github_api_factory``, ``github_app_key``, ``github_clock``).
+``local_hooks``, ``local_broker``, ``local_runner``
+    The stand-in as GitHub behaves towards a runner service: signed ``workflow_job`` webhooks
+    (queued, in_progress, completed) to a URL, droppable and redeliverable; queued jobs given to
+    any idle registered runner whose labels match, re-queued when not picked up within 60 s; and
+    ``python -m scaler.github.local_runner``, the runner a machine runs under ``scaler dev
+    --github`` (reads ``GITHUB_RUNNER_JITCONFIG`` only, takes one job, exits 0).
 
 What remains to wire
 ====================
