@@ -54,7 +54,7 @@ class RunnerLauncher:
 
     def __init__(self, client: GitHubClient, ledger: Ledger, metrics: Metrics) -> None:
         self._client = client
-        self._ledger = ledger
+        self.ledger = ledger
         self._metrics = metrics
 
     async def prepare(self, pool: PoolSpec, request: CreateMachineRequest) -> CreateMachineRequest:
@@ -68,7 +68,7 @@ class RunnerLauncher:
             self._metrics.github_runners_launched.labels(pool.name, "failed").inc()
             raise
         self._metrics.github_runners_launched.labels(pool.name, "registered").inc()
-        await self._ledger.record_runner(name, pool.name, jit.runner_id, pool.scope)
+        await self.ledger.record_runner(name, pool.name, jit.runner_id, pool.scope)
         env = {**pool.env, JITCONFIG_ENV: jit.encoded_jit_config.get_secret_value()}
         return request.model_copy(update={
             "config": request.config.model_copy(update={"env": env}),
@@ -94,7 +94,7 @@ class RunnerLauncher:
     async def deregister(self, machine_name: str) -> bool:
         """Remove the registration of ``machine_name``'s runner, if it is one of ours. ``True``
         when GitHub still had it."""
-        info = (await self._ledger.runners([machine_name])).get(machine_name)
+        info = (await self.ledger.runners([machine_name])).get(machine_name)
         if info is None or info.runner_id is None:
             return False
         scope = Scope.repo(info.scope) if "/" in info.scope else Scope.org(info.scope)
@@ -104,5 +104,5 @@ class RunnerLauncher:
             if exc.status_code == 422:  # busy: it runs a job, and removes itself after it
                 return False
             raise
-        await self._ledger.forget_runner(machine_name)
+        await self.ledger.forget_runner(machine_name)
         return removed

@@ -42,6 +42,7 @@ import redis.asyncio as aioredis
 from scaler.jobs.claim_scripts import GUARD_LUA, ClaimKeys
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import message_record_key
+from scaler.jobs.leader import FENCE_LUA, Fence, fence_args, raise_if_fenced
 from scaler.jobs.messages import MessageStore, build_message
 from scaler.jobs.outcomes import JOB_END_LUA
 from scaler.jobs.runner_claim import FINISH_LUA
@@ -62,6 +63,22 @@ if not rmid then return 0 end
 if redis.call('LREM', KEYS[2], 1, rmid) == 0 then return 0 end
 redis.call('HDEL', KEYS[3], rmid)
 redis.call('HSET', KEYS[1], 'state', 'done', 'reason', 'withdrawn', 'finished_at', ARGV[1])
+return 1
+"""
+
+
+# KEYS: fence, claims, launches, msgs. ARGV: fence value, rmid, launch, now_ms, record prefix.
+# A surplus runner's claim ends and its message is dropped: the demand it stood for is gone.
+_WITHDRAW_CLAIM_LUA = FENCE_LUA + GUARD_LUA + """
+local c, mine = claim_of(KEYS[2], ARGV[2], ARGV[3])
+if not mine then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], c['message_id'])
+redis.call('HDEL', KEYS[4], ARGV[2])
+local rec = ARGV[5] .. c['message_id']
+if redis.call('EXISTS', rec) == 1 then
+  redis.call('HSET', rec, 'state', 'done', 'reason', 'withdrawn', 'finished_at', ARGV[4])
+end
 return 1
 """
 
@@ -125,6 +142,7 @@ class Ledger:
         self._claims = ClaimStore(redis, namespace, prefix)
         self._withdraw = redis.register_script(_WITHDRAW_LUA)
         self._finish = redis.register_script(GUARD_LUA + JOB_END_LUA + FINISH_LUA)
+        self._withdraw_claim = redis.register_script(_WITHDRAW_CLAIM_LUA)
 
     def _key(self, *parts: object) -> str:
         return ":".join((self._prefix, "github", *(str(p) for p in parts)))
@@ -253,6 +271,22 @@ class Ledger:
             )
             return pool, "withdrawn"
         return None, "withdrawn"
+
+    async def withdraw_claim(
+        self, queue: str, rmid: str, launch: int, fence: Fence | None, now_ms: int
+    ) -> bool:
+        """End the claim ``rmid`` of ``launch`` and drop its message (fenced); ``False`` when
+        that claim is gone (its runner finished meanwhile)."""
+        keys = ClaimKeys(self._ns, self._prefix, queue)
+        fkey, fval = fence_args(fence, keys.claims)
+        try:
+            return bool(await self._withdraw_claim(
+                keys=[fkey, keys.claims, keys.launches, keys.msgs],
+                args=[fval, rmid, launch, now_ms, keys.record_prefix],
+            ))
+        except Exception as exc:
+            raise_if_fenced(exc)
+            raise
 
     async def _end_claim_of(self, queue: str, machine_name: str, now: int) -> bool:
         """End the claim whose machine is ``machine_name`` as a finished job (acked)."""

@@ -56,6 +56,7 @@ from scaler.policy.types import (
     Relaunch,
     RequeueOrDeadLetter,
     Start,
+    Withdraw,
 )
 from scaler.telemetry.metrics import Metrics
 
@@ -171,7 +172,8 @@ class Executor:
         destroyed: set[str] = set()
         phase1 = [a for a in plan.actions if isinstance(a, Destroy | MarkOrphan)]
         phase2 = [
-            a for a in plan.actions if isinstance(a, GiveBack | DeadLetter | RequeueOrDeadLetter)
+            a for a in plan.actions
+            if isinstance(a, GiveBack | DeadLetter | RequeueOrDeadLetter | Withdraw)
         ]
         phase3 = [a for a in plan.actions if isinstance(a, Launch | Relaunch | Start | Create)]
 
@@ -217,6 +219,10 @@ class Executor:
             if action.requires_destroy and action.requires_destroy not in destroyed:
                 return  # the destroy failed: its machine may still run the job; try next tick
             await self._settle(action, fence, now_ms)
+        elif isinstance(action, Withdraw):
+            if action.requires_destroy and action.requires_destroy not in destroyed:
+                return
+            await self._withdraw(action, fence, now_ms)
         elif isinstance(action, Launch):
             await self._launch(action, fence, now_ms, report)
         elif isinstance(action, Relaunch):
@@ -237,11 +243,23 @@ class Executor:
         await self.redis.hdel(orphans_key(self.settings.redis.prefix), m.id)
         pool = self.pools.get(action.pool or "")
         if self.runners is not None and pool is not None and pool.is_github and m.name:
+            if action.reason == "idle_timeout":
+                self.metrics.github_runners_reaped.labels(pool.name, action.reason).inc()
             await self._deregister(m.name)
         self.metrics.reaps.labels(action.pool or "(unknown)", action.reason).inc()
         log.info("machine destroyed", machine=m.id, name=m.name, pool=action.pool,
                  state=m.state, reason=action.reason, force=action.force,
                  message_id=m.message_id)
+
+    async def _withdraw(self, action: Withdraw, fence: Fence | None, now_ms: int) -> None:
+        """End a surplus runner's claim and drop its message (its demand is gone)."""
+        c = action.claim
+        assert self.runners is not None, "a Withdraw is planned for GitHub runner pools only"
+        done = await self.runners.ledger.withdraw_claim(c.queue, c.job, c.launch, fence, now_ms)
+        if done:
+            self.metrics.github_runners_reaped.labels(action.pool, action.reason).inc()
+            log.info("github runner withdrawn", pool=action.pool, runner=c.machine_name,
+                     reason=action.reason, message_id=c.message_id)
 
     async def _deregister(self, machine_name: str) -> None:
         """Remove a destroyed runner machine's registration (best effort: a registration whose

@@ -60,6 +60,7 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
         name=pool.name,
         # A github pool is per-job to the planner: one runner machine per queued job.
         mode="worker" if pool.is_worker else "per-job",
+        runner_idle_timeout_s=settings.github.runner_idle_timeout if pool.is_github else None,
         app=pool.app,
         queues=tuple(pool.queues),
         max_machines=pool.max_machines,

@@ -33,10 +33,12 @@ from dataclasses import dataclass, replace
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 
 from scaler.config import PoolSpec, Settings
 from scaler.fly.client import AsyncFlyClient
 from scaler.fly.errors import Forbidden, NotFound, Unauthorized, listing_problem
+from scaler.github.ledger import Ledger as GitHubLedger
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import finished_machines_key, orphans_key
 from scaler.jobs.queues import read_queue_stats
@@ -45,7 +47,7 @@ from scaler.loop.governor import RateGovernor
 from scaler.loop.machines import META_SCALER, machine_view
 from scaler.loop.overlay import InFlight, Listed, Overlay
 from scaler.loop.prometheus import PrometheusReader
-from scaler.policy.types import ClaimView, MachineView, Observation, QueueView
+from scaler.policy.types import ClaimView, MachineView, Observation, QueueView, RunnerView
 
 __all__ = ["Observer"]
 
@@ -90,8 +92,10 @@ class Observer:
         max_list_age: float = 5.0,
         overlay_grace: float = 30.0,
         prometheus: PrometheusReader | None = None,
+        ledger: GitHubLedger | None = None,
     ) -> None:
         self.settings = settings
+        self.ledger = ledger
         self.fly = fly
         self.redis = redis
         self.claims = claims
@@ -138,6 +142,7 @@ class Observer:
                 budget[app] = 0.0
         all_inflight = {p: inflight.get(p, 0) for p in self.pools}
         metric_values = await self._metrics()
+        runners, github_queued = await self._github(claims)
         return Observation(
             now=now,
             queues=queues,
@@ -146,7 +151,32 @@ class Observer:
             inflight=all_inflight,
             create_budget=budget,
             metric_values=metric_values,
+            runners=runners,
+            github_queued=github_queued,
         )
+
+    async def _github(
+        self, claims: Mapping[str, tuple[ClaimView, ...] | None]
+    ) -> tuple[dict[str, RunnerView], dict[str, int | None]]:
+        """GitHub runner pools: what the job events recorded of each claim's runner, and the jobs
+        GitHub still has queued per pool (unknown when Redis fails)."""
+        pools = [p.name for p in self.pools.values() if p.is_github]
+        if self.ledger is None or not pools:
+            return {}, {}
+        queues = {q for p in self.pools.values() if p.is_github for q in p.queues}
+        names = [c.machine_name for q in queues for c in claims.get(q) or ()]
+        try:
+            infos = await self.ledger.runners(names)
+            counts: dict[str, int | None] = dict(await self.ledger.queued_counts(pools))
+        except RedisError as exc:
+            self.unknown["github"] = f"redis: {type(exc).__name__}"
+            return {}, dict.fromkeys(pools)
+        runners = {
+            n: RunnerView(n, busy=i.job_id is not None,
+                          registered_at=i.registered_at / 1000 if i.registered_at else None)
+            for n, i in infos.items()
+        }
+        return runners, counts
 
     async def _queues(self, now: float) -> dict[str, QueueView | None]:
         s = self.settings.redis

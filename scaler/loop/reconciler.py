@@ -85,7 +85,7 @@ class Reconciler:
         self.observer = Observer(
             settings, fly, redis, self.claims, governor, overlay=self.overlay,
             inflight=self.inflight, clock=clock, list_interval=list_interval,
-            prometheus=prometheus,
+            prometheus=prometheus, ledger=runners.ledger if runners else None,
         )
         self.executor = Executor(
             settings, fly, redis, self.claims, metrics, self.overlay, self.inflight,

@@ -24,7 +24,9 @@ from scaler.policy.types import (
     QueueView,
     Relaunch,
     RequeueOrDeadLetter,
+    RunnerView,
     Start,
+    Withdraw,
 )
 
 __all__ = [
@@ -47,6 +49,8 @@ __all__ = [
     "QueueView",
     "Relaunch",
     "RequeueOrDeadLetter",
+    "RunnerView",
     "Start",
+    "Withdraw",
     "plan",
 ]

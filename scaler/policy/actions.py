@@ -26,6 +26,7 @@ __all__ = [
     "Relaunch",
     "RequeueOrDeadLetter",
     "Start",
+    "Withdraw",
 ]
 
 Outcome = Literal["acted", "not_taken"]
@@ -111,6 +112,18 @@ class RequeueOrDeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Per-job (GitHub runners): end the claim and drop its message, which stands for demand that
+    is gone (a job cancelled or taken by another runner). ``requires_destroy`` as for
+    :class:`GiveBack`: the runner machine goes first."""
+
+    pool: str
+    claim: ClaimView
+    reason: str
+    requires_destroy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Create:
     """Worker pool: create ``count`` new worker machines."""
 
@@ -158,13 +171,14 @@ Action = (
     | GiveBack
     | DeadLetter
     | RequeueOrDeadLetter
+    | Withdraw
     | Create
     | Start
     | Destroy
     | MarkOrphan
 )
 """Any planned action; every one has ``pool`` and ``reason``."""
-ClaimAction = Relaunch | GiveBack | DeadLetter | RequeueOrDeadLetter
+ClaimAction = Relaunch | GiveBack | DeadLetter | RequeueOrDeadLetter | Withdraw
 """An action on one per-job claim; the planner plans at most one per claim."""
 A = TypeVar("A")
 

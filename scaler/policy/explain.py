@@ -41,6 +41,10 @@ REASON_TEXT: Mapping[str, str] = {
     "orphan_grace": "orphan within its grace",
     "invalid_options": "invalid machine options",
     "fly_refused": "Fly refused the job's own machine",
+    "surplus": "an idle GitHub runner beyond the jobs GitHub still has queued",
+    "idle_timeout": "a GitHub runner given no job within runner_idle_timeout",
+    "runner_just_online": "a surplus GitHub runner only just online (GitHub may be handing it a "
+                          "job)",
 }
 """Human wording for each machine-readable reason."""
 
@@ -51,6 +55,7 @@ _NOUNS: Mapping[str, str] = {
     "dead_letter": "dead-lettered",
     "give_back": "gave back",
     "relaunch": "relaunched",
+    "withdraw": "withdrew",
 }
 
 

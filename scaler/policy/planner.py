@@ -33,6 +33,7 @@ from scaler.policy.perjob import (
     settle_ownerless,
 )
 from scaler.policy.reaper import orphan_grace, reap_finished, reap_orphan
+from scaler.policy.runners import plan_runners
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     Caps,
@@ -89,6 +90,7 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
         if idx is None:
             continue
         if p.mode == "per-job":
+            plan_runners(p, apps, claims, obs, out)
             reap(p, idx, claims, obs.now, out, owned)
         else:
             stopped[p.name] = reap_workers(p, idx, obs.now, out, owned)

@@ -27,6 +27,7 @@ from scaler.policy.actions import (
     Relaunch,
     RequeueOrDeadLetter,
     Start,
+    Withdraw,
 )
 
 __all__ = [
@@ -52,8 +53,10 @@ __all__ = [
     "QueueView",
     "Relaunch",
     "RequeueOrDeadLetter",
+    "RunnerView",
     "ScaleOn",
     "Start",
+    "Withdraw",
 ]
 
 PoolMode = Literal["per-job", "worker"]
@@ -113,6 +116,9 @@ class PoolPolicy:
         scale_tolerance: worker, ``depth``/``prometheus``: no scale-up while the load per live
             machine is within this share above its target (as Kubernetes' HPA: 0.1 = 10 %), so
             a demand hovering at a threshold does not buy and idle out a machine on every swing.
+        runner_idle_timeout_s: a per-job pool of GitHub runners (``None``: not one): a runner
+            machine started this long ago that GitHub gave no job is destroyed and its message
+            given back (see :mod:`scaler.policy.runners`).
     """
 
     name: str
@@ -136,6 +142,7 @@ class PoolPolicy:
     idle_timeout_s: float = 300.0
     scale_tolerance: float = 0.1
     min_lifetime_s: float = 600.0
+    runner_idle_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, fix: str) -> ValueError:
@@ -343,6 +350,21 @@ class ClaimView:
 
 
 @dataclass(frozen=True, slots=True)
+class RunnerView:
+    """A GitHub runner machine of a runner pool, as the job events left it.
+
+    Attributes:
+        machine_name: the machine's (and the runner's) name.
+        busy: a job started on it (GitHub assigned it one).
+        registered_at: when its just-in-time config was generated.
+    """
+
+    machine_name: str
+    busy: bool
+    registered_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """Everything one tick observed. A ``None`` value means "could not read": unknown, never zero.
 
@@ -358,6 +380,9 @@ class Observation:
             budget of 0 (nothing is created on it; decisions say "rate_limit").
         metric_values: per pool, the value for ``scale_on="prometheus"``; ``None`` or absent =
             unknown.
+        runners: GitHub runner pools: per machine name, what GitHub told of its runner.
+        github_queued: GitHub runner pools: per pool, its jobs queued on GitHub that no runner
+            started yet; ``None`` or absent = unknown.
     """
 
     now: float
@@ -367,3 +392,5 @@ class Observation:
     inflight: Mapping[str, int] = field(default_factory=_empty)
     create_budget: Mapping[str, float] = field(default_factory=dict)
     metric_values: Mapping[str, float | None] = field(default_factory=dict)
+    runners: Mapping[str, RunnerView] = field(default_factory=dict)
+    github_queued: Mapping[str, int | None] = field(default_factory=dict)
