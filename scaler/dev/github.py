@@ -125,8 +125,9 @@ class GitHubRun:
 
     def __init__(self, *, jobs: int, timeout: float, run_time_s: float, out: TextIO,
                  api: LocalAPIServer, github: LocalGitHubServer, settings: Settings,
-                 secrets: Mapping[str, Secret]) -> None:
+                 secrets: Mapping[str, Secret], lost: int | None = None) -> None:
         self.jobs = jobs
+        self.lost = jobs - 1 if lost is None else lost  # the job whose queued webhook is lost
         self.timeout = timeout
         self.run_time_s = run_time_s
         self.out = out
@@ -188,10 +189,10 @@ class GitHubRun:
         self._say(f"scaler dev: GitHub stand-in {self.github.url}; webhooks to {url}")
         hooks.ping()
         for i in range(self.jobs):
-            if i == self.jobs - 1:
-                # The last job's webhook is lost: no other delivery tells the scaler of it, and
-                # the runners launched for the others are taken by older jobs, so only the
-                # resync can give it a runner.
+            if i == self.lost:
+                # By default the last job's webhook is lost: no other delivery tells the scaler
+                # of it, and the runners launched for the others are taken by older jobs, so
+                # only the resync can give it a runner.
                 hooks.drop(1, action="queued")
             job = self.github.state.queue_job(REPOSITORY, JOB_LABELS, name=f"build-{i + 1}")
             self.job_ids.append(int(job["id"]))
