@@ -1,0 +1,329 @@
+"""GitHub runners end to end through the scaler's own loop: webhooks into the real Redis, ticks of
+the reconciler against the local Machines API (process runtime), and the local GitHub stand-in
+for JIT configs, runner registrations and queued-job listings, all over real HTTP.
+
+Covered: one machine per queued job carrying its JIT config and no other secret (canaries checked
+in machine env and metadata, logs and metrics); a runner running another job than the one it was
+launched for; cancellation before a machine exists and while a surplus runner idles; a runner that
+never gets a job; a lost webhook recovered by resync; GitHub's 403/429 rate limits on the launch
+and the resync."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from starlette.requests import Request
+from structlog.testing import capture_logs
+
+from scaler.config import Settings
+from scaler.fly.client import AsyncFlyClient
+from scaler.github.launcher import JITCONFIG_ENV
+from scaler.github.ledger import job_message_id
+from scaler.github.local import ForcedLimit
+from scaler.github.local_server import LocalGitHubServer
+from scaler.github.runtime import GitHubRuntime
+from scaler.github.testing import AppKey
+from scaler.jobs.keys import QueueKeys, message_record_key
+from scaler.local.server import LocalAPIServer
+from scaler.loop.governor import MemoryGovernor
+from scaler.loop.reconciler import Reconciler
+from scaler.policy import runners as runner_rules
+from scaler.telemetry.metrics import Metrics
+from tests.github_scaler import API_TOKEN, WEBHOOK_SECRET, github_settings, queue_job, signed
+from tests.scaler_harness import create_app, eventually, fly_client, machines
+
+pytest_plugins = ["scaler.github.pytest_plugin"]
+
+QUEUE = "gh-jobs"
+SLEEP = ["python", "-c", "import time; time.sleep(120)"]
+
+
+@dataclass
+class World:
+    settings: Settings
+    runtime: GitHubRuntime
+    reconciler: Reconciler
+    github: LocalGitHubServer
+    fly: httpx.Client
+    app: str
+    redis: aioredis.Redis
+
+    async def deliver(self, job_id: int, action: str) -> dict[str, Any]:
+        body, headers = signed(self.github.state.webhook_payload(job_id, action))
+        scope = {"type": "http", "method": "POST", "path": "/v1/webhooks/github",
+                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        response = await self.runtime.webhook.handle(Request(scope, receive))
+        assert response.status_code in (200, 202), response.body
+        answer: dict[str, Any] = json.loads(bytes(response.body))
+        return answer
+
+    async def tick(self) -> Any:
+        result = await self.reconciler.tick()
+        await self.reconciler.executor.drain(wait_s=20)
+        return result
+
+    def machines(self) -> list[dict[str, Any]]:
+        return [m for m in machines(self.fly, self.app) if m["state"] != "destroyed"]
+
+    def runner_names(self) -> set[str]:
+        return {r["name"] for r in self.github.state.all_runners()}
+
+    async def ready_count(self) -> int:
+        keys = QueueKeys(self.settings.redis.namespace, self.settings.redis.prefix, QUEUE)
+        return int(await self.redis.llen(keys.ready))
+
+
+@pytest.fixture
+async def world_factory(
+    local_api: LocalAPIServer, github_api_factory: Any, redis_url: str, redis_prefix: str,
+    aredis: aioredis.Redis, github_app_key: AppKey,
+) -> AsyncIterator[Any]:
+    github_api: LocalGitHubServer = github_api_factory(static_tokens=[API_TOKEN])
+    made: list[World] = []
+
+    async def make(*, app_auth: bool = False, **pool: Any) -> World:
+        github = pool.pop("github", None) or {}
+        env = {"FLY_API_TOKEN": local_api.token}
+        if app_auth:
+            github.update(app_id=1, installation_id=1)
+            env["GITHUB_APP_PRIVATE_KEY"] = github_app_key.private_pem.get_secret_value()
+            env["SCALER_GITHUB_TOKEN"] = ""
+        fly = fly_client(local_api.url, local_api.token)
+        app = create_app(fly)
+        settings = github_settings(
+            redis_prefix, github_api.url, redis_url=redis_url, fly_url=local_api.url,
+            pool={"app": app, "cmd": SLEEP, "env": {"RUNNER_WORKDIR": "/tmp/w"}, **pool},
+            github=github, env=env,
+        )
+        metrics = Metrics()
+        runtime = GitHubRuntime(settings, aredis, metrics)
+        rec = Reconciler(
+            settings, AsyncFlyClient(settings.fly.token, base_url=settings.fly.api_url), aredis,
+            MemoryGovernor(), metrics, list_interval=0.0, runners=runtime.launcher,
+        )
+        w = World(settings, runtime, rec, github_api, fly, app, aredis)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        await w.reconciler.executor.drain(wait_s=5)
+        for m in w.machines():
+            w.fly.delete(f"/v1/apps/{w.app}/machines/{m['id']}", params={"force": "true"})
+        await w.runtime.aclose()
+
+
+@pytest.mark.parametrize("app_auth", [False, True], ids=["token", "app"])
+async def test_one_queued_job_gets_one_runner_machine_with_its_jit_config_and_no_other_secret(
+    world_factory: Any, app_auth: bool, github_app_key: AppKey,
+) -> None:
+    w: World = await world_factory(app_auth=app_auth)
+    job = queue_job(w.github)
+    with capture_logs() as logs:
+        assert (await w.deliver(job, "queued"))["result"] == "queued"
+        await w.tick()
+        await w.deliver(job, "queued")  # a second delivery of the same job: nothing new
+        await w.tick()
+    ms = w.machines()
+    assert len(ms) == 1, [e for e in logs if e.get("log_level") in ("warning", "error")]
+    machine = ms[0]
+    env = machine["config"]["env"]
+    # The JIT config the stand-in issued for exactly this runner name, and nothing else secret.
+    (runner,) = w.github.state.all_runners()
+    assert runner["name"] == machine["name"]
+    assert sorted(label["name"] for label in runner["labels"]) == ["fly", "self-hosted"]
+    assert env[JITCONFIG_ENV] == w.github.state.jit_configs[runner["id"]]
+    assert set(env) == {JITCONFIG_ENV, "RUNNER_WORKDIR"}
+    installation_tokens = list(w.github.state.tokens)
+    assert bool(installation_tokens) == app_auth
+    fly_token = w.settings.fly.token
+    assert fly_token is not None
+    pem_lines = [line for line in github_app_key.private_pem.get_secret_value().splitlines()
+                 if len(line) > 20]
+    canaries = [WEBHOOK_SECRET, API_TOKEN, fly_token.get_secret_value(), *installation_tokens,
+                *pem_lines]
+    everything_else = json.dumps({k: v for k, v in machine.items() if k != "config"}) + \
+        json.dumps({**machine["config"], "env": {k: v for k, v in env.items()
+                                                 if k != JITCONFIG_ENV}})
+    rendered = w.runtime.metrics.render().decode()
+    log_text = json.dumps(logs, default=str)
+    for canary in canaries:
+        assert canary not in everything_else and canary not in env[JITCONFIG_ENV]
+        assert canary not in rendered and canary not in log_text
+    # The JIT config itself is in no log line and no metric, and not in the metadata.
+    assert env[JITCONFIG_ENV] not in log_text and env[JITCONFIG_ENV] not in rendered
+    assert env[JITCONFIG_ENV] not in json.dumps(machine["config"].get("metadata"))
+    # Exactly one machine of all (no other machine got a config).
+    assert sum(1 for m in w.machines() if JITCONFIG_ENV in m["config"]["env"]) == 1
+    assert w.runtime.metrics.registry.get_sample_value(
+        "fly_scaler_github_runners_launched_total", {"pool": "gh", "result": "registered"}) == 1
+
+
+async def test_a_runner_that_ran_another_jobs_work_ends_its_own_claim_and_the_count_stays_right(
+    world_factory: Any,
+) -> None:
+    w: World = await world_factory()
+    x, y = queue_job(w.github), queue_job(w.github)
+    await w.deliver(x, "queued")
+    await w.tick()
+    (first,) = w.machines()
+    # GitHub gives job y (not x) to the runner launched for x.
+    (runner,) = w.github.state.all_runners()
+    w.github.state.start_job(y, runner["id"])
+    await w.deliver(y, "queued")  # y's own webhook arrives late
+    started = await w.deliver(y, "in_progress")
+    assert started["result"] == "started"
+    await w.tick()
+    # y's message stands for x now: one more runner, for the one job still queued.
+    assert len(w.machines()) == 2
+    w.github.state.complete_job(y)
+    done = await w.deliver(y, "completed")
+    assert done == {"result": "completed", "outcome": "ran"}
+    record = await w.redis.hgetall(
+        message_record_key(w.settings.redis.prefix, job_message_id(x)))
+    assert record[b"state"] == b"done"  # the claim of the runner that ran y ended
+    finished = await w.redis.hgetall(f"{w.settings.redis.prefix}:finished")
+    assert first["id"].encode() in finished
+    assert w.runtime.metrics.registry.get_sample_value(
+        "fly_scaler_github_jobs_started_total", {"pool": "gh"}) == 1
+    hist = w.runtime.metrics.registry.get_sample_value(
+        "fly_scaler_github_queue_to_started_seconds_count", {"pool": "gh"})
+    assert hist == 1
+
+
+async def test_a_job_cancelled_before_its_machine_exists_launches_nothing(
+    world_factory: Any,
+) -> None:
+    w: World = await world_factory()
+    job = queue_job(w.github)
+    await w.deliver(job, "queued")
+    w.github.state.complete_job(job, "cancelled")
+    assert (await w.deliver(job, "completed"))["outcome"] == "withdrawn"
+    await w.tick()
+    assert w.machines() == [] and w.runner_names() == set()
+
+
+async def test_a_job_cancelled_while_its_runner_idles_withdraws_that_runner(
+    world_factory: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner_rules, "SURPLUS_MIN_IDLE_S", 0.0)
+    w: World = await world_factory()
+    job = queue_job(w.github)
+    await w.deliver(job, "queued")
+    await w.tick()
+    (machine,) = w.machines()
+    eventually(lambda: w.machines()[0]["state"] == "started", what="the runner machine started")
+    w.github.state.complete_job(job, "cancelled")
+    await w.deliver(job, "completed")
+    result = await w.tick()
+    assert any(d.kind == "withdraw" and d.reason == "surplus" for d in result.plan.decisions)
+    assert w.machines() == []
+    assert machine["name"] not in w.runner_names()  # its registration removed
+    assert await w.ready_count() == 0  # and nothing relaunches it
+    await w.tick()
+    assert w.machines() == []
+
+
+async def test_a_job_cancelled_while_it_runs_ends_its_runners_claim(world_factory: Any) -> None:
+    w: World = await world_factory()
+    job = queue_job(w.github)
+    await w.deliver(job, "queued")
+    await w.tick()
+    (runner,) = w.github.state.all_runners()
+    w.github.state.start_job(job, runner["id"])
+    await w.deliver(job, "in_progress")
+    w.github.state.complete_job(job, "cancelled")
+    assert (await w.deliver(job, "completed"))["outcome"] == "ran"
+    claims = await w.redis.hgetall(f"{w.settings.redis.prefix}:claims:{QUEUE}")
+    assert claims == {}
+    assert await w.ready_count() == 0
+
+
+async def test_a_runner_that_never_gets_a_job_is_destroyed_deregistered_and_its_job_relaunched(
+    world_factory: Any,
+) -> None:
+    w: World = await world_factory(github={"runner_idle_timeout": "1s"})
+    job = queue_job(w.github, labels=("self-hosted", "fly"))
+    await w.deliver(job, "queued")
+    await w.tick()
+    (first,) = w.machines()
+    eventually(lambda: w.machines() and w.machines()[0]["state"] == "started",
+               what="the runner machine started")
+    assert first["name"] in w.runner_names()
+    await asyncio.sleep(1.2)  # the machine's own started_at is Fly's clock: no fake one here
+    result = await w.tick()
+    assert any(d.reason == "idle_timeout" for d in result.plan.decisions)
+    assert first["name"] not in w.runner_names()
+    assert all(m["id"] != first["id"] for m in w.machines())
+    await w.tick()  # the job is still queued on GitHub: a second runner is launched for it
+    names = [m["name"] for m in w.machines()]
+    assert len(names) == 1 and names[0] != first["name"] and names[0].endswith("-2")
+    assert w.runtime.metrics.registry.get_sample_value(
+        "fly_scaler_github_runners_reaped_total", {"pool": "gh", "reason": "idle_timeout"}) == 1
+
+
+async def test_a_lost_webhook_is_recovered_by_the_resync(world_factory: Any) -> None:
+    w: World = await world_factory()
+    job = queue_job(w.github)  # its webhook never comes
+    other = queue_job(w.github, labels=("self-hosted", "gpu"))  # no pool: never queued
+    assert await w.runtime.resync() == 1
+    assert await w.runtime.resync() == 0  # known now
+    await w.tick()
+    (machine,) = w.machines()
+    record = await w.redis.hgetall(message_record_key(w.settings.redis.prefix,
+                                                      job_message_id(job)))
+    assert record
+    assert not await w.redis.exists(message_record_key(w.settings.redis.prefix,
+                                                       job_message_id(other)))
+    assert w.runtime.metrics.registry.get_sample_value(
+        "fly_scaler_github_jobs_queued_total", {"pool": "gh", "source": "resync"}) == 1
+    assert machine["config"]["env"][JITCONFIG_ENV]
+    # the remaining budget is exported from GitHub's headers
+    remaining = w.runtime.metrics.registry.get_sample_value(
+        "fly_scaler_github_rate_limit_remaining", {})
+    assert remaining is not None and 0 < remaining < 5000
+
+
+async def test_a_fork_found_by_resync_is_refused(world_factory: Any) -> None:
+    w: World = await world_factory()
+    queue_job(w.github, event="pull_request", head_repository="mallory/api")
+    assert await w.runtime.resync() == 0
+    await w.tick()
+    assert w.machines() == []
+
+
+@pytest.mark.parametrize("limit", [
+    ForcedLimit("secondary", status=429, retry_after=600),
+    ForcedLimit("primary", status=403, reset_in=600),
+])
+async def test_a_rate_limited_launch_makes_no_machine_and_backs_off(
+    world_factory: Any, limit: ForcedLimit,
+) -> None:
+    w: World = await world_factory()
+    job = queue_job(w.github)
+    await w.deliver(job, "queued")
+    w.github.state.force_limit(limit, count=5)
+    with capture_logs() as logs:
+        await w.tick()
+    assert w.machines() == [] and w.runner_names() == set()
+    assert any(e["event"] == "github runner not registered" for e in logs)
+    claims = await w.redis.hgetall(f"{w.settings.redis.prefix}:claims:{QUEUE}")
+    (claim,) = [json.loads(v) for v in claims.values()]
+    assert claim.get("failed_at") and "github" in claim.get("last_error", "")
+    # While GitHub's limit holds, the resync sends nothing either.
+    before = len(w.github.state.requests)
+    assert await w.runtime.resync() == 0
+    assert len(w.github.state.requests) == before
+    assert w.runtime.metrics.registry.get_sample_value(
+        "fly_scaler_github_api_calls_total",
+        {"operation": "generate_jitconfig", "code": str(limit.status)}) is not None
