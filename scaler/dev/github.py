@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -146,13 +147,13 @@ class GitHubRun:
         with api.client(timeout=30) as http:
             http.post("/v1/apps", json={"name": RUNNERS_APP, "org_slug": "personal"}
                       ).raise_for_status()
-        webhook_secret = Secret("dev-webhook-" + ids.namespace)
+        webhook_secret = Secret(secrets.token_urlsafe(24))
         settings = github_dev_settings(api_url=api.url, token=api.token, redis_url=redis_url,
                                        ids=ids, github_url=github.url, private_key=private_key,
                                        webhook_secret=webhook_secret, run_time_s=run_time_s)
-        secrets = {"the Fly token": Secret(api.token), "the webhook secret": webhook_secret,
-                   "the App key": private_key}
-        return settings, secrets
+        held = {"the Fly token": Secret(api.token), "the webhook secret": webhook_secret,
+                "the App key": private_key}
+        return settings, held
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -273,18 +274,18 @@ class GitHubRun:
         proof.started_p50_s = waits[len(waits) // 2] if waits else None
 
     def _env_problems(self) -> list[str]:
-        secrets = dict(self.secrets)
+        held = dict(self.secrets)
         with self.github.state.lock:
             for i, token in enumerate(self.github.state.tokens):
-                secrets[f"installation token {i + 1}"] = Secret(token)
-        pem_lines = [line for line in secrets["the App key"].get_secret_value().splitlines()
+                held[f"installation token {i + 1}"] = Secret(token)
+        pem_lines = [line for line in held["the App key"].get_secret_value().splitlines()
                      if len(line) >= 16 and not line.startswith("-----")]
         out = []
         for name, env in sorted(self.envs.items()):
             if not env.get(JITCONFIG_ENV):
                 out.append(f"machine {name} got no {JITCONFIG_ENV}")
             others = " ".join(v for k, v in env.items() if k != JITCONFIG_ENV)
-            for what, secret in secrets.items():
+            for what, secret in held.items():
                 if secret.get_secret_value() in others:
                     out.append(f"machine {name}'s env holds {what}")
             if any(line in others for line in pem_lines):
