@@ -140,8 +140,9 @@ def _secrets_in_machine_env(settings: Settings) -> list[str]:
         for key, value in pool.env.items():
             if any(h in value for h in held):
                 out.append(
-                    f"pools[{i}].env.{key}: its value holds a secret of the scaler (the Fly token "
-                    "or an enqueue token), which would reach every machine; remove it"
+                    f"pools[{i}].env.{key}: its value holds a secret of the scaler (the Fly token, "
+                    "an enqueue token or a GitHub secret), which would reach every machine; "
+                    "remove it"
                 )
     return out
 
