@@ -141,3 +141,14 @@ def test_check_config_reports_github_problems(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr()
     text = err.out + err.err
     assert "pools[0].repositories" in text and "github.webhook_secret_file" in text
+
+
+def test_every_github_key_is_in_the_configuration_reference() -> None:
+    from scaler.config.github import GITHUB_POOL_KEYS, GitHubSettings
+
+    doc = (Path(__file__).parents[1] / "docs/configuration.md").read_text()
+    hidden = {"private_key", "token", "webhook_secret"}  # from env or the *_file keys only
+    for key in set(GitHubSettings.model_fields) - hidden:
+        assert f"`[github] {key}" in doc or f", `{key}`" in doc, key
+    for key in GITHUB_POOL_KEYS:
+        assert f"`{key}`" in doc, key
