@@ -1,7 +1,46 @@
-"""GitHub Actions runners on ephemeral Fly machines (issue 13): the standalone pieces.
+"""GitHub Actions runners on ephemeral Fly machines: ``mode = "github"`` pools (issue 13).
 
-Nothing here is wired into the loop yet. Each piece is tested on its own (``tests/test_github_*``:
-real HTTP to the local stand-in, the real Redis); the next step wires them in.
+A queued workflow job becomes one message of its pool's queue, so per-job dispatch launches one
+machine for it under the same caps, Fly rate limits, retries and reaping as any per-job job; the
+machine runs GitHub's runner with a just-in-time config and exits after one job. README "GitHub
+Actions runners" is the user's view; this is the maintainer's.
+
+How it is wired
+===============
+
+``webhook`` (``POST /v1/webhooks/github`` on the scaler's HTTP port, mounted by
+:mod:`scaler.http.app` when a github pool exists)
+    size (413), signature (401), then parse (400); ``ping``/other events 200 ``ignored``;
+    redelivery 200 ``duplicate``; ``queued`` routed (``routing``) and written by the ledger, a
+    refusal logged and counted; ``in_progress``/``completed`` recorded. Redis failing: the
+    delivery is forgotten and the answer is 503, so GitHub's redelivery acts on it.
+``ledger`` (Redis: ``{p}:github:*``)
+    a job is a message ``github-job-{id}`` (idempotent); runners are *counted*, not bound to jobs:
+    a runner that finishes any job ends the claim it was launched under (its machine then exits,
+    or is destroyed as ``finished_lingering`` after ``orphan_grace``); a job that ends before any
+    runner of ours took it withdraws its waiting message. The observer reads from it the pool's
+    jobs still queued on GitHub and which runners are busy.
+``scaler.policy.runners`` (pure)
+    idle runners plus waiting messages beyond the jobs GitHub still has queued are surplus and
+    withdrawn (not-started ones first; a started one only after 30 s online); a runner given no job
+    within ``github.runner_idle_timeout`` is destroyed and its job given back.
+``launcher`` (called by :mod:`scaler.loop.act` before each runner machine's create)
+    ``generate_jitconfig`` named after the machine, with the pool's labels and group (a 409 after
+    a crash: remove and register again); the config goes into that machine's env as
+    ``GITHUB_RUNNER_JITCONFIG``, the pool's env beside it, no ``FLY_SCALER_*`` binding, Fly app
+    secrets skipped. A GitHub error backs the claim off like a failed create. Destroying a runner
+    machine removes its registration.
+``runtime``
+    assembles the above from the settings for :mod:`scaler.loop.service`, and runs the resync:
+    the queued jobs of the allowed repositories listed at start-up and every
+    ``github.resync_interval`` while leading, each routed and queued as its webhook would have
+    been (a job whose webhook was lost gets its runner). API calls and the remaining budget are
+    metrics (``fly_scaler_github_*``).
+
+The webhook secret, the App's key and a token are registered with the log redactor; JIT configs
+and installation tokens are not (they rotate, and the registry would grow without bound): they
+stay :class:`~scaler.secret.Secret` until the one place each leaves the process, and tests with
+canaries hold that they reach no log, metric, metadata or other machine.
 
 The pieces
 ==========
@@ -41,44 +80,4 @@ The pieces
     any idle registered runner whose labels match, re-queued when not picked up within 60 s; and
     ``python -m scaler.github.local_runner``, the runner a machine runs under ``scaler dev
     --github`` (reads ``GITHUB_RUNNER_JITCONFIG`` only, takes one job, exits 0).
-
-What remains to wire
-====================
-
-1. **The webhook route** on the scaler's HTTP port (``scaler/http``), e.g. ``POST
-   /github/webhook``: read at most ``MAX_BODY_BYTES`` (413), ``read_delivery`` (401 on a
-   signature error, 400 malformed), ``Deliveries.seen`` (a duplicate is 200 and nothing more),
-   record the job in Redis and wake the loop, and answer quickly: GitHub counts a delivery not
-   answered within 10 s as failed and never retries it by itself. Metrics: deliveries by result,
-   refusals by ``RefusalReason``, the client's ``budget.remaining``. The delivery key joins the
-   table in ``scaler/jobs/keys.py``.
-2. **Configuration** (``scaler/config``): ``mode = "github"`` pools with labels, repositories
-   and/or organizations, ``allow_forks``, the runner scope (repository or organization) and
-   runner group, plus a ``[github]`` section: ``api_url``, the App (``app_id``,
-   ``installation_id``, private key from the secrets file) or a token, the webhook secret. Each
-   pool becomes a ``RunnerPoolRule``; the webhook secret and the private key are registered with
-   the log redaction like the Fly token. The JIT configs and installation tokens are not: they
-   rotate, and the registry would grow without bound.
-3. **Plan and act** (``scaler/policy``, ``scaler/loop``): a routed ``queued`` job is demand for
-   its pool, under the same caps and Fly rate limits as per-job pools. GitHub gives a queued job
-   to *any* idle runner whose labels match, so a runner launched for job A may run job B: plan
-   by the count of queued jobs per pool, not a binding per job, and reconcile by runner name
-   from ``in_progress`` events. Act: ``generate_jitconfig`` with ``rule.runner_labels()`` and a
-   deterministic runner name (the machine's name, so a 409 after a crash means "already
-   registered": remove and regenerate), then a machine with ``auto_destroy`` whose runner runs
-   one job with the config and exits. The config is a secret on its way to the machine, never
-   in its metadata. ``completed`` ends the accounting; the reaper removes runners whose machine
-   is gone (``list_runners`` + ``remove_runner``) and destroys machines whose runner never came
-   online. Webhooks can be lost: a resync calls ``list_queued_jobs`` for each allowed repository
-   (it spends the GitHub budget: one call per run), and a job of a pull request whose
-   ``head_repository`` differs from its repository is a fork's, refused unless allowed.
-4. **The runner image** in ``deploy/``: GitHub's actions/runner, its entrypoint
-   ``./run.sh --jitconfig "$JIT_CONFIG"`` (the variable is ours to name; a JIT runner is
-   ephemeral: it takes one job and deregisters).
-5. **``scaler dev --github``**: start the stand-in, queue jobs on it, deliver signed
-   ``webhook_payload`` bodies to the scaler, and play the runner a machine would be
-   (``start_job`` / ``complete_job``), since its JIT configs are not real ones.
-6. **Docs**: README (setting up the GitHub App: permissions *Administration: write* for
-   repository runners or *Self-hosted runners: write* for organization ones, *Actions: read*;
-   the ``workflow_job`` webhook), ``docs/architecture.md`` (this package in the module table).
 """

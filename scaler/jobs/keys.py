@@ -31,7 +31,14 @@ key                         type    what
 ``{p}:status``              STRING  the leader's last tick, for ``scaler status``
 ``{p}:rl:{action}:{scope}`` HASH    a shared rate-limit bucket (replicas share Fly's budget)
 ``{p}:msg:{message_id}``    HASH    a message's record: where it is and how it ended (7 days)
+``{p}:github:delivery:{id}``  STRING  a GitHub webhook delivery seen (redelivery dedupe, 3 days)
+``{p}:github:job:{id}``     HASH    a GitHub job: pool, queue, state, runner (3 days)
+``{p}:github:queued:{pool}``  ZSET  GitHub jobs of a pool queued and not started, by time
+``{p}:github:runner:{name}``  HASH  a runner machine: runner id, scope, the job it started
 ==========================  ======  =========================================================
+
+The ``github`` keys are written by :mod:`scaler.github.deliveries` and
+:mod:`scaler.github.ledger` (GitHub runner pools only).
 
 A message's record (:func:`message_record_key`) is written when it is enqueued over HTTP, when
 the scaler claims it (however it was sent), when a dead letter is sent back, and when its job ends
