@@ -271,3 +271,35 @@ async def test_a_job_of_no_pool_completing_is_acknowledged_and_changes_nothing(
     r = await post(scaler, *signed(payload(github_api, job, "completed")))
     assert r.status_code == 200 and r.json()["outcome"] == "not_ours"
     assert [k async for k in aredis.scan_iter(f"{settings.redis.prefix}:github:job:*")] == []
+
+
+async def test_a_job_ended_while_its_own_message_was_claimed_withdraws_another_waiting_one(
+    scaler: httpx.AsyncClient, github_api: LocalGitHubServer, aredis: aioredis.Redis,
+    settings: Settings,
+) -> None:
+    a, b = queue_job(github_api), queue_job(github_api)
+    for job in (a, b):
+        await post(scaler, *signed(payload(github_api, job, "queued")))
+    k = keys(settings)
+    # a's message is taken off the queue (as a claim does); b's still waits
+    rmid_a = (await aredis.hget(message_record_key(settings.redis.prefix, job_message_id(a)),
+                                "redis_message_id"))
+    await aredis.lrem(k.ready, 1, rmid_a)
+    github_api.state.complete_job(a, "cancelled")
+    await post(scaler, *signed(payload(github_api, a, "completed")))
+    assert await ready_ids(aredis, settings) == []  # b's message stood for a's demand: gone
+    record = await aredis.hgetall(message_record_key(settings.redis.prefix, job_message_id(b)))
+    assert record[b"reason"] == b"withdrawn"
+
+
+async def test_a_queued_delivery_after_its_jobs_completed_one_queues_nothing(
+    scaler: httpx.AsyncClient, github_api: LocalGitHubServer, aredis: aioredis.Redis,
+    settings: Settings,
+) -> None:
+    job = queue_job(github_api)
+    queued = payload(github_api, job, "queued")
+    github_api.state.complete_job(job, "cancelled")
+    await post(scaler, *signed(payload(github_api, job, "completed")))
+    r = await post(scaler, *signed(queued))
+    assert r.status_code == 200 and r.json()["result"] == "queued"
+    assert await ready_ids(aredis, settings) == []

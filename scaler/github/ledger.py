@@ -25,9 +25,13 @@ Events:
 - ``completed``: :meth:`Ledger.completed`. If a runner of ours ran it, that runner's claim ends
   as a finished job (its machine is exiting; one still there after ``orphan_grace`` is destroyed).
   Otherwise (cancelled before any runner took it, or run by a runner not ours) one unit of demand
-  is withdrawn: the job's message if it still waits in the queue. If it was claimed already, its
-  runner is surplus, and the planner withdraws an idle runner of the pool (see
-  :mod:`scaler.github.runners`).
+  is withdrawn: the job's message if it still waits in the queue, else the newest waiting message
+  of the pool (the job's own was claimed: its runner serves the job that message stood for). With
+  none waiting, a runner is surplus, and the planner withdraws an idle one
+  (:mod:`scaler.policy.runners`).
+
+Deliveries are not ordered: a ``queued`` arriving after its job's ``in_progress`` or
+``completed`` writes nothing.
 """
 
 from __future__ import annotations
@@ -55,14 +59,30 @@ a job runs for at most 35 days on self-hosted runners, but a runner of ours for 
 ACTOR = "github_workflow_job"
 """The actor name of a runner job's message (no dramatiq worker runs it: a runner machine does)."""
 
-# KEYS: message record, ready list, msgs hash. ARGV: now_ms.
-# The job's message, if it still waits in the ready list, leaves it and its record says so.
+# KEYS: message record, ready list, msgs hash. ARGV: now_ms, message record prefix.
+# One unit of demand leaves the queue: the job's own message if it still waits, else the newest
+# waiting message of the pool (the job's own was claimed: its runner will serve the job that
+# message stood for). Its record says it was withdrawn. Returns 1 when a message was withdrawn.
 _WITHDRAW_LUA = """
 local rmid = redis.call('HGET', KEYS[1], 'redis_message_id')
-if not rmid then return 0 end
-if redis.call('LREM', KEYS[2], 1, rmid) == 0 then return 0 end
+local rec = KEYS[1]
+if not rmid or redis.call('LREM', KEYS[2], 1, rmid) == 0 then
+  rmid = redis.call('LINDEX', KEYS[2], -1)
+  if not rmid then return 0 end
+  local body = redis.call('HGET', KEYS[3], rmid)
+  redis.call('LREM', KEYS[2], 1, rmid)
+  rec = nil
+  if body then
+    local ok, msg = pcall(cjson.decode, body)
+    if ok and type(msg) == 'table' and type(msg['message_id']) == 'string' then
+      rec = ARGV[2] .. msg['message_id']
+    end
+  end
+end
 redis.call('HDEL', KEYS[3], rmid)
-redis.call('HSET', KEYS[1], 'state', 'done', 'reason', 'withdrawn', 'finished_at', ARGV[1])
+if rec and redis.call('EXISTS', rec) == 1 then
+  redis.call('HSET', rec, 'state', 'done', 'reason', 'withdrawn', 'finished_at', ARGV[1])
+end
 return 1
 """
 
@@ -158,6 +178,9 @@ class Ledger:
         """Enqueue ``job`` as a message of ``queue`` and record it; ``False`` when it was
         enqueued before (a redelivery, a resync of a known job): nothing is written then."""
         now = self._now_ms()
+        state = await self._redis.hget(self._key("job", job.job_id), "state")
+        if state is not None and _text(state) != "queued":
+            return False  # its in_progress or completed came first (deliveries are unordered)
         message = build_message(
             queue=queue, actor=ACTOR, args=[],
             kwargs={"job_id": job.job_id, "run_id": job.run_id, "repository": job.repository,
@@ -220,19 +243,21 @@ class Ledger:
         return {p: int(n) for p, n in zip(pools, replies, strict=True)}
 
     async def started(
-        self, job_id: int, runner_name: str | None
+        self, job_id: int, runner_name: str | None, *, routable: bool = True
     ) -> tuple[str | None, float | None]:
-        """A runner started ``job_id``: record it. Returns the runner's pool when the runner is
-        ours (else ``None``) and the seconds since the job was queued, if known."""
+        """A runner started ``job_id``: record it (a job no pool would take is not recorded:
+        ``routable``). Returns the runner's pool when the runner is ours (else ``None``) and the
+        seconds since the job was queued, if known."""
         now = self._now_ms()
         job = await self.job(job_id)
         pool = job.get("pool")
         if pool:
             await self._redis.zrem(self.queued_key(pool), str(job_id))
-        await self._redis.hset(self._key("job", job_id),
-                               mapping={"state": "in_progress", "runner": runner_name or "",
-                                        "started_at": now})
-        await self._redis.expire(self._key("job", job_id), TTL_S)
+        if pool or routable:
+            await self._redis.hset(self._key("job", job_id),
+                                   mapping={"state": "in_progress", "runner": runner_name or "",
+                                            "started_at": now})
+            await self._redis.expire(self._key("job", job_id), TTL_S)
         ours = await self.runners([runner_name]) if runner_name else {}
         if not ours:
             return None, None
@@ -244,7 +269,8 @@ class Ledger:
         return ours[runner_name].pool, waited
 
     async def completed(
-        self, job_id: int, runner_name: str | None, queues: Mapping[str, str]
+        self, job_id: int, runner_name: str | None, queues: Mapping[str, str], *,
+        routable: bool = True,
     ) -> tuple[str | None, str]:
         """``job_id`` completed (or was cancelled). ``queues`` maps each github pool to its
         queue. Returns the pool (``None`` when the job is not one of ours) and the outcome:
@@ -254,7 +280,9 @@ class Ledger:
         pool = job.get("pool")
         if pool:
             await self._redis.zrem(self.queued_key(pool), str(job_id))
+        if pool or routable:  # recorded, so that a late ``queued`` of it writes nothing
             await self._redis.hset(self._key("job", job_id), "state", "completed")
+            await self._redis.expire(self._key("job", job_id), TTL_S)
         runner = (await self.runners([runner_name])).get(runner_name) if runner_name else None
         if runner is not None and runner.pool in queues:
             assert runner_name is not None
@@ -267,7 +295,7 @@ class Ledger:
             await self._withdraw(
                 keys=[message_record_key(self._prefix, job_message_id(job_id)), keys.ready,
                       keys.msgs],
-                args=[now],
+                args=[now, keys.record_prefix],
             )
             return pool, "withdrawn"
         return None, "withdrawn"

@@ -128,8 +128,10 @@ class GitHubWebhook:
     async def _act(self, event: WorkflowJobEvent) -> Response:
         if event.action == JobAction.QUEUED:
             return await self._queued(event)
+        routable = not isinstance(route(event, self._rules), Refused)
         if event.action == JobAction.IN_PROGRESS:
-            pool, waited = await self._ledger.started(event.job_id, event.runner_name)
+            pool, waited = await self._ledger.started(event.job_id, event.runner_name,
+                                                      routable=routable)
             if pool is not None:
                 self._metrics.github_jobs_started.labels(pool).inc()
                 if waited is not None:
@@ -139,7 +141,7 @@ class GitHubWebhook:
             return self._answer("started")
         if event.action == JobAction.COMPLETED:
             pool, outcome = await self._ledger.completed(
-                event.job_id, event.runner_name, self._queues)
+                event.job_id, event.runner_name, self._queues, routable=routable)
             if pool is not None:
                 self._metrics.github_jobs_completed.labels(pool, outcome).inc()
                 log.info("github job completed", pool=pool, job_id=event.job_id,
