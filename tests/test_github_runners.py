@@ -327,3 +327,26 @@ async def test_a_rate_limited_launch_makes_no_machine_and_backs_off(
     assert w.runtime.metrics.registry.get_sample_value(
         "fly_scaler_github_api_calls_total",
         {"operation": "generate_jitconfig", "code": str(limit.status)}) is not None
+
+
+async def test_refused_credentials_are_named_once_for_readyz_and_cleared_by_a_success(
+    github_api_factory: Any, redis_prefix: str, redis_url: str, aredis: aioredis.Redis,
+) -> None:
+    github: LocalGitHubServer = github_api_factory(static_tokens=[API_TOKEN])
+    queue_job(github)
+    bad = github_settings(redis_prefix, github.url, redis_url=redis_url,
+                          env={"SCALER_GITHUB_TOKEN": "ghtok-wrong-000000000"})
+    runtime = GitHubRuntime(bad, aredis, Metrics())
+    with capture_logs() as logs:
+        assert await runtime.resync() == 0
+        assert await runtime.resync() == 0
+    assert runtime.problem is not None and "401" in runtime.problem
+    assert "ghtok-wrong" not in runtime.problem
+    assert len([e for e in logs if e["event"] == "github refused the scaler's credentials"]) == 1
+    await runtime.aclose()
+    good = GitHubRuntime(github_settings(redis_prefix, github.url, redis_url=redis_url), aredis,
+                         Metrics())
+    good.problem = runtime.problem
+    assert await good.resync() == 1
+    assert good.problem is None
+    await good.aclose()

@@ -79,10 +79,19 @@ class GitHubRuntime:
         )
         self.launcher = RunnerLauncher(self.client, self.ledger, metrics)
         self._clock = clock
+        self.problem: str | None = None
         metrics.initialize_github([p.name for p in self.pools])
 
     def _observe_call(self, operation: str, status: int | None) -> None:
         self.metrics.github_api_calls.labels(operation, str(status or "error")).inc()
+        # A refused credential stays refused until the operator acts: /readyz names it once.
+        if status == 401:
+            if self.problem is None:
+                log.error("github refused the scaler's credentials", operation=operation)
+            self.problem = ("github: the API refused the credentials (401); check [github] "
+                            "app_id, installation_id and the private key, or the token")
+        elif status is not None and status < 300:
+            self.problem = None
         budget = self.client.budget if hasattr(self, "client") else None
         if budget is not None:
             self.metrics.github_rate_remaining.set(budget.remaining)

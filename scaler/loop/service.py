@@ -144,6 +144,8 @@ class Service:
         if "redis" in self.reconciler.observer.unknown:
             return False, "redis unreachable"
         observer = self.reconciler.observer
+        if self.github is not None and self.github.problem is not None:
+            return False, self.github.problem
         if observer.misconfigured:
             # Not a blip: a refused token or a missing app stays until the operator acts.
             return False, "; ".join(observer.unknown[f"fly:{a}"]
