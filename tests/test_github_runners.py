@@ -350,3 +350,48 @@ async def test_refused_credentials_are_named_once_for_readyz_and_cleared_by_a_su
     assert await good.resync() == 1
     assert good.problem is None
     await good.aclose()
+
+
+async def test_a_runner_taking_a_job_whose_webhook_was_lost_gets_its_own_job_a_new_runner(
+    world_factory: Any,
+) -> None:
+    w: World = await world_factory()
+    lost = queue_job(w.github)  # the oldest job: its queued webhook never comes
+    job = queue_job(w.github)
+    await w.deliver(job, "queued")
+    await w.tick()
+    (first,) = w.machines()
+    (runner,) = w.github.state.all_runners()
+    w.github.state.start_job(lost, runner["id"])  # GitHub hands the oldest job to our runner
+    await w.deliver(lost, "in_progress")
+    # `job` still waits on GitHub and its message is used up: a replacement stands for it.
+    assert await w.ready_count() == 1
+    await w.tick()
+    assert len(w.machines()) == 2
+    w.github.state.complete_job(lost)
+    assert (await w.deliver(lost, "completed"))["outcome"] == "ran"
+    assert await w.runtime.resync() == 0  # nothing more: the count is whole
+    await w.tick()
+    assert len([m for m in w.machines() if m["id"] != first["id"]]) == 1
+
+
+async def test_a_job_whose_completed_webhook_was_lost_is_dropped_by_the_resync(
+    github_api_factory: Any, redis_prefix: str, redis_url: str, aredis: aioredis.Redis,
+) -> None:
+    github: LocalGitHubServer = github_api_factory(static_tokens=[API_TOKEN])
+    now = [1_000_000.0]
+    runtime = GitHubRuntime(github_settings(redis_prefix, github.url, redis_url=redis_url),
+                            aredis, Metrics(), clock=lambda: now[0])
+    gone, fresh = queue_job(github), queue_job(github)
+    assert await runtime.resync() == 2
+    github.state.complete_job(gone, "cancelled")  # and its webhook is lost
+    github.state.complete_job(fresh, "cancelled")
+    now[0] += 30.0  # too recent to trust a listing's absence
+    await runtime.resync()
+    assert await runtime.ledger.queued_counts(["gh"]) == {"gh": 2}
+    now[0] += 120.0
+    await runtime.resync()
+    assert await runtime.ledger.queued_counts(["gh"]) == {"gh": 0}
+    ready = QueueKeys(runtime.settings.redis.namespace, runtime.settings.redis.prefix, QUEUE).ready
+    assert await aredis.llen(ready) == 0  # their waiting messages withdrawn: no runner for them
+    await runtime.aclose()

@@ -10,8 +10,8 @@ message named: the count of demand and of runners stays right even though names 
 
 Keys (under the scaler's prefix, each expiring after :data:`TTL_S`):
 
-- ``{p}:github:job:{job_id}``: HASH ``pool, queue, message_id, queued_at, state`` (``queued``,
-  ``in_progress``, ``completed``), ``runner``, ``started_at``.
+- ``{p}:github:job:{job_id}``: HASH ``pool, queue, repository, message_id, queued_at, state``
+  (``queued``, ``in_progress``, ``completed``), ``runner``, ``started_at``.
 - ``{p}:github:queued:{pool}``: ZSET of job id -> queued-at (ms): the pool's jobs queued on GitHub
   and not yet started by any runner (the planner weighs runners against it).
 - ``{p}:github:runner:{machine_name}``: HASH ``pool, runner_id, scope, registered_at`` (ms), and
@@ -158,6 +158,7 @@ class Ledger:
         self._ns = namespace
         self._prefix = prefix
         self._clock = clock
+        self.redis, self.namespace, self.prefix = redis, namespace, prefix
         self._messages = MessageStore(redis, namespace=namespace, prefix=prefix)
         self._claims = ClaimStore(redis, namespace, prefix)
         self._withdraw = redis.register_script(_WITHDRAW_LUA)
@@ -171,13 +172,14 @@ class Ledger:
         """The ZSET of the pool's jobs queued on GitHub and not started."""
         return self._key("queued", pool)
 
-    def _now_ms(self) -> int:
+    def now_ms(self) -> int:
+        """The ledger's clock, in ms."""
         return int(self._clock() * 1000)
 
     async def queue(self, pool: str, queue: str, job: JobRef) -> bool:
         """Enqueue ``job`` as a message of ``queue`` and record it; ``False`` when it was
         enqueued before (a redelivery, a resync of a known job): nothing is written then."""
-        now = self._now_ms()
+        now = self.now_ms()
         state = await self._redis.hget(self._key("job", job.job_id), "state")
         if state is not None and _text(state) != "queued":
             return False  # its in_progress or completed came first (deliveries are unordered)
@@ -194,7 +196,8 @@ class Ledger:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "state", "queued")
             pipe.hset(key, mapping={"pool": pool, "queue": queue, "queued_at": now,
-                                    "message_id": job_message_id(job.job_id)})
+                                    "message_id": job_message_id(job.job_id),
+                                    "repository": job.repository})
             pipe.expire(key, TTL_S)
             pipe.zadd(self.queued_key(pool), {str(job.job_id): now}, nx=True)
             pipe.expire(self.queued_key(pool), TTL_S)
@@ -212,7 +215,7 @@ class Ledger:
         key = self._key("runner", machine_name)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"pool": pool, "runner_id": runner_id, "scope": scope,
-                                    "registered_at": self._now_ms()})
+                                    "registered_at": self.now_ms()})
             pipe.expire(key, TTL_S)
             await pipe.execute()
 
@@ -248,7 +251,7 @@ class Ledger:
         """A runner started ``job_id``: record it (a job no pool would take is not recorded:
         ``routable``). Returns the runner's pool when the runner is ours (else ``None``) and the
         seconds since the job was queued, if known."""
-        now = self._now_ms()
+        now = self.now_ms()
         job = await self.job(job_id)
         pool = job.get("pool")
         if pool:
@@ -275,7 +278,7 @@ class Ledger:
         """``job_id`` completed (or was cancelled). ``queues`` maps each github pool to its
         queue. Returns the pool (``None`` when the job is not one of ours) and the outcome:
         ``ran`` (a runner of ours ran it: that runner's claim ended) or ``withdrawn``."""
-        now = self._now_ms()
+        now = self.now_ms()
         job = await self.job(job_id)
         pool = job.get("pool")
         if pool:

@@ -24,6 +24,7 @@ from scaler.config import Settings
 from scaler.github.auth import AppAuth, Auth, TokenAuth
 from scaler.github.client import GitHubClient
 from scaler.github.deliveries import Deliveries
+from scaler.github.demand import prune, top_up
 from scaler.github.errors import GitHubError, RateLimited
 from scaler.github.events import JobAction, WorkflowJobEvent
 from scaler.github.launcher import RunnerLauncher
@@ -119,6 +120,10 @@ class GitHubRuntime:
                 log.warning("github resync failed", repository=repository, error=str(exc))
                 continue
             owner = repository.partition("/")[0]
+            for pool in self.pools:
+                if repository in pool.repositories:
+                    await prune(self.ledger, pool.name, self.queues[pool.name], repository,
+                                {j.job_id for j in jobs})
             for job in jobs:
                 event = _as_event(job.job_id, job.run_id, repository, owner, job.labels,
                                   fork=job.head_repository not in (None, repository))
@@ -133,6 +138,8 @@ class GitHubRuntime:
                     self.metrics.github_jobs_queued.labels(routed.pool, "resync").inc()
                     log.info("github job queued by resync (its webhook never came)",
                              pool=routed.pool, job_id=job.job_id, repository=repository)
+        for pool in self.pools:
+            await top_up(self.ledger, pool.name, self.queues[pool.name])
         return new
 
     async def run_resync(self, is_leader: Callable[[], bool], stop: asyncio.Event) -> None:

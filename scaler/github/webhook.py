@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from scaler.github.deliveries import Deliveries
+from scaler.github.demand import top_up
 from scaler.github.events import (
     MAX_BODY_BYTES,
     BodyTooLarge,
@@ -133,6 +134,7 @@ class GitHubWebhook:
             pool, waited = await self._ledger.started(event.job_id, event.runner_name,
                                                       routable=routable)
             if pool is not None:
+                await top_up(self._ledger, pool, self._queues[pool])
                 self._metrics.github_jobs_started.labels(pool).inc()
                 if waited is not None:
                     self._metrics.github_queue_to_started.labels(pool).observe(max(0.0, waited))
