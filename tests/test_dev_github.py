@@ -132,10 +132,6 @@ def test_the_env_check_finds_a_secret_or_a_shared_jit_config(
     ])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: job 3 waits forever. Its message was used up by the runner that ran job 2, the "
-    "resync skips job 3 as already known, and the plan withdraws surplus runners but launches "
-    "none for jobs GitHub still has queued beyond the pool's runners and waiting messages"))
 def test_a_lost_webhook_of_the_oldest_job_still_gets_every_job_a_runner(
     redis_url: str, redis_prefix: str, github_app_key: AppKey, tmp_path: Path,
 ) -> None:
