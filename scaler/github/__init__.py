@@ -20,6 +20,11 @@ How it is wired
     or is destroyed as ``finished_lingering`` after ``orphan_grace``); a job that ends before any
     runner of ours took it withdraws its waiting message. The observer reads from it the pool's
     jobs still queued on GitHub and which runners are busy.
+``demand``
+    the count kept whole: after each ``in_progress`` of a runner of ours and each resync, jobs
+    still queued beyond the pool's waiting messages and idle runners get replacement messages (a
+    runner that took a job whose webhook was lost used up another job's message); a job that a
+    listing no longer shows is treated as completed.
 ``scaler.policy.runners`` (pure)
     idle runners plus waiting messages beyond the jobs GitHub still has queued are surplus and
     withdrawn (not-started ones first; a started one only after 30 s online); a runner given no job
