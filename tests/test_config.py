@@ -280,7 +280,10 @@ def test_every_problem_is_listed_at_once() -> None:
             },
             'pools[0].scale_on: "prometheus" needs [prometheus] url',
         ),
-        ({"pools": [pool(mode="batch")]}, "pools[0].mode: Input should be 'per-job', 'worker' or 'github'"),
+        (
+            {"pools": [pool(mode="batch")]},
+            "pools[0].mode: Input should be 'per-job', 'worker' or 'github'",
+        ),
         ({"pools": [pool(stop_signal="SIGFOO")]}, "pools[0].stop_signal: 'SIGFOO' is not a known"),
         (
             {"pools": [pool(env={"FLY_API_TOKEN": "x"})]},
