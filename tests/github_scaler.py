@@ -22,6 +22,7 @@ def github_settings(
     prefix: str, api_url: str, *, redis_url: str = "redis://127.0.0.1:6379/0",
     fly_url: str = "http://127.0.0.1:1", pool: dict[str, Any] | None = None,
     github: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+    scaler: dict[str, Any] | None = None,
 ) -> Settings:
     """Settings with one github pool ``gh`` (queue ``gh-jobs``, labels ``fly``, repository
     ``acme/api``), token auth against ``api_url``, the canary webhook secret."""
@@ -32,6 +33,7 @@ def github_settings(
         "fly": {"api_url": fly_url},
         "redis": {"url": redis_url, "namespace": prefix, "prefix": prefix},
         "github": {"api_url": api_url, **(github or {})},
+        "scaler": scaler or {},
         "pools": [spec],
     }
     return parse_settings(data, {"FLY_API_TOKEN": "fly-canary-0c9a8e7d6b5f",

@@ -91,7 +91,8 @@ async def world_factory(
     github_api: LocalGitHubServer = github_api_factory(static_tokens=[API_TOKEN])
     made: list[World] = []
 
-    async def make(*, app_auth: bool = False, **pool: Any) -> World:
+    async def make(*, app_auth: bool = False, scaler: dict[str, Any] | None = None,
+                   **pool: Any) -> World:
         github = pool.pop("github", None) or {}
         env = {"FLY_API_TOKEN": local_api.token}
         if app_auth:
@@ -103,7 +104,7 @@ async def world_factory(
         settings = github_settings(
             redis_prefix, github_api.url, redis_url=redis_url, fly_url=local_api.url,
             pool={"app": app, "cmd": SLEEP, "env": {"RUNNER_WORKDIR": "/tmp/w"}, **pool},
-            github=github, env=env,
+            github=github, env=env, scaler=scaler,
         )
         metrics = Metrics()
         runtime = GitHubRuntime(settings, aredis, metrics)
@@ -395,3 +396,26 @@ async def test_a_job_whose_completed_webhook_was_lost_is_dropped_by_the_resync(
     ready = QueueKeys(runtime.settings.redis.namespace, runtime.settings.redis.prefix, QUEUE).ready
     assert await aredis.llen(ready) == 0  # their waiting messages withdrawn: no runner for them
     await runtime.aclose()
+
+
+async def test_a_runner_machine_still_alive_after_its_job_completed_is_destroyed_after_the_grace(
+    world_factory: Any,
+) -> None:
+    w: World = await world_factory(scaler={"orphan_grace": "1s"})
+    job = queue_job(w.github)
+    await w.deliver(job, "queued")
+    await w.tick()
+    (machine,) = w.machines()
+    eventually(lambda: w.machines()[0]["state"] == "started", what="the runner machine started")
+    (runner,) = w.github.state.all_runners()
+    w.github.state.start_job(job, runner["id"])
+    await w.deliver(job, "in_progress")
+    w.github.state.complete_job(job)
+    await w.deliver(job, "completed")
+    await w.tick()  # the machine is exiting: left alone within the grace
+    assert [m["id"] for m in w.machines()] == [machine["id"]]
+    await asyncio.sleep(1.2)
+    result = await w.tick()
+    assert any(d.reason == "finished_lingering" for d in result.plan.decisions)
+    assert w.machines() == []
+    assert await w.runtime.ledger.runners([machine["name"]]) == {}  # its record is gone
