@@ -122,3 +122,16 @@ def test_a_per_job_pool_without_runners_is_untouched_by_these_rules() -> None:
     pairs = [runner("a", started_ago=10_000.0)]
     p = plan(observe(pairs, queued=0), [plain], Caps(global_max=100))
     assert p.of_type(Withdraw) == ()
+
+
+def test_launches_are_capped_by_the_jobs_github_still_has_queued_beyond_idle_runners() -> None:
+    from scaler.policy import Launch
+
+    # Three messages wait, GitHub has two jobs queued and one idle runner is there: one launch.
+    obs = observe([runner("a", started_ago=10.0)], queued=2, waiting=3)
+    p = plan(obs, [POOL], Caps(global_max=100))
+    assert sum(a.count for a in p.of_type(Launch)) == 1
+    assert any(d.reason == "runner_surplus" and d.count == 2 for d in p.decisions)
+    # Unknown GitHub counts hold nothing back.
+    p = plan(observe([], queued=None, waiting=3), [POOL], Caps(global_max=100))
+    assert sum(a.count for a in p.of_type(Launch)) == 3

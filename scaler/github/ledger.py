@@ -189,20 +189,21 @@ class Ledger:
                     "labels": list(job.labels)},
             options={}, message_id=job_message_id(job.job_id), now_ms=now,
         )
-        done = await self._messages.enqueue(message, digest=f"github:{job.job_id}")
-        if not done.created:
-            return False
+        # The job is counted as queued before its message exists, so that no plan sees the
+        # message without the job (and holds its launch back as surplus).
         key = self._key("job", job.job_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "state", "queued")
-            pipe.hset(key, mapping={"pool": pool, "queue": queue, "queued_at": now,
+            pipe.hsetnx(key, "queued_at", now)
+            pipe.hset(key, mapping={"pool": pool, "queue": queue,
                                     "message_id": job_message_id(job.job_id),
                                     "repository": job.repository})
             pipe.expire(key, TTL_S)
             pipe.zadd(self.queued_key(pool), {str(job.job_id): now}, nx=True)
             pipe.expire(self.queued_key(pool), TTL_S)
             await pipe.execute()
-        return True
+        done = await self._messages.enqueue(message, digest=f"github:{job.job_id}")
+        return done.created
 
     async def job(self, job_id: int) -> dict[str, str]:
         """The record of a job (empty when unknown)."""

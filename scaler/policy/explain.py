@@ -43,6 +43,7 @@ REASON_TEXT: Mapping[str, str] = {
     "fly_refused": "Fly refused the job's own machine",
     "surplus": "an idle GitHub runner beyond the jobs GitHub still has queued",
     "idle_timeout": "a GitHub runner given no job within runner_idle_timeout",
+    "runner_surplus": "waiting messages beyond the jobs GitHub has queued for idle runners",
     "runner_just_online": "a surplus GitHub runner only just online (GitHub may be handing it a "
                           "job)",
 }

@@ -33,7 +33,7 @@ from scaler.policy.perjob import (
     settle_ownerless,
 )
 from scaler.policy.reaper import orphan_grace, reap_finished, reap_orphan
-from scaler.policy.runners import plan_runners
+from scaler.policy.runners import cap_runner_demand, plan_runners
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     Caps,
@@ -216,6 +216,7 @@ def _scale(
             continue
         if p.mode == "per-job":
             d = launch_demand(p, obs, claims, remaining)
+            cap_runner_demand(p, d, obs, claims, out)
             demands[p.name] = d
             desired[p.name] = min(p.max_machines, live + d.total) if d.total else live
             requests.append(Request(p.name, p.app, d.total, 0, (-d.oldest_age, i)))

@@ -12,6 +12,8 @@ message one queued job); on top of the per-job rules, after they have judged eve
   not yet started go first (no job can reach a runner that is not online); a started one only
   after :data:`SURPLUS_MIN_IDLE_S` online, oldest first: a runner that just came online is the
   one GitHub is handing a job to right now, and the job's webhook may still be on its way.
+- **Launches** are capped by :func:`cap_runner_demand`: no more than the jobs GitHub has queued
+  beyond the runners not busy.
 - **Idle timeout.** A runner started ``runner_idle_timeout_s`` ago that GitHub gave no job (it
   never came online, or its labels match nothing queued) is destroyed and its message given back
   (:class:`RequeueOrDeadLetter`, reason ``idle_timeout``): if its job is still queued another
@@ -28,6 +30,7 @@ from collections.abc import Mapping
 
 from scaler.policy.builder import PlanBuilder
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine
+from scaler.policy.perjob import QueueDemand
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     ClaimView,
@@ -38,7 +41,7 @@ from scaler.policy.types import (
     Withdraw,
 )
 
-__all__ = ["SURPLUS_MIN_IDLE_S", "plan_runners"]
+__all__ = ["SURPLUS_MIN_IDLE_S", "cap_runner_demand", "plan_runners"]
 
 SURPLUS_MIN_IDLE_S = 30.0
 """How long a started runner is online before it may be withdrawn as surplus."""
@@ -109,3 +112,25 @@ def plan_runners(
                 RequeueOrDeadLetter(pool.name, c, "idle_timeout", pool.max_launches, m.id),
                 "requeue",
             )
+
+
+def cap_runner_demand(
+    pool: PoolPolicy, demand: QueueDemand, obs: Observation, claims: ClaimIndex, out: PlanBuilder,
+) -> None:
+    """Launch no more runners than GitHub has jobs queued for the pool beyond the runners already
+    there and not busy (pending creates included): a waiting message beyond that stands for a job
+    that another runner took or that ended, and a runner launched for it would only be withdrawn.
+    The waiting messages beyond are held back (withdrawn as their jobs end); an unknown count
+    holds nothing back."""
+    queued = obs.github_queued.get(pool.name)
+    if pool.runner_idle_timeout_s is None or queued is None:
+        return
+    unbusy = sum(1 for c in claims.by_pool.get(pool.name, ())
+                 if (r := obs.runners.get(c.machine_name)) is None or not r.busy)
+    room = max(0, queued - unbusy)
+    for q in list(demand.ready):
+        held = max(0, demand.ready[q] - room)
+        if held:
+            out.tally.count(pool.name, "launch", "runner_surplus", "not_taken", held)
+        demand.ready[q] -= held
+        room -= demand.ready[q]
