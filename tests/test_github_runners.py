@@ -419,3 +419,21 @@ async def test_a_runner_machine_still_alive_after_its_job_completed_is_destroyed
     assert any(d.reason == "finished_lingering" for d in result.plan.decisions)
     assert w.machines() == []
     assert await w.runtime.ledger.runners([machine["name"]]) == {}  # its record is gone
+
+
+async def test_a_second_launch_under_the_same_name_replaces_the_registration(
+    world_factory: Any,
+) -> None:
+    from scaler.fly.models import CreateMachineRequest, FlyMachineConfig
+
+    w: World = await world_factory()
+    pool = w.settings.pools[0]
+    request = CreateMachineRequest(name="gh-abc-1", config=FlyMachineConfig(image="runner"))
+    first = await w.runtime.launcher.prepare(pool, request)
+    # The scaler stopped after registering, before its create landed: the claim is relaunched.
+    second = await w.runtime.launcher.prepare(pool, request)
+    runners = [r for r in w.github.state.all_runners() if r["name"] == "gh-abc-1"]
+    assert len(runners) == 1  # GitHub answered 409; the old registration was removed first
+    assert first.config.env[JITCONFIG_ENV] != second.config.env[JITCONFIG_ENV]
+    assert second.config.env[JITCONFIG_ENV] == w.github.state.jit_configs[runners[0]["id"]]
+    assert second.skip_secrets is True
