@@ -76,8 +76,19 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
                 return sorted(t for m in api.state.machines(RUNNERS_APP)
                               if (t := _started_at(m)) is not None)
 
-            eventually(lambda: len(started()) >= jobs, ideal * 3 + 60,
-                       "every runner machine started", interval=0.1)
+            try:
+                eventually(lambda: len(started()) >= jobs, ideal * 3 + 60,
+                           "every runner machine started", interval=0.1)
+            except AssertionError as exc:
+                # What a failed run saw, so that the report says where the chain stopped.
+                answers = [d.status for d in github.hooks.deliveries]
+                states = [m.state for m in api.state.machines(RUNNERS_APP)]
+                jits = sum(1 for _, path, _ in list(github.state.requests)
+                           if path.endswith("generate-jitconfig"))
+                raise AssertionError(
+                    f"{exc}: {len(started())}/{jobs} started; webhook answers {answers}; "
+                    f"{jits} JIT configs; machines {states}; scaler error "
+                    f"{scaler.error!r}") from None
             starts = started()
             github.hooks.wait_idle(10)
             deliveries = [d.status for d in github.hooks.deliveries]
