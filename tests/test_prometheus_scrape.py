@@ -32,6 +32,8 @@ from tests.scaler_harness import (
     require_binary,
 )
 
+pytest_plugins = ["scaler.github.pytest_plugin"]
+GITHUB_TOKEN = "ghtok-scrape-0123456789"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "fly-scaler.json"
 # Grafana's variables, as Grafana would expand them with "All" selected and a 1s scrape interval.
 SUBSTITUTIONS = {"$__rate_interval": "10s", "$__range": "1m", "$pool": ".*", "$queue": ".*"}
@@ -48,7 +50,7 @@ def _prometheus_binary() -> str:
 
 @contextlib.contextmanager
 def _running_scaler_metrics_url(
-    local_api: LocalAPIServer, redis_url: str, prefix: str
+    local_api: LocalAPIServer, redis_url: str, prefix: str, github_url: str
 ) -> Iterator[str]:
     """Yield the /metrics URL of a running scaler doing real work; stop it afterwards."""
     api = fly_client(local_api.url, local_api.token)
@@ -65,10 +67,16 @@ def _running_scaler_metrics_url(
          "min_machines": 1, "idle_timeout": "60s", "image": "local/sample:latest",
          "cmd": ["python", "-m", "workers.runner", "--drain"],
          "env": {**env, "SAMPLE_QUEUE": work}},
+        # A GitHub runner pool, so that the GitHub panels have series (at zero) too.
+        {"name": "gh", "mode": "github", "app": app, "queues": [f"g{jobs}"], "max_machines": 1,
+         "image": "runner", "labels": ["fly"], "repositories": ["acme/api"]},
     ]
     settings = make_settings(
         api_url=local_api.url, token=local_api.token, redis_url=redis_url, namespace=ns,
-        prefix=keys, app=app, queue=jobs, pools=pools, env={"SCALER_ENQUEUE_TOKENS": TOKEN},
+        prefix=keys, app=app, queue=jobs, pools=pools,
+        env={"SCALER_ENQUEUE_TOKENS": TOKEN, "SCALER_GITHUB_TOKEN": GITHUB_TOKEN,
+             "GITHUB_WEBHOOK_SECRET": "whsec-scrape-0123456789"},
+        sections={"github": {"api_url": github_url}},
     )
     for i in range(3):
         enqueue(redis_url, ns, keys, jobs, "record", f"{ns}:out", f"r{i}")
@@ -114,10 +122,13 @@ def _panel_queries() -> list[tuple[str, str]]:
 
 
 def test_every_dashboard_query_returns_data_from_a_scraped_scaler(
-    local_api: LocalAPIServer, redis_url: str, redis_prefix: str, tmp_path: Path
+    local_api: LocalAPIServer, redis_url: str, redis_prefix: str, tmp_path: Path,
+    github_api_factory: Any,
 ) -> None:
     _prometheus_binary()  # skip before starting anything when it is absent
-    with _running_scaler_metrics_url(local_api, redis_url, redis_prefix) as metrics_url:
+    github = github_api_factory(static_tokens=[GITHUB_TOKEN])
+    with _running_scaler_metrics_url(local_api, redis_url, redis_prefix,
+                                     github.url) as metrics_url:
         target = metrics_url.removeprefix("http://").removesuffix("/metrics")
         with prometheus_server(target, tmp_path) as prom:
             # rate() over the 10s window needs several scrapes of moving counters.

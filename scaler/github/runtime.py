@@ -143,16 +143,20 @@ class GitHubRuntime:
         return new
 
     async def run_resync(self, is_leader: Callable[[], bool], stop: asyncio.Event) -> None:
-        """Resync at once, then every ``github.resync_interval``, while leading, until ``stop``."""
+        """Resync as soon as this replica leads, then every ``github.resync_interval`` while it
+        leads, until ``stop``."""
         interval = self.settings.github.resync_interval
         while not stop.is_set():
-            if is_leader():
+            leading = is_leader()
+            if leading:
                 try:
                     await self.resync()
                 except Exception as exc:  # a resync must never take the process down
                     log.error("github resync failed", error=type(exc).__name__)
+            # A follower looks again soon: a replica that gains the lead resyncs at once.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=interval if leading else
+                                       min(interval, 1.0))
 
     async def aclose(self) -> None:
         """Close the API client."""
