@@ -175,6 +175,9 @@ class Service:
                 f"http.port: cannot listen on {host}:{port}: {exc.strerror or exc}; stop what "
                 "uses it or set another [http] port"
             ) from None
+        # Listening now: a request sent as soon as the port is known waits in the backlog until
+        # the server accepts it, instead of being refused.
+        sock.listen(2048)
         self.http_port = int(sock.getsockname()[1])
         return sock
 
