@@ -81,7 +81,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
                            "every runner machine started", interval=0.1)
             except AssertionError as exc:
                 # What a failed run saw, so that the report says where the chain stopped.
-                answers = [d.status for d in github.hooks.deliveries]
+                answers = [d.status or d.error for d in github.hooks.deliveries]
                 states = [m.state for m in api.state.machines(RUNNERS_APP)]
                 jits = sum(1 for _, path, _ in list(github.state.requests)
                            if path.endswith("generate-jitconfig"))
