@@ -303,3 +303,18 @@ async def test_a_queued_delivery_after_its_jobs_completed_one_queues_nothing(
     r = await post(scaler, *signed(queued))
     assert r.status_code == 200 and r.json()["result"] == "queued"
     assert await ready_ids(aredis, settings) == []
+
+
+async def test_a_job_taken_by_a_runner_not_ours_gives_up_its_waiting_message(
+    scaler: httpx.AsyncClient, github_api: LocalGitHubServer, aredis: aioredis.Redis,
+    settings: Settings,
+) -> None:
+    job = queue_job(github_api)
+    await post(scaler, *signed(payload(github_api, job, "queued")))
+    assert len(await ready_ids(aredis, settings)) == 1
+    other = github_api.state.register_runner(("repo", REPO), "someone-elses", ["self-hosted",
+                                                                             "fly"])
+    github_api.state.start_job(job, other["runner"]["id"])
+    r = await post(scaler, *signed(payload(github_api, job, "in_progress")))
+    assert r.json()["result"] == "started"
+    assert await ready_ids(aredis, settings) == []  # its demand is gone: no runner launched

@@ -8,7 +8,8 @@ resync would write it again, and nothing would launch a runner for it. :func:`to
 gap by count: for a pool, the jobs GitHub still has queued (the ledger's queued set) against the
 pool's units of demand (messages waiting in its queue and claims whose runner started no job);
 for each one missing it enqueues a replacement message ``github-job-{id}-{n}`` named after a
-queued job (the name is only for people reading the queue: runners are not bound to jobs). The
+queued job (the name is only for people reading the queue: runners are not bound to jobs), and
+for each one too many (two events raced) it withdraws the newest waiting message. The
 webhook calls it after each ``in_progress`` of a runner of ours, and the resync after listing.
 
 The opposite error (a job in the queued set that GitHub no longer has queued, because its
@@ -56,7 +57,15 @@ async def top_up(ledger: Ledger, pool: str, queue: str) -> int:
     returns how many were written."""
     queued = [int(_text(j)) for j in await ledger.redis.zrange(ledger.queued_key(pool), 0, -1)]
     missing = min(MAX_TOP_UP, len(queued) - await _units(ledger, queue))
-    if missing <= 0:
+    if missing < 0:
+        # More waiting messages and idle runners than jobs (two events raced): the waiting
+        # messages beyond go first; the planner withdraws idle runners beyond.
+        gone = await ledger.withdraw_waiting(queue, -missing)
+        if gone:
+            log.info("github demand trimmed: waiting messages beyond the queued jobs withdrawn",
+                     pool=pool, messages=gone)
+        return 0
+    if missing == 0:
         return 0
     store = MessageStore(ledger.redis, namespace=ledger.namespace, prefix=ledger.prefix)
     written = 0

@@ -304,6 +304,20 @@ class Ledger:
             return pool, "withdrawn"
         return None, "withdrawn"
 
+    async def withdraw_waiting(self, queue: str, n: int) -> int:
+        """Withdraw up to ``n`` of the newest messages waiting in ``queue`` (demand that is gone);
+        returns how many were."""
+        keys = ClaimKeys(self._ns, self._prefix, queue)
+        done = 0
+        for _ in range(n):
+            if not await self._withdraw(
+                keys=[message_record_key(self._prefix, ""), keys.ready, keys.msgs],
+                args=[self.now_ms(), keys.record_prefix],
+            ):
+                break
+            done += 1
+        return done
+
     async def withdraw_claim(
         self, queue: str, rmid: str, launch: int, fence: Fence | None, now_ms: int
     ) -> bool:

@@ -133,8 +133,11 @@ class GitHubWebhook:
         if event.action == JobAction.IN_PROGRESS:
             pool, waited = await self._ledger.started(event.job_id, event.runner_name,
                                                       routable=routable)
+            # The count may have moved either way (a runner of ours took a job with no message,
+            # or a runner not ours took one with a message): balance every runner pool.
+            for name, queue in self._queues.items():
+                await top_up(self._ledger, name, queue)
             if pool is not None:
-                await top_up(self._ledger, pool, self._queues[pool])
                 self._metrics.github_jobs_started.labels(pool).inc()
                 if waited is not None:
                     self._metrics.github_queue_to_started.labels(pool).observe(max(0.0, waited))
