@@ -37,10 +37,12 @@ from scaler.fly.models import CreateMachineRequest
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import orphans_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
+from scaler.jobs.slots import SlotStore
 from scaler.loop.claimview import check_options, claim_view
 from scaler.loop.creates import CREATE_RETRY, Created, send_create
 from scaler.loop.machines import per_job_request, worker_request
 from scaler.loop.overlay import InFlight, Overlay
+from scaler.loop.slots import create_slots, launch_on_slots
 from scaler.policy.types import (
     Action,
     ClaimView,
@@ -53,6 +55,8 @@ from scaler.policy.types import (
     Plan,
     Relaunch,
     RequeueOrDeadLetter,
+    SlotCreate,
+    SlotLaunch,
     Start,
 )
 from scaler.telemetry.metrics import Metrics
@@ -145,6 +149,23 @@ class Executor:
         if fence is None or current is None or current.value != fence.value:
             raise Fenced("the lease this plan was made under is gone: not sending the call")
 
+    async def call(self, fn: Callable[[], Awaitable[Any]], fence: Fence | None) -> Any:
+        """One Fly call under the concurrency limit, the fence checked before every attempt."""
+        return await self._call(fn, fence)
+
+    async def create_for_claim(
+        self, pool_name: str, claim: ClaimView, key: int, fence: Fence | None, report: ActReport
+    ) -> None:
+        """Create a claim's own machine and record what the create came to."""
+        await self._create_for_claim(pool_name, claim, key, fence, report)
+
+    async def create_counted(
+        self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, key: int,
+        fence: Fence | None, report: ActReport,
+    ) -> Created:
+        """One create, its in-flight entry and launch counted."""
+        return await self._create_counted(pool, request, job, key, fence, report)
+
     async def _call(self, fn: Callable[[], Awaitable[Any]], fence: Fence | None) -> Any:
         # The engine runs the check before every attempt and after every governor wait.
         async with self._sem:
@@ -169,7 +190,8 @@ class Executor:
         phase2 = [
             a for a in plan.actions if isinstance(a, GiveBack | DeadLetter | RequeueOrDeadLetter)
         ]
-        phase3 = [a for a in plan.actions if isinstance(a, Launch | Relaunch | Start | Create)]
+        phase3 = [a for a in plan.actions
+                  if isinstance(a, Launch | Relaunch | Start | Create | SlotLaunch | SlotCreate)]
 
         async def one(action: Action) -> None:
             try:
@@ -222,6 +244,10 @@ class Executor:
         elif isinstance(action, Create):
             for _ in range(action.count):
                 await self._create_worker(action.pool, fence, report)
+        elif isinstance(action, SlotLaunch):
+            await launch_on_slots(self, action, fence, now_ms, report)
+        elif isinstance(action, SlotCreate):
+            await create_slots(self, action, fence, report)
 
     async def _destroy(self, action: Destroy, fence: Fence | None) -> None:
         m = action.machine
@@ -231,6 +257,8 @@ class Executor:
             )
         self.overlay.destroyed[m.id] = self.clock()
         await self.redis.hdel(orphans_key(self.settings.redis.prefix), m.id)
+        if m.slot is not None:
+            await SlotStore(self.redis, self.settings.redis.prefix).forget(m.id)
         self.metrics.reaps.labels(action.pool or "(unknown)", action.reason).inc()
         log.info("machine destroyed", machine=m.id, name=m.name, pool=action.pool,
                  state=m.state, reason=action.reason, force=action.force,

@@ -40,6 +40,7 @@ from scaler.fly.errors import Forbidden, NotFound, Unauthorized, listing_problem
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import finished_machines_key, orphans_key
 from scaler.jobs.queues import read_queue_stats
+from scaler.jobs.slots import SlotStore
 from scaler.loop.claimview import Checked, check_options, claim_view
 from scaler.loop.governor import RateGovernor
 from scaler.loop.machines import META_SCALER, machine_view
@@ -138,6 +139,7 @@ class Observer:
                 budget[app] = 0.0
         all_inflight = {p: inflight.get(p, 0) for p in self.pools}
         metric_values = await self._metrics()
+        slot_jobs = await self._slot_jobs()
         return Observation(
             now=now,
             queues=queues,
@@ -146,7 +148,19 @@ class Observer:
             inflight=all_inflight,
             create_budget=budget,
             metric_values=metric_values,
+            slot_jobs=slot_jobs,
         )
+
+    async def _slot_jobs(self) -> dict[str, int] | None:
+        """Jobs run so far per warm slot (read only when a pool keeps slots)."""
+        if not any(p.warm_slots for p in self.pools.values()):
+            return {}
+        try:
+            bindings = await SlotStore(self.redis, self.settings.redis.prefix).bindings()
+        except Exception as exc:
+            self.unknown["redis"] = str(exc)
+            return None
+        return {mid: b.jobs for mid, b in bindings.items()}
 
     async def _queues(self, now: float) -> dict[str, QueueView | None]:
         s = self.settings.redis
