@@ -110,7 +110,8 @@ class Observer:
         self.clock_offset = 0.0  # Fly's clock minus ours, as last applied
         self._listings: dict[str, _Listing] = {}
         self._checked: dict[tuple[str, int], Checked] = {}  # per (job, launch) claimed
-        self._finished_seen: dict[str, float] = {}  # machine id -> when first seen finished
+        # machine id -> (its finished mark, when first seen with that mark)
+        self._finished_seen: dict[str, tuple[str, float]] = {}
         self.unknown: dict[str, str] = {}  # source -> why, for metrics and logs
         # apps whose listing fails for a reason only the operator can fix (token, missing app)
         self.misconfigured: set[str] = set()
@@ -222,16 +223,20 @@ class Observer:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(orphans_key(prefix))
-                pipe.hkeys(finished_machines_key(prefix))
+                pipe.hgetall(finished_machines_key(prefix))
                 orphans, finished = await pipe.execute()
         except Exception as exc:
             self.unknown["redis"] = str(exc)
             return {}, {}
+        # A warm slot finishes one job after another: a new mark (another value) is seen anew.
         seen, self._finished_seen = self._finished_seen, {}
-        for raw in finished:
-            mid = _text(raw)
-            self._finished_seen[mid] = seen.get(mid, now)
-        return {_text(k): float(v) for k, v in orphans.items()}, dict(self._finished_seen)
+        for raw, value in finished.items():
+            mid, mark = _text(raw), _text(value)
+            first = seen.get(mid)
+            self._finished_seen[mid] = first if first is not None and first[0] == mark else (
+                mark, now)
+        return ({_text(k): float(v) for k, v in orphans.items()},
+                {mid: at for mid, (_, at) in self._finished_seen.items()})
 
     async def _forget_marks_of_gone_machines(
         self, marks: Mapping[str, float], finished: Mapping[str, float],

@@ -32,6 +32,7 @@ from scaler.policy.index import AppIndex
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     ClaimView,
+    Destroy,
     MachineView,
     PoolPolicy,
     RequeueOrDeadLetter,
@@ -111,9 +112,10 @@ def refill_slots(
 
     Every slot of the current template that is not going away counts, busy or idle, and so do
     the pool's creates still in flight (they may be slots: never create past ``warm_slots``)."""
+    going = {a.machine.id for a in out.actions if isinstance(a, Destroy)}
     have = sum(
         1 for m in idx.by_pool.get(pool.name, ())
-        if m.slot == pool.slot_template and not is_gone(m.state) and not out.touched(m)
+        if m.slot == pool.slot_template and not is_gone(m.state) and m.id not in going
     )
     missing = max(0, pool.warm_slots - have - max(0, inflight))
     n = min(missing, max(0, budget))
