@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from scaler.jobs.claim_scripts import GUARD_LUA
-from scaler.jobs.keys import claims_key, finished_machines_key
+from scaler.jobs.keys import claims_key, finished_machines_key, slots_key
 
 if TYPE_CHECKING:
     import redis as syncredis
@@ -36,11 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["BIND_LUA", "BindOutcome", "SlotBinding", "SlotStore", "read_binding", "slots_key"]
 
 BindOutcome = Literal["bound", "busy", "gone", "elsewhere"]
-
-
-def slots_key(prefix: str) -> str:
-    """``{prefix}:slots``: HASH of slot machine id -> its last binding (JSON)."""
-    return f"{prefix}:slots"
 
 
 # KEYS: fence, slots, claims of the job's queue, finished machines.
