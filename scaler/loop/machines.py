@@ -167,11 +167,11 @@ def slot_template(pool: PoolSpec, settings: Settings) -> str:
 def slot_request(pool: PoolSpec, settings: Settings) -> CreateMachineRequest:
     """The create request of a warm slot: the pool's template and size, no job in its env (the
     runner finds its job by ``FLY_MACHINE_ID``), not ``auto_destroy`` (it stops between jobs),
-    restart policy ``no``, created without booting (``skip_launch``)."""
+    restart policy ``no``. It boots once as it is created (the runner finds no job and exits), so
+    it waits ``stopped`` with its first, slowest boot behind it."""
     return CreateMachineRequest(
         name=f"{pool.name}-s-{uuid.uuid4().hex[:12]}",
         region=pool.region,
-        skip_launch=True,
         config=_config(pool, settings, pool.guest, _slot_env(settings),
                        {META_SLOT: slot_template(pool, settings)}, auto_destroy=False),
     )
