@@ -11,6 +11,7 @@ from scaler.policy import (
     Destroy,
     Launch,
     MachineView,
+    MarkOrphan,
     Observation,
     Plan,
     PoolPolicy,
@@ -164,3 +165,40 @@ def test_a_started_slot_whose_job_finished_is_left_to_stop() -> None:
     p = run((exiting, slot("b"), slot("c")), ready=0)
     assert not destroyed(p)
     assert not p.of_type(SlotCreate)
+
+
+def test_a_started_slot_no_claim_owns_is_reaped_as_an_orphan() -> None:
+    # a stale binding: the slot runs, but no claim names it (its job was settled elsewhere)
+    stray = slot("a", state="started", started_at=NOW - 5)
+    p = run((stray, slot("b"), slot("c")), jobs={"a": 3})
+    (mark,) = p.of_type(MarkOrphan)
+    assert mark.machine.id == "a"
+    marked = replace(stray, orphan_marked_at=NOW - 61)
+    p = run((marked, slot("b"), slot("c")), jobs={"a": 3})
+    assert destroyed(p) == {"a": "orphan"}
+
+
+def test_a_slot_stuck_starting_is_destroyed_and_its_job_requeued() -> None:
+    stuck = slot("a", state="starting", updated_at=NOW - 200)
+    c = claim("j1", machine_id="a", claimed_at=NOW - 210, updated_at=NOW - 205)
+    p = run((stuck, slot("b")), claims=(c,), pool=replace(POOL, boot_timeout_s=120))
+    assert "a" in destroyed(p)
+    (requeue,) = p.of_type(RequeueOrDeadLetter)
+    assert requeue.claim.job == "j1"
+
+
+def test_an_old_slot_just_started_is_not_a_boot_timeout() -> None:
+    # created long ago, started 5 s ago, and listed without events (no started_at)
+    starting = slot("a", state="starting", created_at=NOW - 3600, updated_at=NOW - 5)
+    c = claim("j1", machine_id="a", claimed_at=NOW - 6, updated_at=NOW - 6)
+    p = run((starting, slot("b")), claims=(c,), pool=replace(POOL, boot_timeout_s=120))
+    assert not destroyed(p)
+    assert not p.of_type(RequeueOrDeadLetter)
+
+
+def test_a_new_slot_booting_once_is_left_alone() -> None:
+    warming = slot("a", state="started", started_at=NOW - 1, created_at=NOW - 3)
+    p = run((warming, slot("b"), slot("c")), jobs={})
+    assert not p.of_type(MarkOrphan) and not destroyed(p)
+    p = run((warming, slot("b"), slot("c")), jobs={"a": 1})  # it has run jobs: no claim, orphan
+    assert [m.machine.id for m in p.of_type(MarkOrphan)] == ["a"]

@@ -10,7 +10,7 @@ import redis
 import redis.asyncio
 
 from scaler.jobs.claims import ClaimStore, RunnerClaim, claims_key
-from scaler.jobs.keys import finished_machines_key
+from scaler.jobs.keys import finished_machines_key, orphans_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
 from scaler.jobs.slots import SlotStore, read_binding, slots_key
 from tests.test_claims import NOW, Q, enqueue
@@ -33,6 +33,7 @@ async def test_bind_records_job_launch_and_machine(
 ) -> None:
     rmid = await _claim_one(store, redis_client)
     redis_client.hset(finished_machines_key(store.prefix), "slot1", NOW)  # its last job's mark
+    redis_client.hset(orphans_key(store.prefix), "slot1", 1.0)  # watched while it had no job
     assert await slots.bind("ci", Q, rmid, 1, "slot1", NOW + 5, UNFENCED) == "bound"
     claim = json.loads(redis_client.hget(claims_key(store.prefix, Q), rmid) or b"{}")
     assert claim["machine_id"] == "slot1"
@@ -43,6 +44,7 @@ async def test_bind_records_job_launch_and_machine(
     assert (binding.queue, binding.job, binding.launch, binding.jobs, binding.pool) == (
         Q, rmid, 1, 1, "ci")
     assert redis_client.hget(finished_machines_key(store.prefix), "slot1") is None
+    assert redis_client.hget(orphans_key(store.prefix), "slot1") is None
     # binding it again is idempotent; the runner of that machine (only) may take the claim
     assert await slots.bind("ci", Q, rmid, 1, "slot1", NOW + 6, UNFENCED) == "bound"
     runner = RunnerClaim(redis_client, namespace=store.namespace, prefix=store.prefix, queue=Q,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from scaler.jobs.claim_scripts import GUARD_LUA
-from scaler.jobs.keys import claims_key, finished_machines_key, slots_key
+from scaler.jobs.keys import claims_key, finished_machines_key, orphans_key, slots_key
 
 if TYPE_CHECKING:
     import redis as syncredis
@@ -38,7 +38,7 @@ __all__ = ["BIND_LUA", "BindOutcome", "SlotBinding", "SlotStore", "read_binding"
 BindOutcome = Literal["bound", "busy", "gone", "elsewhere"]
 
 
-# KEYS: fence, slots, claims of the job's queue, finished machines.
+# KEYS: fence, slots, claims of the job's queue, finished machines, orphan marks.
 # ARGV: fence value, machine id, queue, rmid, launch, now_ms, prefix, pool.
 # 'gone': the claim is not there (or is another launch's); 'elsewhere': it is bound to another
 # machine; 'busy': the slot's previous binding is still live (its claim names this machine), so
@@ -73,6 +73,7 @@ redis.call('HSET', KEYS[3], ARGV[4], cjson.encode(claim))
 redis.call('HSET', KEYS[2], ARGV[2], cjson.encode({pool = ARGV[8], queue = ARGV[3], job = ARGV[4],
   launch = tonumber(ARGV[5]), jobs = jobs + 1, bound_at = now}))
 redis.call('HDEL', KEYS[4], ARGV[2])
+redis.call('HDEL', KEYS[5], ARGV[2])
 return 'bound'
 """
 
@@ -123,7 +124,7 @@ class SlotStore:
         from scaler.jobs.leader import fence_args, raise_if_fenced
 
         keys = [slots_key(self.prefix), claims_key(self.prefix, queue),
-                finished_machines_key(self.prefix)]
+                finished_machines_key(self.prefix), orphans_key(self.prefix)]
         fkey, fval = fence_args(fence, keys[0])
         try:
             out: Any = await self._bind(

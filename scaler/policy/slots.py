@@ -19,8 +19,10 @@ fingerprint of the template it was made from (``PoolPolicy.slot_template``). Rul
   binding; past that, or once the runner had taken the job (the slot stopped mid-job), the slot
   is destroyed and the job requeued or dead-lettered as for any machine that died (a slot that
   fails is replaced, never reused).
-- A started slot with no claim is judged by the per-job reaper as any machine (its job finished:
-  left to exit; otherwise an orphan), so a slot whose binding is stale is reaped too.
+- A slot boots once as it is created (no job: the runner exits) and is left alone meanwhile. A
+  started slot that has run jobs and has no claim is judged by the per-job reaper as any machine
+  (its job finished: left to exit; otherwise an orphan), so a slot whose binding is stale is
+  reaped too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 
 from scaler.policy.builder import PlanBuilder
 from scaler.policy.index import AppIndex
+from scaler.policy.reaper import verdict
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     ClaimView,
@@ -80,6 +83,12 @@ def free_slots(
         m for m in idx.by_pool.get(pool.name, ())
         if is_idle_slot(m) and m.id not in owned and not out.touched(m)
     ]
+    for m in idx.by_pool.get(pool.name, ()):
+        # A slot's first boot, as it is created: no job, it stops by itself (not an orphan).
+        warming = slot_jobs is not None and not slot_jobs.get(m.id) and m.finished_at is None
+        if (m.slot is not None and warming and not is_idle_slot(m) and not is_gone(m.state)
+                and m.id not in owned and verdict(m, pool, now) is None):
+            owned.add(m.id)
     if slot_jobs is None:
         owned.update(m.id for m in idle)
         if idle:

@@ -107,3 +107,22 @@ def test_a_template_change_replaces_the_slots(world: World) -> None:
     assert value.split("@")[1] in {m["id"] for m in new}  # never on an old slot
     states = {m["id"]: m["state"] for m in w.machines(include_deleted=True)}
     assert all(states[i] in ("destroying", "destroyed") for i in old)
+
+
+def test_a_job_with_its_own_size_gets_its_own_machine_not_a_slot(world: World) -> None:
+    w = world
+    key = f"{w.ns}:sized"
+    harness = ScalerHarness(w.settings(extra_pool={"warm_slots": 1})).start()
+    try:
+        (only,) = eventually(lambda: _idle_slots(w, 1), timeout=30, what="a warm slot")
+        eventually(lambda: _scaler_sees_idle_slots(harness, 1), timeout=30,
+                   what="the scaler sees the slot")
+        w.enqueue("record", key, "big", fly_machine={"cpus": 2, "memory_mb": 1024})
+        eventually(lambda: w.r.llen(key) >= 1, timeout=30, what="the sized job ran")
+    finally:
+        harness.stop()
+    others = [m for m in w.machines(include_deleted=True) if m["id"] != only["id"]]
+    assert len(others) == 1  # created for the job, with the job's size
+    assert w.values(key) == [f"big@{others[0]['id']}"]
+    assert others[0]["config"]["guest"]["cpus"] == 2
+    assert "fly_scaler_slot" not in others[0]["config"].get("metadata", {})
