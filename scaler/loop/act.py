@@ -151,22 +151,6 @@ class Executor:
 
     async def call(self, fn: Callable[[], Awaitable[Any]], fence: Fence | None) -> Any:
         """One Fly call under the concurrency limit, the fence checked before every attempt."""
-        return await self._call(fn, fence)
-
-    async def create_for_claim(
-        self, pool_name: str, claim: ClaimView, key: int, fence: Fence | None, report: ActReport
-    ) -> None:
-        """Create a claim's own machine and record what the create came to."""
-        await self._create_for_claim(pool_name, claim, key, fence, report)
-
-    async def create_counted(
-        self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, key: int,
-        fence: Fence | None, report: ActReport,
-    ) -> Created:
-        """One create, its in-flight entry and launch counted."""
-        return await self._create_counted(pool, request, job, key, fence, report)
-
-    async def _call(self, fn: Callable[[], Awaitable[Any]], fence: Fence | None) -> Any:
         # The engine runs the check before every attempt and after every governor wait.
         async with self._sem:
             with precondition(lambda: self._check_fence(fence)):
@@ -252,7 +236,7 @@ class Executor:
     async def _destroy(self, action: Destroy, fence: Fence | None) -> None:
         m = action.machine
         with contextlib.suppress(NotFound):  # already gone: the goal is reached
-            await self._call(
+            await self.call(
                 lambda: self.fly.destroy_machine(m.app, m.id, force=action.force), fence
             )
         self.overlay.destroyed[m.id] = self.clock()
@@ -318,7 +302,7 @@ class Executor:
         # makes them (its options check included), for their creates to go out now.
         views = [claim_view(c, check_options(c)) for c in got]
         await asyncio.gather(*(
-            self._create_for_claim(action.pool, v, key, fence, report)
+            self.create_for_claim(action.pool, v, key, fence, report)
             for key, v in zip(keys, views, strict=False)
         ))
 
@@ -333,11 +317,12 @@ class Executor:
             return
         pool = self.pools[action.pool]
         (key,) = self.inflight.reserve(action.pool, pool.app, self.clock(), [c.machine_name])
-        await self._create_for_claim(action.pool, c, key, fence, report)
+        await self.create_for_claim(action.pool, c, key, fence, report)
 
-    async def _create_for_claim(
+    async def create_for_claim(
         self, pool_name: str, claim: ClaimView, key: int, fence: Fence | None, report: ActReport
     ) -> None:
+        """Create a claim's own machine and record what the create came to in the claim."""
         if claim.machine_options_error is not None:
             # A claim just made whose options cannot be honoured: no create. The next plan sees
             # the error first and dead-letters the message.
@@ -355,7 +340,7 @@ class Executor:
         # Cancelled (stepped down, shutdown) or fenced, the create may still land: the claim keeps
         # its pending window, after which the leader finds the machine by name or relaunches it
         # under the same name.
-        created = await self._create_counted(pool, request, claim.job, key, fence, report)
+        created = await self.create_counted(pool, request, claim.job, key, fence, report)
         if created.machine_id is not None:
             await self.claims.record_machine(
                 claim.queue, claim.job, claim.launch, created.machine_id,
@@ -385,7 +370,7 @@ class Executor:
         exist already under its deterministic name (an earlier create, abandoned or of another
         leader, landed): the client then looks a name conflict up and returns that machine."""
         return await send_create(
-            lambda: self._call(
+            lambda: self.call(
                 lambda: self.fly.create_machine(
                     pool.app, request, retry=CREATE_RETRY, may_exist=job is not None
                 ),
@@ -396,7 +381,7 @@ class Executor:
 
     async def _start(self, action: Start, fence: Fence | None) -> None:
         m = action.machine
-        await self._call(lambda: self.fly.start_machine(m.app, m.id), fence)
+        await self.call(lambda: self.fly.start_machine(m.app, m.id), fence)
         self.overlay.started[m.id] = self.clock()
         self.metrics.launches.labels(action.pool, "started").inc()
         log.info("machine started", machine=m.id, pool=action.pool, reason=action.reason)
@@ -408,13 +393,13 @@ class Executor:
         request = worker_request(pool, self.settings)
         assert request.name is not None
         (key,) = self.inflight.reserve(pool_name, pool.app, self.clock(), [request.name])
-        created = await self._create_counted(pool, request, None, key, fence, report)
+        created = await self.create_counted(pool, request, None, key, fence, report)
         if created.machine_id is None and created.result == "abandoned":
             self.inflight.returned(key, None, self.clock())  # counted until a listing settles it
         elif created.machine_id is None:
             self.inflight.drop(key)
 
-    async def _create_counted(
+    async def create_counted(
         self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, key: int,
         fence: Fence | None, report: ActReport,
     ) -> Created:
