@@ -69,7 +69,9 @@ def refused(p: Plan, pool: str = "a", kind: str = "launch") -> int:
     )
 
 
-@pytest.mark.parametrize(("budget", "expected"), [(0.12 + 3 * UNIT, 3), (0.12 + 3 * UNIT - 1e-6, 2)])
+@pytest.mark.parametrize(
+    ("budget", "expected"), [(0.12 + 3 * UNIT, 3), (0.12 + 3 * UNIT - 1e-6, 2)]
+)
 def test_global_budget_refuses_at_the_boundary(budget: float, expected: int) -> None:
     p = plan(obs({"qa": 10}, spend(0.12)), [perjob()], Caps(100, budgets=Budgets(budget)))
     assert launched(p) == expected

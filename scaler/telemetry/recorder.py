@@ -156,7 +156,7 @@ class TickRecorder:
         seconds = max(0.0, now - last)
         label = size or "shared-cpu-1x"
         self.metrics.machine_seconds.labels(pool, label).inc(seconds)
-        price = price_per_second(label, memory_mb, self.settings.costs)
+        price = price_per_second(label, memory_mb, self.settings.price_overrides)
         self.metrics.cost.labels(pool, label).inc(seconds * price)
 
     def _log_decision(self, d: Decision, leader: bool) -> None:
