@@ -17,7 +17,9 @@ from scaler.jobs.keys import job_events_key, status_key
 from scaler.jobs.outcomes import JobEvent
 from scaler.loop.governor import RateGovernor
 from scaler.loop.observe import Observer
+from scaler.policy.budget_room import BudgetRoom
 from scaler.policy.caps import Ledger
+from scaler.policy.index import index_apps
 from scaler.policy.types import Caps, Decision, Observation, Plan, PoolPolicy
 from scaler.telemetry.costs import price_per_second
 from scaler.telemetry.metrics import Metrics
@@ -53,6 +55,7 @@ class TickRecorder:
         self._last_logged: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._cost_seen: dict[str, float] = {}
         self._unavailable: dict[str, str] = {}  # source -> the problem last logged
+        self._budgets: list[dict[str, Any]] = []  # for the status, as last recorded
 
     def record(self, obs: Observation, plan: Plan, leader: bool) -> None:
         """Metrics and one log event per decision (repeats of an unchanged decision at debug)."""
@@ -108,6 +111,29 @@ class TickRecorder:
                     waiting[d.pool] = waiting.get(d.pool, 0) + d.count
         for p in self.policies:
             m.launches_waiting_budget.labels(p.name).set(waiting.get(p.name, 0))
+        self._record_budgets(obs, ledger)
+
+    def _record_budgets(self, obs: Observation, ledger: Ledger) -> None:
+        """Spend, budget and what is left per budget scope, as the planner counted them."""
+        if not self.caps.budgets.any:
+            return
+        apps = index_apps(obs, self.policies)
+        room = BudgetRoom.from_observation(obs, self.policies, self.caps.budgets, ledger, apps)
+        m = self.metrics
+        self._budgets = []
+        for (scope, name), usd in room.budget.items():
+            label = name or "all"
+            m.budget.labels(scope, label).set(usd)
+            known = obs.spend is not None
+            if known:
+                m.spend_hour.labels(scope, label).set(room.spent[(scope, name)])
+                m.budget_remaining.labels(scope, label).set(room.room[(scope, name)])
+            self._budgets.append({
+                "scope": scope, "name": label, "budget": usd,
+                "spent": room.spent[(scope, name)] if known else None,
+                "committed": room.committed[(scope, name)] if known else None,
+                "remaining": room.room[(scope, name)] if known else None,
+            })
 
     def _log_unavailable(self, unknown: dict[str, str]) -> None:
         """A source that cannot be read is a warning once, when it starts or its cause changes,
@@ -142,9 +168,14 @@ class TickRecorder:
                 m.dead_letters.labels(ev.pool, ev.cause or "job_failed").inc()
             if ev.wait_s is not None:
                 m.enqueue_to_started.labels(ev.pool).observe(ev.wait_s)
+            cost = None
             if ev.run_s is not None:
                 m.job_run.labels(ev.pool).observe(ev.run_s)
-            _log_job(ev)
+                price = self.observer.prices.get(ev.pool)
+                if price is not None:
+                    cost = ev.run_s * price
+                    m.job_cost.labels(ev.pool).observe(cost)
+            _log_job(ev, cost)
 
     def _account_cost(
         self, machine_id: str, pool: str, size: str, memory_mb: int, now: float
@@ -203,6 +234,7 @@ class TickRecorder:
                 for d in plan.decisions
             ],
             "unknown": dict(self.observer.unknown),
+            "budgets": self._budgets,
         }
         try:
             await self.redis.set(
@@ -212,13 +244,15 @@ class TickRecorder:
             log.debug("status not published", error=str(exc))
 
 
-def _log_job(ev: JobEvent) -> None:
-    """One line per finished job, with dramatiq's message_id (the id the app got from send())."""
+def _log_job(ev: JobEvent, cost: float | None = None) -> None:
+    """One line per finished job, with dramatiq's message_id (the id the app got from send())
+    and its estimated cost (run seconds x its pool's price; ``None`` if either is unknown)."""
     fields: dict[str, Any] = dict(
         outcome=ev.outcome, queue=ev.queue, pool=ev.pool, message_id=ev.message_id,
         redis_message_id=ev.redis_message_id, machine=ev.machine_id, launch=ev.launch,
         actor=ev.actor,
         run_s=None if ev.run_s is None else round(ev.run_s, 3),
+        cost_usd=None if cost is None else round(cost, 8),
     )
     if ev.outcome == "dead_lettered":
         log.warning("job finished", reason=ev.reason, cause=ev.cause, **fields)
