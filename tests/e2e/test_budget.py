@@ -4,12 +4,14 @@ scaler still knows the hour's spend, and once that spend leaves the rolling hour
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
 import pytest
 
-from scaler.jobs.keys import QueueKeys, spend_at_key, spend_bucket_key
+from scaler.commands.status import format_status
+from scaler.jobs.keys import QueueKeys, spend_at_key, spend_bucket_key, status_key
 from tests.e2e.world import World
 from tests.scaler_harness import ScalerHarness, eventually
 
@@ -54,6 +56,16 @@ def test_jobs_wait_under_a_spent_budget_and_run_when_the_hour_rolls(world: World
         h = ScalerHarness(settings).start()
         try:
             _refuses_for_a_while(h)
+            assert h.service is not None
+            reg = h.service.metrics.registry
+            scope = {"scope": "global", "name": "all"}
+            assert reg.get_sample_value("fly_scaler_budget_per_hour_usd", scope) == 0.5
+            assert (reg.get_sample_value("fly_scaler_spend_rolling_hour_usd", scope) or 0) >= 1.0
+            assert (reg.get_sample_value("fly_scaler_budget_remaining_usd", scope) or 0) <= -0.5
+            status = json.loads(w.r.get(status_key(prefix)) or "{}")
+            text = format_status(status)
+            assert "budgets (USD per rolling hour):" in text and "of 0.50 (left -" in text, text
+            assert any(d["reason"] == "budget" for d in status["decisions"])
         finally:
             h.stop()
         assert w.machines(include_deleted=True) == []
@@ -67,6 +79,12 @@ def test_jobs_wait_under_a_spent_budget_and_run_when_the_hour_rolls(world: World
     try:
         eventually(lambda: w.r.llen(out_key) >= n, timeout=60, what="all jobs ran")
         eventually(lambda: not w.machines(), timeout=30, what="no machine left")
+        assert h.service is not None
+        reg = h.service.metrics.registry
+        eventually(lambda: reg.get_sample_value("fly_scaler_job_cost_usd_count",
+                                                {"pool": "jobs"}) == n,
+                   timeout=10, what="each job's cost in the histogram")
+        assert (reg.get_sample_value("fly_scaler_job_cost_usd_sum", {"pool": "jobs"}) or 0) > 0
     finally:
         h.stop()
     assert sorted(v.split("@")[0] for v in w.values(out_key)) == [f"job{i}" for i in range(n)]
