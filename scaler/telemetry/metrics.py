@@ -185,8 +185,9 @@ class Metrics:
             "price of one launch, launches wait with reason budget.", ["scope", "name"],
             registry=r)
         self.job_cost = Histogram(
-            p + "job_cost_usd", "Estimated cost of each finished job (run seconds x its pool's "
-            "price), by pool.", ["pool"], buckets=JOB_COST_BUCKETS, registry=r)
+            p + "job_cost_usd", "Estimated cost of each finished job (its machine's started "
+            "seconds up to the job's end, else its run time, x price), by pool.", ["pool"],
+            buckets=JOB_COST_BUCKETS, registry=r)
 
         # The enqueue API.
         self.http_enqueued = Counter(
