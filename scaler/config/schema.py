@@ -385,12 +385,10 @@ class Settings(_Model):
                 line += f"  budget_per_hour=${a.budget_per_hour:g}"
             lines.append(line)
         if self.costs:
-            prices = sorted(self.price_overrides.items())
-            budget = self.costs.get(BUDGET_KEY)
-            lines.append(
-                "costs:      " + "  ".join(f"{k}={v:g}/s" for k, v in prices)
-                + (f"  budget_per_hour=${budget:g}" if budget is not None else "")
-            )
+            parts = [f"{k}={v:g}/s" for k, v in sorted(self.price_overrides.items())]
+            if (budget := self.costs.get(BUDGET_KEY)) is not None:
+                parts.append(f"budget_per_hour=${budget:g}")
+            lines.append("costs:      " + "  ".join(parts))
         lines.append(f"pools ({len(self.pools)}):")
         for p in self.pools:
             line = (
