@@ -76,7 +76,8 @@ def _running_scaler_metrics_url(
         prefix=keys, app=app, queue=jobs, pools=pools,
         env={"SCALER_ENQUEUE_TOKENS": TOKEN, "SCALER_GITHUB_TOKEN": GITHUB_TOKEN,
              "GITHUB_WEBHOOK_SECRET": "whsec-scrape-0123456789"},
-        sections={"github": {"api_url": github_url}},
+        # a budget, so its panel has series; a github pool's API, so the GitHub panels have some
+        sections={"costs": {"budget_per_hour": 100.0}, "github": {"api_url": github_url}},
     )
     for i in range(3):
         enqueue(redis_url, ns, keys, jobs, "record", f"{ns}:out", f"r{i}")

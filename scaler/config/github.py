@@ -150,6 +150,9 @@ def github_pool_problems(pool: Mapping[str, Any], given: set[str]) -> _Found:
         problems.append((("runner_group_id",), "runner groups exist at organization scope "
                                                "only; remove it or set runner_scope to the "
                                                "organization"))
+    for key in sorted(given & {"warm_slots", "slot_max_jobs", "slot_max_age"}):
+        problems.append(((key,), f"{key!r} does not apply to github pools: a runner's JIT config "
+                                 "is single-use, so a runner machine cannot be kept warm"))
     queues = pool.get("queues")
     if isinstance(queues, list | tuple) and len(queues) > 1:
         problems.append((("queues",), "a github pool has exactly one queue (where its jobs "

@@ -3,6 +3,7 @@
 No I/O, no clock, no randomness: the same observation always yields the same plan.
 """
 
+from scaler.policy.budget import Budgets, Spend
 from scaler.policy.planner import plan
 from scaler.policy.types import (
     Action,
@@ -31,6 +32,7 @@ from scaler.policy.types import (
 
 __all__ = [
     "Action",
+    "Budgets",
     "Caps",
     "ClaimAction",
     "ClaimView",
@@ -50,6 +52,7 @@ __all__ = [
     "Relaunch",
     "RequeueOrDeadLetter",
     "RunnerView",
+    "Spend",
     "Start",
     "Withdraw",
     "plan",
