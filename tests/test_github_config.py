@@ -56,6 +56,7 @@ def test_a_complete_github_pool_is_understood() -> None:
      "organization scope only"),
     (pool(queues=["a", "b"]), "pools[0].queues", "exactly one queue"),
     (pool(min_machines=1), "pools[0].min_machines", "worker pools only"),
+    (pool(warm_slots=2), "pools[0].warm_slots", "single-use"),
     ({**pool(), "mode": "per-job"}, "pools[0].labels", 'set mode = "github"'),
 ])
 def test_a_bad_github_pool_names_the_key_and_the_fix(spec: dict[str, Any], where: str,
