@@ -179,6 +179,25 @@ class PrometheusSettings(_Model):
     timeout: PositiveDuration = 5.0
 
 
+class RecordSettings(_Model):
+    """``[record]``: record a trace continuously while ``scaler run`` leads (docs/replay.md).
+
+    - ``enabled``: record (false).
+    - ``path``: the current trace file (``traces/trace.jsonl``); rotated files beside it are named
+      ``trace.<UTC time>.jsonl``.
+    - ``rotate_every``: start a new file this often (``1h``).
+    - ``keep``: rotated files kept; older ones are deleted (24).
+    - ``list_interval``: how often the recorder lists machines, spending the same rate budget as
+      the scaler (``5s``).
+    """
+
+    enabled: StrictBool = False
+    path: Path = Path("traces/trace.jsonl")
+    rotate_every: PositiveDuration = 3600.0
+    keep: PositiveInt = 24
+    list_interval: PositiveDuration = 5.0
+
+
 class GuestSpec(_Model):
     """``guest = { cpus = 1, memory_mb = 256, cpu_kind = "shared" }``: an explicit machine size
     (validated by ``scaler.fly.sizing``); any key left out comes from ``size`` or the default."""
@@ -282,7 +301,7 @@ class PoolSpec(_Model):
 class Settings(_Model):
     """The whole configuration. Sections: ``fly``, ``redis``, ``scaler``, ``apps``, ``http``,
     ``prometheus``, ``costs`` (USD per second by preset name, overriding
-    ``scaler.telemetry.costs``) and ``pools``. See each section's class for its keys."""
+    ``scaler.telemetry.costs``), ``record`` and ``pools``. See each section's class for its keys."""
 
     fly: FlySettings = Field(default_factory=FlySettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -291,6 +310,7 @@ class Settings(_Model):
     http: HttpSettings = Field(default_factory=HttpSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     costs: dict[StrictStr, NonNegFloat] = Field(default_factory=dict)
+    record: RecordSettings = Field(default_factory=RecordSettings)
     pools: tuple[PoolSpec, ...] = ()
 
     @model_validator(mode="after")
@@ -351,6 +371,9 @@ class Settings(_Model):
             f"  enqueue_tokens={len(self.http.enqueue_tokens)}",
             f"prometheus: {self.prometheus.url or 'none'}",
         ]
+        if self.record.enabled:
+            lines.append(f"record:     {self.record.path}  every={d(self.record.rotate_every)}"
+                         f"  keep={self.record.keep}")
         for app, a in sorted(self.apps.items()):
             lines.append(f"app {app}: max_machines={a.max_machines}")
         if self.costs:

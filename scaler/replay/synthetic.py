@@ -87,22 +87,22 @@ def _parse_clause(clause: str, default_queue: str) -> _Clause:
                 start = value
             i += 2
             continue
-        key, sep, value = word.partition("=")
-        if not sep or not value:
+        key, sep, text = word.partition("=")
+        if not sep or not text:
             raise SyntheticError(f"{clause!r}: cannot read {word!r}; {_USAGE}")
         if key == "rate":
-            m = _RATE.match(value)
+            m = _RATE.match(text)
             if not m:
-                raise SyntheticError(f"{clause!r}: rate {value!r}; write it as N/s, N/m or N/h")
+                raise SyntheticError(f"{clause!r}: rate {text!r}; write it as N/s, N/m or N/h")
             rate = float(m.group(1)) / _PER[m.group(2)]
         elif key == "queue":
-            queue = value
+            queue = text
         elif key == "run":
-            low, dash, high = value.partition("-")
+            low, dash, high = text.partition("-")
             lo = _duration(low, "run", clause)
             hi = _duration(high, "run", clause) if dash else lo
             if hi < lo:
-                raise SyntheticError(f"{clause!r}: run {value!r}: the range goes low-high")
+                raise SyntheticError(f"{clause!r}: run {text!r}: the range goes low-high")
             run = (lo, hi)
         else:
             raise SyntheticError(f"{clause!r}: unknown key {key!r}; use rate=, queue= or run=")

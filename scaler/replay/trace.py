@@ -207,7 +207,7 @@ def parse_lines(lines: Iterable[str], name: str = "trace") -> Trace:
             continue
         try:
             data = json.loads(raw)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise TraceError(f"{where}: not JSON ({exc.msg}); each line is one JSON object") \
                 from None
         if not isinstance(data, dict):
