@@ -30,6 +30,7 @@ class PoolStats:
     lost: int = 0
     waits: list[float] = field(default_factory=list)
     wait_points: list[tuple[float, float]] = field(default_factory=list)
+    machines_created: int = 0
     peak_machines: int = 0
     mean_machines: float = 0.0
     machine_seconds: float = 0.0
@@ -43,6 +44,7 @@ class PoolStats:
             "wait_p50_s": percentile(self.waits, 0.50),
             "wait_p95_s": percentile(self.waits, 0.95),
             "wait_max_s": max(self.waits) if self.waits else None,
+            "machines_created": self.machines_created,
             "peak_machines": self.peak_machines,
             "mean_machines": round(self.mean_machines, 4),
             "machine_seconds": round(self.machine_seconds, 3),
@@ -110,7 +112,8 @@ def _s(value: float | None) -> str:
 
 def format_table(reports: list[tuple[str, Report]]) -> str:
     """The per-pool table, one row per (label, pool); several labels compare configs."""
-    head = ("config", "pool", "jobs", "wait p50", "p95", "max", "peak", "mean", "machine-s",
+    head = ("config", "pool", "jobs", "wait p50", "p95", "max", "created", "peak", "mean",
+            "machine-s",
             "cost $", "not taken")
     rows = [head]
     for label, r in reports:
@@ -118,7 +121,7 @@ def format_table(reports: list[tuple[str, Report]]) -> str:
             s = p.summary()
             taken = ", ".join(f"{k} {v}" for k, v in p.not_taken.items()) or "-"
             rows.append((label, p.pool, str(p.jobs), _s(s["wait_p50_s"]), _s(s["wait_p95_s"]),
-                         _s(s["wait_max_s"]), str(p.peak_machines), f"{p.mean_machines:.2f}",
+                         _s(s["wait_max_s"]), str(p.machines_created), str(p.peak_machines), f"{p.mean_machines:.2f}",
                          f"{p.machine_seconds:.0f}", f"{p.cost_usd:.4f}", taken))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

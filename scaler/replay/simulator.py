@@ -446,6 +446,7 @@ class Simulator:
 
     def _create(self, spec: PoolSpec, claim: SimClaim | None) -> None:
         self.fly.bucket(spec.app, self.now).reserve(self.now)
+        self.stats[spec.name].machines_created += 1
         guest = job_guest(spec, claim.job.options if claim else None)
         label = size_label(guest.cpu_kind or "shared", guest.cpus or 1)
         m = self.fly.new_machine(
