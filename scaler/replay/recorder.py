@@ -159,6 +159,7 @@ class TraceRecorder:
     async def run(self, stop: asyncio.Event, duration: float | None = None) -> None:
         """Poll until ``stop`` is set or ``duration`` seconds have passed."""
         started = self.clock()
+        self.writer.write(())  # the header now: the file exists from the start
         while not stop.is_set():
             try:
                 await self.poll()

@@ -121,7 +121,8 @@ def format_table(reports: list[tuple[str, Report]]) -> str:
             s = p.summary()
             taken = ", ".join(f"{k} {v}" for k, v in p.not_taken.items()) or "-"
             rows.append((label, p.pool, str(p.jobs), _s(s["wait_p50_s"]), _s(s["wait_p95_s"]),
-                         _s(s["wait_max_s"]), str(p.machines_created), str(p.peak_machines), f"{p.mean_machines:.2f}",
+                         _s(s["wait_max_s"]), str(p.machines_created), str(p.peak_machines),
+                         f"{p.mean_machines:.2f}",
                          f"{p.machine_seconds:.0f}", f"{p.cost_usd:.4f}", taken))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
