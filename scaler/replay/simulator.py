@@ -19,7 +19,6 @@ import heapq
 import statistics
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from scaler.config import Settings
@@ -35,7 +34,6 @@ from scaler.policy.types import (
     Destroy,
     GiveBack,
     Launch,
-    MachineOptions,
     MarkOrphan,
     Observation,
     Plan,
@@ -46,6 +44,7 @@ from scaler.policy.types import (
 )
 from scaler.replay.report import PoolStats, Report
 from scaler.replay.simfly import SimFly, SimMachine
+from scaler.replay.simjobs import Sampler, SimClaim, SimJob, machine_options
 from scaler.replay.trace import Trace
 from scaler.telemetry.costs import price_per_second, size_label
 
@@ -54,67 +53,6 @@ __all__ = ["TICK_INTERVAL_S", "Simulator", "simulate"]
 TICK_INTERVAL_S = 0.1
 """The closest two ticks follow each other (the loop re-lists no faster than this)."""
 DEFAULT_RUN_S = 10.0
-
-
-@dataclass
-class SimJob:
-    """One message of the trace."""
-
-    id: str
-    queue: str
-    enqueued_at: float
-    run_s: float
-    outcome: str
-    options: MachineOptions | None
-    launches: int = 0
-    started_at: float | None = None
-    ended_at: float | None = None
-    ended: str | None = None
-
-
-@dataclass
-class SimClaim:
-    """A claim as the claim store holds it."""
-
-    job: SimJob
-    pool: str
-    launch: int
-    claimed_at: float
-    machine_name: str
-    machine_id: str | None = None
-    updated_at: float | None = None
-    running: bool = False
-
-    def view(self) -> ClaimView:
-        """The planner's view, as :mod:`scaler.loop.claimview` builds it."""
-        return ClaimView(
-            queue=self.job.queue, job=self.job.id, message_id=self.job.id, pool=self.pool,
-            launch=self.launch, claimed_at=self.claimed_at, machine_name=self.machine_name,
-            state="running" if self.running else "claimed", machine_id=self.machine_id,
-            updated_at=self.updated_at, machine_options=self.job.options,
-            enqueued_at=self.job.enqueued_at,
-        )
-
-
-def _options(raw: dict[str, Any]) -> MachineOptions | None:
-    if not raw:
-        return None
-    cpus, mem = raw.get("cpus"), raw.get("memory_mb")
-    return MachineOptions(
-        cpu_kind=raw.get("cpu_kind") if cpus is not None else None,
-        cpus=cpus if isinstance(cpus, int) else None,
-        memory_mb=mem if isinstance(mem, int) else None,
-        region=raw.get("region") if isinstance(raw.get("region"), str) else None,
-    )
-
-
-@dataclass
-class _Sampler:
-    """Time series for the chart, and the time-weighted sums behind the means."""
-
-    times: list[float] = field(default_factory=list)
-    depth: dict[str, list[int]] = field(default_factory=dict)
-    machines: dict[str, list[int]] = field(default_factory=dict)
 
 
 class Simulator:
@@ -148,7 +86,7 @@ class Simulator:
         self.not_taken: dict[str, Counter[str]] = {p: Counter() for p in self.specs}
         self.stats = {p: PoolStats(pool=p) for p in self.specs}
         self.cap_violations: list[str] = []
-        self.samples = _Sampler()
+        self.samples = Sampler()
         self._area: dict[str, float] = {p: 0.0 for p in self.specs}
         self._last_area_t = self.now
         self.ticks = 0
@@ -174,7 +112,7 @@ class Simulator:
         for e in self.trace.enqueues:
             run_s, outcome = runs.get(e.message_id, (None, "done"))
             job = SimJob(e.message_id, e.queue, e.t, default_run if run_s is None else run_s,
-                         outcome, _options(e.options))
+                         outcome, machine_options(e.options))
             self.jobs.append(job)
             self._at(e.t, "enqueue", job)
         resync = self.settings.scaler.resync_interval
