@@ -194,3 +194,6 @@ def test_simulate_refuses_a_bad_spec_or_speed(
     assert "at 'noon'" in capsys.readouterr().err
     assert main(["simulate", "-c", str(a), "--synthetic", "burst 5", "--speed", "fast"]) == 2
     assert "--speed 'fast': use max or a positive number" in capsys.readouterr().err
+    assert main(["simulate", "-c", str(a)]) == 2
+    assert "give --trace PATH (from `scaler record`) or --synthetic SPEC" in \
+        capsys.readouterr().err

@@ -22,7 +22,7 @@ from scaler.replay.trace import Trace, TraceError, read_trace, write_trace
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The trace (``--trace`` or ``--synthetic``), ``--compare``, outputs and pace."""
     add_config_argument(parser)
-    src = parser.add_mutually_exclusive_group(required=True)
+    src = parser.add_mutually_exclusive_group()
     src.add_argument("--trace", type=Path, metavar="PATH", help="a trace from `scaler record`")
     src.add_argument("--synthetic", metavar="SPEC",
                      help='a synthetic trace, e.g. "poisson rate=5/s for 10m, burst 500 at 5m"')
@@ -72,6 +72,10 @@ def _paced(speed: float | None) -> Callable[[float, SimFly], None] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay, print the table, write the JSON report and the chart; 2 on bad input."""
+    if args.trace is None and args.synthetic is None:
+        print("scaler simulate: nothing to replay; give --trace PATH (from `scaler record`) or "
+              '--synthetic SPEC, e.g. --synthetic "poisson rate=5/s for 10m"', file=sys.stderr)
+        return 2
     settings = load_or_report(args, "simulate")
     if settings is None:
         return 2
