@@ -197,3 +197,16 @@ def test_simulate_refuses_a_bad_spec_or_speed(
     assert main(["simulate", "-c", str(a)]) == 2
     assert "give --trace PATH (from `scaler record`) or --synthetic SPEC" in \
         capsys.readouterr().err
+
+
+def test_the_peak_spend_of_any_hour_is_what_a_budget_per_hour_would_see() -> None:
+    # one machine at a time, back to back: 3 s boot, 100 s run, 1 s stop; 50 jobs = 87 minutes
+    report = simulate(settings({"name": "p", "queues": ["q"], "max_machines": 1}),
+                      jobs(*[(0.0, 100.0)] * 50))
+    p = report.pool("p")
+    price = price_per_second("shared-cpu-1x", 0)
+    assert p.cost_usd == pytest.approx(5000 * price)
+    # an hour holds 3600/104 cycles of 100 billed seconds, give or take one job's run
+    assert p.peak_hour_spend_usd == pytest.approx(3600 * 100 / 104 * price, abs=100 * price)
+    assert p.peak_hour_spend_usd <= 3600 * price  # one machine cannot spend more in an hour
+    assert report.peak_hour_spend_usd == pytest.approx(p.peak_hour_spend_usd)

@@ -35,6 +35,7 @@ class PoolStats:
     mean_machines: float = 0.0
     machine_seconds: float = 0.0
     cost_usd: float = 0.0
+    peak_hour_spend_usd: float = 0.0
     not_taken: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -49,6 +50,7 @@ class PoolStats:
             "mean_machines": round(self.mean_machines, 4),
             "machine_seconds": round(self.machine_seconds, 3),
             "cost_usd": round(self.cost_usd, 6),
+            "peak_hour_spend_usd": round(self.peak_hour_spend_usd, 6),
             "not_taken": self.not_taken,
         }
 
@@ -67,6 +69,7 @@ class Report:
     samples_t: list[float]
     samples_depth: dict[str, list[int]]
     samples_machines: dict[str, list[int]]
+    peak_hour_spend_usd: float = 0.0
 
     def pool(self, name: str) -> PoolStats:
         """The stats of one pool."""
@@ -83,6 +86,7 @@ class Report:
             "virtual_seconds": round(self.virtual_seconds, 3),
             "ticks": self.ticks,
             "caps_held": not self.cap_violations,
+            "peak_hour_spend_usd": round(self.peak_hour_spend_usd, 6),
             "cap_violations": self.cap_violations,
             "pools": {p.pool: p.summary() for p in self.pools},
             "series": {

@@ -45,6 +45,7 @@ from scaler.policy.types import (
 from scaler.replay.report import PoolStats, Report
 from scaler.replay.simfly import SimFly, SimMachine
 from scaler.replay.simjobs import Sampler, SimClaim, SimJob, machine_options
+from scaler.replay.spend import RollingSpend
 from scaler.replay.trace import Trace
 from scaler.telemetry.costs import price_per_second, size_label
 
@@ -83,11 +84,14 @@ class Simulator:
         self._seq = 0
         self._tick_due: float | None = None
         self._last_tick = float("-inf")
+        self._progress_at = self.now
         self.not_taken: dict[str, Counter[str]] = {p: Counter() for p in self.specs}
         self.stats = {p: PoolStats(pool=p) for p in self.specs}
         self.cap_violations: list[str] = []
         self.samples = Sampler()
         self._area: dict[str, float] = {p: 0.0 for p in self.specs}
+        self.hour_spend = {p: RollingSpend() for p in self.specs}
+        self.all_hour_spend = RollingSpend()
         self._last_area_t = self.now
         self.ticks = 0
 
@@ -125,14 +129,15 @@ class Simulator:
     # -- the run -----------------------------------------------------------------------------
 
     def run(self, drain_s: float = 3600.0) -> Report:
-        """Replay until every job ended and no machine is live, or ``drain_s`` of virtual time
-        after the trace's last event (a job no pool can run would otherwise wait forever)."""
+        """Replay until every job ended and no machine is live, or until ``drain_s`` of virtual
+        time passed after the trace's last event with no machine changing (a job no pool can run
+        would otherwise wait forever)."""
         self._load()
         end = self.trace.events[-1].t if self.trace.events else self.now
-        limit = end + drain_s
+        self._progress_at = end
         while self._events:
             t, _, kind, payload = heapq.heappop(self._events)
-            if t > limit:
+            if t > self._progress_at + drain_s:
                 break
             self._advance(t)
             self._handle(kind, payload)
@@ -148,6 +153,7 @@ class Simulator:
     def _advance(self, t: float) -> None:
         dt = t - self._last_area_t
         if dt > 0:
+            spent: dict[str, float] = {}
             for m in self.fly.machines.values():
                 if m.live:
                     self._area[m.pool] = self._area.get(m.pool, 0.0) + dt
@@ -155,6 +161,10 @@ class Simulator:
                     s = self.stats[m.pool]
                     s.machine_seconds += dt
                     s.cost_usd += dt * m.price_per_s
+                    spent[m.pool] = spent.get(m.pool, 0.0) + dt * m.price_per_s
+            for pool, rolling in self.hour_spend.items():
+                rolling.add(t, spent.get(pool, 0.0))
+            self.all_hour_spend.add(t, sum(spent.values()))
             self._last_area_t = t
         self.now = max(self.now, t)
 
@@ -172,6 +182,7 @@ class Simulator:
                 self.ready[job.queue].append(job)
             self._wake_workers(job.queue)
         elif kind == "state":
+            self._progress_at = max(self._progress_at, self.now)
             machine_id, generation, state = payload
             m = self.fly.machines.get(machine_id)
             if m is None or m.generation != generation:
@@ -417,6 +428,7 @@ class Simulator:
         for name, s in self.stats.items():
             s.mean_machines = self._area.get(name, 0.0) / span
             s.not_taken = dict(sorted(self.not_taken[name].items()))
+            s.peak_hour_spend_usd = self.hour_spend[name].peak
             s.lost = sum(1 for j in self.jobs
                          if self.pool_of_queue.get(j.queue) == name and j.ended is None)
         return Report(
@@ -424,6 +436,7 @@ class Simulator:
             origin=self.trace.header.started_at,
             virtual_seconds=span, ticks=self.ticks, pools=list(self.stats.values()),
             cap_violations=self.cap_violations[:20],
+            peak_hour_spend_usd=self.all_hour_spend.peak,
             samples_t=[t - self.trace.header.started_at for t in self.samples.times],
             samples_depth=self.samples.depth, samples_machines=self.samples.machines,
         )
