@@ -210,3 +210,17 @@ def test_the_peak_spend_of_any_hour_is_what_a_budget_per_hour_would_see() -> Non
     assert p.peak_hour_spend_usd == pytest.approx(3600 * 100 / 104 * price, abs=100 * price)
     assert p.peak_hour_spend_usd <= 3600 * price  # one machine cannot spend more in an hour
     assert report.peak_hour_spend_usd == pytest.approx(p.peak_hour_spend_usd)
+
+
+def test_a_speed_paces_virtual_time_against_the_wall_clock(tmp_path: Path) -> None:
+    import time
+
+    a = _toml(tmp_path / "a.toml", 2)
+    started = time.monotonic()
+    rc = main(["simulate", "-c", str(a), "--synthetic", "burst 2 at 0s run=5s", "--speed",
+               "50", "--no-chart", "--json", str(tmp_path / "r.json")])
+    elapsed = time.monotonic() - started
+    assert rc == 0
+    virtual = json.loads((tmp_path / "r.json").read_text())["virtual_seconds"]
+    assert virtual > 5  # boot, run and stop
+    assert elapsed >= virtual / 50 * 0.9
