@@ -146,14 +146,15 @@ class TraceRecorder:
         """One poll: the events seen since the last one (also written)."""
         events: list[Event] = []
         for queue, keys in self.queues.items():
-            events.extend(await self._enqueues(queue, keys))
-            events.extend(await self._job_ends(queue))
+            found = [*await self._enqueues(queue, keys), *await self._job_ends(queue)]
+            self.writer.write(found)  # now: what was marked seen is never lost to a later error
+            events.extend(found)
         now = self.clock()
         if self.fly is not None and now - self._last_list >= self.list_interval:
             self._last_list = now
-            events.extend(await self._listings(now))
-        if events:
-            self.writer.write(events)
+            changes = await self._listings(now)
+            self.writer.write(changes)
+            events.extend(changes)
         return events
 
     async def run(self, stop: asyncio.Event, duration: float | None = None) -> None:

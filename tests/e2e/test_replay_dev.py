@@ -62,12 +62,15 @@ def test_a_recorded_dev_run_replays_with_its_job_and_machine_counts(
         eventually(lambda: not w.machines() or None, timeout=30, what="no machine left")
 
         def gone_recorded() -> bool | None:
-            t = read_trace(cli_trace)
-            gone = sum(1 for m in t.machines if m.event == "gone")
-            return (len(t.jobs) >= JOBS and gone >= len(w.machines(include_deleted=True))) \
-                or None
+            ran = len(w.machines(include_deleted=True))
+            for path in (cli_trace, service_trace):
+                t = read_trace(path)
+                if len(t.jobs) < JOBS or sum(1 for m in t.machines if m.event == "gone") < ran:
+                    return None
+            return True
 
-        eventually(gone_recorded, timeout=30, what="the recorder saw every machine go")
+        eventually(gone_recorded, timeout=30,
+                   what="both recorders saw every job end and machine go")
     finally:
         recorder.send_signal(signal.SIGINT)
         recorder.communicate(timeout=20)
