@@ -27,10 +27,15 @@ key                         type    what
 ``{p}:finished``            HASH    machine id -> when its job finished (the machine is exiting)
 ``{p}:wake``                PUBSUB  a queue name here wakes the scaler
 ``{p}:orphans``             HASH    machine id -> when the reaper marked it an orphan
+``{p}:slots``               HASH    warm slot machine id -> its last binding (see
+                                    :mod:`scaler.jobs.slots`)
 ``{p}:leader``              STRING  ``{owner}:{token}`` of the leader lease (``:token`` counter)
 ``{p}:status``              STRING  the leader's last tick, for ``scaler status``
 ``{p}:rl:{action}:{scope}`` HASH    a shared rate-limit bucket (replicas share Fly's budget)
 ``{p}:msg:{message_id}``    HASH    a message's record: where it is and how it ended (7 days)
+``{p}:spend:{minute}``      HASH    USD spent in one minute: ``total``, ``app:{a}``, ``pool:{p}``
+                                    (the budgets' rolling hour; kept 2 hours)
+``{p}:spend:at``            STRING  when spend was last accrued (shared by replicas)
 ==========================  ======  =========================================================
 
 A message's record (:func:`message_record_key`) is written when it is enqueued over HTTP, when
@@ -68,6 +73,9 @@ __all__ = [
     "orphans_key",
     "rate_key",
     "recent_jobs_key",
+    "slots_key",
+    "spend_at_key",
+    "spend_bucket_key",
     "status_key",
     "wake_channel",
 ]
@@ -137,10 +145,25 @@ def finished_machines_key(prefix: str) -> str:
     return f"{prefix}:finished"
 
 
+def spend_bucket_key(prefix: str, minute: int) -> str:
+    """``{prefix}:spend:{minute}``: USD spent within one minute (``minute`` = epoch s // 60)."""
+    return f"{prefix}:spend:{minute}"
+
+
+def spend_at_key(prefix: str) -> str:
+    """``{prefix}:spend:at``: when the spend ledger last accrued (epoch seconds)."""
+    return f"{prefix}:spend:at"
+
+
 def wake_channel(prefix: str) -> str:
     """``{prefix}:wake``: the pub/sub channel on which a queue name wakes the scaler
     (:class:`scaler.loop.wake.Waker` listens; enqueues and finished jobs publish)."""
     return f"{prefix}:wake"
+
+
+def slots_key(prefix: str) -> str:
+    """``{prefix}:slots``: HASH of warm slot machine id -> its last binding (JSON)."""
+    return f"{prefix}:slots"
 
 
 def orphans_key(prefix: str) -> str:

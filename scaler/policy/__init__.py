@@ -3,6 +3,7 @@
 No I/O, no clock, no randomness: the same observation always yields the same plan.
 """
 
+from scaler.policy.budget import Budgets, Spend
 from scaler.policy.planner import plan
 from scaler.policy.types import (
     Action,
@@ -29,6 +30,7 @@ from scaler.policy.types import (
 
 __all__ = [
     "Action",
+    "Budgets",
     "Caps",
     "ClaimAction",
     "ClaimView",
@@ -47,6 +49,7 @@ __all__ = [
     "QueueView",
     "Relaunch",
     "RequeueOrDeadLetter",
+    "Spend",
     "Start",
     "plan",
 ]

@@ -13,7 +13,8 @@ sum of its pools' ``max_machines``), so the global cap still holds without block
 Room is split by max-min fairness on live machines (water-filling): a unit of room goes to the pool
 with demand that has the fewest live machines (in-flight launches and held claims included), ties
 to the pool whose work waited longest (then pool order), until its demand, its app's room, its
-app's create tokens or the global room runs out. A pool's demand therefore cannot starve another
+app's create tokens, the global room or a cost budget over it (:mod:`scaler.policy.budget_room`)
+runs out. A pool's demand therefore cannot starve another
 pool, and neither can its head start: when one slot frees under a full global cap, it goes to the
 pool holding the fewest, not back to whichever pool happens to rank first.
 """
@@ -24,10 +25,15 @@ import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine, index_apps, index_claims
+from scaler.policy.slots import is_idle_slot
 from scaler.policy.states import is_live
 from scaler.policy.types import Caps, Observation, PoolPolicy
+
+if TYPE_CHECKING:
+    from scaler.policy.budget_room import BudgetRoom
 
 __all__ = ["Grant", "Ledger", "Request", "allocate", "unknown_app_estimate"]
 
@@ -79,7 +85,7 @@ class Ledger:
                 continue
             count = 0
             for m in machines:
-                if not is_live(m.state):
+                if not is_live(m.state) or is_idle_slot(m):
                     continue
                 count += 1
                 owner = by_name.get(m.pool) if m.pool is not None else None
@@ -118,8 +124,8 @@ class Ledger:
             extra = 0
             for c in claims.by_pool.get(p.name, ()):
                 known, m = claim_machine(c, p.app, apps)
-                if not known or m is None:
-                    extra += 1
+                if not known or m is None or is_idle_slot(m):
+                    extra += 1  # no machine yet, or a warm slot bound and about to start
                 elif is_live(m.state) and m.pool != p.name:
                     self.pool_live[p.name] = self.live(p.name) + 1
             self.pool_live[p.name] = self.live(p.name) + extra
@@ -183,7 +189,7 @@ class Grant:
     """What a pool got: ``count`` machines, ``free`` of them without a create token.
 
     ``limit`` names what stopped the rest (``"cap_pool"``, ``"cap_app"``, ``"rate_limit"``,
-    ``"cap_global"``), ``None`` if the whole request was granted.
+    ``"cap_global"``, ``"budget"``), ``None`` if the whole request was granted.
     """
 
     pool: str
@@ -197,8 +203,12 @@ class Grant:
         return self.count - self.free
 
 
-def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]:
-    """Split the room left in ``ledger`` among ``requests`` fairly; the ledger is not changed."""
+def allocate(
+    requests: Sequence[Request], ledger: Ledger, money: BudgetRoom | None = None
+) -> Mapping[str, Grant]:
+    """Split the room left in ``ledger`` among ``requests`` fairly; the ledger is not changed.
+    ``money``: the cost budgets' room, one more limit every unit (Start or create) must fit;
+    the grants are taken from it."""
     order = sorted(requests, key=lambda r: r.rank)
     rem: dict[str, int] = {}
     free_left: dict[str, int] = {}
@@ -219,6 +229,7 @@ def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]
             and glob > 0
             and app_room[r.app] > 0
             and (free_left[r.pool] > 0 or budget[r.app] > 0)
+            and (money is None or money.fits(r.pool))
         )
 
     def give(r: Request, k: int) -> None:
@@ -227,6 +238,8 @@ def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]
         got[r.pool] += k
         glob -= k
         app_room[r.app] -= k
+        if money is not None:
+            money.take(r.pool, k)
         if free_left[r.pool] >= k:
             free_left[r.pool] -= k
             got_free[r.pool] += k
@@ -260,6 +273,8 @@ def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]
         for r in lowest:
             if free_left[r.pool] > 0:
                 inc = min(inc, free_left[r.pool])
+        if money is not None:
+            inc = min(inc, money.step(r.pool for r in lowest))
         if inc >= 1:
             for r in lowest:
                 give(r, inc)
@@ -278,6 +293,8 @@ def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]
                 limit = "cap_app"
             elif free_left[r.pool] == 0 and budget[r.app] <= 0:
                 limit = "rate_limit"
+            elif money is not None and not money.fits(r.pool):
+                limit = money.reason
             else:
                 limit = "cap_global"
         grants[r.pool] = Grant(r.pool, got[r.pool], got_free[r.pool], limit)

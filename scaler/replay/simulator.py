@@ -26,6 +26,7 @@ from scaler.config.schema import PoolSpec
 from scaler.local.config import REALISTIC, Timings
 from scaler.loop.machines import job_guest, pool_policy
 from scaler.policy import plan as make_plan
+from scaler.policy.budget import Spend
 from scaler.policy.types import (
     Caps,
     ClaimView,
@@ -47,7 +48,7 @@ from scaler.replay.simfly import SimFly, SimMachine
 from scaler.replay.simjobs import Sampler, SimClaim, SimJob, machine_options
 from scaler.replay.spend import RollingSpend
 from scaler.replay.trace import Trace
-from scaler.telemetry.costs import price_per_second, size_label
+from scaler.telemetry.costs import cost_per_second, price_per_second, size_label
 
 __all__ = ["TICK_INTERVAL_S", "Simulator", "simulate"]
 
@@ -73,6 +74,7 @@ class Simulator:
             global_max=settings.scaler.max_machines,
             per_app={a: c for a in {p.app for p in settings.pools}
                      if (c := settings.app_cap(a)) is not None},
+            budgets=settings.budgets,
         )
         self.ready: dict[str, deque[SimJob]] = {
             q: deque() for p in settings.pools for q in p.queues}
@@ -92,6 +94,12 @@ class Simulator:
         self._area: dict[str, float] = {p: 0.0 for p in self.specs}
         self.hour_spend = {p: RollingSpend() for p in self.specs}
         self.all_hour_spend = RollingSpend()
+        self.app_hour_spend = {p.app: RollingSpend() for p in settings.pools}
+        self.prices = {
+            p.name: cost_per_second(p.guest.cpu_kind or "shared", p.guest.cpus or 1,
+                                    p.guest.memory_mb or 0, settings.price_overrides)
+            for p in settings.pools
+        }
         self._last_area_t = self.now
         self.ticks = 0
 
@@ -164,6 +172,8 @@ class Simulator:
                     spent[m.pool] = spent.get(m.pool, 0.0) + dt * m.price_per_s
             for pool, rolling in self.hour_spend.items():
                 rolling.add(t, spent.get(pool, 0.0))
+            for app, rolling in self.app_hour_spend.items():
+                rolling.add(t, sum(v for p, v in spent.items() if self.specs[p].app == app))
             self.all_hour_spend.add(t, sum(spent.values()))
             self._last_area_t = t
         self.now = max(self.now, t)
@@ -315,6 +325,12 @@ class Simulator:
             machines_by_app={a: self.fly.listing(a) for a in apps},
             claims={q: tuple(v) for q, v in claims.items()},
             create_budget={a: self.fly.create_budget(a, now) for a in apps},
+            spend=Spend(
+                total=self.all_hour_spend.total,
+                by_app={a: r.total for a, r in self.app_hour_spend.items()},
+                by_pool={p: r.total for p, r in self.hour_spend.items()},
+                price_per_s=self.prices,
+            ) if self.settings.budgets.any else None,
         )
 
     def _tick(self) -> None:
@@ -401,7 +417,8 @@ class Simulator:
         m = self.fly.new_machine(
             name=claim.machine_name if claim else f"{spec.name}-w", app=spec.app, pool=spec.name,
             now=self.now, size=label, memory_mb=guest.memory_mb or 0,
-            price_per_s=price_per_second(label, guest.memory_mb or 0, self.settings.costs))
+            price_per_s=price_per_second(label, guest.memory_mb or 0,
+                                         self.settings.price_overrides))
         if claim is not None:
             m.job, m.queue, m.launch = claim.job.id, claim.job.queue, claim.launch
             claim.machine_id = m.id
