@@ -195,7 +195,8 @@ class PoolSpec(_Model):
     - ``name``: 1-20 of ``[a-z0-9-]`` (it goes into machine names); unique.
     - ``mode``: ``per-job`` (one dedicated ``auto_destroy`` machine per message; default) or
       ``worker`` (a fleet of dramatiq workers sized from a signal, scaled to zero).
-    - ``app``: the Fly app the machines are created in.
+    - ``app``: the Fly app the machines are created in; or ``apps`` (per-job pools): several
+      Fly apps, creates spread over their create budgets (exactly one of the two keys).
     - ``queues``: dramatiq queue names served (at least one; a queue belongs to one pool).
     - ``max_machines``: pool cap on live machines (default 10; at most the app and global caps).
     - ``region``: Fly region code, e.g. ``iad`` (default: Fly chooses).
@@ -227,7 +228,8 @@ class PoolSpec(_Model):
 
     name: PoolName
     mode: Literal["per-job", "worker"] = "per-job"
-    app: AppName
+    app: AppName = ""
+    apps: tuple[AppName, ...] = ()
     queues: tuple[QueueName, ...]
     max_machines: NonNegInt = 10
     region: StrictStr | None = None
@@ -265,6 +267,12 @@ class PoolSpec(_Model):
         return self._guest
 
     @property
+    def fly_apps(self) -> tuple[str, ...]:
+        """Every Fly app the pool's machines run in (``apps``, else ``(app,)``); ``app`` is the
+        first of them."""
+        return self.apps or (self.app,)
+
+    @property
     def is_worker(self) -> bool:
         """Whether this is a worker pool (else per-job)."""
         return self.mode == "worker"
@@ -276,6 +284,8 @@ class PoolSpec(_Model):
         if problems:
             raise _Problems(problems)
         object.__setattr__(self, "stop_signal", _signal_name(self.stop_signal))
+        if self.apps:
+            object.__setattr__(self, "app", self.apps[0])
         self._guest = guest
         return self
 
@@ -360,7 +370,7 @@ class Settings(_Model):
         lines.append(f"pools ({len(self.pools)}):")
         for p in self.pools:
             line = (
-                f"  {p.name}: {p.mode}  app={p.app}  queues={','.join(p.queues)}"
+                f"  {p.name}: {p.mode}  app={','.join(p.fly_apps)}  queues={','.join(p.queues)}"
                 f"  max_machines={p.max_machines}  region={p.region or 'any'}  image={p.image}"
                 f"  guest={_guest_text(p.guest)}  max_runtime={d(p.max_runtime)}"
                 f"  boot_timeout={d(p.boot_timeout)}"

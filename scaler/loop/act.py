@@ -303,8 +303,7 @@ class Executor:
         )
         if not began:  # finished, settled or bound meanwhile: nothing to create
             return
-        pool = self.pools[action.pool]
-        (key,) = self.inflight.reserve(action.pool, pool.app, self.clock(), [c.machine_name])
+        (key,) = self.inflight.reserve(action.pool, action.app, self.clock(), [c.machine_name])
         await self._create_for_claim(action.pool, c, key, fence, report)
 
     async def _create_for_claim(
@@ -327,7 +326,8 @@ class Executor:
         # Cancelled (stepped down, shutdown) or fenced, the create may still land: the claim keeps
         # its pending window, after which the leader finds the machine by name or relaunches it
         # under the same name.
-        created = await self._create_counted(pool, request, claim.job, key, fence, report)
+        app = claim.app or pool.app  # the app recorded in the claim, where lookups find it
+        created = await self._create_counted(pool, request, claim.job, key, fence, report, app)
         if created.machine_id is not None:
             await self.claims.record_machine(
                 claim.queue, claim.job, claim.launch, created.machine_id,
@@ -351,7 +351,8 @@ class Executor:
             report.errors.append(f"Launch {pool_name}: {claim.job} refused: {created.error}")
 
     async def _create(
-        self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, fence: Fence | None
+        self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, fence: Fence | None,
+        app: str,
     ) -> Created:
         """Create one machine (see :func:`~scaler.loop.creates.send_create`). A job's machine may
         exist already under its deterministic name (an earlier create, abandoned or of another
@@ -359,11 +360,11 @@ class Executor:
         return await send_create(
             lambda: self._call(
                 lambda: self.fly.create_machine(
-                    pool.app, request, retry=CREATE_RETRY, may_exist=job is not None
+                    app, request, retry=CREATE_RETRY, may_exist=job is not None
                 ),
                 fence,
             ),
-            pool, request,
+            pool, request, app,
         )
 
     async def _start(self, action: Start, fence: Fence | None) -> None:
@@ -388,12 +389,12 @@ class Executor:
 
     async def _create_counted(
         self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, key: int,
-        fence: Fence | None, report: ActReport,
+        fence: Fence | None, report: ActReport, app: str | None = None,
     ) -> Created:
         """:meth:`_create`, with its in-flight entry and its launch counted: dropped if the call
         is cancelled or fenced, marked returned once a machine exists."""
         try:
-            created = await self._create(pool, request, job, fence)
+            created = await self._create(pool, request, job, fence, app or pool.app)
         except BaseException:
             self.inflight.drop(key)
             raise

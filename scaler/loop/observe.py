@@ -104,7 +104,7 @@ class Observer:
         self.inflight = inflight
         self.prometheus = prometheus
         self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}
-        self.apps = tuple(dict.fromkeys(p.app for p in settings.pools))
+        self.apps = tuple(dict.fromkeys(a for p in settings.pools for a in p.fly_apps))
         self.queues = tuple(dict.fromkeys(q for p in settings.pools for q in p.queues))
         self.clock_offset = 0.0  # Fly's clock minus ours, as last applied
         self._listings: dict[str, _Listing] = {}

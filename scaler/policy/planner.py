@@ -76,7 +76,7 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
     for p in pools:
         if p.mode == "per-job":
             found = release_claims(p, apps, claims, obs.now, out, owned)
-            if p.app in apps:  # relaunching needs the pool's own app listing (its caps)
+            if _known(p, apps):  # relaunching needs the pool's own app listings (its caps)
                 relaunch[p.name] = found
             elif found:
                 out.tally.count(p.name, "relaunch", "unknown_data", "not_taken", len(found))
@@ -85,13 +85,14 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
     release_claims_of_destroyed(pools, apps, claims, out)
     stopped: dict[str, list[MachineView]] = {}
     for p in pools:
-        idx = apps.get(p.app)
-        if idx is None:
-            continue
-        if p.mode == "per-job":
-            reap(p, idx, claims, obs.now, out, owned)
-        else:
-            stopped[p.name] = reap_workers(p, idx, obs.now, out, owned)
+        for app in p.fly_apps:
+            idx = apps.get(app)
+            if idx is None:
+                continue
+            if p.mode == "per-job":
+                reap(p, idx, claims, obs.now, out, owned)
+            else:
+                stopped[p.name] = reap_workers(p, idx, obs.now, out, owned)
     for app, idx in apps.items():
         _reap_unknown_pool(idx, orphan_grace(app, pools), obs.now, out, owned, claims)
 
@@ -142,10 +143,10 @@ def _relaunch(
     used: dict[str, int] = {}
     for name, cs in relaunch.items():
         p = by_name[name]
-        excess = min(len(cs), ledger.excess(p.name, p.app))
+        excess = min(len(cs), max(ledger.excess(p.name, a) for a in p.fly_apps))
         for c in reversed(cs[len(cs) - excess:]):
             out.claim_action(GiveBack(p.name, c, "over_cap"), "give_back")
-            ledger.take(p.name, p.app, -1, 0)
+            ledger.take(p.name, c.app or p.app, -1, 0)
     waiting: dict[str, int] = {}
     cands = sorted(
         ((c, by_name[name]) for name, cs in relaunch.items() for c in cs
@@ -153,9 +154,10 @@ def _relaunch(
         key=lambda cp: (cp[0].claimed_at, cp[0].job),
     )
     for c, p in cands:
-        if ledger.budget.get(p.app, 0) >= 1 and used.get(p.name, 0) < share[p.name]:
-            out.claim_action(Relaunch(p.name, p.app, c), "relaunch")
-            ledger.take(p.name, p.app, 0, 1)
+        app = c.app or p.app  # a relaunch stays in its claim's app (an earlier create may land)
+        if ledger.budget.get(app, 0) >= 1 and used.get(p.name, 0) < share[p.name]:
+            out.claim_action(Relaunch(p.name, app, c), "relaunch")
+            ledger.take(p.name, app, 0, 1)
             used[p.name] = used.get(p.name, 0) + 1
         else:
             waiting[p.name] = waiting.get(p.name, 0) + 1
@@ -176,11 +178,14 @@ def _fair_shares(
     for p in pools:
         ready = any((v := obs.queues.get(q)) is not None and v.ready > 0 for q in p.queues)
         if relaunch.get(p.name) or ready:
-            wanting[p.app] = wanting.get(p.app, 0) + 1
+            for a in p.fly_apps:
+                wanting[a] = wanting.get(a, 0) + 1
     return {
-        name: -(-ledger.budget.get(app, 0) // max(1, wanting.get(app, 1)))
+        name: sum(
+            -(-ledger.budget.get(app, 0) // max(1, wanting.get(app, 1)))
+            for app in by_name[name].fly_apps
+        )
         for name in relaunch
-        for app in (by_name[name].app,)
     }
 
 
@@ -209,14 +214,14 @@ def _scale(
     requests: list[Request] = []
     for i, p in enumerate(pools):
         live = ledger.live(p.name)
-        if p.app not in apps:
+        if not _known(p, apps):
             desired[p.name] = live
             continue
         if p.mode == "per-job":
             d = launch_demand(p, obs, claims, remaining)
             demands[p.name] = d
             desired[p.name] = min(p.max_machines, live + d.total) if d.total else live
-            requests.append(Request(p.name, p.app, d.total, 0, (-d.oldest_age, i)))
+            requests.append(Request(p.name, p.app, d.total, 0, (-d.oldest_age, i), p.apps))
         else:
             sig = desired_workers(p, obs, live)
             signals[p.name] = sig
@@ -227,7 +232,8 @@ def _scale(
     before = {p.name: _snapshot(p, ledger) for p in pools}
     grants = allocate(requests, ledger)
     for p in pools:
-        if p.app not in apps:
+        if not _known(p, apps):
+            missing = ",".join(a for a in p.fly_apps if a not in apps)
             out.tally.add(
                 Decision(
                     p.name,
@@ -235,8 +241,8 @@ def _scale(
                     "not_taken",
                     "unknown_data",
                     0,
-                    {"app": p.app},
-                    f"{p.name}: machine listing of app {p.app} unknown: "
+                    {"app": missing},
+                    f"{p.name}: machine listing of app {missing} unknown: "
                     "no launch, destroy or requeue until it can be read",
                 )
             )
@@ -256,16 +262,23 @@ def _scale(
             )
 
 
+def _known(p: PoolPolicy, apps: Mapping[str, AppIndex]) -> bool:
+    """Whether every app of the pool was listed (its caps span them all)."""
+    return all(a in apps for a in p.fly_apps)
+
+
 def _snapshot(p: PoolPolicy, ledger: Ledger) -> Inputs:
-    app_cap = ledger.caps.per_app.get(p.app)
+    """The numbers a pool's decision was made on; over several apps, their sums."""
+    caps = [ledger.caps.per_app.get(a) for a in p.fly_apps]
+    app_cap: int | str = "none" if any(c is None for c in caps) else sum(c or 0 for c in caps)
     return {
         "live": ledger.live(p.name),
         "cap": p.max_machines,
-        "app_live": ledger.app_live.get(p.app, 0),
-        "app_cap": app_cap if app_cap is not None else "none",
+        "app_live": sum(ledger.app_live.get(a, 0) for a in p.fly_apps),
+        "app_cap": app_cap,
         "global_live": ledger.global_live,
         "global_cap": ledger.caps.global_max,
-        "create_budget": ledger.budget.get(p.app, 0),
+        "create_budget": sum(ledger.budget.get(a, 0) for a in p.fly_apps),
     }
 
 
@@ -279,13 +292,16 @@ def _apply_launch(
     snap: Inputs,
 ) -> None:
     launched = 0
-    for q in d.ready:  # in the pool's queue order
-        n = min(g.count - launched, remaining[q])
-        if n > 0:
-            out.add(Launch(p.name, p.app, q, n))
-            remaining[q] -= n
-            launched += n
-    ledger.take(p.name, p.app, launched, launched)
+    for app, count in (g.by_app or {p.app: g.count}).items():
+        in_app = 0
+        for q in d.ready:  # in the pool's queue order
+            n = min(count - in_app, remaining[q])
+            if n > 0:
+                out.add(Launch(p.name, app, q, n))
+                remaining[q] -= n
+                in_app += n
+        ledger.take(p.name, app, in_app, in_app)
+        launched += in_app
     want = d.total
     inputs: Inputs = {"ready": want, **snap}
     head = (

@@ -54,7 +54,7 @@ def verdict(m: MachineView, pool: PoolPolicy, now: float) -> Verdict | None:
 
 def orphan_grace(app: str, pools: Sequence[PoolPolicy]) -> float:
     """Grace for a machine of ``app`` whose pool is unknown: the longest of the app's pools."""
-    graces = [p.orphan_grace_s for p in pools if p.app == app]
+    graces = [p.orphan_grace_s for p in pools if app in p.fly_apps]
     return max(graces) if graces else DEFAULT_ORPHAN_GRACE_S
 
 

@@ -82,7 +82,9 @@ class PoolPolicy:
         name: unique pool name; machines carry it in their metadata.
         mode: ``"per-job"`` (one auto-destroying machine per message) or ``"worker"``
             (a fleet of dramatiq workers scaled from a signal).
-        app: the Fly app the pool's machines live in.
+        app: the Fly app the pool's machines live in (the first of ``apps`` when that is set).
+        apps: per-job: several Fly apps the pool creates in, spreading creates over their create
+            budgets; empty: ``app`` alone. Caps and reaping span all of them.
         queues: the dramatiq queues the pool serves.
         max_machines: pool cap on live machines (see :func:`scaler.policy.states.is_live`).
         region: preferred Fly region (informational for the act step).
@@ -136,6 +138,12 @@ class PoolPolicy:
     idle_timeout_s: float = 300.0
     scale_tolerance: float = 0.1
     min_lifetime_s: float = 600.0
+    apps: tuple[str, ...] = ()
+
+    @property
+    def fly_apps(self) -> tuple[str, ...]:
+        """Every Fly app of the pool: ``apps``, else ``(app,)``."""
+        return self.apps or (self.app,)
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, fix: str) -> ValueError:
@@ -147,6 +155,10 @@ class PoolPolicy:
             raise bad("mode", self.mode, 'use "per-job" or "worker"')
         if not self.app:
             raise bad("app", self.app, "set the Fly app the pool's machines run in")
+        if self.apps and (self.apps[0] != self.app or len(set(self.apps)) != len(self.apps)):
+            raise bad("apps", self.apps, "list each app once, the pool's app first")
+        if self.apps and self.mode != "per-job":
+            raise bad("apps", self.apps, "several apps are for per-job pools; use app")
         if not isinstance(self.queues, tuple):
             raise bad("queues", self.queues, "pass a tuple of queue names")
         if self.max_machines < 0:
