@@ -11,7 +11,9 @@ from scaler.policy import (
     ClaimView,
     Launch,
     MachineView,
+    MarkOrphan,
     Observation,
+    Plan,
     PoolPolicy,
     QueueView,
     Relaunch,
@@ -64,9 +66,9 @@ def observe(
     )
 
 
-def launched(p: object) -> Counter[str]:
+def launched(p: Plan) -> Counter[str]:
     out: Counter[str] = Counter()
-    for a in getattr(p, "actions"):
+    for a in p.actions:
         if isinstance(a, Launch):
             out[a.app] += a.count
     return out
@@ -183,5 +185,5 @@ def test_a_machine_of_the_pool_in_any_of_its_apps_is_its_own() -> None:
     # Listed in jobs-3 with no claim: it is the pool's orphan (marked), not an unknown pool's.
     stray = running("z", "jobs-3", "gone")
     got = plan(observe(0, dict.fromkeys(APPS, 3.0), {"jobs-3": (stray,)}), [pool()], Caps(1000))
-    marks = [a for a in got.actions if type(a).__name__ == "MarkOrphan"]
-    assert [getattr(a, "pool") for a in marks] == ["burst"]
+    marks = [a for a in got.actions if isinstance(a, MarkOrphan)]
+    assert [a.pool for a in marks] == ["burst"]
