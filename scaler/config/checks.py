@@ -51,6 +51,23 @@ def _app_problems(pool: Mapping[str, Any], given: set[str]) -> _Found:
     return []
 
 
+SUSPEND_MAX_MEMORY_MB = 2048
+"""Fly suspends machines of at most 2 GB of memory (larger snapshots are refused or too slow)."""
+
+
+def _suspend_problems(n: Any, guest: Guest) -> _Found:
+    """``warm_suspended`` needs a machine Fly can suspend: at most 2 GB of memory (the pool's
+    template sets no swap and no GPU, Fly's other conditions)."""
+    if not _is_int(n) or n <= 0:
+        return []
+    if (guest.memory_mb or 0) > SUSPEND_MAX_MEMORY_MB:
+        return [(("warm_suspended",),
+                 f"Fly suspends machines of at most {SUSPEND_MAX_MEMORY_MB} MB; this pool's "
+                 f"machines have {guest.memory_mb} MB: use a smaller size or warm_machines "
+                 "(stopped) instead")]
+    return []
+
+
 def pool_apps(pool: Mapping[str, Any]) -> list[str]:
     """The Fly apps a raw pool names (``apps``, else ``app``), ignoring wrongly typed values."""
     apps = pool.get("apps")
@@ -96,8 +113,13 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
     mode = get("mode")
     if mode == "per-job":
         for key in sorted(given & set(WORKER_KEYS)):
+            why = (
+                " (a per-job machine never suspends: the next job would find the last one's "
+                "memory)" if key == "warm_suspended" else ""
+            )
             problems.append(
-                ((key,), f'{key!r} applies to worker pools only; remove it or set mode = "worker"')
+                ((key,), f"{key!r} applies to worker pools only{why}; remove it or set "
+                 'mode = "worker"')
             )
     elif mode == "worker":
         for key in sorted(given & set(PER_JOB_KEYS)):
@@ -108,7 +130,7 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
                 )
             )
         cap = get("max_machines")
-        for key in ("min_machines", "warm_machines"):
+        for key in ("min_machines", "warm_machines", "warm_suspended"):
             n = get(key)
             # A negative cap is reported on its own key; a default the user never wrote is not
             # "above" anything they could lower.
@@ -180,6 +202,8 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
         )
     guest, guest_problems = _resolve_guest(get("size"), get("guest"))
     problems.extend(guest_problems)
+    if mode == "worker" and guest is not None:
+        problems.extend(_suspend_problems(get("warm_suspended"), guest))
     return problems, guest
 
 

@@ -221,6 +221,8 @@ class PoolSpec(_Model):
     - ``min_lifetime`` (``10m``): but not before it has run this long, so a demand that swings
       around a threshold keeps the machine it bought instead of buying it again every swing.
     - ``warm_machines`` (0): stopped machines kept for a fast start.
+    - ``warm_suspended`` (0): idle workers suspended (memory kept) instead of stopped, up to this
+      many; started before stopped ones. The machine must fit Fly's suspend rules (at most 2 GB).
     - ``scale_on``: ``depth`` (default; queued messages / jobs_per_machine), ``latency`` (age of
       the oldest message vs ``target_latency``, default ``30s``) or ``prometheus`` (``query``'s
       value / ``target_per_machine``; needs ``[prometheus] url``).
@@ -251,6 +253,7 @@ class PoolSpec(_Model):
     idle_timeout: PositiveDuration = 60.0
     min_lifetime: Duration = 600.0
     warm_machines: NonNegInt = 0
+    warm_suspended: NonNegInt = 0
     scale_on: Literal["depth", "latency", "prometheus"] = "depth"
     target_latency: PositiveDuration = 30.0
     query: StrictStr | None = None
@@ -378,6 +381,7 @@ class Settings(_Model):
             if p.is_worker:
                 line += (
                     f"  min={p.min_machines}  warm={p.warm_machines}"
+                    f"  warm_suspended={p.warm_suspended}"
                     f"  jobs_per_machine={p.jobs_per_machine}  idle_timeout={d(p.idle_timeout)}"
                     f"  scale_on={p.scale_on}"
                 )

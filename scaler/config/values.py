@@ -166,6 +166,7 @@ WORKER_KEYS = (
     "idle_timeout",
     "min_lifetime",
     "warm_machines",
+    "warm_suspended",
     "scale_on",
     "target_latency",
     "query",

@@ -27,6 +27,7 @@ key                         type    what
 ``{p}:finished``            HASH    machine id -> when its job finished (the machine is exiting)
 ``{p}:wake``                PUBSUB  a queue name here wakes the scaler
 ``{p}:orphans``             HASH    machine id -> when the reaper marked it an orphan
+``{p}:idle``                HASH    worker machine id -> when it paused idle (may be suspended)
 ``{p}:leader``              STRING  ``{owner}:{token}`` of the leader lease (``:token`` counter)
 ``{p}:status``              STRING  the leader's last tick, for ``scaler status``
 ``{p}:rl:{action}:{scope}`` HASH    a shared rate-limit bucket (replicas share Fly's budget)
@@ -60,6 +61,7 @@ __all__ = [
     "dead_reasons_key",
     "finished_machines_key",
     "heartbeats_key",
+    "idle_workers_key",
     "job_events_key",
     "launches_key",
     "leader_key",
@@ -141,6 +143,14 @@ def wake_channel(prefix: str) -> str:
     """``{prefix}:wake``: the pub/sub channel on which a queue name wakes the scaler
     (:class:`scaler.loop.wake.Waker` listens; enqueues and finished jobs publish)."""
     return f"{prefix}:wake"
+
+
+def idle_workers_key(prefix: str) -> str:
+    """``{prefix}:idle``: HASH of worker machine id -> ms when it paused idle (drain mode of a pool
+    with ``warm_suspended``): it takes no message until work appears in its queues, and may be
+    suspended. The worker deletes its entry when it takes work again or exits; the scaler when it
+    suspends the machine."""
+    return f"{prefix}:idle"
 
 
 def orphans_key(prefix: str) -> str:

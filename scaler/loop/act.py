@@ -35,7 +35,7 @@ from scaler.fly.client import AsyncFlyClient, precondition
 from scaler.fly.errors import NotFound
 from scaler.fly.models import CreateMachineRequest
 from scaler.jobs.claims import ClaimStore
-from scaler.jobs.keys import orphans_key
+from scaler.jobs.keys import idle_workers_key, orphans_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
 from scaler.loop.claimview import check_options, claim_view
 from scaler.loop.creates import CREATE_RETRY, Created, send_create
@@ -54,6 +54,7 @@ from scaler.policy.types import (
     Relaunch,
     RequeueOrDeadLetter,
     Start,
+    Suspend,
 )
 from scaler.telemetry.metrics import Metrics
 
@@ -165,7 +166,7 @@ class Executor:
         self._check_fence(fence)
         report = ActReport()
         destroyed: set[str] = set()
-        phase1 = [a for a in plan.actions if isinstance(a, Destroy | MarkOrphan)]
+        phase1 = [a for a in plan.actions if isinstance(a, Destroy | MarkOrphan | Suspend)]
         phase2 = [
             a for a in plan.actions if isinstance(a, GiveBack | DeadLetter | RequeueOrDeadLetter)
         ]
@@ -219,6 +220,8 @@ class Executor:
             await self._relaunch(action, fence, now_ms, report)
         elif isinstance(action, Start):
             await self._start(action, fence)
+        elif isinstance(action, Suspend):
+            await self._suspend(action, fence)
         elif isinstance(action, Create):
             for _ in range(action.count):
                 await self._create_worker(action.pool, fence, report)
@@ -373,6 +376,13 @@ class Executor:
         self.overlay.started[m.id] = self.clock()
         self.metrics.launches.labels(action.pool, "started").inc()
         log.info("machine started", machine=m.id, pool=action.pool, reason=action.reason)
+
+    async def _suspend(self, action: Suspend, fence: Fence | None) -> None:
+        m = action.machine
+        await self._call(lambda: self.fly.suspend_machine(m.app, m.id), fence)
+        # Its idle mark goes with it: no later tick suspends it again from a lagging listing.
+        await self.redis.hdel(idle_workers_key(self.settings.redis.prefix), m.id)
+        log.info("machine suspended", machine=m.id, pool=action.pool, reason=action.reason)
 
     async def _create_worker(
         self, pool_name: str, fence: Fence | None, report: ActReport

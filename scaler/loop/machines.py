@@ -72,6 +72,7 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
         min_machines=pool.min_machines,
         jobs_per_machine=pool.jobs_per_machine,
         warm_machines=pool.warm_machines,
+        warm_suspended=pool.warm_suspended,
         scale_on=pool.scale_on,
         target_latency_s=pool.target_latency,
         target_per_machine=pool.target_per_machine or 1.0,
@@ -151,6 +152,8 @@ def worker_request(pool: PoolSpec, settings: Settings) -> CreateMachineRequest:
         "FLY_SCALER_NAMESPACE": settings.redis.namespace,
         "FLY_SCALER_PREFIX": settings.redis.prefix,
     }
+    if pool.warm_suspended:
+        env["FLY_SCALER_SUSPEND_IDLE"] = "1"
     return CreateMachineRequest(
         name=f"{pool.name}-w-{uuid.uuid4().hex[:12]}",
         region=pool.region,

@@ -25,6 +25,7 @@ from scaler.policy.types import (
     Relaunch,
     RequeueOrDeadLetter,
     Start,
+    Suspend,
 )
 
 __all__ = [
@@ -48,5 +49,6 @@ __all__ = [
     "Relaunch",
     "RequeueOrDeadLetter",
     "Start",
+    "Suspend",
     "plan",
 ]

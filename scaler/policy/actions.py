@@ -26,6 +26,7 @@ __all__ = [
     "Relaunch",
     "RequeueOrDeadLetter",
     "Start",
+    "Suspend",
 ]
 
 Outcome = Literal["acted", "not_taken"]
@@ -130,6 +131,15 @@ class Start:
 
 
 @dataclass(frozen=True, slots=True)
+class Suspend:
+    """Worker pool: suspend an idle started worker (its memory kept), the fastest warm tier."""
+
+    pool: str
+    machine: MachineView
+    reason: str = "idle"
+
+
+@dataclass(frozen=True, slots=True)
 class Destroy:
     """Destroy a machine; ``force`` kills it first (needed unless it is stopped).
 
@@ -160,6 +170,7 @@ Action = (
     | RequeueOrDeadLetter
     | Create
     | Start
+    | Suspend
     | Destroy
     | MarkOrphan
 )

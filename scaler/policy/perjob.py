@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from scaler.policy.builder import PlanBuilder
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine
 from scaler.policy.reaper import Verdict, reap_finished, reap_orphan, verdict
-from scaler.policy.states import is_gone
+from scaler.policy.states import RESTING_STATES, is_gone
 from scaler.policy.types import (
     ClaimView,
     DeadLetter,
@@ -142,7 +142,7 @@ def settle_ownerless(
         if m is not None:
             owned.add(m.id)
             v = verdict(m, OWNERLESS_LIMITS, now)
-            if v is None and m.state == "stopped":
+            if v is None and m.state in RESTING_STATES:
                 v = Verdict("stopped", False)
             if v is not None:
                 out.destroy(None, m, v.reason, v.force)
@@ -193,7 +193,7 @@ def reap(
         v = verdict(m, pool, now)
         if v is not None:
             out.destroy(pool.name, m, v.reason, v.force)
-        elif m.state == "stopped":
+        elif m.state in RESTING_STATES:
             out.destroy(pool.name, m, "stopped", False)
         elif is_gone(m.state):
             continue
@@ -245,7 +245,7 @@ def _claim(
             out.claim_action(_requeue(pool, c, "machine_gone", gone_id), "requeue")
         return
     v = verdict(m, pool, now)
-    if v is None and m.state == "stopped":
+    if v is None and m.state in RESTING_STATES:
         v = Verdict("stopped", False)
     if v is not None:
         out.destroy(pool.name, m, v.reason, v.force)

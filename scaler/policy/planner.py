@@ -11,7 +11,9 @@ Order of work, and why:
 3. New capacity for every pool at once, split fairly (:mod:`~scaler.policy.caps`): per-job
    Launches up to the ready count, worker Starts of warm machines before Creates. Every create
    (Launch, Relaunch, Create) spends one token of the app's ``create_budget``.
-4. Worker pools with a known signal destroy stopped machines beyond ``warm_machines``.
+4. Worker pools with a known signal destroy stopped machines beyond ``warm_machines`` (suspended
+   ones beyond ``warm_suspended``), and suspend idle workers they do not need into that tier
+   (:mod:`~scaler.policy.suspend`). Warm Starts take suspended machines before stopped ones.
 
 Pools on an app whose listing is unknown get no action at all, only an ``unknown_data`` decision.
 """
@@ -33,7 +35,8 @@ from scaler.policy.perjob import (
     settle_ownerless,
 )
 from scaler.policy.reaper import orphan_grace, reap_finished, reap_orphan
-from scaler.policy.states import is_gone
+from scaler.policy.states import RESTING_STATES, is_gone
+from scaler.policy.suspend import plan_suspends
 from scaler.policy.types import (
     Caps,
     ClaimView,
@@ -84,6 +87,7 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
     settle_ownerless(claims, apps, obs.now, out, owned, every_app_known)
     release_claims_of_destroyed(pools, apps, claims, out)
     stopped: dict[str, list[MachineView]] = {}
+    started: dict[str, list[MachineView]] = {}
     for p in pools:
         for app in p.fly_apps:
             idx = apps.get(app)
@@ -93,11 +97,12 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
                 reap(p, idx, claims, obs.now, out, owned)
             else:
                 stopped[p.name] = reap_workers(p, idx, obs.now, out, owned)
+                started[p.name] = [m for m in idx.by_pool.get(p.name, ()) if m.state == "started"]
     for app, idx in apps.items():
         _reap_unknown_pool(idx, orphan_grace(app, pools), obs.now, out, owned, claims)
 
     _relaunch(pools, relaunch, ledger, obs, out)
-    _scale(pools, obs, apps, claims, stopped, ledger, out, desired)
+    _scale(pools, obs, apps, claims, stopped, ledger, out, desired, started)
     return out.build(desired)
 
 
@@ -113,7 +118,7 @@ def _reap_unknown_pool(
             continue
         if m.state == "failed":
             out.destroy(None, m, "failed", True)
-        elif m.state == "stopped":
+        elif m.state in RESTING_STATES:
             out.destroy(None, m, "stopped", False)
         elif m.finished_at is not None:
             reap_finished(out, None, m, m.finished_at, grace, now)
@@ -207,6 +212,7 @@ def _scale(
     ledger: Ledger,
     out: PlanBuilder,
     desired: dict[str, int],
+    started: Mapping[str, list[MachineView]],
 ) -> None:
     remaining: dict[str, int] = {}
     demands: dict[str, QueueDemand] = {}
@@ -259,6 +265,7 @@ def _scale(
                 ledger,
                 out,
                 before[p.name],
+                started.get(p.name, []),
             )
 
 
@@ -346,8 +353,9 @@ def _apply_workers(
     ledger: Ledger,
     out: PlanBuilder,
     snap: Inputs,
+    running: Sequence[MachineView] = (),
 ) -> None:
-    startable = [m for m in stopped if not out.touched(m)]
+    startable = [m for m in stopped if not out.touched(m)]  # suspended first, then stopped
     starts = 0
     for m in startable[: g.free]:
         if out.start(p.name, m):
@@ -376,9 +384,15 @@ def _apply_workers(
         msg = f"{head}: signal unknown, holding (no scale-down, warm machines kept)"
         out.tally.add(Decision(p.name, "scale", "not_taken", "unknown_data", 0, inputs, msg))
         return
-    extra = startable[starts + p.warm_machines :]
+    rest = startable[starts:]
+    kept_suspended = [m for m in rest if m.state == "suspended"][: p.warm_suspended]
+    extra = [m for m in rest if m.state != "suspended"][p.warm_machines :] + [
+        m for m in rest if m.state == "suspended"
+    ][p.warm_suspended :]
     for m in extra:
-        out.destroy(p.name, m, "stopped", False)
+        out.destroy(p.name, m, m.state, False)
+    if p.warm_suspended:
+        plan_suspends(p, running, len(kept_suspended), sig.desired, live, out)
     if want == 0 and not extra:
         msg = f"{head}: no scale-up needed"
         out.tally.add(Decision(p.name, "scale", "not_taken", "no_demand", 0, inputs, msg))

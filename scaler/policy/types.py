@@ -27,6 +27,7 @@ from scaler.policy.actions import (
     Relaunch,
     RequeueOrDeadLetter,
     Start,
+    Suspend,
 )
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "RequeueOrDeadLetter",
     "ScaleOn",
     "Start",
+    "Suspend",
 ]
 
 PoolMode = Literal["per-job", "worker"]
@@ -104,6 +106,9 @@ class PoolPolicy:
         jobs_per_machine: worker, ``scale_on="depth"``: messages one machine handles at once.
         warm_machines: worker: stopped machines kept for fast starts; extra stopped ones are
             destroyed.
+        warm_suspended: worker: idle workers (paused, see ``MachineView.idle_since``) suspended
+            instead of left to exit, up to this many suspended machines; suspended machines are
+            started before stopped ones; extra suspended ones are destroyed.
         scale_on: worker: the signal, ``"depth"``, ``"latency"`` or ``"prometheus"``.
         target_latency_s: worker, ``"latency"``: scale up while the oldest ready message is older.
         target_per_machine: worker, ``"prometheus"``: metric value one machine absorbs.
@@ -139,6 +144,7 @@ class PoolPolicy:
     scale_tolerance: float = 0.1
     min_lifetime_s: float = 600.0
     apps: tuple[str, ...] = ()
+    warm_suspended: int = 0
 
     @property
     def fly_apps(self) -> tuple[str, ...]:
@@ -167,6 +173,10 @@ class PoolPolicy:
             raise bad("min_machines", self.min_machines, "use a value between 0 and max_machines")
         if self.jobs_per_machine < 1:
             raise bad("jobs_per_machine", self.jobs_per_machine, "use 1 or more")
+        if self.warm_suspended < 0:
+            raise bad("warm_suspended", self.warm_suspended, "use 0 or more")
+        if self.warm_suspended and self.mode != "worker":
+            raise bad("warm_suspended", self.warm_suspended, "per-job machines never suspend")
         if self.warm_machines < 0:
             raise bad("warm_machines", self.warm_machines, "use 0 or more")
         if self.max_launches < 1:
@@ -235,6 +245,8 @@ class MachineView:
             orphan; it is destroyed only if it lingers past the orphan grace.
         size: preset or guest label, for cost accounting.
         memory_mb: the machine's memory (0 if unknown), for cost accounting.
+        idle_since: worker: when the worker paused idle (it takes no message until work
+            appears, and may be suspended); ``None`` while it works or never said.
     """
 
     id: str
@@ -254,6 +266,7 @@ class MachineView:
     finished_at: float | None = None
     size: str = ""
     memory_mb: int = 0
+    idle_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
