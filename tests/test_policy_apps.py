@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from scaler.policy import (
     Caps,
     ClaimView,
@@ -19,7 +22,7 @@ from scaler.policy import (
     Relaunch,
     plan,
 )
-from scaler.policy.caps import pick_app
+from scaler.policy.caps import Ledger, Request, allocate, pick_app
 
 NOW = 10_000.0
 APPS = ("jobs-1", "jobs-2", "jobs-3")
@@ -187,3 +190,52 @@ def test_a_machine_of_the_pool_in_any_of_its_apps_is_its_own() -> None:
     got = plan(observe(0, dict.fromkeys(APPS, 3.0), {"jobs-3": (stray,)}), [pool()], Caps(1000))
     marks = [a for a in got.actions if isinstance(a, MarkOrphan)]
     assert [a.pool for a in marks] == ["burst"]
+
+
+@st.composite
+def spread_worlds(draw: st.DrawFn) -> tuple[list[Request], Ledger]:
+    apps = [f"a{i}" for i in range(draw(st.integers(1, 4)))]
+    pools = []
+    for i in range(draw(st.integers(1, 5))):
+        mine = draw(st.lists(st.sampled_from(apps), min_size=1, max_size=len(apps), unique=True))
+        pools.append((f"p{i}", tuple(mine)))
+    per_app = {a: draw(st.integers(0, 20)) for a in apps if draw(st.booleans())}
+    ledger = Ledger(
+        caps=Caps(draw(st.integers(0, 60)), per_app),
+        pool_cap={p: draw(st.integers(0, 25)) for p, _ in pools},
+        pool_live={p: draw(st.integers(0, 8)) for p, _ in pools},
+        budget={a: draw(st.integers(0, 6)) for a in apps},
+    )
+    for p, mine in pools:
+        ledger.app_live[mine[0]] = ledger.app_live.get(mine[0], 0) + ledger.pool_live[p]
+        ledger.global_live += ledger.pool_live[p]
+    requests = [
+        Request(p, mine[0], draw(st.integers(0, 20)), 0, (0.0, i), mine if len(mine) > 1 else ())
+        for i, (p, mine) in enumerate(pools)
+    ]
+    return requests, ledger
+
+
+@settings(max_examples=300, deadline=None)
+@given(spread_worlds())
+def test_spread_grants_hold_every_cap_and_budget_and_stop_only_at_a_limit(
+    world: tuple[list[Request], Ledger],
+) -> None:
+    requests, ledger = world
+    grants = allocate(requests, ledger)
+    per_app: Counter[str] = Counter()
+    for r in requests:
+        g = grants[r.pool]
+        assert sum(g.by_app.values()) == g.count <= min(r.want, ledger.pool_room(r.pool))
+        assert set(g.by_app) <= set(r.all_apps)
+        per_app.update(g.by_app)
+    assert sum(per_app.values()) <= ledger.global_room()
+    for app, n in per_app.items():
+        assert n <= ledger.app_room(app) and n <= ledger.budget.get(app, 0)
+    for r in requests:  # nothing left on the table that every limit would have allowed
+        g = grants[r.pool]
+        if g.count < min(r.want, ledger.pool_room(r.pool)):
+            assert sum(per_app.values()) == ledger.global_room() or all(
+                per_app[a] >= min(ledger.app_room(a), ledger.budget.get(a, 0))
+                for a in r.all_apps
+            )
