@@ -42,7 +42,7 @@ REASON_TEXT: Mapping[str, str] = {
     "invalid_options": "invalid machine options",
     "fly_refused": "Fly refused the job's own machine",
     "idle": "idle worker kept in the suspended tier",
-    "suspended": "suspended beyond warm_suspended",
+    "suspended": "suspended, and not kept in a warm tier",
 }
 """Human wording for each machine-readable reason."""
 

@@ -143,7 +143,7 @@ def settle_ownerless(
             owned.add(m.id)
             v = verdict(m, OWNERLESS_LIMITS, now)
             if v is None and m.state in RESTING_STATES:
-                v = Verdict("stopped", False)
+                v = Verdict(m.state, False)
             if v is not None:
                 out.destroy(None, m, v.reason, v.force)
                 out.claim_action(GiveBack(c.pool, c, "pool_gone", m.id), "give_back")
@@ -194,7 +194,7 @@ def reap(
         if v is not None:
             out.destroy(pool.name, m, v.reason, v.force)
         elif m.state in RESTING_STATES:
-            out.destroy(pool.name, m, "stopped", False)
+            out.destroy(pool.name, m, m.state, False)
         elif is_gone(m.state):
             continue
         elif m.finished_at is not None:
@@ -246,7 +246,7 @@ def _claim(
         return
     v = verdict(m, pool, now)
     if v is None and m.state in RESTING_STATES:
-        v = Verdict("stopped", False)
+        v = Verdict(m.state, False)
     if v is not None:
         out.destroy(pool.name, m, v.reason, v.force)
         out.claim_action(_requeue(pool, c, v.reason, m.id), "requeue")

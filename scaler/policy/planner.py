@@ -119,7 +119,7 @@ def _reap_unknown_pool(
         if m.state == "failed":
             out.destroy(None, m, "failed", True)
         elif m.state in RESTING_STATES:
-            out.destroy(None, m, "stopped", False)
+            out.destroy(None, m, m.state, False)
         elif m.finished_at is not None:
             reap_finished(out, None, m, m.finished_at, grace, now)
         elif not claims.known(None):
