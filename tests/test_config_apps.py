@@ -109,3 +109,8 @@ def test_toml_file(tmp_path: Path) -> None:
     )
     s = load_settings(f, env={"FLY_API_TOKEN": "t"})
     assert s.pools[0].fly_apps == ("jobs-1", "jobs-2", "jobs-3", "jobs-4")
+
+
+def test_apps_with_warm_slots_is_refused() -> None:
+    (found,) = problems({"pools": [pool(apps=["jobs-1", "jobs-2"], warm_slots=2)]})
+    assert found.startswith("pools[0].apps: warm slots live in one app")

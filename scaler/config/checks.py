@@ -43,6 +43,10 @@ def _app_problems(pool: Mapping[str, Any], given: set[str]) -> _Found:
     apps = pool.get("apps")
     if "apps" not in given or not isinstance(apps, list | tuple):
         return []
+    slots = pool.get("warm_slots")
+    if _is_int(slots) and slots > 0 and len(apps) > 1:
+        return [(("apps",), "warm slots live in one app; with warm_slots use app = \"...\" (slots "
+                 "are started, not created, so the create limit that apps spreads does not bind)")]
     if not apps:
         return [(("apps",), "an empty list; name at least one Fly app, or use app = \"...\"")]
     dupes = sorted({a for a in apps if isinstance(a, str) and apps.count(a) > 1})
@@ -121,6 +125,14 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
                 ((key,), f"{key!r} applies to worker pools only{why}; remove it or set "
                  'mode = "worker"')
             )
+        slots, cap = get("warm_slots"), get("max_machines")
+        if _is_int(slots) and _is_int(cap) and cap >= 0 and slots > cap:
+            problems.append(((("warm_slots",)), f"{slots} is above max_machines = {cap}; lower "
+                             "it (a slot runs one job at a time, within the pool's cap)"))
+        for key in ("slot_max_jobs", "slot_max_age"):
+            if key in given and not slots:
+                problems.append(((key,), f"{key!r} only applies with warm_slots > 0; set "
+                                 "warm_slots or remove it"))
     elif mode == "worker":
         for key in sorted(given & set(PER_JOB_KEYS)):
             problems.append(

@@ -173,4 +173,4 @@ WORKER_KEYS = (
     "target_per_machine",
     "scale_tolerance",
 )
-PER_JOB_KEYS = ("max_launches", "apps")
+PER_JOB_KEYS = ("max_launches", "apps", "warm_slots", "slot_max_jobs", "slot_max_age")

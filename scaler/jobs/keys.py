@@ -28,6 +28,8 @@ key                         type    what
 ``{p}:wake``                PUBSUB  a queue name here wakes the scaler
 ``{p}:orphans``             HASH    machine id -> when the reaper marked it an orphan
 ``{p}:idle``                HASH    worker machine id -> when it paused idle (may be suspended)
+``{p}:slots``               HASH    warm slot machine id -> its last binding (see
+                                    :mod:`scaler.jobs.slots`)
 ``{p}:leader``              STRING  ``{owner}:{token}`` of the leader lease (``:token`` counter)
 ``{p}:status``              STRING  the leader's last tick, for ``scaler status``
 ``{p}:rl:{action}:{scope}`` HASH    a shared rate-limit bucket (replicas share Fly's budget)
@@ -70,6 +72,7 @@ __all__ = [
     "orphans_key",
     "rate_key",
     "recent_jobs_key",
+    "slots_key",
     "status_key",
     "wake_channel",
 ]
@@ -151,6 +154,9 @@ def idle_workers_key(prefix: str) -> str:
     suspended. The worker deletes its entry when it takes work again or exits; the scaler when it
     suspends the machine."""
     return f"{prefix}:idle"
+def slots_key(prefix: str) -> str:
+    """``{prefix}:slots``: HASH of warm slot machine id -> its last binding (JSON)."""
+    return f"{prefix}:slots"
 
 
 def orphans_key(prefix: str) -> str:
