@@ -392,9 +392,10 @@ class Executor:
 
     async def _suspend(self, action: Suspend, fence: Fence | None) -> None:
         m = action.machine
-        await self.call(lambda: self.fly.suspend_machine(m.app, m.id), fence)
-        # Its idle mark goes with it: no later tick suspends it again from a lagging listing.
+        # Its idle mark goes first: no later tick suspends it again from a lagging listing (if
+        # the suspend fails, the worker rests out its wait and exits, as without the tier).
         await self.redis.hdel(idle_workers_key(self.settings.redis.prefix), m.id)
+        await self.call(lambda: self.fly.suspend_machine(m.app, m.id), fence)
         log.info("machine suspended", machine=m.id, pool=action.pool, reason=action.reason)
 
     async def _create_worker(
