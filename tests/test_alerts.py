@@ -96,6 +96,8 @@ def test_required_alerts_exist() -> None:
         "no leader": "max(fly_scaler_leader) == 0",
         "cap near": "fly_scaler_cap_usage_ratio",
         "data unknown": "fly_scaler_data_unknown",
+        "budget nearly spent": "fly_scaler_budget_per_hour_usd",
+        "launches refused for budget": 'reason="budget"',
     }
     for what, needle in wanted.items():
         assert any(needle in expr for expr in exprs.values()), f"no alert for {what}"

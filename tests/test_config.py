@@ -294,6 +294,20 @@ def test_every_problem_is_listed_at_once() -> None:
         ),
         ({"costs": {"shared-cpu-1": 0.1}}, "costs.shared-cpu-1: unknown size (did you mean"),
         ({"costs": {"shared-cpu-1x": -1.0}}, "costs.shared-cpu-1x: Input should be greater"),
+        ({"costs": {"budget_per_hour": 0.0}}, "costs.budget_per_hour: 0.0 allows no machine"),
+        ({"pools": [pool(budget_per_hour=-1.0)]}, "pools[0].budget_per_hour: Input should be grea"),
+        (
+            {"costs": {"budget_per_hour": 5.0}, "pools": [pool(budget_per_hour=6.0)]},
+            "pools[0].budget_per_hour: 6.0 is above costs.budget_per_hour = 5.0, so it can never",
+        ),
+        (
+            {"apps": {"my-jobs": {"budget_per_hour": 2.0}}, "pools": [pool(budget_per_hour=3.0)]},
+            "pools[0].budget_per_hour: 3.0 is above apps.my-jobs.budget_per_hour = 2.0",
+        ),
+        (
+            {"apps": {"nobody": {"budget_per_hour": 2.0}}, "pools": [pool()]},
+            "apps.nobody: no pool uses app 'nobody'",
+        ),
         ({"http": {"port": 70000}}, "http.port: Input should be less than or equal to 65535"),
         ({"fly": {"api_url": "ftp://x"}}, "fly.api_url: expected an http:// or https:// URL"),
         ({"scaler": {"shared_rate_limits": "yes"}}, "scaler.shared_rate_limits: Input should be"),
@@ -303,6 +317,23 @@ def test_every_problem_is_listed_at_once() -> None:
 def test_validation_errors(data: dict[str, Any], expected: str) -> None:
     found = problems(data)
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_budgets_are_read_from_costs_apps_and_pools() -> None:
+    s = parse_settings(
+        {
+            "costs": {"budget_per_hour": 12.5, "shared-cpu-1x": 0.001},
+            "apps": {"my-jobs": {"budget_per_hour": 5}},
+            "pools": [pool(budget_per_hour=2.5), pool(name="p2", queues=["q2"])],
+        },
+        {},
+    )
+    b = s.budgets
+    assert (b.global_usd, dict(b.per_app)) == (12.5, {"my-jobs": 5.0})
+    assert dict(b.per_pool) == {"thumbs": 2.5}
+    assert s.price_overrides == {"shared-cpu-1x": 0.001}
+    assert "budget_per_hour=$12.5" in s.describe() and "budget_per_hour=$2.5" in s.describe()
+    assert not parse_settings({"pools": [pool()]}, {}).budgets.any
 
 
 def test_prometheus_worker_pool_is_valid() -> None:

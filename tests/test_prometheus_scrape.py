@@ -69,6 +69,7 @@ def _running_scaler_metrics_url(
     settings = make_settings(
         api_url=local_api.url, token=local_api.token, redis_url=redis_url, namespace=ns,
         prefix=keys, app=app, queue=jobs, pools=pools, env={"SCALER_ENQUEUE_TOKENS": TOKEN},
+        sections={"costs": {"budget_per_hour": 100.0}},  # a budget, so its panel has series
     )
     for i in range(3):
         enqueue(redis_url, ns, keys, jobs, "record", f"{ns}:out", f"r{i}")

@@ -50,6 +50,17 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
         summary = ", ".join(f"{k}={n}" for k, n in sorted(ms.items())) or "none"
         lines.append(f"  {app}: {summary}")
     lines.append("desired: " + ", ".join(f"{p}={n}" for p, n in sorted(status["desired"].items())))
+    budgets = status.get("budgets") or []
+    if budgets:
+        lines.append("budgets (USD per rolling hour):")
+    for b in budgets:
+        if b["spent"] is None:
+            lines.append(f"  {b['scope']} {b['name']}: budget {b['budget']:.2f}, spend UNKNOWN")
+            continue
+        lines.append(
+            f"  {b['scope']} {b['name']}: spent {b['spent']:.2f} + committed "
+            f"{b['committed']:.2f} of {b['budget']:.2f} (left {b['remaining']:.2f})"
+        )
     lines.append("decisions:")
     for d in status["decisions"]:
         lines.append(f"  [{d['outcome']}] {d['message']}")

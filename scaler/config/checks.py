@@ -22,6 +22,9 @@ from scaler.fly.models import Guest
 from scaler.fly.sizing import SizingError, guest_for
 from scaler.telemetry.costs import MONTHLY_USD
 
+BUDGET_KEY = "budget_per_hour"
+"""The one ``[costs]`` key that is not a price: the global budget (USD per rolling hour)."""
+
 
 def _signal_name(value: str) -> str:
     sig = value.upper()
@@ -350,8 +353,9 @@ def _cross_problems(data: Mapping[str, Any]) -> _Found:
                     '"prometheus" needs [prometheus] url = "http://prometheus:9090"',
                 )
             )
+    problems += _budget_problems(data, apps, pools)
     for size in _table(data, "costs"):
-        if size not in MONTHLY_USD:
+        if size != BUDGET_KEY and size not in MONTHLY_USD:
             hint = (
                 _did_you_mean(str(size), list(MONTHLY_USD))
                 or " (use a preset name such as 'shared-cpu-1x' or 'performance-2x')"
@@ -377,4 +381,39 @@ def _cross_problems(data: Mapping[str, Any]) -> _Found:
                     f"no pool uses app {app!r}{hint}; remove the section or fix the name",
                 )
             )
+    return problems
+
+
+def _budget_problems(
+    data: Mapping[str, Any], apps: Mapping[str, Any], pools: list[Any] | tuple[Any, ...]
+) -> _Found:
+    """Budgets per rolling hour: positive, and none above a wider one (it could never bind)."""
+    problems: _Found = []
+    glob = _table(data, "costs").get(BUDGET_KEY)
+    if isinstance(glob, int | float) and glob <= 0:
+        problems.append(
+            (("costs", BUDGET_KEY), f"{glob} allows no machine at all; use a positive USD "
+             "amount per hour, or remove the key for no budget")
+        )
+        glob = None
+
+    def above(path: tuple[str | int, ...], value: object, limit: object, where: str) -> None:
+        if isinstance(value, int | float) and isinstance(limit, int | float) and value > limit:
+            problems.append(
+                (path, f"{value} is above {where} = {limit}, so it can never be reached; "
+                 "lower it or remove it")
+            )
+
+    for app, cfg in apps.items():
+        if isinstance(cfg, Mapping):
+            above(("apps", app, BUDGET_KEY), cfg.get(BUDGET_KEY), glob, f"costs.{BUDGET_KEY}")
+    for i, pool in enumerate(pools):
+        if not isinstance(pool, Mapping):
+            continue
+        value, pool_app = pool.get(BUDGET_KEY), pool.get("app")
+        app_cfg = apps.get(pool_app) if isinstance(pool_app, str) else None
+        if isinstance(app_cfg, Mapping):
+            above(("pools", i, BUDGET_KEY), value, app_cfg.get(BUDGET_KEY),
+                  f"apps.{pool_app}.{BUDGET_KEY}")
+        above(("pools", i, BUDGET_KEY), value, glob, f"costs.{BUDGET_KEY}")
     return problems

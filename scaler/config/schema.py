@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from scaler.config.checks import (
+    BUDGET_KEY,
     _cross_problems,
     _guest_dict,
     _guest_text,
@@ -64,6 +65,7 @@ from scaler.config.values import (
 )
 from scaler.durations import format_duration
 from scaler.fly.models import Guest
+from scaler.policy.budget import Budgets
 from scaler.secret import MASK, Secret
 
 # --- sections -----------------------------------------------------------------------------------
@@ -149,9 +151,11 @@ class ScalerSettings(_Model):
 
 
 class AppSettings(_Model):
-    """``[apps.<name>]``: per-app settings. ``max_machines``: cap over all pools of that app."""
+    """``[apps.<name>]``: per-app settings. ``max_machines``: cap over all pools of that app;
+    ``budget_per_hour``: USD the app's machines may cost per rolling hour (see ``[costs]``)."""
 
     max_machines: NonNegInt | None = None
+    budget_per_hour: PositiveFloat | None = None
 
 
 class HttpSettings(_Model):
@@ -211,6 +215,9 @@ class PoolSpec(_Model):
     - ``http_actors``: actor names that the HTTP enqueue API accepts on this pool's queues
       (default none: the queues are closed to HTTP producers).
 
+    ``budget_per_hour``: USD the pool's machines may cost per rolling hour (see ``[costs]``;
+    default none).
+
     Per-job pools only: ``max_launches`` (3): launches of one job (crashes, boot timeouts) before
     the job is dead-lettered; ``warm_slots`` (0): stopped machines of the pool's template kept to
     run jobs on (a start instead of a create; at most ``max_machines``); ``slot_max_jobs`` and
@@ -264,6 +271,7 @@ class PoolSpec(_Model):
     query: StrictStr | None = None
     target_per_machine: PositiveFloat | None = None
     scale_tolerance: Annotated[float, Field(ge=0.0, le=1.0, strict=False)] = 0.1
+    budget_per_hour: PositiveFloat | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     _guest: Guest | None = PrivateAttr(default=None)
@@ -300,7 +308,8 @@ class PoolSpec(_Model):
 class Settings(_Model):
     """The whole configuration. Sections: ``fly``, ``redis``, ``scaler``, ``apps``, ``http``,
     ``prometheus``, ``costs`` (USD per second by preset name, overriding
-    ``scaler.telemetry.costs``) and ``pools``. See each section's class for its keys."""
+    ``scaler.telemetry.costs``, and ``budget_per_hour``: USD all machines may cost per rolling
+    hour) and ``pools``. See each section's class for its keys."""
 
     fly: FlySettings = Field(default_factory=FlySettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -325,6 +334,25 @@ class Settings(_Model):
                 return p
         known = ", ".join(p.name for p in self.pools) or "none"
         raise KeyError(f"no pool named {name!r} (pools: {known})")
+
+    @property
+    def price_overrides(self) -> dict[str, float]:
+        """``[costs]`` prices by preset name (USD per second), without ``budget_per_hour``."""
+        return {k: v for k, v in self.costs.items() if k != BUDGET_KEY}
+
+    @property
+    def budgets(self) -> Budgets:
+        """The cost budgets per rolling hour: ``[costs]``, ``[apps.<app>]`` and each pool's."""
+        return Budgets(
+            global_usd=self.costs.get(BUDGET_KEY),
+            per_app={
+                app: a.budget_per_hour for app, a in self.apps.items()
+                if a.budget_per_hour is not None
+            },
+            per_pool={
+                p.name: p.budget_per_hour for p in self.pools if p.budget_per_hour is not None
+            },
+        )
 
     def app_cap(self, app: str) -> int | None:
         """The ``[apps.<app>] max_machines`` cap, or ``None`` when that app has none."""
@@ -370,11 +398,15 @@ class Settings(_Model):
             f"prometheus: {self.prometheus.url or 'none'}",
         ]
         for app, a in sorted(self.apps.items()):
-            lines.append(f"app {app}: max_machines={a.max_machines}")
+            line = f"app {app}: max_machines={a.max_machines}"
+            if a.budget_per_hour is not None:
+                line += f"  budget_per_hour=${a.budget_per_hour:g}"
+            lines.append(line)
         if self.costs:
-            lines.append(
-                "costs:      " + "  ".join(f"{k}={v:g}/s" for k, v in sorted(self.costs.items()))
-            )
+            parts = [f"{k}={v:g}/s" for k, v in sorted(self.price_overrides.items())]
+            if (budget := self.costs.get(BUDGET_KEY)) is not None:
+                parts.append(f"budget_per_hour=${budget:g}")
+            lines.append("costs:      " + "  ".join(parts))
         lines.append(f"pools ({len(self.pools)}):")
         for p in self.pools:
             line = (
@@ -392,5 +424,7 @@ class Settings(_Model):
                 )
             else:
                 line += f"  max_launches={p.max_launches}"
+            if p.budget_per_hour is not None:
+                line += f"  budget_per_hour=${p.budget_per_hour:g}"
             lines.append(line)
         return "\n".join(lines)

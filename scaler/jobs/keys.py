@@ -34,6 +34,9 @@ key                         type    what
 ``{p}:status``              STRING  the leader's last tick, for ``scaler status``
 ``{p}:rl:{action}:{scope}`` HASH    a shared rate-limit bucket (replicas share Fly's budget)
 ``{p}:msg:{message_id}``    HASH    a message's record: where it is and how it ended (7 days)
+``{p}:spend:{minute}``      HASH    USD spent in one minute: ``total``, ``app:{a}``, ``pool:{p}``
+                                    (the budgets' rolling hour; kept 2 hours)
+``{p}:spend:at``            STRING  when spend was last accrued (shared by replicas)
 ==========================  ======  =========================================================
 
 A message's record (:func:`message_record_key`) is written when it is enqueued over HTTP, when
@@ -73,6 +76,8 @@ __all__ = [
     "rate_key",
     "recent_jobs_key",
     "slots_key",
+    "spend_at_key",
+    "spend_bucket_key",
     "status_key",
     "wake_channel",
 ]
@@ -140,6 +145,16 @@ def finished_machines_key(prefix: str) -> str:
     the runner's scripts with the end of the claim). Such a machine is exiting, not an orphan; the
     observer drops the entry once no listing shows the machine."""
     return f"{prefix}:finished"
+
+
+def spend_bucket_key(prefix: str, minute: int) -> str:
+    """``{prefix}:spend:{minute}``: USD spent within one minute (``minute`` = epoch s // 60)."""
+    return f"{prefix}:spend:{minute}"
+
+
+def spend_at_key(prefix: str) -> str:
+    """``{prefix}:spend:at``: when the spend ledger last accrued (epoch seconds)."""
+    return f"{prefix}:spend:at"
 
 
 def wake_channel(prefix: str) -> str:

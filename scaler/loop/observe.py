@@ -46,7 +46,10 @@ from scaler.loop.governor import RateGovernor
 from scaler.loop.machines import META_SCALER, machine_view
 from scaler.loop.overlay import InFlight, Listed, Overlay
 from scaler.loop.prometheus import PrometheusReader
+from scaler.loop.spend import SpendLedger, machine_rates
+from scaler.policy.budget import Spend
 from scaler.policy.types import ClaimView, MachineView, Observation, QueueView
+from scaler.telemetry.costs import cost_per_second
 
 __all__ = ["Observer"]
 
@@ -116,6 +119,12 @@ class Observer:
         # apps whose listing fails for a reason only the operator can fix (token, missing app)
         self.misconfigured: set[str] = set()
         self._idle: dict[str, float] = {}  # worker machine id -> when it paused idle (seconds)
+        self.spend = SpendLedger(redis, settings.redis.prefix) if settings.budgets.any else None
+        self.prices = {
+            p.name: cost_per_second(p.guest.cpu_kind or "shared", p.guest.cpus or 1,
+                                    p.guest.memory_mb or 0, settings.price_overrides)
+            for p in settings.pools
+        }
 
     async def observe(self) -> Observation:
         """One observation."""
@@ -141,6 +150,7 @@ class Observer:
                 budget[app] = 0.0
         all_inflight = {p: inflight.get(p, 0) for p in self.pools}
         metric_values = await self._metrics()
+        spend = await self._spend(now, machines)
         slot_jobs = await self._slot_jobs()
         return Observation(
             now=now,
@@ -150,6 +160,7 @@ class Observer:
             inflight=all_inflight,
             create_budget=budget,
             metric_values=metric_values,
+            spend=spend,
             slot_jobs=slot_jobs,
         )
 
@@ -163,6 +174,24 @@ class Observer:
             self.unknown["redis"] = str(exc)
             return None
         return {mid: b.jobs for mid, b in bindings.items()}
+
+    async def _spend(
+        self, now: float, machines: Mapping[str, tuple[MachineView, ...] | None]
+    ) -> Spend | None:
+        """Accrue the listed machines' cost and read the rolling hour (only with budgets set);
+        ``None`` when the ledger cannot be read (budgeted pools then launch nothing)."""
+        if self.spend is None:
+            return None
+        started = machine_rates(
+            (m for ms in machines.values() for m in ms or ()),
+            self.settings.price_overrides, self.prices,
+        )
+        try:
+            await self.spend.accrue(now, started, {p: s.app for p, s in self.pools.items()})
+            return await self.spend.read(now, self.prices)
+        except Exception as exc:
+            self.unknown.setdefault("redis", f"spend ledger: {exc}")
+            return None
 
     async def _queues(self, now: float) -> dict[str, QueueView | None]:
         s = self.settings.redis

@@ -98,6 +98,7 @@ class Reconciler:
                 app: cap for app in {a for p in settings.pools for a in p.fly_apps}
                 if (cap := settings.app_cap(app)) is not None
             },
+            budgets=settings.budgets,
         )
         self.last: TickResult | None = None
         self.recorder = TickRecorder(

@@ -3,6 +3,7 @@
 No I/O, no clock, no randomness: the same observation always yields the same plan.
 """
 
+from scaler.policy.budget import Budgets, Spend
 from scaler.policy.planner import plan
 from scaler.policy.types import (
     Action,
@@ -30,6 +31,7 @@ from scaler.policy.types import (
 
 __all__ = [
     "Action",
+    "Budgets",
     "Caps",
     "ClaimAction",
     "ClaimView",
@@ -48,6 +50,7 @@ __all__ = [
     "QueueView",
     "Relaunch",
     "RequeueOrDeadLetter",
+    "Spend",
     "Start",
     "Suspend",
     "plan",

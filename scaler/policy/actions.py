@@ -222,7 +222,7 @@ class Decision:
             ``"skip"``.
         outcome: ``"acted"`` or ``"not_taken"``.
         reason: short machine-readable cause (``"cap_pool"``, ``"cap_app"``, ``"cap_global"``,
-            ``"rate_limit"``, ``"unknown_data"``, ``"no_demand"``, ``"boot_timeout"``,
+            ``"rate_limit"``, ``"budget"``, ``"unknown_data"``, ``"no_demand"``, ``"boot_timeout"``,
             ``"max_runtime"``, ``"failed"``, ``"stopped"``, ``"stuck"``, ``"orphan"``, ...).
         count: how many units (machines, messages, claims) the decision covers.
         inputs: the numbers that led to it.

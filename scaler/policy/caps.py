@@ -13,7 +13,8 @@ sum of its pools' ``max_machines``), so the global cap still holds without block
 Room is split by max-min fairness on live machines (water-filling): a unit of room goes to the pool
 with demand that has the fewest live machines (in-flight launches and held claims included), ties
 to the pool whose work waited longest (then pool order), until its demand, its app's room, its
-app's create tokens or the global room runs out. A pool's demand therefore cannot starve another
+app's create tokens, the global room or a cost budget over it (:mod:`scaler.policy.budget_room`)
+runs out. A pool's demand therefore cannot starve another
 pool, and neither can its head start: when one slot frees under a full global cap, it goes to the
 pool holding the fewest, not back to whichever pool happens to rank first.
 """
@@ -24,11 +25,15 @@ import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine, index_apps, index_claims
 from scaler.policy.slots import is_idle_slot
 from scaler.policy.states import is_live
 from scaler.policy.types import Caps, Observation, PoolPolicy
+
+if TYPE_CHECKING:
+    from scaler.policy.budget_room import BudgetRoom
 
 __all__ = ["Grant", "Ledger", "Request", "allocate", "pick_app", "unknown_app_estimate"]
 
@@ -195,8 +200,8 @@ class Grant:
     """What a pool got: ``count`` machines, ``free`` of them without a create token.
 
     ``limit`` names what stopped the rest (``"cap_pool"``, ``"cap_app"``, ``"rate_limit"``,
-    ``"cap_global"``), ``None`` if the whole request was granted. ``by_app``: the granted units
-    per app, in the order they were first given (empty when nothing was granted).
+    ``"cap_global"``, ``"budget"``), ``None`` if the whole request was granted. ``by_app``: the
+    granted units per app, in the order they were first given (empty when nothing was granted).
     """
 
     pool: str
@@ -211,8 +216,12 @@ class Grant:
         return self.count - self.free
 
 
-def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]:
+def allocate(
+    requests: Sequence[Request], ledger: Ledger, money: BudgetRoom | None = None
+) -> Mapping[str, Grant]:
     """Split the room left in ``ledger`` among ``requests`` fairly; the ledger is not changed.
+    ``money``: the cost budgets' room, one more limit every unit (Start or create) must fit;
+    the grants are taken from it.
 
     A request over several apps takes each unit in the app with the most create tokens left, then
     the fewest live machines, then the order of its apps (:func:`pick_app`)."""
@@ -242,7 +251,12 @@ def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]
         return pick_app(r.all_apps, app_room, budget, app_live, free_left[r.pool] > 0)
 
     def can(r: Request) -> bool:
-        return rem[r.pool] > 0 and glob > 0 and target(r) is not None
+        return (
+            rem[r.pool] > 0
+            and glob > 0
+            and target(r) is not None
+            and (money is None or money.fits(r.pool))
+        )
 
     def give(r: Request, k: int) -> None:
         nonlocal glob
@@ -254,6 +268,8 @@ def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]
         app_room[a] -= k
         app_live[a] += k
         by_app[r.pool][a] = by_app[r.pool].get(a, 0) + k
+        if money is not None:
+            money.take(r.pool, k)
         if free_left[r.pool] >= k:
             free_left[r.pool] -= k
             got_free[r.pool] += k
@@ -290,6 +306,8 @@ def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]
         for r in lowest:
             if free_left[r.pool] > 0:
                 inc = min(inc, free_left[r.pool])
+        if money is not None:
+            inc = min(inc, money.step(r.pool for r in lowest))
         if inc >= 1:
             for r in lowest:
                 if can(r):  # a pool over several apps may have taken a shared app's last unit
@@ -311,6 +329,8 @@ def allocate(requests: Sequence[Request], ledger: Ledger) -> Mapping[str, Grant]
                 budget[a] <= 0 for a in r.all_apps if app_room[a] > 0
             ):
                 limit = "rate_limit"
+            elif money is not None and not money.fits(r.pool):
+                limit = money.reason
             else:
                 limit = "cap_global"
         grants[r.pool] = Grant(r.pool, got[r.pool], got_free[r.pool], limit, by_app[r.pool])

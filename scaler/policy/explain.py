@@ -18,6 +18,7 @@ REASON_TEXT: Mapping[str, str] = {
     "cap_app": "app cap",
     "cap_global": "global cap",
     "rate_limit": "create rate limit",
+    "budget": "cost budget for the rolling hour reached",
     "unknown_data": "data unknown",
     "no_demand": "no demand",
     "boot_timeout": "never started before its boot timeout",

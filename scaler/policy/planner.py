@@ -10,7 +10,9 @@ Order of work, and why:
 2. Relaunches of claims that lost their create, before any new work: those jobs waited longest.
 3. New capacity for every pool at once, split fairly (:mod:`~scaler.policy.caps`): per-job
    Launches up to the ready count, worker Starts of warm machines before Creates. Every create
-   (Launch, Relaunch, Create) spends one token of the app's ``create_budget``.
+   (Launch, Relaunch, Create) spends one token of the app's ``create_budget``. Every Launch, Start
+   and Create must also fit the cost budgets (:mod:`~scaler.policy.budget`) or waits with reason
+   ``budget``; relaunches do not (their job's spend is already committed).
 4. Worker pools with a known signal destroy stopped machines beyond ``warm_machines`` (suspended
    ones beyond ``warm_suspended``), and suspend idle workers they do not need into that tier
    (:mod:`~scaler.policy.suspend`). Warm Starts take suspended machines before stopped ones.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from scaler.policy.budget_room import BudgetRoom
 from scaler.policy.builder import PlanBuilder
 from scaler.policy.caps import Grant, Ledger, Request, allocate
 from scaler.policy.explain import describe
@@ -251,8 +254,9 @@ def _scale(
             want = max(0, sig.desired - live)
             free = min(want, len(stopped.get(p.name, ())))
             requests.append(Request(p.name, p.app, want, free, (-_oldest_age(p, obs), i)))
-    before = {p.name: _snapshot(p, ledger) for p in pools}
-    grants = allocate(requests, ledger)
+    money = BudgetRoom.from_observation(obs, pools, ledger.caps.budgets, ledger, apps)
+    before = {p.name: {**_snapshot(p, ledger), **money.inputs(p.name)} for p in pools}
+    grants = allocate(requests, ledger, money)
     for p in pools:
         if not _known(p, apps):
             missing = ",".join(a for a in p.fly_apps if a not in apps)

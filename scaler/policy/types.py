@@ -31,6 +31,7 @@ from scaler.policy.actions import (
     Start,
     Suspend,
 )
+from scaler.policy.budget import Budgets, Spend
 
 __all__ = [
     "DEFAULT_ORPHAN_GRACE_S",
@@ -226,10 +227,12 @@ class Caps:
     Attributes:
         global_max: live machines across every app.
         per_app: live machines per Fly app; an app missing here has no app cap.
+        budgets: USD per rolling hour per scope (:mod:`scaler.policy.budget`); none by default.
     """
 
     global_max: int
     per_app: Mapping[str, int] = field(default_factory=_empty)
+    budgets: Budgets = field(default_factory=Budgets)
 
     def __post_init__(self) -> None:
         if self.global_max < 0:
@@ -408,6 +411,8 @@ class Observation:
             budget of 0 (nothing is created on it; decisions say "rate_limit").
         metric_values: per pool, the value for ``scale_on="prometheus"``; ``None`` or absent =
             unknown.
+        spend: USD spent in the rolling hour and each pool's price (:mod:`scaler.policy.budget`);
+            ``None`` = unreadable: pools under a budget launch nothing.
         slot_jobs: per slot machine id, the jobs bound to it so far (absent: none); ``None``:
             unreadable (no slot is bound or replaced for its job count then).
     """
@@ -419,4 +424,5 @@ class Observation:
     inflight: Mapping[str, int] = field(default_factory=_empty)
     create_budget: Mapping[str, float] = field(default_factory=dict)
     metric_values: Mapping[str, float | None] = field(default_factory=dict)
+    spend: Spend | None = None
     slot_jobs: Mapping[str, int] | None = field(default_factory=_empty)

@@ -30,7 +30,11 @@ RELEASE_REASONS = (
 )
 JOB_DEAD_LETTER_REASONS = ("job_failed", "setup", "max_age")
 """Dead letters made where the job ends (dramatiq gave up, the runner's set-up, at claim)."""
-NOT_TAKEN_REASONS = ("cap_pool", "cap_app", "cap_global", "rate_limit", "unknown_data")
+NOT_TAKEN_REASONS = (
+    "cap_pool", "cap_app", "cap_global", "rate_limit", "budget", "unknown_data",
+)
+JOB_COST_BUCKETS = (0.00001, 0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+"""USD per job: a shared-cpu-1x second is about 7.5e-7 USD, a performance-16x hour about 0.69."""
 
 # From 5 ms (an event-driven launch) to 15 min (a cold machine that took long to boot).
 LATENCY_BUCKETS = (
@@ -116,8 +120,8 @@ class Metrics:
             ["pool", "kind", "outcome"], registry=r)
         self.decisions_not_taken = Counter(
             p + "decisions_not_taken_total", "Actions the planner wanted but did not take, by "
-            "reason (cap_pool, cap_app, cap_global, rate_limit, unknown_data; also waits such "
-            "as create_pending, orphan_grace, no_demand).",
+            "reason (cap_pool, cap_app, cap_global, rate_limit, budget, unknown_data; also waits "
+            "such as create_pending, orphan_grace, no_demand).",
             ["pool", "reason"], registry=r)
 
         # Fly API and the rate governor.
@@ -169,6 +173,23 @@ class Metrics:
             p + "estimated_cost_usd_total", "Estimated cost of started machine time in USD, by "
             "pool and size (list prices; see [costs]).", ["pool", "size"], registry=r)
 
+        # Cost budgets (only with budgets set; scope is global, app or pool).
+        self.spend_hour = Gauge(
+            p + "spend_rolling_hour_usd", "Estimated USD spent in the rolling hour, by budget "
+            "scope (global/app/pool) and name.", ["scope", "name"], registry=r)
+        self.budget = Gauge(
+            p + "budget_per_hour_usd", "The configured budget per rolling hour, by scope and "
+            "name.", ["scope", "name"], registry=r)
+        self.budget_remaining = Gauge(
+            p + "budget_remaining_usd", "Budget left for new launches: the budget minus the "
+            "rolling hour's spend and what launched machines are committed to; at or below the "
+            "price of one launch, launches wait with reason budget.", ["scope", "name"],
+            registry=r)
+        self.job_cost = Histogram(
+            p + "job_cost_usd", "Estimated cost of each finished job (its machine's started "
+            "seconds up to the job's end, else its run time, x price), by pool.", ["pool"],
+            buckets=JOB_COST_BUCKETS, registry=r)
+
         # The enqueue API.
         self.http_enqueued = Counter(
             p + "http_enqueued_total", "Messages accepted by the HTTP enqueue API by queue.",
@@ -200,6 +221,7 @@ class Metrics:
             self.enqueue_to_started.labels(pool)
             self.enqueue_to_launch.labels(pool)
             self.job_run.labels(pool)
+            self.job_cost.labels(pool)
             self.launches_waiting_budget.labels(pool).set(0)
         for queue in queues:
             self.http_enqueued.labels(queue)

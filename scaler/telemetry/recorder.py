@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,12 +17,15 @@ from scaler.jobs.keys import job_events_key, status_key
 from scaler.jobs.outcomes import JobEvent
 from scaler.loop.governor import RateGovernor
 from scaler.loop.observe import Observer
+from scaler.loop.spend import machine_rates
+from scaler.policy.budget_room import BudgetRoom
 from scaler.policy.caps import Ledger
+from scaler.policy.index import index_apps
 from scaler.policy.types import Caps, Decision, Observation, Plan, PoolPolicy
 from scaler.telemetry.costs import price_per_second
 from scaler.telemetry.metrics import Metrics
 
-__all__ = ["STATUS_TTL_S", "TickRecorder"]
+__all__ = ["STATUS_TTL_S", "TickRecorder", "job_cost"]
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +56,9 @@ class TickRecorder:
         self._last_logged: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._cost_seen: dict[str, float] = {}
         self._unavailable: dict[str, str] = {}  # source -> the problem last logged
+        self._budgets: list[dict[str, Any]] = []  # for the status, as last recorded
+        # started per-job machines as last listed: id -> (started_at, USD per second)
+        self._started: dict[str, tuple[float, float]] = {}
 
     def record(self, obs: Observation, plan: Plan, leader: bool) -> None:
         """Metrics and one log event per decision (repeats of an unchanged decision at debug)."""
@@ -69,6 +75,14 @@ class TickRecorder:
         m.machines.clear()
         now = obs.now
         seen: set[str] = set()
+        self._started = {
+            mv.id: (mv.started_at, rate)
+            for mv, rate in machine_rates(
+                (mv for ms in obs.machines_by_app.values() for mv in ms or () if mv.job),
+                self.settings.price_overrides, self.observer.prices,
+            )
+            if mv.started_at is not None
+        }
         for machines in obs.machines_by_app.values():
             for mv in machines or ():
                 pool = mv.pool or "(unknown)"
@@ -108,6 +122,29 @@ class TickRecorder:
                     waiting[d.pool] = waiting.get(d.pool, 0) + d.count
         for p in self.policies:
             m.launches_waiting_budget.labels(p.name).set(waiting.get(p.name, 0))
+        self._record_budgets(obs, ledger)
+
+    def _record_budgets(self, obs: Observation, ledger: Ledger) -> None:
+        """Spend, budget and what is left per budget scope, as the planner counted them."""
+        if not self.caps.budgets.any:
+            return
+        apps = index_apps(obs, self.policies)
+        room = BudgetRoom.from_observation(obs, self.policies, self.caps.budgets, ledger, apps)
+        m = self.metrics
+        self._budgets = []
+        for (scope, name), usd in room.budget.items():
+            label = name or "all"
+            m.budget.labels(scope, label).set(usd)
+            known = obs.spend is not None
+            if known:
+                m.spend_hour.labels(scope, label).set(room.spent[(scope, name)])
+                m.budget_remaining.labels(scope, label).set(room.room[(scope, name)])
+            self._budgets.append({
+                "scope": scope, "name": label, "budget": usd,
+                "spent": room.spent[(scope, name)] if known else None,
+                "committed": room.committed[(scope, name)] if known else None,
+                "remaining": room.room[(scope, name)] if known else None,
+            })
 
     def _log_unavailable(self, unknown: dict[str, str]) -> None:
         """A source that cannot be read is a warning once, when it starts or its cause changes,
@@ -144,7 +181,12 @@ class TickRecorder:
                 m.enqueue_to_started.labels(ev.pool).observe(ev.wait_s)
             if ev.run_s is not None:
                 m.job_run.labels(ev.pool).observe(ev.run_s)
-            _log_job(ev)
+            cost = job_cost(ev, self._started, self.observer.prices)
+            if cost is not None:
+                m.job_cost.labels(ev.pool).observe(cost)
+            _log_job(ev, cost)
+
+
 
     def _account_cost(
         self, machine_id: str, pool: str, size: str, memory_mb: int, now: float
@@ -156,7 +198,7 @@ class TickRecorder:
         seconds = max(0.0, now - last)
         label = size or "shared-cpu-1x"
         self.metrics.machine_seconds.labels(pool, label).inc(seconds)
-        price = price_per_second(label, memory_mb, self.settings.costs)
+        price = price_per_second(label, memory_mb, self.settings.price_overrides)
         self.metrics.cost.labels(pool, label).inc(seconds * price)
 
     def _log_decision(self, d: Decision, leader: bool) -> None:
@@ -203,6 +245,7 @@ class TickRecorder:
                 for d in plan.decisions
             ],
             "unknown": dict(self.observer.unknown),
+            "budgets": self._budgets,
         }
         try:
             await self.redis.set(
@@ -212,13 +255,32 @@ class TickRecorder:
             log.debug("status not published", error=str(exc))
 
 
-def _log_job(ev: JobEvent) -> None:
-    """One line per finished job, with dramatiq's message_id (the id the app got from send())."""
+def job_cost(
+    ev: JobEvent, started: Mapping[str, tuple[float, float]], prices: Mapping[str, float]
+) -> float | None:
+    """A job's estimated cost, machine-seconds x price: from when its machine was listed started
+    (``started``: machine id -> (started_at, USD per second)) to the job's end, at that machine's
+    price; for a machine no listing showed started, the job's run time at its pool's price
+    (``prices``); ``None`` when neither is known."""
+    seen = started.get(ev.machine_id or "")
+    if seen is not None and ev.finished_at is not None:
+        started_at, rate = seen
+        return max(0.0, ev.finished_at / 1e3 - started_at) * rate
+    price = prices.get(ev.pool)
+    if ev.run_s is None or price is None:
+        return None
+    return ev.run_s * price
+
+
+def _log_job(ev: JobEvent, cost: float | None = None) -> None:
+    """One line per finished job, with dramatiq's message_id (the id the app got from send())
+    and its estimated cost (:func:`job_cost`)."""
     fields: dict[str, Any] = dict(
         outcome=ev.outcome, queue=ev.queue, pool=ev.pool, message_id=ev.message_id,
         redis_message_id=ev.redis_message_id, machine=ev.machine_id, launch=ev.launch,
         actor=ev.actor,
         run_s=None if ev.run_s is None else round(ev.run_s, 3),
+        cost_usd=None if cost is None else round(cost, 8),
     )
     if ev.outcome == "dead_lettered":
         log.warning("job finished", reason=ev.reason, cause=ev.cause, **fields)

@@ -161,7 +161,9 @@ def test_machine_past_max_runtime_is_destroyed_and_job_dead_lettered(world: Worl
     key = f"{w.ns}:hang"
     w.enqueue("sleeper", key, 600)
     harness = ScalerHarness(
-        w.settings(extra_pool={"max_runtime": "2s", "max_launches": 1})
+        # Long enough for the runner to start its job on a loaded 2-core host (Python's
+        # start-up alone has taken over 2 s there); the job itself sleeps for 600 s.
+        w.settings(extra_pool={"max_runtime": "8s", "max_launches": 1})
     ).start()
     try:
         eventually(lambda: w.r.zcard(f"{w.ns}:{w.queue}.XQ") == 1, timeout=60,
