@@ -218,7 +218,8 @@ class PoolSpec(_Model):
     - ``name``: 1-20 of ``[a-z0-9-]`` (it goes into machine names); unique.
     - ``mode``: ``per-job`` (one dedicated ``auto_destroy`` machine per message; default) or
       ``worker`` (a fleet of dramatiq workers sized from a signal, scaled to zero).
-    - ``app``: the Fly app the machines are created in.
+    - ``app``: the Fly app the machines are created in; or ``apps`` (per-job pools): several
+      Fly apps, creates spread over their create budgets (exactly one of the two keys).
     - ``queues``: dramatiq queue names served (at least one; a queue belongs to one pool).
     - ``max_machines``: pool cap on live machines (default 10; at most the app and global caps).
     - ``region``: Fly region code, e.g. ``iad`` (default: Fly chooses).
@@ -248,6 +249,8 @@ class PoolSpec(_Model):
     - ``min_lifetime`` (``10m``): but not before it has run this long, so a demand that swings
       around a threshold keeps the machine it bought instead of buying it again every swing.
     - ``warm_machines`` (0): stopped machines kept for a fast start.
+    - ``warm_suspended`` (0): idle workers suspended (memory kept) instead of stopped, up to this
+      many; started before stopped ones. The machine must fit Fly's suspend rules (at most 2 GB).
     - ``scale_on``: ``depth`` (default; queued messages / jobs_per_machine), ``latency`` (age of
       the oldest message vs ``target_latency``, default ``30s``) or ``prometheus`` (``query``'s
       value / ``target_per_machine``; needs ``[prometheus] url``).
@@ -255,7 +258,8 @@ class PoolSpec(_Model):
 
     name: PoolName
     mode: Literal["per-job", "worker"] = "per-job"
-    app: AppName
+    app: AppName = ""
+    apps: tuple[AppName, ...] = ()
     queues: tuple[QueueName, ...]
     max_machines: NonNegInt = 10
     region: StrictStr | None = None
@@ -277,6 +281,7 @@ class PoolSpec(_Model):
     idle_timeout: PositiveDuration = 60.0
     min_lifetime: Duration = 600.0
     warm_machines: NonNegInt = 0
+    warm_suspended: NonNegInt = 0
     warm_slots: NonNegInt = 0
     slot_max_jobs: PositiveInt | None = None
     slot_max_age: PositiveDuration | None = None
@@ -297,6 +302,12 @@ class PoolSpec(_Model):
         return self._guest
 
     @property
+    def fly_apps(self) -> tuple[str, ...]:
+        """Every Fly app the pool's machines run in (``apps``, else ``(app,)``); ``app`` is the
+        first of them."""
+        return self.apps or (self.app,)
+
+    @property
     def is_worker(self) -> bool:
         """Whether this is a worker pool (else per-job)."""
         return self.mode == "worker"
@@ -308,6 +319,8 @@ class PoolSpec(_Model):
         if problems:
             raise _Problems(problems)
         object.__setattr__(self, "stop_signal", _signal_name(self.stop_signal))
+        if self.apps:
+            object.__setattr__(self, "app", self.apps[0])
         self._guest = guest
         return self
 
@@ -420,7 +433,7 @@ class Settings(_Model):
         lines.append(f"pools ({len(self.pools)}):")
         for p in self.pools:
             line = (
-                f"  {p.name}: {p.mode}  app={p.app}  queues={','.join(p.queues)}"
+                f"  {p.name}: {p.mode}  app={','.join(p.fly_apps)}  queues={','.join(p.queues)}"
                 f"  max_machines={p.max_machines}  region={p.region or 'any'}  image={p.image}"
                 f"  guest={_guest_text(p.guest)}  max_runtime={d(p.max_runtime)}"
                 f"  boot_timeout={d(p.boot_timeout)}"
@@ -428,6 +441,7 @@ class Settings(_Model):
             if p.is_worker:
                 line += (
                     f"  min={p.min_machines}  warm={p.warm_machines}"
+                    f"  warm_suspended={p.warm_suspended}"
                     f"  jobs_per_machine={p.jobs_per_machine}  idle_timeout={d(p.idle_timeout)}"
                     f"  scale_on={p.scale_on}"
                 )

@@ -26,6 +26,7 @@ from scaler.policy.types import (
     Relaunch,
     RequeueOrDeadLetter,
     Start,
+    Suspend,
 )
 
 __all__ = [
@@ -51,5 +52,6 @@ __all__ = [
     "RequeueOrDeadLetter",
     "Spend",
     "Start",
+    "Suspend",
     "plan",
 ]

@@ -42,6 +42,8 @@ REASON_TEXT: Mapping[str, str] = {
     "orphan_grace": "orphan within its grace",
     "invalid_options": "invalid machine options",
     "fly_refused": "Fly refused the job's own machine",
+    "idle": "idle worker kept in the suspended tier",
+    "suspended": "suspended, and not kept in a warm tier",
 }
 """Human wording for each machine-readable reason."""
 
@@ -52,6 +54,7 @@ _NOUNS: Mapping[str, str] = {
     "dead_letter": "dead-lettered",
     "give_back": "gave back",
     "relaunch": "relaunched",
+    "suspend": "suspended",
 }
 
 
