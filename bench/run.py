@@ -26,6 +26,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "P1b": ("slot_latency", "enqueue -> job entered, realistic timings: warm slot vs create"),
     "P2": ("create_rate", "per-job creates/s against Fly's create limit, 429s"),
     "P2b": ("warm_start", "launches/s starting warm stopped machines vs create-only"),
+    "P2d": ("apps_spread", "a burst of per-job jobs created over 1 app vs 4 apps"),
     "P2c": ("slot_burst", "burst of per-job jobs on warm slots vs create-only, 429s"),
     "P3": ("scale_tick", "one tick at 10k machines, 100 queues, 1M messages"),
     "P4": ("runner_startup", "runner exec -> job entered vs bare import vs dramatiq CLI"),

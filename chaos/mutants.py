@@ -133,10 +133,9 @@ MUTANTS.update({
     # R14, R16: a machine still booting (created, starting) does not count against the caps.
     "booting-not-live": [
         ("scaler/policy/states.py",
-         'NOT_LIVE_STATES = frozenset({"stopped", "failed", "destroying", "destroyed", '
-         '"launch_failed"})',
-         'NOT_LIVE_STATES = frozenset({"stopped", "failed", "destroying", "destroyed", '
-         '"launch_failed", "created", "starting"})'),
+         '    {"stopped", "suspended", "failed", "destroying", "destroyed", "launch_failed"}\n',
+         '    {"stopped", "suspended", "failed", "destroying", "destroyed", "launch_failed",\n'
+         '     "created", "starting"}\n'),
     ],
     # R12: the scaler thinks Fly allows four times its real rate and burst.
     "fly-limits-x4": [

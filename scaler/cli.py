@@ -1,4 +1,5 @@
-"""The ``scaler`` command: ``run | dev | local-api | status | jobs | check-config | init``.
+"""The ``scaler`` command: ``run | dev | local-api | status | jobs | check-config | init |
+record | simulate``.
 
 Each subcommand lives in the module that owns it; this file only wires them up.
 """
@@ -19,6 +20,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("scaler.commands.check_config", "validate a config file and print it"),
     "jobs": ("scaler.commands.jobs", "each queue's jobs and dead letters; retry or purge them"),
     "init": ("scaler.commands.init", "scaffold scaler.toml and an actors module in a folder"),
+    "record": ("scaler.commands.record", "record what the scaler observes into a trace file"),
+    "simulate": ("scaler.commands.simulate", "replay a trace through the planner on a virtual "
+                 "clock: waits, machines, cost"),
 }
 
 

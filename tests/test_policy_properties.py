@@ -395,8 +395,8 @@ def check_machines_are_destroyed_only_for_a_reason_that_holds(
             assert m.orphan_marked_at is not None and m.finished_at is None
         if a.reason == "finished_lingering":
             assert m.finished_at is not None and m.finished_at <= obs.now
-        if a.reason == "stopped":
-            assert m.state == "stopped"
+        if a.reason in ("stopped", "suspended"):
+            assert m.state == a.reason
         if a.pool is not None and by_name[a.pool].mode == "worker" and m.state == "started":
             assert a.reason in {"max_runtime"}, "a started worker is never killed to scale down"
 

@@ -43,7 +43,9 @@ def m(state: str, **kw: object) -> MachineView:
         # A warm machine started again boots from its last state change, not its creation.
         (m("starting", created_at=NOW - 9999, started_at=NOW - 9000, updated_at=NOW - 5), None),
         (m("started", started_at=NOW - 3601), Verdict("max_runtime", True)),
-        (m("suspended", started_at=NOW - 3601), Verdict("max_runtime", True)),
+        # Suspended, a machine runs nothing: resting like a stopped one, not timed out (a worker
+        # may rest in the suspended tier past max_runtime; a per-job one is reaped as suspended).
+        (m("suspended", started_at=NOW - 3601), None),
     ],
 )
 def test_verdicts(machine: MachineView, expected: Verdict | None) -> None:

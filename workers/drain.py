@@ -1,5 +1,6 @@
 """The runner's drain mode (:mod:`workers.runner`): an ordinary dramatiq worker on its queues
-that exits once idle (after its minimum lifetime)."""
+that exits once idle (after its minimum lifetime); in a pool with a suspended tier it first rests
+paused, to be suspended (:mod:`workers.idle`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+from workers.idle import rest_idle
 from workers.runtime import EXIT_OK, RunnerSettings, Stop, every, load_broker, log, now_ms
 
 __all__ = ["run_drain"]
@@ -38,6 +40,10 @@ class _Activity:
             after_skip_message = after_process_message
 
         return Activity()
+
+
+def _busy(worker: Any) -> bool:
+    return bool(worker.work_queue.unfinished_tasks > 0)
 
 
 def run_drain(settings: RunnerSettings, stop: Stop) -> int:
@@ -80,6 +86,12 @@ def run_drain(settings: RunnerSettings, stop: Stop) -> int:
             if idle_for >= settings.idle_timeout and (
                 time.monotonic() - born >= settings.min_lifetime
             ):
+                if settings.suspend_idle and rest_idle(
+                    worker, broker.client, settings, queues, stop, busy=lambda: _busy(worker)
+                ):
+                    with activity.lock:
+                        activity.last = time.monotonic()
+                    continue
                 log.info("idle for %.1fs; exiting", idle_for)
                 break
     finally:

@@ -149,6 +149,7 @@ def resolve(args: argparse.Namespace, env: dict[str, str]) -> RunnerSettings:
         ),
         machine_id=env.get("FLY_MACHINE_ID") or f"{socket.gethostname()}-{os.getpid()}",
         redis_url=env.get("REDIS_URL", ""),
+        suspend_idle=drain and env.get("FLY_SCALER_SUSPEND_IDLE", "") == "1",
     )
 
 

@@ -56,6 +56,9 @@ class RunnerSettings:
     shutdown_timeout: float
     machine_id: str
     redis_url: str = ""
+    suspend_idle: bool = False
+    """Drain mode of a pool with a suspended tier: when idle, pause and wait to be suspended
+    (:mod:`workers.idle`) before exiting."""
 
 
 def load_broker(module: str, namespace: str) -> Any:

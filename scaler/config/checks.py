@@ -35,6 +35,55 @@ def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _app_problems(pool: Mapping[str, Any], given: set[str]) -> _Found:
+    """``app`` or ``apps``: exactly one, and no app listed twice."""
+    if "app" in given and "apps" in given:
+        return [(("apps",), "'app' and 'apps' are both set; keep one: app = \"jobs\" for one "
+                 "Fly app, or apps = [\"jobs-1\", \"jobs-2\"] to spread creates over several")]
+    if "app" not in given and "apps" not in given:
+        return [(("app",), "required key is missing: the pool's Fly app, app = \"my-jobs\" "
+                 "(or apps = [\"jobs-1\", \"jobs-2\"] to spread creates over several)")]
+    apps = pool.get("apps")
+    if "apps" not in given or not isinstance(apps, list | tuple):
+        return []
+    slots = pool.get("warm_slots")
+    if _is_int(slots) and slots > 0 and len(apps) > 1:
+        return [(("apps",), "warm slots live in one app; with warm_slots use app = \"...\" (slots "
+                 "are started, not created, so the create limit that apps spreads does not bind)")]
+    if not apps:
+        return [(("apps",), "an empty list; name at least one Fly app, or use app = \"...\"")]
+    dupes = sorted({a for a in apps if isinstance(a, str) and apps.count(a) > 1})
+    if dupes:
+        return [(("apps",), f"app {dupes[0]!r} is listed twice; list each Fly app once")]
+    return []
+
+
+SUSPEND_MAX_MEMORY_MB = 2048
+"""Fly suspends machines of at most 2 GB of memory (larger snapshots are refused or too slow)."""
+
+
+def _suspend_problems(n: Any, guest: Guest) -> _Found:
+    """``warm_suspended`` needs a machine Fly can suspend: at most 2 GB of memory (the pool's
+    template sets no swap and no GPU, Fly's other conditions)."""
+    if not _is_int(n) or n <= 0:
+        return []
+    if (guest.memory_mb or 0) > SUSPEND_MAX_MEMORY_MB:
+        return [(("warm_suspended",),
+                 f"Fly suspends machines of at most {SUSPEND_MAX_MEMORY_MB} MB; this pool's "
+                 f"machines have {guest.memory_mb} MB: use a smaller size or warm_machines "
+                 "(stopped) instead")]
+    return []
+
+
+def pool_apps(pool: Mapping[str, Any]) -> list[str]:
+    """The Fly apps a raw pool names (``apps``, else ``app``), ignoring wrongly typed values."""
+    apps = pool.get("apps")
+    if isinstance(apps, list | tuple):
+        return [a for a in apps if isinstance(a, str)]
+    app = pool.get("app")
+    return [app] if isinstance(app, str) else []
+
+
 def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Guest | None]:
     """Checks across the keys of one pool, tolerant of wrongly typed values (which are reported
     elsewhere), so they also run on a pool that failed type validation. Returns the guest too."""
@@ -67,14 +116,20 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
         dupes = sorted({q for q in queues if isinstance(q, str) and queues.count(q) > 1})
         if dupes:
             problems.append((("queues",), f"queue {dupes[0]!r} is listed twice"))
+    problems.extend(_app_problems(pool, given))
     mode = get("mode")
     from scaler.config.github import github_pool_problems
 
     problems.extend(github_pool_problems({**pool, "mode": mode}, given))
     if mode in ("per-job", "github"):
         for key in sorted(given & set(WORKER_KEYS)):
+            why = (
+                " (a per-job machine never suspends: the next job would find the last one's "
+                "memory)" if key == "warm_suspended" else ""
+            )
             problems.append(
-                ((key,), f'{key!r} applies to worker pools only; remove it or set mode = "worker"')
+                ((key,), f"{key!r} applies to worker pools only{why}; remove it or set "
+                 'mode = "worker"')
             )
         slots, cap = get("warm_slots"), get("max_machines")
         if _is_int(slots) and _is_int(cap) and cap >= 0 and slots > cap:
@@ -93,7 +148,7 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
                 )
             )
         cap = get("max_machines")
-        for key in ("min_machines", "warm_machines"):
+        for key in ("min_machines", "warm_machines", "warm_suspended"):
             n = get(key)
             # A negative cap is reported on its own key; a default the user never wrote is not
             # "above" anything they could lower.
@@ -165,6 +220,8 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
         )
     guest, guest_problems = _resolve_guest(get("size"), get("guest"))
     problems.extend(guest_problems)
+    if mode == "worker" and guest is not None:
+        problems.extend(_suspend_problems(get("warm_suspended"), guest))
     return problems, guest
 
 
@@ -263,9 +320,8 @@ def _cross_problems(data: Mapping[str, Any]) -> _Found:
         # A pool that did not write max_machines takes the default, which the tighter cap simply
         # limits: only a cap the user wrote can be "above" another.
         cap = pool.get("max_machines")
-        app = pool.get("app")
-        if isinstance(app, str):
-            used_apps.add(app)
+        pool_app_names = pool_apps(pool)
+        used_apps.update(pool_app_names)
         if _is_int(cap) and _is_int(global_cap) and cap > global_cap:
             problems.append(
                 (
@@ -275,16 +331,24 @@ def _cross_problems(data: Mapping[str, Any]) -> _Found:
                     "scaler.max_machines",
                 )
             )
-        app_cfg = apps.get(app) if isinstance(app, str) else None
-        app_cap = app_cfg.get("max_machines") if isinstance(app_cfg, Mapping) else None
-        if _is_int(cap) and _is_int(app_cap) and cap > app_cap:
-            problems.append(
-                (
-                    ("pools", i, "max_machines"),
-                    f"{cap} is above apps.{app}."
-                    f"max_machines = {app_cap}, so it can never be reached; lower one",
+        # Over several apps the pool cap can be reached through all of them together.
+        app_caps = [
+            c.get("max_machines") if isinstance(c := apps.get(a), Mapping) else None
+            for a in pool_app_names
+        ]
+        if _is_int(cap) and app_caps and all(_is_int(c) for c in app_caps):
+            room = sum(c for c in app_caps if _is_int(c))
+            if cap > room:
+                where = (
+                    f"apps.{pool_app_names[0]}.max_machines = {room}" if len(app_caps) == 1
+                    else f"the sum of its apps' max_machines ({room})"
                 )
-            )
+                problems.append(
+                    (
+                        ("pools", i, "max_machines"),
+                        f"{cap} is above {where}, so it can never be reached; lower one",
+                    )
+                )
         if pool.get("scale_on") == "prometheus" and not prom.get("url"):
             problems.append(
                 (

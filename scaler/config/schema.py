@@ -184,6 +184,25 @@ class PrometheusSettings(_Model):
     timeout: PositiveDuration = 5.0
 
 
+class RecordSettings(_Model):
+    """``[record]``: record a trace continuously beside ``scaler run`` (docs/replay.md).
+
+    - ``enabled``: record (false).
+    - ``path``: the current trace file (``traces/trace.jsonl``); rotated files beside it are named
+      ``trace.<UTC time>.jsonl``.
+    - ``rotate_every``: start a new file this often (``1h``).
+    - ``keep``: rotated files kept; older ones are deleted (24).
+    - ``list_interval``: how often the recorder lists machines, spending the same rate budget as
+      the scaler (``5s``).
+    """
+
+    enabled: StrictBool = False
+    path: Path = Path("traces/trace.jsonl")
+    rotate_every: PositiveDuration = 3600.0
+    keep: PositiveInt = 24
+    list_interval: PositiveDuration = 5.0
+
+
 class GuestSpec(_Model):
     """``guest = { cpus = 1, memory_mb = 256, cpu_kind = "shared" }``: an explicit machine size
     (validated by ``scaler.fly.sizing``); any key left out comes from ``size`` or the default."""
@@ -201,7 +220,8 @@ class PoolSpec(_Model):
     - ``mode``: ``per-job`` (one dedicated ``auto_destroy`` machine per message; default),
       ``worker`` (a fleet of dramatiq workers sized from a signal, scaled to zero) or ``github``
       (one ephemeral GitHub Actions runner machine per queued workflow job).
-    - ``app``: the Fly app the machines are created in.
+    - ``app``: the Fly app the machines are created in; or ``apps`` (per-job pools): several
+      Fly apps, creates spread over their create budgets (exactly one of the two keys).
     - ``queues``: dramatiq queue names served (at least one; a queue belongs to one pool).
     - ``max_machines``: pool cap on live machines (default 10; at most the app and global caps).
     - ``region``: Fly region code, e.g. ``iad`` (default: Fly chooses).
@@ -235,6 +255,8 @@ class PoolSpec(_Model):
     - ``min_lifetime`` (``10m``): but not before it has run this long, so a demand that swings
       around a threshold keeps the machine it bought instead of buying it again every swing.
     - ``warm_machines`` (0): stopped machines kept for a fast start.
+    - ``warm_suspended`` (0): idle workers suspended (memory kept) instead of stopped, up to this
+      many; started before stopped ones. The machine must fit Fly's suspend rules (at most 2 GB).
     - ``scale_on``: ``depth`` (default; queued messages / jobs_per_machine), ``latency`` (age of
       the oldest message vs ``target_latency``, default ``30s``) or ``prometheus`` (``query``'s
       value / ``target_per_machine``; needs ``[prometheus] url``).
@@ -242,7 +264,8 @@ class PoolSpec(_Model):
 
     name: PoolName
     mode: Literal["per-job", "worker", "github"] = "per-job"
-    app: AppName
+    app: AppName = ""
+    apps: tuple[AppName, ...] = ()
     queues: tuple[QueueName, ...]
     max_machines: NonNegInt = 10
     region: StrictStr | None = None
@@ -264,6 +287,7 @@ class PoolSpec(_Model):
     idle_timeout: PositiveDuration = 60.0
     min_lifetime: Duration = 600.0
     warm_machines: NonNegInt = 0
+    warm_suspended: NonNegInt = 0
     warm_slots: NonNegInt = 0
     slot_max_jobs: PositiveInt | None = None
     slot_max_age: PositiveDuration | None = None
@@ -290,6 +314,12 @@ class PoolSpec(_Model):
         return self._guest
 
     @property
+    def fly_apps(self) -> tuple[str, ...]:
+        """Every Fly app the pool's machines run in (``apps``, else ``(app,)``); ``app`` is the
+        first of them."""
+        return self.apps or (self.app,)
+
+    @property
     def is_worker(self) -> bool:
         """Whether this is a worker pool (else per-job or github: one machine per job)."""
         return self.mode == "worker"
@@ -313,6 +343,8 @@ class PoolSpec(_Model):
         if problems:
             raise _Problems(problems)
         object.__setattr__(self, "stop_signal", _signal_name(self.stop_signal))
+        if self.apps:
+            object.__setattr__(self, "app", self.apps[0])
         self._guest = guest
         return self
 
@@ -320,7 +352,7 @@ class Settings(_Model):
     """The whole configuration. Sections: ``fly``, ``redis``, ``scaler``, ``apps``, ``http``,
     ``prometheus``, ``costs`` (USD per second by preset name, overriding
     ``scaler.telemetry.costs``, and ``budget_per_hour``: USD all machines may cost per rolling
-    hour) and ``pools``. See each section's class for its keys."""
+    hour), ``record`` and ``pools``. See each section's class for its keys."""
 
     fly: FlySettings = Field(default_factory=FlySettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -330,6 +362,7 @@ class Settings(_Model):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)
     costs: dict[StrictStr, NonNegFloat] = Field(default_factory=dict)
+    record: RecordSettings = Field(default_factory=RecordSettings)
     pools: tuple[PoolSpec, ...] = ()
 
     @model_validator(mode="after")
@@ -422,6 +455,9 @@ class Settings(_Model):
                 f"  resync={d(g.resync_interval)}  runner_idle_timeout="
                 f"{d(g.runner_idle_timeout)}"
             )
+        if self.record.enabled:
+            lines.append(f"record:     {self.record.path}  every={d(self.record.rotate_every)}"
+                         f"  keep={self.record.keep}")
         for app, a in sorted(self.apps.items()):
             line = f"app {app}: max_machines={a.max_machines}"
             if a.budget_per_hour is not None:
@@ -435,7 +471,7 @@ class Settings(_Model):
         lines.append(f"pools ({len(self.pools)}):")
         for p in self.pools:
             line = (
-                f"  {p.name}: {p.mode}  app={p.app}  queues={','.join(p.queues)}"
+                f"  {p.name}: {p.mode}  app={','.join(p.fly_apps)}  queues={','.join(p.queues)}"
                 f"  max_machines={p.max_machines}  region={p.region or 'any'}  image={p.image}"
                 f"  guest={_guest_text(p.guest)}  max_runtime={d(p.max_runtime)}"
                 f"  boot_timeout={d(p.boot_timeout)}"
@@ -443,6 +479,7 @@ class Settings(_Model):
             if p.is_worker:
                 line += (
                     f"  min={p.min_machines}  warm={p.warm_machines}"
+                    f"  warm_suspended={p.warm_suspended}"
                     f"  jobs_per_machine={p.jobs_per_machine}  idle_timeout={d(p.idle_timeout)}"
                     f"  scale_on={p.scale_on}"
                 )

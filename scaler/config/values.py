@@ -166,10 +166,11 @@ WORKER_KEYS = (
     "idle_timeout",
     "min_lifetime",
     "warm_machines",
+    "warm_suspended",
     "scale_on",
     "target_latency",
     "query",
     "target_per_machine",
     "scale_tolerance",
 )
-PER_JOB_KEYS = ("max_launches", "warm_slots", "slot_max_jobs", "slot_max_age")
+PER_JOB_KEYS = ("max_launches", "apps", "warm_slots", "slot_max_jobs", "slot_max_age")

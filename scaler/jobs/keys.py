@@ -27,6 +27,7 @@ key                         type    what
 ``{p}:finished``            HASH    machine id -> when its job finished (the machine is exiting)
 ``{p}:wake``                PUBSUB  a queue name here wakes the scaler
 ``{p}:orphans``             HASH    machine id -> when the reaper marked it an orphan
+``{p}:idle``                HASH    worker machine id -> when it paused idle (may be suspended)
 ``{p}:slots``               HASH    warm slot machine id -> its last binding (see
                                     :mod:`scaler.jobs.slots`)
 ``{p}:leader``              STRING  ``{owner}:{token}`` of the leader lease (``:token`` counter)
@@ -72,6 +73,7 @@ __all__ = [
     "dead_reasons_key",
     "finished_machines_key",
     "heartbeats_key",
+    "idle_workers_key",
     "job_events_key",
     "launches_key",
     "leader_key",
@@ -168,6 +170,12 @@ def wake_channel(prefix: str) -> str:
     return f"{prefix}:wake"
 
 
+def idle_workers_key(prefix: str) -> str:
+    """``{prefix}:idle``: HASH of worker machine id -> ms when it paused idle (drain mode of a pool
+    with ``warm_suspended``): it takes no message until work appears in its queues, and may be
+    suspended. The worker deletes its entry when it takes work again or exits; the scaler when it
+    suspends the machine."""
+    return f"{prefix}:idle"
 def slots_key(prefix: str) -> str:
     """``{prefix}:slots``: HASH of warm slot machine id -> its last binding (JSON)."""
     return f"{prefix}:slots"

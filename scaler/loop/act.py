@@ -37,7 +37,7 @@ from scaler.fly.models import CreateMachineRequest
 from scaler.github.errors import GitHubError
 from scaler.github.launcher import RunnerLauncher
 from scaler.jobs.claims import ClaimStore
-from scaler.jobs.keys import orphans_key
+from scaler.jobs.keys import idle_workers_key, orphans_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
 from scaler.jobs.slots import SlotStore
 from scaler.loop.claimview import check_options, claim_view
@@ -60,6 +60,7 @@ from scaler.policy.types import (
     SlotCreate,
     SlotLaunch,
     Start,
+    Suspend,
     Withdraw,
 )
 from scaler.telemetry.metrics import Metrics
@@ -175,7 +176,7 @@ class Executor:
         self._check_fence(fence)
         report = ActReport()
         destroyed: set[str] = set()
-        phase1 = [a for a in plan.actions if isinstance(a, Destroy | MarkOrphan)]
+        phase1 = [a for a in plan.actions if isinstance(a, Destroy | MarkOrphan | Suspend)]
         phase2 = [
             a for a in plan.actions
             if isinstance(a, GiveBack | DeadLetter | RequeueOrDeadLetter | Withdraw)
@@ -235,6 +236,8 @@ class Executor:
             await self._relaunch(action, fence, now_ms, report)
         elif isinstance(action, Start):
             await self._start(action, fence)
+        elif isinstance(action, Suspend):
+            await self._suspend(action, fence)
         elif isinstance(action, Create):
             for _ in range(action.count):
                 await self._create_worker(action.pool, fence, report)
@@ -349,8 +352,7 @@ class Executor:
         )
         if not began:  # finished, settled or bound meanwhile: nothing to create
             return
-        pool = self.pools[action.pool]
-        (key,) = self.inflight.reserve(action.pool, pool.app, self.clock(), [c.machine_name])
+        (key,) = self.inflight.reserve(action.pool, action.app, self.clock(), [c.machine_name])
         await self.create_for_claim(action.pool, c, key, fence, report)
 
     async def create_for_claim(
@@ -387,7 +389,8 @@ class Executor:
         # Cancelled (stepped down, shutdown) or fenced, the create may still land: the claim keeps
         # its pending window, after which the leader finds the machine by name or relaunches it
         # under the same name.
-        created = await self.create_counted(pool, request, claim.job, key, fence, report)
+        app = claim.app or pool.app  # the app recorded in the claim, where lookups find it
+        created = await self.create_counted(pool, request, claim.job, key, fence, report, app)
         if created.machine_id is not None:
             await self.claims.record_machine(
                 claim.queue, claim.job, claim.launch, created.machine_id,
@@ -411,7 +414,8 @@ class Executor:
             report.errors.append(f"Launch {pool_name}: {claim.job} refused: {created.error}")
 
     async def _create(
-        self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, fence: Fence | None
+        self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, fence: Fence | None,
+        app: str,
     ) -> Created:
         """Create one machine (see :func:`~scaler.loop.creates.send_create`). A job's machine may
         exist already under its deterministic name (an earlier create, abandoned or of another
@@ -419,11 +423,11 @@ class Executor:
         return await send_create(
             lambda: self.call(
                 lambda: self.fly.create_machine(
-                    pool.app, request, retry=CREATE_RETRY, may_exist=job is not None
+                    app, request, retry=CREATE_RETRY, may_exist=job is not None
                 ),
                 fence,
             ),
-            pool, request,
+            pool, request, app,
         )
 
     async def _start(self, action: Start, fence: Fence | None) -> None:
@@ -432,6 +436,14 @@ class Executor:
         self.overlay.started[m.id] = self.clock()
         self.metrics.launches.labels(action.pool, "started").inc()
         log.info("machine started", machine=m.id, pool=action.pool, reason=action.reason)
+
+    async def _suspend(self, action: Suspend, fence: Fence | None) -> None:
+        m = action.machine
+        # Its idle mark goes first: no later tick suspends it again from a lagging listing (if
+        # the suspend fails, the worker rests out its wait and exits, as without the tier).
+        await self.redis.hdel(idle_workers_key(self.settings.redis.prefix), m.id)
+        await self.call(lambda: self.fly.suspend_machine(m.app, m.id), fence)
+        log.info("machine suspended", machine=m.id, pool=action.pool, reason=action.reason)
 
     async def _create_worker(
         self, pool_name: str, fence: Fence | None, report: ActReport
@@ -448,12 +460,12 @@ class Executor:
 
     async def create_counted(
         self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, key: int,
-        fence: Fence | None, report: ActReport,
+        fence: Fence | None, report: ActReport, app: str | None = None,
     ) -> Created:
         """:meth:`_create`, with its in-flight entry and its launch counted: dropped if the call
         is cancelled or fenced, marked returned once a machine exists."""
         try:
-            created = await self._create(pool, request, job, fence)
+            created = await self._create(pool, request, job, fence, app or pool.app)
         except BaseException:
             self.inflight.drop(key)
             raise

@@ -45,7 +45,8 @@ class Created(NamedTuple):
 
 
 async def send_create(
-    send: Callable[[], Awaitable[Machine]], pool: PoolSpec, request: CreateMachineRequest
+    send: Callable[[], Awaitable[Machine]], pool: PoolSpec, request: CreateMachineRequest,
+    app: str | None = None,
 ) -> Created:
     """Run one create call (``send``) and say what it came to. Gives up (``"abandoned"``: the
     outcome is unknown) after ``CREATE_TIMEOUT_S``."""
@@ -68,6 +69,6 @@ async def send_create(
         log.warning("create failed", pool=pool.name, name=request.name, error=str(exc),
                     error_type=type(exc).__name__)
         return Created("failed", error=str(exc))
-    log.info("machine created", pool=pool.name, app=pool.app, machine=machine.id,
+    log.info("machine created", pool=pool.name, app=app or pool.app, machine=machine.id,
              name=machine.name, region=machine.region)
     return Created("created", machine.id)

@@ -70,6 +70,7 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
         mode="worker" if pool.is_worker else "per-job",
         runner_idle_timeout_s=settings.github.runner_idle_timeout if pool.is_github else None,
         app=pool.app,
+        apps=pool.apps,
         queues=tuple(pool.queues),
         max_machines=pool.max_machines,
         region=pool.region,
@@ -81,6 +82,7 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
         min_machines=pool.min_machines,
         jobs_per_machine=pool.jobs_per_machine,
         warm_machines=pool.warm_machines,
+        warm_suspended=pool.warm_suspended,
         scale_on=pool.scale_on,
         target_latency_s=pool.target_latency,
         target_per_machine=pool.target_per_machine or 1.0,
@@ -191,6 +193,8 @@ def worker_request(pool: PoolSpec, settings: Settings) -> CreateMachineRequest:
         "FLY_SCALER_NAMESPACE": settings.redis.namespace,
         "FLY_SCALER_PREFIX": settings.redis.prefix,
     }
+    if pool.warm_suspended:
+        env["FLY_SCALER_SUSPEND_IDLE"] = "1"
     return CreateMachineRequest(
         name=f"{pool.name}-w-{uuid.uuid4().hex[:12]}",
         region=pool.region,
@@ -233,7 +237,7 @@ def machine_view(
         id=machine.id,
         name=machine.name or "",
         app=app,
-        pool=pool if pool is not None and pool in pools and pools[pool].app == app else None,
+        pool=pool if pool is not None and pool in pools and app in pools[pool].fly_apps else None,
         state=machine.state or "unknown",
         region=machine.region or "",
         created_at=_epoch(machine.created_at),

@@ -40,7 +40,7 @@ from scaler.fly.client import AsyncFlyClient
 from scaler.fly.errors import Forbidden, NotFound, Unauthorized, listing_problem
 from scaler.github.ledger import Ledger as GitHubLedger
 from scaler.jobs.claims import ClaimStore
-from scaler.jobs.keys import finished_machines_key, orphans_key
+from scaler.jobs.keys import finished_machines_key, idle_workers_key, orphans_key
 from scaler.jobs.queues import read_queue_stats
 from scaler.jobs.slots import SlotStore
 from scaler.loop.claimview import Checked, check_options, claim_view
@@ -112,7 +112,7 @@ class Observer:
         self.inflight = inflight
         self.prometheus = prometheus
         self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}
-        self.apps = tuple(dict.fromkeys(p.app for p in settings.pools))
+        self.apps = tuple(dict.fromkeys(a for p in settings.pools for a in p.fly_apps))
         self.queues = tuple(dict.fromkeys(q for p in settings.pools for q in p.queues))
         self.clock_offset = 0.0  # Fly's clock minus ours, as last applied
         self._listings: dict[str, _Listing] = {}
@@ -122,6 +122,7 @@ class Observer:
         self.unknown: dict[str, str] = {}  # source -> why, for metrics and logs
         # apps whose listing fails for a reason only the operator can fix (token, missing app)
         self.misconfigured: set[str] = set()
+        self._idle: dict[str, float] = {}  # worker machine id -> when it paused idle (seconds)
         self.spend = SpendLedger(redis, settings.redis.prefix) if settings.budgets.any else None
         self.prices = {
             p.name: cost_per_second(p.guest.cpu_kind or "shared", p.guest.cpus or 1,
@@ -283,10 +284,13 @@ class Observer:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(orphans_key(prefix))
                 pipe.hgetall(finished_machines_key(prefix))
-                orphans, finished = await pipe.execute()
+                pipe.hgetall(idle_workers_key(prefix))
+                orphans, finished, idle = await pipe.execute()
         except Exception as exc:
             self.unknown["redis"] = str(exc)
+            self._idle = {}
             return {}, {}
+        self._idle = {_text(k): float(v) / 1000 for k, v in idle.items()}
         # A warm slot finishes one job after another: a new mark (another value) is seen anew.
         seen, self._finished_seen = self._finished_seen, {}
         for raw, value in finished.items():
@@ -304,12 +308,16 @@ class Observer:
         """Orphan marks and finished marks of machines no listing shows any more are dropped, so
         the hashes do not grow forever (a finished mark only once it is ``FINISHED_KEEP_S`` old).
         Only when every app could be listed: an unreadable app may still hold the machine."""
-        if not (marks or finished) or any(ms is None for ms in machines.values()):
+        if not (marks or finished or self._idle) or any(ms is None for ms in machines.values()):
             return
         listed = {v.id for ms in machines.values() for v in ms or ()}
         prefix = self.settings.redis.prefix
         for key, gone in (
             (orphans_key(prefix), [mid for mid in marks if mid not in listed]),
+            (idle_workers_key(prefix), [
+                mid for mid, at in self._idle.items()
+                if mid not in listed and now - at >= FINISHED_KEEP_S
+            ]),
             (finished_machines_key(prefix), [
                 mid for mid, at in finished.items()
                 if mid not in listed and now - at >= FINISHED_KEEP_S
@@ -382,6 +390,8 @@ class Observer:
                     v = replace(v, orphan_marked_at=marks[v.id])
                 if v.id in finished:
                     v = replace(v, finished_at=finished[v.id])
+                if v.id in self._idle:
+                    v = replace(v, idle_since=self._idle[v.id])
                 if destroyed.get(v.id, -1.0) >= listing.taken_at:
                     v = replace(v, state="destroying")
                 elif started.get(v.id, -1.0) >= listing.taken_at:

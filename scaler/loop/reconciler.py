@@ -97,7 +97,7 @@ class Reconciler:
         self.caps = Caps(
             global_max=settings.scaler.max_machines,
             per_app={
-                app: cap for app in {p.app for p in settings.pools}
+                app: cap for app in {a for p in settings.pools for a in p.fly_apps}
                 if (cap := settings.app_cap(app)) is not None
             },
             budgets=settings.budgets,

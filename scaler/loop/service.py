@@ -211,6 +211,8 @@ class Service:
                     name="github-resync"))
             if sock is not None:
                 tasks.append(asyncio.create_task(self._serve_http(sock), name="http"))
+            if self.settings.record.enabled:
+                tasks.append(asyncio.create_task(self._record(stop), name="record"))
             wakeups = None
             if self.settings.scaler.event_wakeups:
                 wakeups = aiter(Waker(self.pubsub_redis, self.settings.redis.namespace,
@@ -219,6 +221,17 @@ class Service:
             await self.reconciler.run(stop, wakeups)
         finally:
             await self.close(tasks)
+
+    async def _record(self, stop: asyncio.Event) -> None:
+        """``[record] enabled``: write the trace beside the loop, on what it already reads (a
+        reader: it never changes Redis or Fly; docs/replay.md)."""
+        from scaler.replay.recorder import recorder_for
+
+        recorder = recorder_for(self.settings, self.redis, self.fly)
+        try:
+            await recorder.run(stop)
+        finally:
+            recorder.writer.close()
 
     async def close(self, tasks: list[asyncio.Task[None]] | None = None) -> None:
         """Stop the background parts and release the lease (idempotent).

@@ -27,6 +27,7 @@ from scaler.policy.types import (
     RequeueOrDeadLetter,
     RunnerView,
     Start,
+    Suspend,
     Withdraw,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "RunnerView",
     "Spend",
     "Start",
+    "Suspend",
     "Withdraw",
     "plan",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "SlotCreate",
     "SlotLaunch",
     "Start",
+    "Suspend",
     "Withdraw",
 ]
 
@@ -145,6 +146,15 @@ class Start:
 
 
 @dataclass(frozen=True, slots=True)
+class Suspend:
+    """Worker pool: suspend an idle started worker (its memory kept), the fastest warm tier."""
+
+    pool: str
+    machine: MachineView
+    reason: str = "idle"
+
+
+@dataclass(frozen=True, slots=True)
 class SlotLaunch:
     """Per-job: claim up to ``len(slots)`` ready messages of ``queue``, bind each to one of the
     free warm ``slots`` and start it (no create token). A claimed job whose own machine options
@@ -199,6 +209,7 @@ Action = (
     | Withdraw
     | Create
     | Start
+    | Suspend
     | Destroy
     | MarkOrphan
     | SlotLaunch

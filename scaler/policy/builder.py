@@ -14,6 +14,7 @@ from scaler.policy.types import (
     MarkOrphan,
     Plan,
     Start,
+    Suspend,
 )
 
 __all__ = ["PlanBuilder"]
@@ -40,6 +41,15 @@ class PlanBuilder:
         self.machines.add(m.id)
         self.actions.append(Destroy(pool, m, reason, force))
         self.tally.count(pool, "reap", reason)
+        return True
+
+    def suspend(self, pool: str, m: MachineView) -> bool:
+        """Plan a Suspend unless the machine is already taken; True if planned."""
+        if m.id in self.machines:
+            return False
+        self.machines.add(m.id)
+        self.actions.append(Suspend(pool, m))
+        self.tally.count(pool, "suspend", "idle")
         return True
 
     def mark_orphan(self, pool: str | None, m: MachineView, reason: str) -> bool:

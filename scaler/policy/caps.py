@@ -35,7 +35,7 @@ from scaler.policy.types import Caps, Observation, PoolPolicy
 if TYPE_CHECKING:
     from scaler.policy.budget_room import BudgetRoom
 
-__all__ = ["Grant", "Ledger", "Request", "allocate", "unknown_app_estimate"]
+__all__ = ["Grant", "Ledger", "Request", "allocate", "pick_app", "unknown_app_estimate"]
 
 _UNLIMITED = sys.maxsize
 
@@ -45,7 +45,7 @@ def unknown_app_estimate(app: str, pools: Sequence[PoolPolicy], caps: Caps) -> i
     cap = caps.per_app.get(app)
     if cap is not None:
         return cap
-    return sum(p.max_machines for p in pools if p.app == app)
+    return sum(p.max_machines for p in pools if app in p.fly_apps)
 
 
 @dataclass(slots=True)
@@ -72,7 +72,7 @@ class Ledger:
         create budgets. ``apps`` and ``claims``: the planner's indexes, if already built."""
         by_name = {p.name: p for p in pools}
         ledger = cls(caps=caps, pool_cap={p.name: p.max_machines for p in pools})
-        all_apps = dict.fromkeys([*obs.machines_by_app, *(p.app for p in pools)])
+        all_apps = dict.fromkeys([*obs.machines_by_app, *(a for p in pools for a in p.fly_apps)])
         for app in all_apps:
             machines = obs.machines_by_app.get(app)
             if machines is None:
@@ -80,7 +80,7 @@ class Ledger:
                 ledger.app_live[app] = estimate
                 ledger.global_live += estimate
                 for p in pools:
-                    if p.app == app:
+                    if app in p.fly_apps:
                         ledger.pool_live[p.name] = p.max_machines
                 continue
             count = 0
@@ -89,16 +89,19 @@ class Ledger:
                     continue
                 count += 1
                 owner = by_name.get(m.pool) if m.pool is not None else None
-                if owner is not None and owner.app == app:
+                if owner is not None and app in owner.fly_apps:
                     ledger.pool_live[owner.name] = ledger.pool_live.get(owner.name, 0) + 1
             ledger.app_live[app] = count
             ledger.global_live += count
         for p in pools:
-            if obs.machines_by_app.get(p.app) is None:
+            if any(obs.machines_by_app.get(a) is None for a in p.fly_apps):
                 continue
             extra = max(0, obs.inflight.get(p.name, 0))
             ledger.pool_live[p.name] = ledger.pool_live.get(p.name, 0) + extra
-            ledger.app_live[p.app] = ledger.app_live.get(p.app, 0) + extra
+            # In-flight work is counted per pool: over several apps, each app counts all of it
+            # (its app cap holds whichever app the work lands in).
+            for a in p.fly_apps:
+                ledger.app_live[a] = ledger.app_live.get(a, 0) + extra
             ledger.global_live += extra
         ledger._count_claims(
             obs, pools,
@@ -119,17 +122,18 @@ class Ledger:
         """A claim holds a slot of its pool: count the claims whose machine is not listed (or is
         listed under another pool's label, e.g. before a rename) on top of the listing."""
         for p in pools:
-            if p.mode != "per-job" or obs.machines_by_app.get(p.app) is None:
+            if p.mode != "per-job" or any(obs.machines_by_app.get(a) is None for a in p.fly_apps):
                 continue  # an unknown app is already at its worst case
             extra = 0
             for c in claims.by_pool.get(p.name, ()):
                 known, m = claim_machine(c, p.app, apps)
                 if not known or m is None or is_idle_slot(m):
                     extra += 1  # no machine yet, or a warm slot bound and about to start
+                    app = c.app or p.app
+                    self.app_live[app] = self.app_live.get(app, 0) + 1
                 elif is_live(m.state) and m.pool != p.name:
                     self.pool_live[p.name] = self.live(p.name) + 1
             self.pool_live[p.name] = self.live(p.name) + extra
-            self.app_live[p.app] = self.app_live.get(p.app, 0) + extra
             self.global_live += extra
 
     def live(self, pool: str) -> int:
@@ -174,7 +178,8 @@ class Request:
     """A pool asking for ``want`` more live machines.
 
     ``free`` of them (served first) need no create token (Starts); ``rank`` breaks ties between
-    pools holding as many machines, lowest first.
+    pools holding as many machines, lowest first. ``apps``: a pool over several apps may create
+    in any of them (empty: ``app`` alone).
     """
 
     pool: str
@@ -182,6 +187,12 @@ class Request:
     want: int
     free: int = 0
     rank: tuple[float, int] = (0.0, 0)
+    apps: tuple[str, ...] = ()
+
+    @property
+    def all_apps(self) -> tuple[str, ...]:
+        """The apps this request may be served in."""
+        return self.apps or (self.app,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,13 +200,15 @@ class Grant:
     """What a pool got: ``count`` machines, ``free`` of them without a create token.
 
     ``limit`` names what stopped the rest (``"cap_pool"``, ``"cap_app"``, ``"rate_limit"``,
-    ``"cap_global"``, ``"budget"``), ``None`` if the whole request was granted.
+    ``"cap_global"``, ``"budget"``), ``None`` if the whole request was granted. ``by_app``: the
+    granted units per app, in the order they were first given (empty when nothing was granted).
     """
 
     pool: str
     count: int
     free: int
     limit: str | None
+    by_app: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def creates(self) -> int:
@@ -208,49 +221,67 @@ def allocate(
 ) -> Mapping[str, Grant]:
     """Split the room left in ``ledger`` among ``requests`` fairly; the ledger is not changed.
     ``money``: the cost budgets' room, one more limit every unit (Start or create) must fit;
-    the grants are taken from it."""
+    the grants are taken from it.
+
+    A request over several apps takes each unit in the app with the most create tokens left, then
+    the fewest live machines, then the order of its apps (:func:`pick_app`)."""
     order = sorted(requests, key=lambda r: r.rank)
     rem: dict[str, int] = {}
     free_left: dict[str, int] = {}
     got: dict[str, int] = {}
     got_free: dict[str, int] = {}
+    by_app: dict[str, dict[str, int]] = {}
+    every_app = dict.fromkeys(a for r in order for a in r.all_apps)
     for r in order:
         rem[r.pool] = min(max(0, r.want), ledger.pool_room(r.pool))
         free_left[r.pool] = min(max(0, r.free), rem[r.pool])
         got[r.pool] = 0
         got_free[r.pool] = 0
-    app_room = {r.app: ledger.app_room(r.app) for r in order}
-    budget = {r.app: ledger.budget.get(r.app, 0) for r in order}
+        by_app[r.pool] = {}
+    app_room = {a: ledger.app_room(a) for a in every_app}
+    budget = {a: ledger.budget.get(a, 0) for a in every_app}
+    app_live = {a: ledger.app_live.get(a, 0) for a in every_app}
     glob = ledger.global_room()
+
+    def target(r: Request) -> str | None:
+        if len(r.all_apps) == 1:
+            a = r.app if not r.apps else r.apps[0]
+            ok = app_room[a] > 0 and (free_left[r.pool] > 0 or budget[a] > 0)
+            return a if ok else None
+        return pick_app(r.all_apps, app_room, budget, app_live, free_left[r.pool] > 0)
 
     def can(r: Request) -> bool:
         return (
             rem[r.pool] > 0
             and glob > 0
-            and app_room[r.app] > 0
-            and (free_left[r.pool] > 0 or budget[r.app] > 0)
+            and target(r) is not None
             and (money is None or money.fits(r.pool))
         )
 
     def give(r: Request, k: int) -> None:
         nonlocal glob
+        a = target(r)
+        assert a is not None
         rem[r.pool] -= k
         got[r.pool] += k
         glob -= k
-        app_room[r.app] -= k
+        app_room[a] -= k
+        app_live[a] += k
+        by_app[r.pool][a] = by_app[r.pool].get(a, 0) + k
         if money is not None:
             money.take(r.pool, k)
         if free_left[r.pool] >= k:
             free_left[r.pool] -= k
             got_free[r.pool] += k
         else:
-            budget[r.app] -= k
+            budget[a] -= k
 
     # Water-filling on each pool's level (its live machines plus what it got so far): the pools at
     # the lowest level rise together, by whole steps up to the next level or until a room, a budget
     # or a pool's free units run out; single units left over go in rank order (the oldest work).
     # A pool that already holds more of the shared room waits until the others catch up. Steps, not
-    # units, so the loop runs O(pools) times however large the room.
+    # units, so the loop runs O(pools) times however large the room (a pool over several apps
+    # steps by one unit, each placed in its best app, so it is bounded by its apps' budgets).
     def level(r: Request) -> int:
         return ledger.live(r.pool) + got[r.pool]
 
@@ -266,9 +297,11 @@ def allocate(
         inc = min(glob // len(lowest), min(rem[r.pool] for r in lowest))
         if above:
             inc = min(inc, min(above) - low)
-        for app, n in Counter(r.app for r in lowest).items():
+        if any(len(r.all_apps) > 1 for r in lowest):
+            inc = min(inc, 1)
+        for app, n in Counter(r.all_apps[0] for r in lowest).items():
             inc = min(inc, app_room[app] // n)
-        for app, n in Counter(r.app for r in lowest if free_left[r.pool] == 0).items():
+        for app, n in Counter(r.all_apps[0] for r in lowest if free_left[r.pool] == 0).items():
             inc = min(inc, budget[app] // n)
         for r in lowest:
             if free_left[r.pool] > 0:
@@ -277,7 +310,8 @@ def allocate(
             inc = min(inc, money.step(r.pool for r in lowest))
         if inc >= 1:
             for r in lowest:
-                give(r, inc)
+                if can(r):  # a pool over several apps may have taken a shared app's last unit
+                    give(r, inc)
             continue
         for r in lowest:  # fewer units than pools at this level: rank decides
             if can(r):
@@ -289,13 +323,35 @@ def allocate(
         if got[r.pool] < r.want:
             if got[r.pool] >= ledger.pool_room(r.pool):
                 limit = "cap_pool"
-            elif app_room[r.app] <= 0:
+            elif all(app_room[a] <= 0 for a in r.all_apps):
                 limit = "cap_app"
-            elif free_left[r.pool] == 0 and budget[r.app] <= 0:
+            elif free_left[r.pool] == 0 and all(
+                budget[a] <= 0 for a in r.all_apps if app_room[a] > 0
+            ):
                 limit = "rate_limit"
             elif money is not None and not money.fits(r.pool):
                 limit = money.reason
             else:
                 limit = "cap_global"
-        grants[r.pool] = Grant(r.pool, got[r.pool], got_free[r.pool], limit)
+        grants[r.pool] = Grant(r.pool, got[r.pool], got_free[r.pool], limit, by_app[r.pool])
     return grants
+
+
+def pick_app(
+    apps: Sequence[str],
+    room: Mapping[str, int],
+    budget: Mapping[str, int],
+    live: Mapping[str, int],
+    free: bool,
+) -> str | None:
+    """The app of a pool over several apps that takes its next machine: among the apps with room
+    under their app cap (and a create token, unless the unit is ``free``), the one with the most
+    create tokens left, then the fewest live machines, then the first listed. ``None``: none can.
+    """
+    best: str | None = None
+    for a in apps:
+        if room[a] <= 0 or (not free and budget[a] <= 0):
+            continue
+        if best is None or (budget[a], -live[a]) > (budget[best], -live[best]):
+            best = a
+    return best

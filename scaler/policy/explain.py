@@ -47,6 +47,8 @@ REASON_TEXT: Mapping[str, str] = {
     "runner_surplus": "waiting messages beyond the jobs GitHub has queued for idle runners",
     "runner_just_online": "a surplus GitHub runner only just online (GitHub may be handing it a "
                           "job)",
+    "idle": "idle worker kept in the suspended tier",
+    "suspended": "suspended, and not kept in a warm tier",
 }
 """Human wording for each machine-readable reason."""
 
@@ -58,6 +60,7 @@ _NOUNS: Mapping[str, str] = {
     "give_back": "gave back",
     "relaunch": "relaunched",
     "withdraw": "withdrew",
+    "suspend": "suspended",
 }
 
 

@@ -28,7 +28,7 @@ def _prefer(old: MachineView | None, new: MachineView) -> bool:
 
 def index_apps(obs: Observation, pools: Sequence[PoolPolicy]) -> dict[str, AppIndex]:
     """Index every app whose listing is known; apps with an unknown listing are absent."""
-    known = {p.name: p.app for p in pools}
+    known = {p.name: p.fly_apps for p in pools}
     out: dict[str, AppIndex] = {}
     for app in sorted(obs.machines_by_app):
         machines = obs.machines_by_app[app]
@@ -45,7 +45,7 @@ def index_apps(obs: Observation, pools: Sequence[PoolPolicy]) -> dict[str, AppIn
                 idx.by_name[m.name] = m
             if m.job is not None and _prefer(idx.by_job.get((m.job, m.launch)), m):
                 idx.by_job[(m.job, m.launch)] = m
-            pool = m.pool if m.pool is not None and known.get(m.pool) == app else None
+            pool = m.pool if m.pool is not None and app in known.get(m.pool, ()) else None
             idx.by_pool.setdefault(pool, []).append(m)
         out[app] = idx
     return out

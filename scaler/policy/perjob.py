@@ -39,7 +39,7 @@ from scaler.policy.builder import PlanBuilder
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine
 from scaler.policy.reaper import Verdict, reap_finished, reap_orphan, verdict
 from scaler.policy.slots import is_idle_slot, judge_slot_claim
-from scaler.policy.states import is_gone
+from scaler.policy.states import RESTING_STATES, is_gone
 from scaler.policy.types import (
     ClaimView,
     DeadLetter,
@@ -143,8 +143,8 @@ def settle_ownerless(
         if m is not None:
             owned.add(m.id)
             v = verdict(m, OWNERLESS_LIMITS, now)
-            if v is None and m.state == "stopped":
-                v = Verdict("stopped", False)
+            if v is None and m.state in RESTING_STATES:
+                v = Verdict(m.state, False)
             if v is not None:
                 out.destroy(None, m, v.reason, v.force)
                 out.claim_action(GiveBack(c.pool, c, "pool_gone", m.id), "give_back")
@@ -194,8 +194,8 @@ def reap(
         v = verdict(m, pool, now)
         if v is not None:
             out.destroy(pool.name, m, v.reason, v.force)
-        elif m.state == "stopped":
-            out.destroy(pool.name, m, "stopped", False)
+        elif m.state in RESTING_STATES:
+            out.destroy(pool.name, m, m.state, False)
         elif is_gone(m.state):
             continue
         elif m.finished_at is not None:
@@ -249,8 +249,8 @@ def _claim(
         judge_slot_claim(pool, c, m, now, out)  # bound to a warm slot that is not running
         return
     v = verdict(m, pool, now)
-    if v is None and m.state == "stopped":
-        v = Verdict("stopped", False)
+    if v is None and m.state in RESTING_STATES:
+        v = Verdict(m.state, False)
     if v is not None:
         out.destroy(pool.name, m, v.reason, v.force)
         out.claim_action(_requeue(pool, c, v.reason, m.id), "requeue")

@@ -13,7 +13,9 @@ Order of work, and why:
    (Launch, Relaunch, Create) spends one token of the app's ``create_budget``. Every Launch, Start
    and Create must also fit the cost budgets (:mod:`~scaler.policy.budget`) or waits with reason
    ``budget``; relaunches do not (their job's spend is already committed).
-4. Worker pools with a known signal destroy stopped machines beyond ``warm_machines``.
+4. Worker pools with a known signal destroy stopped machines beyond ``warm_machines`` (suspended
+   ones beyond ``warm_suspended``), and suspend idle workers they do not need into that tier
+   (:mod:`~scaler.policy.suspend`). Warm Starts take suspended machines before stopped ones.
 5. Per-job pools with ``warm_slots`` create their missing slots with the create budget left
    (:mod:`~scaler.policy.slots`; free slots were judged before the reaper, and are started for
    ready jobs in step 3 before anything is created).
@@ -41,7 +43,8 @@ from scaler.policy.perjob import (
 from scaler.policy.reaper import orphan_grace, reap_finished, reap_orphan
 from scaler.policy.runners import cap_runner_demand, plan_runners
 from scaler.policy.slots import free_slots, refill_slots
-from scaler.policy.states import is_gone
+from scaler.policy.states import RESTING_STATES, is_gone
+from scaler.policy.suspend import plan_suspends
 from scaler.policy.types import (
     Caps,
     ClaimView,
@@ -85,7 +88,7 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
     for p in pools:
         if p.mode == "per-job":
             found = release_claims(p, apps, claims, obs.now, out, owned)
-            if p.app in apps:  # relaunching needs the pool's own app listing (its caps)
+            if _known(p, apps):  # relaunching needs the pool's own app listings (its caps)
                 relaunch[p.name] = found
             elif found:
                 out.tally.count(p.name, "relaunch", "unknown_data", "not_taken", len(found))
@@ -93,22 +96,26 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
     settle_ownerless(claims, apps, obs.now, out, owned, every_app_known)
     release_claims_of_destroyed(pools, apps, claims, out)
     stopped: dict[str, list[MachineView]] = {}
+    started: dict[str, list[MachineView]] = {}
     slots: dict[str, list[MachineView]] = {}
     for p in pools:
-        idx = apps.get(p.app)
-        if idx is None:
-            continue
-        if p.mode == "per-job":
-            plan_runners(p, apps, claims, obs, out)
-            slots[p.name] = free_slots(p, idx, obs.slot_jobs, obs.now, out, owned)
-            reap(p, idx, claims, obs.now, out, owned)
-        else:
-            stopped[p.name] = reap_workers(p, idx, obs.now, out, owned)
+        for app in p.fly_apps:
+            idx = apps.get(app)
+            if idx is None:
+                continue
+            if p.mode == "per-job":
+                if app == p.app:  # warm slots live in the pool's first app (config: one app)
+                    plan_runners(p, apps, claims, obs, out)
+                    slots[p.name] = free_slots(p, idx, obs.slot_jobs, obs.now, out, owned)
+                reap(p, idx, claims, obs.now, out, owned)
+            else:
+                stopped[p.name] = reap_workers(p, idx, obs.now, out, owned)
+                started[p.name] = [m for m in idx.by_pool.get(p.name, ()) if m.state == "started"]
     for app, idx in apps.items():
         _reap_unknown_pool(idx, orphan_grace(app, pools), obs.now, out, owned, claims)
 
     _relaunch(pools, relaunch, ledger, obs, out)
-    _scale(pools, obs, apps, claims, stopped, ledger, out, desired, slots)
+    _scale(pools, obs, apps, claims, stopped, ledger, out, desired, slots, started)
     for p in pools:
         idx = apps.get(p.app)
         if p.mode == "per-job" and idx is not None and (p.warm_slots or p.name in slots):
@@ -130,8 +137,8 @@ def _reap_unknown_pool(
             continue
         if m.state == "failed":
             out.destroy(None, m, "failed", True)
-        elif m.state == "stopped":
-            out.destroy(None, m, "stopped", False)
+        elif m.state in RESTING_STATES:
+            out.destroy(None, m, m.state, False)
         elif m.finished_at is not None:
             reap_finished(out, None, m, m.finished_at, grace, now)
         elif not claims.known(None):
@@ -160,10 +167,10 @@ def _relaunch(
     used: dict[str, int] = {}
     for name, cs in relaunch.items():
         p = by_name[name]
-        excess = min(len(cs), ledger.excess(p.name, p.app))
+        excess = min(len(cs), max(ledger.excess(p.name, a) for a in p.fly_apps))
         for c in reversed(cs[len(cs) - excess:]):
             out.claim_action(GiveBack(p.name, c, "over_cap"), "give_back")
-            ledger.take(p.name, p.app, -1, 0)
+            ledger.take(p.name, c.app or p.app, -1, 0)
     waiting: dict[str, int] = {}
     cands = sorted(
         ((c, by_name[name]) for name, cs in relaunch.items() for c in cs
@@ -171,9 +178,10 @@ def _relaunch(
         key=lambda cp: (cp[0].claimed_at, cp[0].job),
     )
     for c, p in cands:
-        if ledger.budget.get(p.app, 0) >= 1 and used.get(p.name, 0) < share[p.name]:
-            out.claim_action(Relaunch(p.name, p.app, c), "relaunch")
-            ledger.take(p.name, p.app, 0, 1)
+        app = c.app or p.app  # a relaunch stays in its claim's app (an earlier create may land)
+        if ledger.budget.get(app, 0) >= 1 and used.get(p.name, 0) < share[p.name]:
+            out.claim_action(Relaunch(p.name, app, c), "relaunch")
+            ledger.take(p.name, app, 0, 1)
             used[p.name] = used.get(p.name, 0) + 1
         else:
             waiting[p.name] = waiting.get(p.name, 0) + 1
@@ -194,11 +202,14 @@ def _fair_shares(
     for p in pools:
         ready = any((v := obs.queues.get(q)) is not None and v.ready > 0 for q in p.queues)
         if relaunch.get(p.name) or ready:
-            wanting[p.app] = wanting.get(p.app, 0) + 1
+            for a in p.fly_apps:
+                wanting[a] = wanting.get(a, 0) + 1
     return {
-        name: -(-ledger.budget.get(app, 0) // max(1, wanting.get(app, 1)))
+        name: sum(
+            -(-ledger.budget.get(app, 0) // max(1, wanting.get(app, 1)))
+            for app in by_name[name].fly_apps
+        )
         for name in relaunch
-        for app in (by_name[name].app,)
     }
 
 
@@ -221,6 +232,7 @@ def _scale(
     out: PlanBuilder,
     desired: dict[str, int],
     slots: Mapping[str, list[MachineView]],
+    started: Mapping[str, list[MachineView]],
 ) -> None:
     remaining: dict[str, int] = {}
     demands: dict[str, QueueDemand] = {}
@@ -228,7 +240,7 @@ def _scale(
     requests: list[Request] = []
     for i, p in enumerate(pools):
         live = ledger.live(p.name)
-        if p.app not in apps:
+        if not _known(p, apps):
             desired[p.name] = live
             continue
         if p.mode == "per-job":
@@ -237,7 +249,7 @@ def _scale(
             demands[p.name] = d
             desired[p.name] = min(p.max_machines, live + d.total) if d.total else live
             free = min(d.total, len(slots.get(p.name, ())))
-            requests.append(Request(p.name, p.app, d.total, free, (-d.oldest_age, i)))
+            requests.append(Request(p.name, p.app, d.total, free, (-d.oldest_age, i), p.apps))
         else:
             sig = desired_workers(p, obs, live)
             signals[p.name] = sig
@@ -249,7 +261,8 @@ def _scale(
     before = {p.name: {**_snapshot(p, ledger), **money.inputs(p.name)} for p in pools}
     grants = allocate(requests, ledger, money)
     for p in pools:
-        if p.app not in apps:
+        if not _known(p, apps):
+            missing = ",".join(a for a in p.fly_apps if a not in apps)
             out.tally.add(
                 Decision(
                     p.name,
@@ -257,8 +270,8 @@ def _scale(
                     "not_taken",
                     "unknown_data",
                     0,
-                    {"app": p.app},
-                    f"{p.name}: machine listing of app {p.app} unknown: "
+                    {"app": missing},
+                    f"{p.name}: machine listing of app {missing} unknown: "
                     "no launch, destroy or requeue until it can be read",
                 )
             )
@@ -276,19 +289,27 @@ def _scale(
                 ledger,
                 out,
                 before[p.name],
+                started.get(p.name, []),
             )
 
 
+def _known(p: PoolPolicy, apps: Mapping[str, AppIndex]) -> bool:
+    """Whether every app of the pool was listed (its caps span them all)."""
+    return all(a in apps for a in p.fly_apps)
+
+
 def _snapshot(p: PoolPolicy, ledger: Ledger) -> Inputs:
-    app_cap = ledger.caps.per_app.get(p.app)
+    """The numbers a pool's decision was made on; over several apps, their sums."""
+    caps = [ledger.caps.per_app.get(a) for a in p.fly_apps]
+    app_cap: int | str = "none" if any(c is None for c in caps) else sum(c or 0 for c in caps)
     return {
         "live": ledger.live(p.name),
         "cap": p.max_machines,
-        "app_live": ledger.app_live.get(p.app, 0),
-        "app_cap": app_cap if app_cap is not None else "none",
+        "app_live": sum(ledger.app_live.get(a, 0) for a in p.fly_apps),
+        "app_cap": app_cap,
         "global_live": ledger.global_live,
         "global_cap": ledger.caps.global_max,
-        "create_budget": ledger.budget.get(p.app, 0),
+        "create_budget": sum(ledger.budget.get(a, 0) for a in p.fly_apps),
     }
 
 
@@ -314,13 +335,20 @@ def _apply_launch(
             remaining[q] -= n
             launched += n
     on_slots = launched
-    for q in d.ready:
-        n = min(g.count - launched, remaining[q])
-        if n > 0:
-            out.add(Launch(p.name, p.app, q, n))
-            remaining[q] -= n
-            launched += n
-    ledger.take(p.name, p.app, launched, launched - on_slots)
+    ledger.take(p.name, p.app, on_slots, 0)
+    # The rest is created, in the apps the grant chose (slots are in the pool's first app).
+    by_app = dict(g.by_app) if g.by_app else {p.app: g.count}
+    by_app[p.app] = max(0, by_app.get(p.app, 0) - on_slots)
+    for app, count in by_app.items():
+        in_app = 0
+        for q in d.ready:
+            n = min(count - in_app, remaining[q])
+            if n > 0:
+                out.add(Launch(p.name, app, q, n))
+                remaining[q] -= n
+                in_app += n
+        ledger.take(p.name, app, in_app, in_app)
+        launched += in_app
     want = d.total
     inputs: Inputs = {"ready": want, **snap}
     head = (
@@ -366,8 +394,9 @@ def _apply_workers(
     ledger: Ledger,
     out: PlanBuilder,
     snap: Inputs,
+    running: Sequence[MachineView] = (),
 ) -> None:
-    startable = [m for m in stopped if not out.touched(m)]
+    startable = [m for m in stopped if not out.touched(m)]  # suspended first, then stopped
     starts = 0
     for m in startable[: g.free]:
         if out.start(p.name, m):
@@ -396,9 +425,15 @@ def _apply_workers(
         msg = f"{head}: signal unknown, holding (no scale-down, warm machines kept)"
         out.tally.add(Decision(p.name, "scale", "not_taken", "unknown_data", 0, inputs, msg))
         return
-    extra = startable[starts + p.warm_machines :]
+    rest = startable[starts:]
+    kept_suspended = [m for m in rest if m.state == "suspended"][: p.warm_suspended]
+    extra = [m for m in rest if m.state != "suspended"][p.warm_machines :] + [
+        m for m in rest if m.state == "suspended"
+    ][p.warm_suspended :]
     for m in extra:
-        out.destroy(p.name, m, "stopped", False)
+        out.destroy(p.name, m, m.state, False)
+    if p.warm_suspended:
+        plan_suspends(p, running, len(kept_suspended), sig.desired, live, out)
     if want == 0 and not extra:
         msg = f"{head}: no scale-up needed"
         out.tally.add(Decision(p.name, "scale", "not_taken", "no_demand", 0, inputs, msg))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scaler.policy.builder import PlanBuilder
-from scaler.policy.states import PRE_START_STATES, is_gone, is_wedged
+from scaler.policy.states import PRE_START_STATES, RESTING_STATES, is_gone, is_wedged
 from scaler.policy.types import DEFAULT_ORPHAN_GRACE_S, MachineView, PoolPolicy
 
 __all__ = ["Verdict", "orphan_grace", "reap_finished", "reap_orphan", "verdict"]
@@ -36,7 +36,7 @@ def verdict(m: MachineView, pool: PoolPolicy, now: float) -> Verdict | None:
         return Verdict("failed", True)
     if is_wedged(m, now):
         return Verdict("stuck", True)
-    if is_gone(m.state) or m.state == "stopped":
+    if is_gone(m.state) or m.state in RESTING_STATES:
         return None
     if m.state in PRE_START_STATES:
         # A warm slot is started again and again: its boot runs from its last state change.
@@ -56,7 +56,7 @@ def verdict(m: MachineView, pool: PoolPolicy, now: float) -> Verdict | None:
 
 def orphan_grace(app: str, pools: Sequence[PoolPolicy]) -> float:
     """Grace for a machine of ``app`` whose pool is unknown: the longest of the app's pools."""
-    graces = [p.orphan_grace_s for p in pools if p.app == app]
+    graces = [p.orphan_grace_s for p in pools if app in p.fly_apps]
     return max(graces) if graces else DEFAULT_ORPHAN_GRACE_S
 
 

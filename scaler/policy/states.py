@@ -8,15 +8,22 @@ __all__ = [
     "GONE_STATES",
     "NOT_LIVE_STATES",
     "PRE_START_STATES",
+    "RESTING_STATES",
     "WEDGED_AFTER_S",
     "is_gone",
     "is_live",
     "is_wedged",
 ]
 
-NOT_LIVE_STATES = frozenset({"stopped", "failed", "destroying", "destroyed", "launch_failed"})
-"""States that neither run nor start by themselves. Every other state, including any state Fly adds
-later, is live: it costs money or may start, so it counts against caps."""
+NOT_LIVE_STATES = frozenset(
+    {"stopped", "suspended", "failed", "destroying", "destroyed", "launch_failed"}
+)
+"""States that neither run nor start by themselves (a suspended machine resumes only when started:
+the scaler's machines have no services for Fly's proxy to wake them). Every other state, including
+any state Fly adds later, is live: it costs money or may start, so it counts against caps."""
+
+RESTING_STATES = frozenset({"stopped", "suspended"})
+"""A machine that can be started again: the warm tiers of worker pools."""
 
 GONE_STATES = frozenset({"destroying", "destroyed", "launch_failed"})
 """The machine is (being) removed: it will never run its job."""

@@ -29,6 +29,7 @@ from scaler.policy.actions import (
     SlotCreate,
     SlotLaunch,
     Start,
+    Suspend,
     Withdraw,
 )
 from scaler.policy.budget import Budgets, Spend
@@ -61,6 +62,7 @@ __all__ = [
     "SlotCreate",
     "SlotLaunch",
     "Start",
+    "Suspend",
     "Withdraw",
 ]
 
@@ -90,7 +92,9 @@ class PoolPolicy:
         name: unique pool name; machines carry it in their metadata.
         mode: ``"per-job"`` (one auto-destroying machine per message) or ``"worker"``
             (a fleet of dramatiq workers scaled from a signal).
-        app: the Fly app the pool's machines live in.
+        app: the Fly app the pool's machines live in (the first of ``apps`` when that is set).
+        apps: per-job: several Fly apps the pool creates in, spreading creates over their create
+            budgets; empty: ``app`` alone. Caps and reaping span all of them.
         queues: the dramatiq queues the pool serves.
         max_machines: pool cap on live machines (see :func:`scaler.policy.states.is_live`).
         region: preferred Fly region (informational for the act step).
@@ -110,6 +114,9 @@ class PoolPolicy:
         jobs_per_machine: worker, ``scale_on="depth"``: messages one machine handles at once.
         warm_machines: worker: stopped machines kept for fast starts; extra stopped ones are
             destroyed.
+        warm_suspended: worker: idle workers (paused, see ``MachineView.idle_since``) suspended
+            instead of left to exit, up to this many suspended machines; suspended machines are
+            started before stopped ones; extra suspended ones are destroyed.
         scale_on: worker: the signal, ``"depth"``, ``"latency"`` or ``"prometheus"``.
         target_latency_s: worker, ``"latency"``: scale up while the oldest ready message is older.
         target_per_machine: worker, ``"prometheus"``: metric value one machine absorbs.
@@ -154,6 +161,13 @@ class PoolPolicy:
     scale_tolerance: float = 0.1
     min_lifetime_s: float = 600.0
     runner_idle_timeout_s: float | None = None
+    apps: tuple[str, ...] = ()
+    warm_suspended: int = 0
+
+    @property
+    def fly_apps(self) -> tuple[str, ...]:
+        """Every Fly app of the pool: ``apps``, else ``(app,)``."""
+        return self.apps or (self.app,)
     warm_slots: int = 0
     slot_max_jobs: int | None = None
     slot_max_age_s: float | None = None
@@ -169,6 +183,10 @@ class PoolPolicy:
             raise bad("mode", self.mode, 'use "per-job" or "worker"')
         if not self.app:
             raise bad("app", self.app, "set the Fly app the pool's machines run in")
+        if self.apps and (self.apps[0] != self.app or len(set(self.apps)) != len(self.apps)):
+            raise bad("apps", self.apps, "list each app once, the pool's app first")
+        if self.apps and self.mode != "per-job":
+            raise bad("apps", self.apps, "several apps are for per-job pools; use app")
         if not isinstance(self.queues, tuple):
             raise bad("queues", self.queues, "pass a tuple of queue names")
         if self.max_machines < 0:
@@ -177,6 +195,10 @@ class PoolPolicy:
             raise bad("min_machines", self.min_machines, "use a value between 0 and max_machines")
         if self.jobs_per_machine < 1:
             raise bad("jobs_per_machine", self.jobs_per_machine, "use 1 or more")
+        if self.warm_suspended < 0:
+            raise bad("warm_suspended", self.warm_suspended, "use 0 or more")
+        if self.warm_suspended and self.mode != "worker":
+            raise bad("warm_suspended", self.warm_suspended, "per-job machines never suspend")
         if self.warm_machines < 0:
             raise bad("warm_machines", self.warm_machines, "use 0 or more")
         if self.warm_slots < 0:
@@ -255,6 +277,8 @@ class MachineView:
             orphan; it is destroyed only if it lingers past the orphan grace.
         size: preset or guest label, for cost accounting.
         memory_mb: the machine's memory (0 if unknown), for cost accounting.
+        idle_since: worker: when the worker paused idle (it takes no message until work
+            appears, and may be suspended); ``None`` while it works or never said.
         slot: per-job: the template fingerprint of a warm slot (``fly_scaler_slot``);
             ``None``: not a slot.
     """
@@ -276,6 +300,7 @@ class MachineView:
     finished_at: float | None = None
     size: str = ""
     memory_mb: int = 0
+    idle_since: float | None = None
     slot: str | None = None
 
 

@@ -15,7 +15,8 @@ more than ``scale_tolerance`` above its target (Kubernetes' HPA tolerance): 11 j
 When an input is unknown (a queue unreadable, or the metric) the pool holds: desired is its live
 count (within ``min_machines`` and ``max_machines``), and its stopped machines are kept. The planner
 never stops a started worker to scale down (workers exit by themselves after ``idle_timeout_s``); it
-only stops launching and destroys stopped machines beyond ``warm_machines``.
+only stops launching and destroys stopped machines beyond ``warm_machines``. With
+``warm_suspended``, idle workers are suspended instead (:mod:`~scaler.policy.suspend`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from scaler.policy.builder import PlanBuilder
 from scaler.policy.index import AppIndex
 from scaler.policy.reaper import verdict
+from scaler.policy.states import RESTING_STATES
+from scaler.policy.suspend import start_order
 from scaler.policy.types import MachineView, Observation, PoolPolicy
 
 __all__ = ["Signal", "desired_workers", "reap_workers", "warm_order"]
@@ -98,15 +101,17 @@ def desired_workers(pool: PoolPolicy, obs: Observation, live: int) -> Signal:
     return Signal(min(pool.max_machines, max(pool.min_machines, raw)), True, inputs)
 
 
-def warm_order(m: MachineView) -> tuple[float, str]:
-    """Stopped workers in the order they are started and kept warm: most recently used first."""
-    return (-m.updated_at, m.id)
+def warm_order(m: MachineView) -> tuple[int, float, str]:
+    """Warm workers in the order they are started and kept: suspended before stopped (see
+    :func:`scaler.policy.suspend.start_order`), most recently used first."""
+    return start_order(m)
 
 
 def reap_workers(
     pool: PoolPolicy, idx: AppIndex, now: float, out: PlanBuilder, owned: set[str]
 ) -> list[MachineView]:
-    """Destroy condemned workers; return the stopped ones (warm candidates), best first.
+    """Destroy condemned workers; return the stopped and suspended ones (warm candidates), best
+    first.
 
     Machines in ``owned`` (bound to a per-job claim) are left to the claim's rules.
     """
@@ -117,7 +122,7 @@ def reap_workers(
         v = verdict(m, pool, now)
         if v is not None:
             out.destroy(pool.name, m, v.reason, v.force)
-        elif m.state == "stopped":
+        elif m.state in RESTING_STATES:
             stopped.append(m)
     stopped.sort(key=warm_order)
     return stopped
