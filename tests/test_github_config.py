@@ -45,6 +45,16 @@ def test_a_complete_github_pool_is_understood() -> None:
     assert "github:" in text and "labels=fly" in text and "runner_scope=acme" in text
 
 
+def test_a_runner_pool_outlasts_a_long_build_unless_told_otherwise() -> None:
+    def runtime(**kw: Any) -> float:
+        return parse_settings({"pools": [pool(**kw)]}, ENV).pools[0].max_runtime
+
+    assert runtime() == 6 * 3600 + 15 * 60  # GitHub's default job timeout, plus boot
+    assert runtime(max_runtime="40m") == 2400
+    plain = {"name": "p", "app": "a", "queues": ["q"], "image": "i"}
+    assert parse_settings({"pools": [plain]}, {}).pools[0].max_runtime == 900
+
+
 @pytest.mark.parametrize(("spec", "where", "words"), [
     (pool(labels=[]), "pools[0].labels", "at least one label"),
     (pool(labels=["self-hosted"]), "pools[0].labels", "besides"),

@@ -211,6 +211,10 @@ class GuestSpec(_Model):
     memory_mb: PositiveInt | None = None
     cpu_kind: StrictStr | None = None
 
+GITHUB_MAX_RUNTIME_S = 6 * 3600 + 15 * 60
+"""A github pool's default ``max_runtime``: GitHub's default job timeout (6 h) plus boot."""
+
+
 class PoolSpec(_Model):
     """``[[pools]]``: a kind of machine and the queues it serves.
 
@@ -229,7 +233,8 @@ class PoolSpec(_Model):
     - ``cmd``, ``entrypoint``: override the image's command / entrypoint.
     - ``env``: environment of the machine (never put the Fly token here: refused).
     - ``size``: a preset such as ``shared-cpu-1x``; ``guest``: ``{cpus, memory_mb, cpu_kind}``.
-    - ``max_runtime``: a machine older than this is stopped and its job given back (``15m``).
+    - ``max_runtime``: a machine older than this is stopped and its job given back (``15m``;
+      ``6h15m`` for github pools: GitHub's default job timeout of 6 hours, plus boot).
     - ``boot_timeout``: a machine not started after this is destroyed and retried (``2m``).
     - ``stop_signal`` (``SIGINT``) and ``kill_timeout`` (``30s``): how machines are stopped.
     - ``metadata``: extra machine metadata (string values).
@@ -335,6 +340,15 @@ class PoolSpec(_Model):
         if self.runner_scope:
             return self.runner_scope
         return (self.repositories or self.organizations)[0]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _github_runtime(cls, data: Any) -> Any:
+        # A CI build routinely outlasts 15 minutes; GitHub itself cancels a job at its
+        # timeout-minutes (360 unless the workflow says otherwise), and the runner then exits.
+        if isinstance(data, dict) and data.get("mode") == "github" and "max_runtime" not in data:
+            return {**data, "max_runtime": GITHUB_MAX_RUNTIME_S}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> PoolSpec:
