@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -51,7 +52,10 @@ def test_github_run_gives_each_job_one_runner_and_leaves_nothing(
     assert done.returncode == 0, out + done.stderr
     assert "github: 4/4 jobs completed" in out
     assert "github: 4 runner machines, one job each" in out
-    assert "1 job(s) found by resync after a lost webhook" in out
+    # At least the lost one: a resync that lists a job before its own (late) webhook arrives
+    # counts that job too, so the exact number depends on timing.
+    found = re.search(r"(\d+) job\(s\) found by resync after a lost webhook", out)
+    assert found is not None and int(found.group(1)) >= 1, out
     assert "1 redelivery(ies) ignored" in out
     assert "left: 0 machines, 0 registered runners, 0 queued or claimed messages" in out
     assert out.rstrip().splitlines()[-2] == "github: PASS"
