@@ -20,6 +20,9 @@ from scaler.jobs.claims import ClaimStore
 from scaler.local.pytest_plugin import *  # noqa: F403  (the local Machines API fixtures)
 from scaler.local.testing import free_port
 
+# A fixture module the test modules also import from: rewrite its asserts before they do.
+pytest.register_assert_rewrite("tests.github_world")
+
 
 def _answers(url: str) -> bool:
     try:
