@@ -1,6 +1,7 @@
 """The GitHub client against the local stand-in over real HTTP: JIT configs, queued jobs, runner
-removal, App auth (JWT -> cached installation token, refreshed before expiry), fine-grained
-tokens, GitHub Enterprise Server's /api/v3."""
+removal, repository listings (an installation's, an organization's), App auth (JWT -> cached
+installation token, refreshed before expiry), fine-grained tokens, GitHub Enterprise Server's
+/api/v3."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from scaler.github.auth import TOKEN_REFRESH_MARGIN_S, AppAuth, TokenAuth
 from scaler.github.client import GitHubClient
 from scaler.github.errors import GitHubAPIError, GitHubTransportError
+from scaler.github.local import ForcedLimit
 from scaler.github.local_server import LocalGitHubServer
 from scaler.github.models import Scope
 from scaler.github.testing import AppKey, FakeClock, make_app_key
@@ -265,3 +267,55 @@ def test_bad_arguments_are_refused(github_app_key: AppKey) -> None:
         Scope.org("a/b")
     with pytest.raises(ValueError, match="installation_id"):
         AppAuth("1", github_app_key.private_pem, 0)
+
+
+async def test_installation_repositories_follow_every_page_and_wait_out_a_rate_limit(
+    github_api_factory: Callable[..., LocalGitHubServer], github_app_key: AppKey,
+    github_clock: FakeClock,
+) -> None:
+    names = [f"acme/repo-{i:03}" for i in range(130)] + ["other/tool"]
+    server = github_api_factory(clock=github_clock, installation_repositories={1: names})
+    async with app_client(server, github_app_key, github_clock) as gh:
+        await gh.list_runners(Scope.org("acme"))  # the installation token, before the limit
+        server.state.force_limit(ForcedLimit("secondary", status=429, retry_after=30))
+        found = await gh.list_installation_repositories()
+    assert [r.full_name for r in found] == sorted(names)
+    assert {r.owner for r in found} == {"acme", "other"}
+    assert not any(r.archived or r.disabled for r in found)
+    assert github_clock.sleeps == [30]  # the refusal's retry-after, then the same page again
+    listings = [p for _, p, _ in server.state.requests if p == "/installation/repositories"]
+    assert len(listings) == 3  # refused, then 100 + 31 by the Link header
+
+
+async def test_an_installation_reaches_every_known_repository_unless_given_some(
+    github_api: LocalGitHubServer, github_app_key: AppKey
+) -> None:
+    github_api.state.queue_job("acme/app", LABELS)
+    github_api.state.queue_job("umbrella/site", LABELS)
+    async with app_client(github_api, github_app_key) as gh:
+        found = await gh.list_installation_repositories()
+    assert [(r.full_name, r.owner) for r in found] == [("acme/app", "acme"),
+                                                       ("umbrella/site", "umbrella")]
+
+
+async def test_org_repositories_are_paginated_and_of_that_organization_only(
+    github_api_factory: Callable[..., LocalGitHubServer], github_clock: FakeClock,
+) -> None:
+    server = github_api_factory(clock=github_clock, static_tokens=["github_pat_org_1234"])
+    for i in range(101):
+        server.state.queue_job(f"acme/svc-{i:03}", LABELS)
+    server.state.queue_job("other/tool", LABELS)
+    server.state.force_limit(ForcedLimit("primary", status=403, reset_in=40))
+    async with GitHubClient(TokenAuth(Secret("github_pat_org_1234")), api_url=server.url,
+                            clock=github_clock, sleep=github_clock.sleep) as gh:
+        found = await gh.list_org_repositories("acme")
+        assert await gh.list_org_repositories("nobody") == []
+        with pytest.raises(GitHubAPIError) as caught:
+            await gh.list_installation_repositories()  # a token has no installation
+        with pytest.raises(ValueError, match="organization"):
+            await gh.list_org_repositories("acme/svc-000")
+    assert len(found) == 101 and {r.owner for r in found} == {"acme"}
+    assert caught.value.status_code == 403
+    assert len(github_clock.sleeps) == 1 and github_clock.sleeps[0] >= 40  # the budget's reset
+    listings = [p for _, p, _ in server.state.requests if p == "/orgs/acme/repos"]
+    assert len(listings) == 3  # refused, then 100 + 1

@@ -1,4 +1,5 @@
-"""The GitHub REST client for runners: JIT configs, queued jobs, runner removal (httpx, async).
+"""The GitHub REST client for runners: JIT configs, queued jobs, runner removal, repository
+listings (httpx, async).
 
 ``GitHubClient(auth, api_url=...)`` takes an :class:`~scaler.github.auth.AppAuth` (installation
 tokens fetched and cached, see :mod:`scaler.github.auth`) or a
@@ -32,10 +33,13 @@ from pydantic import BaseModel, ValidationError
 from scaler.github.auth import AppAuth, Auth, InstallationToken, TokenAuth, parse_timestamp
 from scaler.github.errors import GitHubAPIError, GitHubTransportError, RateLimited
 from scaler.github.models import (
+    InstallationRepositoriesWire,
     JitConfig,
     JitConfigWire,
     JobsPageWire,
     QueuedJob,
+    Repository,
+    RepositoryListWire,
     RepositoryRefWire,
     Runner,
     RunnersPageWire,
@@ -100,6 +104,11 @@ class GitHubClient:
     def budget(self) -> RateBudget | None:
         """The ``core`` primary rate-limit budget as GitHub last reported it (for a metric)."""
         return self._gate.budget
+
+    @property
+    def uses_app(self) -> bool:
+        """Whether calls carry a GitHub App installation's token (else a personal token)."""
+        return isinstance(self._auth, AppAuth)
 
     def ready_at(self) -> float:
         """When the next call may be sent (epoch seconds; the past means now)."""
@@ -183,6 +192,27 @@ class GitHubClient:
                     jobs.extend(await self._queued_jobs_of(scope, run.id, run.event,
                                                            run.head_repository))
         return jobs
+
+    async def list_installation_repositories(self) -> list[Repository]:
+        """Every repository the App's installation may reach (``GET /installation/repositories``:
+        App auth only, a personal token is answered 403). One call per 100 repositories."""
+        op = "list_installation_repositories"
+        found: list[Repository] = []
+        async for page in self._pages(op, "/installation/repositories", {}):
+            found.extend(r.repository()
+                         for r in _model(op, InstallationRepositoriesWire, page).repositories)
+        return found
+
+    async def list_org_repositories(self, organization: str) -> list[Repository]:
+        """The repositories of ``organization`` (a login) the credential may see
+        (``GET /orgs/{org}/repos``; 404 for an unknown organization or a user's login). One call
+        per 100 repositories."""
+        op = "list_org_repositories"
+        found: list[Repository] = []
+        async for page in self._pages(op, f"{Scope.org(organization).path}/repos",
+                                      {"type": "all"}):
+            found.extend(r.repository() for r in _model(op, RepositoryListWire, page).root)
+        return found
 
     async def _queued_jobs_of(
         self, scope: Scope, run_id: int, event: str | None, head: RepositoryRefWire | None

@@ -5,7 +5,8 @@ runners registered just in time, rate limits; and the shapes GitHub gives them.
 (:mod:`scaler.github.local_server`) calls it from the server's thread, tests and ``scaler dev``
 call it from theirs (queue a job, see the runners, force a rate limit). Jobs, runs and runners are
 serialised in the shapes of GitHub's documented examples (:func:`LocalGitHub.job_json`,
-:meth:`LocalGitHub.webhook_payload`), ids of jobs and runs above 2^32 as on github.com.
+:meth:`LocalGitHub.webhook_payload`, in :mod:`scaler.github.local_shapes`), ids of jobs and runs
+above 2^32 as on github.com.
 
 A job's changes (queued, in_progress, completed) are told to ``listeners`` with its id and the
 action, under the lock: :mod:`scaler.github.local_hooks` turns them into signed webhooks, and
@@ -20,12 +21,12 @@ import json
 import secrets
 import threading
 import time
-import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from scaler.github.local_shapes import GitHubShapes, LocalRun, iso
 
 __all__ = ["DEFAULT_LABELS", "ForcedLimit", "LocalGitHub", "Problem", "iso"]
 
@@ -34,11 +35,6 @@ DEFAULT_LABELS = frozenset({"self-hosted", "linux", "x64", "arm64", "macos", "wi
 SECONDARY_MESSAGE = ("You have exceeded a secondary rate limit. Please wait a few minutes before "
                      "you try again.")
 DOCS = "https://docs.github.com/rest"
-
-
-def iso(epoch: float) -> str:
-    """Epoch seconds as GitHub writes a time: ``2021-09-13T02:21:13Z``."""
-    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Problem(Exception):
@@ -68,17 +64,7 @@ class _Budget:
     reset_at: float
 
 
-@dataclass
-class _Run:
-    id: int
-    repository: str
-    event: str
-    head_repository: str
-    created_at: float
-    jobs: list[int] = field(default_factory=list)
-
-
-class LocalGitHub:
+class LocalGitHub(GitHubShapes):
     """GitHub as far as runners need it. ``clock`` is epoch seconds (inject a fake in tests)."""
 
     def __init__(
@@ -90,16 +76,20 @@ class LocalGitHub:
         token_ttl_s: float = 3600.0,
         rate_limit: int = 5000,
         clock: Callable[[], float] = time.time,
+        installation_repositories: Mapping[int, Iterable[str]] | None = None,
     ) -> None:
         self.app_id = app_id
         self.installations = frozenset(installations)
+        # An installation given here reaches these repositories only; any other, every one known.
+        self.installation_repositories = {i: sorted(names) for i, names in
+                                          (installation_repositories or {}).items()}
         self.static_tokens = frozenset(static_tokens)
         self.token_ttl_s = token_ttl_s
         self.rate_limit = rate_limit
         self.clock = clock
         self.lock = threading.RLock()
         self.tokens: dict[str, tuple[int, float]] = {}  # token -> (installation, expires_at)
-        self.runs: dict[int, _Run] = {}
+        self.runs: dict[int, LocalRun] = {}
         self.jobs: dict[int, dict[str, Any]] = {}
         self.runners: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
         self.jit_configs: dict[int, str] = {}  # runner id -> its encoded JIT config
@@ -131,8 +121,8 @@ class LocalGitHub:
         with self.lock:
             now = self.clock()
             if run_id is None:
-                run = _Run(next(self._run_ids), repository, event, head_repository or repository,
-                           now)
+                run = LocalRun(next(self._run_ids), repository, event,
+                               head_repository or repository, now)
                 self.runs[run.id] = run
             else:
                 run = self.runs[run_id]
@@ -300,82 +290,38 @@ class LocalGitHub:
                 raise Problem(404, "Not Found")
             return [self.job_json(job_id) for job_id in run.jobs]
 
-    # -- shapes ---------------------------------------------------------------------------------
+    def known_repositories(self) -> list[str]:
+        """The repositories the stand-in knows: those of the runs queued on it, and those given
+        to an installation (sorted, GitHub's spelling as first seen)."""
+        with self.lock:
+            names = [r.repository for r in self.runs.values()]
+            names += [n for given in self.installation_repositories.values() for n in given]
+            return sorted({n.lower(): n for n in reversed(names)}.values())
+
+    def list_installation_repositories(self, credential: str) -> tuple[str, list[dict[str, Any]]]:
+        """``GET /installation/repositories``: the selection (``all`` or ``selected``) and the
+        repositories of the installation whose token is ``credential``; 403 for another token."""
+        kind, _, installation = credential.partition(":")
+        if kind != "installation":
+            raise Problem(403, "You must authenticate with an installation access token in order "
+                               "to list repositories for an installation.")
+        with self.lock:
+            given = self.installation_repositories.get(int(installation))
+            names = self.known_repositories() if given is None else given
+            return ("all" if given is None else "selected",
+                    [self._repository(n) for n in names])
+
+    def list_org_repositories(self, org: str) -> list[dict[str, Any]]:
+        """``GET /orgs/{org}/repos``: the known repositories ``org`` owns (none for an unknown
+        organization: the stand-in knows organizations only by their repositories)."""
+        with self.lock:
+            return [self._repository(n) for n in self.known_repositories()
+                    if n.partition("/")[0].lower() == org.lower()]
+
+    # -- helpers ---------------------------------------------------------------------------------
 
     def _runner(self, runner_id: int) -> dict[str, Any]:
         for runners in self.runners.values():
             if runner_id in runners:
                 return runners[runner_id]
         raise KeyError(runner_id)
-
-    def _run_status(self, run: _Run) -> str:
-        statuses = {self.jobs[j]["status"] for j in run.jobs}
-        if statuses == {"completed"}:
-            return "completed"
-        return "queued" if statuses <= {"queued"} else "in_progress"
-
-    def job_json(self, job_id: int) -> dict[str, Any]:
-        """A job in the shape of the REST API's job and the webhook's ``workflow_job``."""
-        with self.lock:
-            job = self.jobs[job_id]
-            run = self.runs[job["run_id"]]
-            api = f"https://api.github.com/repos/{run.repository}"
-            web = f"https://github.com/{run.repository}"
-            return {
-                "id": job_id, "run_id": run.id, "run_url": f"{api}/actions/runs/{run.id}",
-                "run_attempt": 1, "node_id": f"CR_local{job_id}",
-                "head_sha": f"{run.id:040x}"[-40:], "head_branch": "main",
-                "url": f"{api}/actions/jobs/{job_id}",
-                "html_url": f"{web}/actions/runs/{run.id}/job/{job_id}",
-                "status": job["status"], "conclusion": job["conclusion"],
-                "started_at": iso(job["started_at"]), "created_at": iso(job["created_at"]),
-                "completed_at": iso(job["completed_at"]) if job["completed_at"] else None,
-                "name": job["name"], "steps": [], "check_run_url": f"{api}/check-runs/{job_id}",
-                "labels": list(job["labels"]), "runner_id": job["runner_id"],
-                "runner_name": job["runner_name"], "runner_group_id": job["runner_group_id"],
-                "runner_group_name": job["runner_group_name"], "workflow_name": "CI",
-            }
-
-    def run_json(self, run_id: int) -> dict[str, Any]:
-        """A workflow run in the REST API's shape (the fields a runner service reads, and more)."""
-        with self.lock:
-            run = self.runs[run_id]
-            api = f"https://api.github.com/repos/{run.repository}"
-            return {
-                "id": run.id, "name": "CI", "node_id": f"WFR_local{run.id}", "head_branch": "main",
-                "head_sha": f"{run.id:040x}"[-40:], "path": ".github/workflows/ci.yml",
-                "run_number": run.id % 10_000, "event": run.event,
-                "status": self._run_status(run), "conclusion": None, "workflow_id": 1,
-                "url": f"{api}/actions/runs/{run.id}",
-                "html_url": f"https://github.com/{run.repository}/actions/runs/{run.id}",
-                "created_at": iso(run.created_at), "updated_at": iso(self.clock()),
-                "run_attempt": 1, "repository": self._repository(run.repository),
-                "head_repository": self._repository(run.head_repository),
-            }
-
-    def webhook_payload(
-        self, job_id: int, action: str, installation_id: int | None = None, fork: bool = False
-    ) -> dict[str, Any]:
-        """The ``workflow_job`` delivery GitHub would send now for ``job_id``."""
-        with self.lock:
-            run = self.runs[self.jobs[job_id]["run_id"]]
-            repository = self._repository(run.repository)
-            repository["fork"] = fork
-            payload: dict[str, Any] = {"action": action, "workflow_job": self.job_json(job_id),
-                                       "repository": repository,
-                                       "sender": {"login": "octocat", "id": 1, "type": "User"}}
-            installation = installation_id or min(self.installations, default=None)
-            if installation is not None:
-                payload["installation"] = {"id": installation, "node_id": f"I_{installation}"}
-            return payload
-
-    def _repository(self, full_name: str) -> dict[str, Any]:
-        owner, name = full_name.split("/", 1)
-        return {
-            "id": zlib.crc32(full_name.encode()), "node_id": f"R_{name}", "name": name,
-            "full_name": full_name, "private": False,
-            "owner": {"login": owner, "id": zlib.crc32(owner.encode()) % 10**8,
-                      "node_id": f"O_{owner}", "type": "Organization", "site_admin": False},
-            "html_url": f"https://github.com/{full_name}", "description": None, "fork": False,
-            "url": f"https://api.github.com/repos/{full_name}", "default_branch": "main",
-        }

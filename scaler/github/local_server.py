@@ -9,8 +9,11 @@ Server):
   an installation token that lapses after ``token_ttl_s``;
 - ``POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig`` and ``/orgs/{org}/...``;
 - ``GET .../actions/runners``, ``DELETE .../actions/runners/{id}``;
-- ``GET /repos/{owner}/{repo}/actions/runs?status=`` and ``.../runs/{run_id}/jobs``, paginated
-  with ``per_page``/``page`` and ``Link`` headers.
+- ``GET /repos/{owner}/{repo}/actions/runs?status=`` and ``.../runs/{run_id}/jobs``;
+- ``GET /installation/repositories`` (an installation token only) and ``GET /orgs/{org}/repos``
+  (a JSON array): the repositories known from the jobs queued, or given to the installation;
+
+listings paginated with ``per_page``/``page`` and ``Link`` headers.
 
 Every call needs a valid token, spends the credential's budget and carries ``x-ratelimit-*``
 headers; forced limits (:class:`~scaler.github.local.ForcedLimit`) answer 403 or 429 as GitHub
@@ -30,7 +33,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import jwt
@@ -76,8 +79,10 @@ def _scope(request: Request) -> tuple[str, str]:
     return ("repo", f"{params['owner']}/{params['repo']}".lower())
 
 
-def _page(request: Request, items: list[Any], key: str) -> JSONResponse:
-    """One page of ``items`` as ``{"total_count", key: [...]}`` with GitHub's ``Link`` header."""
+def _page(request: Request, items: list[Any], key: str | None,
+          extra: dict[str, Any] | None = None) -> JSONResponse:
+    """One page of ``items`` as ``{"total_count", key: [...], **extra}`` (a bare array without
+    ``key``) with GitHub's ``Link`` header."""
     try:
         per_page = max(1, min(100, int(request.query_params.get("per_page", "30"))))
         page = max(1, int(request.query_params.get("page", "1")))
@@ -91,8 +96,10 @@ def _page(request: Request, items: list[Any], key: str) -> JSONResponse:
             f'<{request.url.include_query_params(per_page=per_page, page=n)}>; rel="{rel}"'
             for n, rel in links
         )
-    body = {"total_count": len(items), key: items[(page - 1) * per_page:page * per_page]}
-    return _json(body, 200, headers)
+    chunk = items[(page - 1) * per_page:page * per_page]
+    if key is None:
+        return _json(chunk, 200, headers)
+    return _json({"total_count": len(items), **(extra or {}), key: chunk}, 200, headers)
 
 
 def _jit_request(body: Any) -> tuple[str, list[str]]:
@@ -148,6 +155,7 @@ def create_app(state: LocalGitHub, public_key: RSAPublicKey, path_prefix: str = 
                 else:
                     credential = state.credential(token)
                 headers = state.spend(credential)
+                request.state.credential = credential
                 status, body = await handler(request)
             except Problem as exc:
                 return _problem(exc)
@@ -187,6 +195,16 @@ def create_app(state: LocalGitHub, public_key: RSAPublicKey, path_prefix: str = 
         if request.query_params.get("filter", "latest") not in ("latest", "all"):
             raise Problem(422, "filter must be latest or all")
         return 200, _page(request, found, "jobs")
+
+    async def installation_repos(request: Request) -> tuple[int, Any]:
+        selection, found = state.list_installation_repositories(request.state.credential)
+        return 200, _page(request, found, "repositories", {"repository_selection": selection})
+
+    async def org_repos(request: Request) -> tuple[int, Any]:
+        if request.query_params.get("type", "all") not in (
+                "all", "public", "private", "forks", "sources", "member"):
+            raise Problem(422, "type is not one of all, public, private, forks, sources, member")
+        return 200, _page(request, state.list_org_repositories(_scope(request)[1]), None)
 
     async def admin_jobs(request: Request) -> Response:
         body = await request.json()
@@ -247,6 +265,8 @@ def create_app(state: LocalGitHub, public_key: RSAPublicKey, path_prefix: str = 
           for base in (repo, org)],
         Route(f"{repo}/runs", api(runs), methods=["GET"]),
         Route(f"{repo}/runs/{{run_id:int}}/jobs", api(jobs), methods=["GET"]),
+        Route("/installation/repositories", api(installation_repos), methods=["GET"]),
+        Route("/orgs/{org}/repos", api(org_repos), methods=["GET"]),
     ]
     admin: list[BaseRoute] = [
         Route("/_local/jobs", admin_jobs, methods=["POST"]),
@@ -293,10 +313,12 @@ class LocalGitHubServer:
         webhook_url: str | None = None,
         webhook_secret: Secret | None = None,
         pickup_timeout_s: float = PICKUP_TIMEOUT_S,
+        installation_repositories: Mapping[int, Iterable[str]] | None = None,
     ) -> None:
         self.state = LocalGitHub(app_id=app_id, installations=installations,
                                  static_tokens=static_tokens, token_ttl_s=token_ttl_s,
-                                 rate_limit=rate_limit, clock=clock)
+                                 rate_limit=rate_limit, clock=clock,
+                                 installation_repositories=installation_repositories)
         self.path_prefix = path_prefix.rstrip("/")
         self.broker = RunnerBroker(self.state, pickup_timeout_s)
         self.hooks = WebhookSender(self.state, webhook_url, webhook_secret)

@@ -7,11 +7,13 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, RootModel, StrictBool, StrictInt, StrictStr
 
 from scaler.secret import Secret
 
-__all__ = ["ACCOUNT_LOGIN", "REPOSITORY_NAME", "JitConfig", "QueuedJob", "Runner", "Scope"]
+__all__ = [
+    "ACCOUNT_LOGIN", "REPOSITORY_NAME", "JitConfig", "QueuedJob", "Repository", "Runner", "Scope",
+]
 
 REPOSITORY_NAME = re.compile(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+")
 """``owner/name`` as GitHub allows them (what becomes an API path)."""
@@ -76,6 +78,17 @@ class QueuedJob:
     labels: tuple[str, ...]
     event: str | None
     head_repository: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Repository:
+    """A repository as a listing shows it: ``full_name`` (``owner/name``, GitHub's spelling) and
+    its owner's login. An archived or disabled repository runs no workflow."""
+
+    full_name: str
+    owner: str
+    archived: bool = False
+    disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,3 +185,33 @@ class JobsPageWire(_Wire):
 
     total_count: StrictInt
     jobs: list[JobWire]
+
+
+class OwnerWire(_Wire):
+    """A repository's owner (the field read)."""
+
+    login: StrictStr
+
+
+class RepositoryWire(_Wire):
+    """A repository in a listing (the fields read)."""
+
+    full_name: StrictStr
+    owner: OwnerWire
+    archived: StrictBool = False
+    disabled: StrictBool = False
+
+    def repository(self) -> Repository:
+        """The public view."""
+        return Repository(self.full_name, self.owner.login, self.archived, self.disabled)
+
+
+class InstallationRepositoriesWire(_Wire):
+    """``GET /installation/repositories``."""
+
+    total_count: StrictInt
+    repositories: list[RepositoryWire]
+
+
+class RepositoryListWire(RootModel[list[RepositoryWire]]):
+    """``GET /orgs/{org}/repos``: a JSON array."""
