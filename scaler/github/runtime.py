@@ -22,6 +22,7 @@ import structlog
 
 from scaler.config import Settings
 from scaler.github.auth import AppAuth, Auth, TokenAuth
+from scaler.github.catalog import OrganizationRepositories
 from scaler.github.client import GitHubClient
 from scaler.github.deliveries import Deliveries
 from scaler.github.demand import prune, top_up
@@ -34,9 +35,12 @@ from scaler.github.webhook import GitHubWebhook, pool_rules
 from scaler.secret import Secret
 from scaler.telemetry.metrics import Metrics
 
-__all__ = ["GitHubRuntime", "github_auth"]
+__all__ = ["BUDGET_RESERVE", "GitHubRuntime", "github_auth"]
 
 log = structlog.get_logger(__name__)
+
+BUDGET_RESERVE = 0.1
+"""The share of the primary budget a resync leaves for launches (it stops below it)."""
 
 
 def github_auth(settings: Settings) -> Auth:
@@ -79,6 +83,8 @@ class GitHubRuntime:
             metrics=metrics,
         )
         self.launcher = RunnerLauncher(self.client, self.ledger, metrics)
+        self.organizations = OrganizationRepositories(
+            self.client, {o for p in self.pools for o in p.organizations}, clock=clock)
         self._clock = clock
         self.problem: str | None = None
         metrics.initialize_github([p.name for p in self.pools])
@@ -99,19 +105,42 @@ class GitHubRuntime:
             self.metrics.github_rate_limit.set(budget.limit)
 
     def repositories(self) -> list[str]:
-        """The repositories named in the github pools' allow-lists (what a resync lists)."""
+        """The repositories named in the github pools' allow-lists (listed by every resync)."""
         return sorted({r for p in self.pools for r in p.repositories})
 
+    async def resync_repositories(self) -> list[tuple[str, bool]]:
+        """What a resync lists: each repository named in an allow-list, then each repository of
+        an allowed organization not named (from a list renewed every few minutes, see
+        :mod:`scaler.github.catalog`), with whether it was named."""
+        named = self.repositories()
+        seen = {r.lower() for r in named}
+        found = [r for r in await self.organizations.names() if r.lower() not in seen]
+        return [(r, True) for r in named] + [(r, False) for r in found]
+
+    def _budget_low(self) -> bool:
+        budget = self.client.budget
+        # A budget last seen before its reset is whole again: a stale report must not stop
+        # every later resync.
+        return (budget is not None and self._clock() < budget.reset_at
+                and budget.remaining < budget.limit * BUDGET_RESERVE)
+
     async def resync(self) -> int:
-        """List the queued jobs of the allowed repositories and queue those a pool takes and
-        that were not known. Returns how many were new."""
+        """List the queued jobs of the allowed repositories (those named, and those of the
+        allowed organizations) and queue those a pool takes and that were not known. Returns how
+        many were new. Spends the GitHub budget: see the module docstring."""
         new = 0
-        for repository in self.repositories():
+        for repository, named in await self.resync_repositories():
             if self.client.ready_at() > self._clock():
                 log.info("github resync skipped: rate limited", repository=repository)
                 break
+            if self._budget_low():
+                log.warning("github resync stopped: the API budget is kept for launches",
+                            repository=repository)
+                break
             try:
-                jobs = await self.client.list_queued_jobs(repository)
+                # A repository found through its organization: one listing (queued runs only).
+                jobs = await self.client.list_queued_jobs(
+                    repository, ("queued", "in_progress") if named else ("queued",))
             except RateLimited as exc:
                 log.warning("github resync stopped: rate limited", repository=repository,
                             retry_at=exc.retry_at)
@@ -121,7 +150,9 @@ class GitHubRuntime:
                 continue
             owner = repository.partition("/")[0]
             for pool in self.pools:
-                if repository in pool.repositories:
+                # Only a listing of both run statuses shows every queued job: prune from it only.
+                if named and (repository in pool.repositories or owner.lower() in
+                              {o.lower() for o in pool.organizations}):
                     await prune(self.ledger, pool.name, self.queues[pool.name], repository,
                                 {j.job_id for j in jobs})
             for job in jobs:
