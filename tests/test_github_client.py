@@ -319,3 +319,14 @@ async def test_org_repositories_are_paginated_and_of_that_organization_only(
     assert len(github_clock.sleeps) == 1 and github_clock.sleeps[0] >= 40  # the budget's reset
     listings = [p for _, p, _ in server.state.requests if p == "/orgs/acme/repos"]
     assert len(listings) == 3  # refused, then 100 + 1
+
+
+async def test_get_job_status_follows_the_job_and_is_none_elsewhere(
+    github_api: LocalGitHubServer, github_app_key: AppKey
+) -> None:
+    job = github_api.state.queue_job("acme/app", LABELS)
+    async with app_client(github_api, github_app_key) as gh:
+        assert await gh.get_job_status("acme/app", job["id"]) == "queued"
+        github_api.state.complete_job(job["id"], "cancelled")
+        assert await gh.get_job_status("acme/app", job["id"]) == "completed"
+        assert await gh.get_job_status("acme/other", job["id"]) is None

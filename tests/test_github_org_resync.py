@@ -1,7 +1,8 @@
 """The resync of pools allowed by organization: it finds the organization's repositories (an App
 installation's listing, or the organization's with a token), lists their queued jobs and queues
 those whose webhook was lost; never a repository of another organization; the list is kept a few
-minutes; an idle repository costs one call; a resync leaves the budget's last tenth to launches.
+minutes; an idle repository costs one call; a job the listing no longer shows is asked for before
+it is dropped; a resync leaves the budget's last tenth to launches.
 Real HTTP to the local GitHub stand-in and the local Machines API, real Redis."""
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from structlog.testing import capture_logs
 
 from scaler.github.catalog import LIST_TTL_S
 from scaler.github.launcher import JITCONFIG_ENV
-from scaler.github.ledger import job_message_id
+from scaler.github.ledger import JobRef, job_message_id
 from scaler.github.local import Problem
 from scaler.github.local_server import LocalGitHubServer
 from scaler.github.runtime import GitHubRuntime
 from scaler.github.testing import FakeClock
 from scaler.jobs.keys import message_record_key
 from scaler.telemetry.metrics import Metrics
-from tests.github_scaler import API_TOKEN, github_settings, queue_job
-from tests.github_world import World
+from tests.github_scaler import API_TOKEN, LABELS, REPO, github_settings, queue_job
+from tests.github_world import QUEUE, World
 
 pytest_plugins = ["scaler.github.pytest_plugin", "tests.github_world"]
 
@@ -68,7 +69,7 @@ async def test_the_list_is_kept_a_few_minutes_and_an_idle_repository_costs_one_c
     now = [1_000_000.0]
     settings = github_settings(redis_prefix, github.url, redis_url=redis_url, pool=ORG_ONLY)
     runtime = GitHubRuntime(settings, aredis, Metrics(), clock=lambda: now[0])
-    first = queue_job(github)
+    queue_job(github)
     assert await runtime.resync() == 1
     queue_job(github, repository="acme/new")  # a repository the cached list does not hold yet
     now[0] += LIST_TTL_S - 1
@@ -77,9 +78,9 @@ async def test_the_list_is_kept_a_few_minutes_and_an_idle_repository_costs_one_c
     now[0] += 2
     assert await runtime.resync() == 1  # the list renewed: acme/new's job found
     assert paths(github).count("/orgs/acme/repos") == 2
-    github.state.complete_job(first)
-    for job_id in list(github.state.jobs):
+    for job_id in list(github.state.jobs):  # completed, and their webhooks came
         github.state.complete_job(job_id)
+        await runtime.ledger.completed(job_id, None, {"gh": QUEUE})
     before = len(github.state.requests)
     assert await runtime.resync() == 0
     sent = paths(github)[before:]
@@ -139,4 +140,36 @@ async def test_a_failed_listing_keeps_the_last_list_and_is_retried_later(
     now[0] += 30  # tried again after a minute, not at every resync
     await runtime.resync()
     assert paths(github).count("/orgs/acme/repos") == listed
+    await runtime.aclose()
+
+
+async def test_an_org_repositorys_job_no_longer_queued_is_dropped_after_asking_github(
+    github_api_factory: Callable[..., LocalGitHubServer], redis_prefix: str, redis_url: str,
+    aredis: aioredis.Redis,
+) -> None:
+    github = github_api_factory(static_tokens=[API_TOKEN])
+    now = [1_000_000.0]
+    settings = github_settings(redis_prefix, github.url, redis_url=redis_url, pool=ORG_ONLY)
+    runtime = GitHubRuntime(settings, aredis, Metrics(), clock=lambda: now[0])
+    gone = queue_job(github)
+    first = github.state.queue_job(REPO, LABELS)
+    assert await runtime.resync() == 2
+    # A job queued behind `needs:` once `first` started (known from its webhook): its run is
+    # in progress, so the listing of queued runs does not show it.
+    later = github.state.queue_job(REPO, LABELS, run_id=first["run_id"])
+    await runtime.ledger.queue("gh", QUEUE, JobRef(later["id"], first["run_id"], REPO, LABELS))
+    runner = github.state.register_runner(("org", "acme"), "r1", list(LABELS))
+    github.state.start_job(first["id"], runner["runner"]["id"])  # its webhook lost
+    github.state.complete_job(gone, "cancelled")  # and this one's
+    now[0] += 30.0  # too recent to trust a listing's absence: nothing asked
+    before = len(github.state.requests)
+    await runtime.resync()
+    assert not [p for p in paths(github)[before:] if "/actions/jobs/" in p]
+    now[0] += 120.0
+    before = len(github.state.requests)
+    await runtime.resync()
+    asked = sorted(p for p in paths(github)[before:] if "/actions/jobs/" in p)
+    assert asked == sorted(f"/repos/{REPO}/actions/jobs/{j}"
+                           for j in (gone, first["id"], later["id"]))
+    assert await runtime.ledger.queued_counts(["gh"]) == {"gh": 1}  # `later`, still queued
     await runtime.aclose()

@@ -37,6 +37,7 @@ from scaler.github.models import (
     JitConfig,
     JitConfigWire,
     JobsPageWire,
+    JobWire,
     QueuedJob,
     Repository,
     RepositoryListWire,
@@ -192,6 +193,19 @@ class GitHubClient:
                     jobs.extend(await self._queued_jobs_of(scope, run.id, run.event,
                                                            run.head_repository))
         return jobs
+
+    async def get_job_status(self, repository: str, job_id: int) -> str | None:
+        """The status of job ``job_id`` of ``repository`` (``queued``, ``in_progress``,
+        ``completed``, ...), or ``None`` when GitHub does not know it there (404). One call."""
+        op = "get_job"
+        try:
+            response = await self._call(
+                op, "GET", f"{Scope.repo(repository).path}/actions/jobs/{job_id}", expect=200)
+        except GitHubAPIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return _model(op, JobWire, response).status
 
     async def list_installation_repositories(self) -> list[Repository]:
         """Every repository the App's installation may reach (``GET /installation/repositories``:

@@ -19,6 +19,8 @@ a listing of their repository no longer shows them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 
 from scaler.github.ledger import ACTOR, Ledger
@@ -89,12 +91,15 @@ async def top_up(ledger: Ledger, pool: str, queue: str) -> int:
 
 
 async def prune(
-    ledger: Ledger, pool: str, queue: str, repository: str, listed: set[int]
+    ledger: Ledger, pool: str, queue: str, repository: str, listed: set[int],
+    still_queued: Callable[[int], Awaitable[bool]] | None = None,
 ) -> int:
     """Treat as completed (as their lost webhook would have: out of the queued set, one waiting
     message withdrawn each) the jobs of ``pool`` and ``repository`` queued over
     :data:`PRUNE_AFTER_S` ago that a listing of it (``listed``: the job ids it showed queued) no
-    longer shows. Returns how many were dropped."""
+    longer shows. A listing that may miss queued jobs (of queued runs only) passes
+    ``still_queued(job_id)``, asked for each job it does not show. Returns how many were
+    dropped."""
     cutoff = ledger.now_ms() - int(PRUNE_AFTER_S * 1000)
     old = await ledger.redis.zrangebyscore(ledger.queued_key(pool), "-inf", cutoff)
     dropped = 0
@@ -104,6 +109,8 @@ async def prune(
             continue
         job = await ledger.job(job_id)
         if job.get("repository") != repository:
+            continue
+        if still_queued is not None and await still_queued(job_id):
             continue
         await ledger.completed(job_id, None, {pool: queue})
         dropped += 1

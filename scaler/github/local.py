@@ -290,6 +290,14 @@ class LocalGitHub(GitHubShapes):
                 raise Problem(404, "Not Found")
             return [self.job_json(job_id) for job_id in run.jobs]
 
+    def get_job(self, repository: str, job_id: int) -> dict[str, Any]:
+        """``GET .../actions/jobs/{job_id}``: 404 if the job is not in the repository."""
+        with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None or self.runs[job["run_id"]].repository.lower() != repository.lower():
+                raise Problem(404, "Not Found")
+            return self.job_json(job_id)
+
     def known_repositories(self) -> list[str]:
         """The repositories the stand-in knows: those of the runs queued on it, and those given
         to an installation (sorted, GitHub's spelling as first seen)."""

@@ -9,7 +9,8 @@ Server):
   an installation token that lapses after ``token_ttl_s``;
 - ``POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig`` and ``/orgs/{org}/...``;
 - ``GET .../actions/runners``, ``DELETE .../actions/runners/{id}``;
-- ``GET /repos/{owner}/{repo}/actions/runs?status=`` and ``.../runs/{run_id}/jobs``;
+- ``GET /repos/{owner}/{repo}/actions/runs?status=``, ``.../runs/{run_id}/jobs`` and
+  ``.../jobs/{job_id}``;
 - ``GET /installation/repositories`` (an installation token only) and ``GET /orgs/{org}/repos``
   (a JSON array): the repositories known from the jobs queued, or given to the installation;
 
@@ -196,6 +197,9 @@ def create_app(state: LocalGitHub, public_key: RSAPublicKey, path_prefix: str = 
             raise Problem(422, "filter must be latest or all")
         return 200, _page(request, found, "jobs")
 
+    async def job(request: Request) -> tuple[int, Any]:
+        return 200, state.get_job(_scope(request)[1], int(request.path_params["job_id"]))
+
     async def installation_repos(request: Request) -> tuple[int, Any]:
         selection, found = state.list_installation_repositories(request.state.credential)
         return 200, _page(request, found, "repositories", {"repository_selection": selection})
@@ -265,6 +269,7 @@ def create_app(state: LocalGitHub, public_key: RSAPublicKey, path_prefix: str = 
           for base in (repo, org)],
         Route(f"{repo}/runs", api(runs), methods=["GET"]),
         Route(f"{repo}/runs/{{run_id:int}}/jobs", api(jobs), methods=["GET"]),
+        Route(f"{repo}/jobs/{{job_id:int}}", api(job), methods=["GET"]),
         Route("/installation/repositories", api(installation_repos), methods=["GET"]),
         Route("/orgs/{org}/repos", api(org_repos), methods=["GET"]),
     ]

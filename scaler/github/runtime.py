@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from functools import partial
 
 import redis.asyncio as aioredis
 import structlog
@@ -150,11 +151,13 @@ class GitHubRuntime:
                 continue
             owner = repository.partition("/")[0]
             for pool in self.pools:
-                # Only a listing of both run statuses shows every queued job: prune from it only.
-                if named and (repository in pool.repositories or owner.lower() in
-                              {o.lower() for o in pool.organizations}):
+                if (repository in pool.repositories
+                        or owner.lower() in {o.lower() for o in pool.organizations}):
+                    # A listing of queued runs only may miss a queued job: each job it does not
+                    # show is asked for (one call) before it is dropped.
                     await prune(self.ledger, pool.name, self.queues[pool.name], repository,
-                                {j.job_id for j in jobs})
+                                {j.job_id for j in jobs},
+                                None if named else partial(self._still_queued, repository))
             for job in jobs:
                 event = _as_event(job.job_id, job.run_id, repository, owner, job.labels,
                                   fork=job.head_repository not in (None, repository))
@@ -172,6 +175,15 @@ class GitHubRuntime:
         for pool in self.pools:
             await top_up(self.ledger, pool.name, self.queues[pool.name])
         return new
+
+    async def _still_queued(self, repository: str, job_id: int) -> bool:
+        """Whether GitHub still has the job queued (``True`` when it cannot say: kept)."""
+        try:
+            return await self.client.get_job_status(repository, job_id) == "queued"
+        except GitHubError as exc:
+            log.warning("github job status unknown; kept as queued", job_id=job_id,
+                        repository=repository, error=str(exc))
+            return True
 
     async def run_resync(self, is_leader: Callable[[], bool], stop: asyncio.Event) -> None:
         """Resync as soon as this replica leads, then every ``github.resync_interval`` while it
