@@ -10,8 +10,10 @@
   its own use). Exactly one of the two when a github pool exists.
 - The webhook secret: ``webhook_secret_file`` or env ``GITHUB_WEBHOOK_SECRET``. Required by
   github pools: an unsigned webhook could launch machines.
-- ``resync_interval`` (``60s``): how often the queued jobs of the allowed repositories are listed
-  through the API, so a job whose webhook was lost still gets a runner (also at start-up).
+- ``resync_interval`` (``60s``): how often the queued jobs of the allowed repositories (those
+  named, and those of the allowed organizations) are listed through the API, so a job whose
+  webhook was lost still gets a runner (also at start-up). Each resync spends the API budget:
+  see :mod:`scaler.github.runtime`.
 - ``runner_idle_timeout`` (``5m``): a runner machine started this long ago that GitHub gave no job
   is destroyed and its registration removed.
 - ``max_wait`` (``2m``): the longest a GitHub call waits for a rate limit before giving up.

@@ -4,10 +4,18 @@ ledger, the webhook endpoint, the runner launcher and the resync of queued jobs.
 :meth:`GitHubRuntime.resync` lists the queued jobs of every allowed repository through the API
 and queues each one a pool takes, exactly as its webhook would have (the message id makes a job
 already known a no-op): a job whose webhook was lost still gets a runner. The service runs it at
-start-up and every ``github.resync_interval`` while it leads. Organizations in an allow-list are
-not listed (GitHub has no call for an organization's queued jobs): their jobs rely on webhooks,
-and the documentation says so. A rate-limited resync is skipped until the limit lifts; the
-remaining budget is exported after every call.
+start-up and every ``github.resync_interval`` while it leads. The repositories are those named in
+the allow-lists and those of the allowed organizations (GitHub has no call for an organization's
+queued jobs: :mod:`scaler.github.catalog` lists its repositories, kept a few minutes).
+
+Each resync spends the GitHub budget. A named repository costs two listings of runs (``queued``
+and ``in_progress``: a started run may have jobs queued behind ``needs:``); a repository found
+through its organization costs one (``queued`` runs only), so an idle one costs one call, and a
+job the scaler counts as queued that this listing does not show costs one call to ask for it
+before it is dropped; each run listed costs one more call for its jobs. A resync stops while
+fewer than :data:`BUDGET_RESERVE` of the budget remain, so that launches keep their calls. A
+rate-limited resync is skipped until the limit lifts; the remaining budget is exported after
+every call.
 """
 
 from __future__ import annotations
