@@ -119,27 +119,29 @@ async def test_a_failed_listing_keeps_the_last_list_and_is_retried_later(
                                pool={"repositories": [], "organizations": ["acme", "ghost"],
                                      "runner_scope": "acme"})
     runtime = GitHubRuntime(settings, aredis, Metrics(), clock=lambda: now[0])
+    real = github.state.list_org_repositories
+    failing = {"ghost": Problem(404, "Not Found")}  # a user's login: /orgs/ghost/repos is 404
+
+    def listing(org: str) -> list[dict[str, Any]]:
+        if org in failing:
+            raise failing[org]
+        return real(org)
+
+    github.state.list_org_repositories = listing  # type: ignore[method-assign]
     queue_job(github)
     assert await runtime.resync() == 1
     now[0] += LIST_TTL_S + 1
     github.state.queue_job("acme/api", ("self-hosted", "fly"))
-    real = github.state.list_org_repositories
-
-    def failing(org: str) -> list[dict[str, Any]]:
-        if org == "acme":
-            raise Problem(502, "Server Error")
-        return real(org)
-
-    github.state.list_org_repositories = failing  # type: ignore[method-assign]
+    failing["acme"] = Problem(502, "Server Error")
     with capture_logs() as logs:
         assert await runtime.resync() == 1  # acme/api still listed from the last list
     failures = [e for e in logs if e["event"].startswith("github repositories not listed")]
-    assert [e["organization"] for e in failures] == ["acme"]
+    assert sorted(e["organization"] for e in failures) == ["acme", "ghost"]
     assert API_TOKEN not in str(failures)
-    listed = paths(github).count("/orgs/acme/repos")
-    now[0] += 30  # tried again after a minute, not at every resync
+    now[0] += 60  # a failure is tried again after a minute; a 404 only after the TTL
     await runtime.resync()
-    assert paths(github).count("/orgs/acme/repos") == listed
+    assert (paths(github).count("/orgs/acme/repos"), paths(github).count("/orgs/ghost/repos")) \
+        == (3, 2)
     await runtime.aclose()
 
 

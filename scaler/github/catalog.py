@@ -9,7 +9,8 @@ Archived and disabled repositories run no workflow and are left out.
 Every listing spends the GitHub budget (one call per 100 repositories), so a list is kept for
 :data:`LIST_TTL_S` between resyncs: a repository created meanwhile is resynced once the list is
 renewed (its webhooks still come at once). A listing that fails keeps the last list and is tried
-again after :data:`RETRY_AFTER_S`; the error is logged (GitHub's message, never a credential).
+again after :data:`RETRY_AFTER_S` (after the TTL when GitHub answered 404: a user's login, with a
+token); the error is logged (GitHub's message, never a credential).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from functools import partial
 import structlog
 
 from scaler.github.client import GitHubClient
-from scaler.github.errors import GitHubError
+from scaler.github.errors import GitHubAPIError, GitHubError
 from scaler.github.models import REPOSITORY_NAME, Repository
 
 __all__ = ["LIST_TTL_S", "RETRY_AFTER_S", "OrganizationRepositories"]
@@ -78,7 +79,9 @@ class OrganizationRepositories:
         try:
             found = await call()
         except GitHubError as exc:
-            self._due[what] = now + RETRY_AFTER_S
+            # A login GitHub does not know as an organization (a user's, with a token) stays so.
+            gone = isinstance(exc, GitHubAPIError) and exc.status_code == 404
+            self._due[what] = now + (self._ttl_s if gone else RETRY_AFTER_S)
             log.warning("github repositories not listed; the resync uses the last list",
                         organization=what or None, error=str(exc))
             return None
