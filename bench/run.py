@@ -23,8 +23,10 @@ __all__ = ["SCENARIOS", "main", "render_table", "run_scenarios"]
 #: Scenario id -> (module under ``bench``, what it measures). Each module has ``run(cfg)``.
 SCENARIOS: dict[str, tuple[str, str]] = {
     "P1": ("reaction", "enqueue -> create received, wake-ups on vs off"),
+    "P1b": ("slot_latency", "enqueue -> job entered, realistic timings: warm slot vs create"),
     "P2": ("create_rate", "per-job creates/s against Fly's create limit, 429s"),
     "P2b": ("warm_start", "launches/s starting warm stopped machines vs create-only"),
+    "P2c": ("slot_burst", "burst of per-job jobs on warm slots vs create-only, 429s"),
     "P3": ("scale_tick", "one tick at 10k machines, 100 queues, 1M messages"),
     "P4": ("runner_startup", "runner exec -> job entered vs bare import vs dramatiq CLI"),
     "P5": ("end_to_end", "makespan of short jobs, per-job pool and worker pool"),

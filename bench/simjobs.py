@@ -13,6 +13,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from scaler.jobs.claims import RunnerClaim
+from scaler.jobs.slots import read_binding
 from scaler.local.server import LocalAPIServer
 from scaler.loop.machines import META_JOB
 from workers.enqueue import ScalerMiddleware
@@ -62,6 +63,9 @@ class SimJobs:
         self.namespace, self.prefix = namespace, prefix
         self.client = redis.Redis.from_url(redis_url)
         self._seen: set[str] = set()
+        self._slot_runs: set[tuple[str, str, int]] = set()
+        self.started: dict[str, float] = {}
+        """Per job (redis_message_id), when this helper saw its machine started (wall time)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-simjobs", daemon=True)
 
@@ -81,12 +85,24 @@ class SimJobs:
                     continue
                 env = m.config.get("env") or {}
                 job, queue = env.get("FLY_SCALER_MESSAGE"), env.get("FLY_SCALER_QUEUE")
-                self._seen.add(m.id)
+                launch: int | None = None
+                if not job:  # a warm slot: its job is the one bound to it (as the runner finds)
+                    binding = read_binding(self.client, self.prefix, m.id)
+                    if binding is None:
+                        continue
+                    run = (m.id, binding.job, binding.launch)
+                    if run in self._slot_runs:
+                        continue
+                    self._slot_runs.add(run)
+                    job, queue, launch = binding.job, binding.queue, binding.launch
+                else:
+                    self._seen.add(m.id)
                 if not job or not queue:
                     continue
+                self.started.setdefault(job, time.time())
                 claim = RunnerClaim(
                     self.client, namespace=self.namespace, prefix=self.prefix, queue=queue,
-                    redis_message_id=job,
+                    redis_message_id=job, launch=launch,
                 )
                 now_ms = int(time.time() * 1000)
                 if claim.mark_running(m.id, now_ms):  # as the runner: its machine is finishing

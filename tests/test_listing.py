@@ -14,7 +14,13 @@ from scaler.fly.client import AsyncFlyClient
 from scaler.fly.models import Machine
 from scaler.local.server import LocalAPIServer
 from scaler.loop.listing import ViewCache, listed_view
-from scaler.loop.machines import META_SCALER, machine_view, per_job_request, worker_request
+from scaler.loop.machines import (
+    META_SCALER,
+    machine_view,
+    per_job_request,
+    slot_request,
+    worker_request,
+)
 from scaler.policy.types import ClaimView
 from tests.scaler_harness import make_settings
 
@@ -45,7 +51,8 @@ async def test_views_from_json_equal_the_models_and_the_cache_follows_changes(
                           claimed_at=0.0, machine_name="jobs-r1-2")
         job = await fly.create_machine(app, per_job_request(pools["jobs"], settings, claim))
         worker = await fly.create_machine(app, worker_request(pools["workers"], settings))
-        assert job.id and worker.id
+        slot = await fly.create_machine(app, slot_request(pools["jobs"], settings))
+        assert job.id and worker.id and slot.id
         await fly.wait_machine(app, worker.id, "started", timeout=10)
         flt = {META_SCALER: settings.scaler.id}
 
@@ -54,7 +61,7 @@ async def test_views_from_json_equal_the_models_and_the_cache_follows_changes(
                     await fly.list_machines_raw(app, metadata=flt))
 
         models, raws = await both()
-        assert sorted(r["id"] for r in raws) == sorted([job.id, worker.id])
+        assert sorted(r["id"] for r in raws) == sorted([job.id, worker.id, slot.id])
         for model, raw in zip(models, raws, strict=True):
             expected = machine_view(model, app, settings.scaler.id, pools)
             assert expected is not None
@@ -62,6 +69,8 @@ async def test_views_from_json_equal_the_models_and_the_cache_follows_changes(
         by_id = {r["id"]: listed_view(r, app, settings.scaler.id, pools) for r in raws}
         job_view = by_id[job.id]
         assert job_view is not None and (job_view.job, job_view.launch) == ("r1", 2)
+        slot_view = by_id[slot.id]
+        assert slot_view is not None and slot_view.slot and slot_view.job is None
         # the same machine listed by another scaler, or on an app its pool is not on
         assert listed_view(raws[0], app, "someone-else", pools) is None
         stray = listed_view(raws[0], "other-app", settings.scaler.id, pools)
@@ -70,8 +79,9 @@ async def test_views_from_json_equal_the_models_and_the_cache_follows_changes(
         cache = ViewCache(app, settings.scaler.id, pools)
         first = cache.update(raws)
         assert cache.reused == 0 and first == [v for r in raws if (v := by_id[r["id"]])]
-        again = cache.update((await both())[1])
-        assert cache.reused == 2 and again == first
+        before = (await both())[1]
+        again = cache.update(before)
+        assert cache.reused == 3 and again == first
 
         await fly.stop_machine(app, worker.id)
         current = await fly.get_machine(app, worker.id)
@@ -79,14 +89,20 @@ async def test_views_from_json_equal_the_models_and_the_cache_follows_changes(
                                timeout=10)
         models, raws = await both()
         views = {v.id: v for v in cache.update(raws)}
-        assert cache.reused == 1  # the job machine only: the stopped worker is read again
+        def facts(r: dict[str, Any]) -> tuple[Any, ...]:
+            return r["state"], r["instance_id"], r["updated_at"]
+
+        old = {r["id"]: facts(r) for r in before}
+        unchanged = [r["id"] for r in raws if old[r["id"]] == facts(r)]
+        assert worker.id not in unchanged and job.id in unchanged
+        assert cache.reused == len(unchanged)  # the stopped worker (and a slot that moved) rebuilt
         assert views[worker.id].state == "stopped"
         assert views[worker.id] == machine_view(
             next(m for m in models if m.id == worker.id), app, settings.scaler.id, pools)
 
         await fly.destroy_machine(app, job.id, force=True)
-        assert [v.id for v in cache.update(await fly.list_machines_raw(app, metadata=flt))] \
-            == [worker.id]
+        assert sorted(v.id for v in cache.update(await fly.list_machines_raw(app, metadata=flt))) \
+            == sorted([worker.id, slot.id])
 
 
 def test_metadata_changes_invalidate_a_cached_view_and_foreign_machines_are_skipped() -> None:

@@ -67,7 +67,8 @@ def test_env_injection_and_working_directory(
         region="ams",
     )
     wait_state(client, app, m["id"], "stopped")
-    env = json.loads((local_api.workdir / "machines" / m["id"] / "env.json").read_text())
+    env = json.loads(
+        (local_api.workdir / "machines" / m["id"] / "root" / "env.json").read_text())
     assert env["MY_VAR"] == "hello"
     assert env["FLY_APP_NAME"] == app
     assert env["FLY_MACHINE_ID"] == env["FLY_ALLOC_ID"] == m["id"]
@@ -181,7 +182,7 @@ _EXIT_ON_SIGTERM = (
 
 
 def _ready(local_api: LocalAPIServer, mid: str) -> None:
-    eventually(lambda: (local_api.workdir / "machines" / mid / "ready").exists())
+    eventually(lambda: (local_api.workdir / "machines" / mid / "root" / "ready").exists())
 
 
 def test_stop_sends_signal_then_sigkill_after_timeout(

@@ -32,7 +32,7 @@ def _gone(pid: int) -> bool:
 
 
 def _family_pids(workdir: Path, mid: str) -> list[int]:
-    path = workdir / "machines" / mid / "pids"
+    path = workdir / "machines" / mid / "root" / "pids"
     text = eventually(lambda: path.exists() and path.read_text())
     return [int(p) for p in str(text).split()]
 

@@ -22,6 +22,7 @@ from scaler.jobs.claims import Claim, ClaimStore, binding_env, claims_key, launc
 from scaler.jobs.keys import QueueKeys, finished_machines_key, job_events_key
 from scaler.jobs.leader import UNFENCED
 from scaler.jobs.outcomes import JobEvent
+from scaler.jobs.slots import SlotStore
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = "sample"
@@ -213,9 +214,41 @@ def test_other_setup_errors_exit_2_with_a_clear_message(
     assert f"{ns}:{Q}.msgs" in proc.stderr
     assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0  # nothing left to run
     env.pop("FLY_SCALER_MESSAGE")
+    env.pop("FLY_MACHINE_ID")
     proc = run(env)
     assert proc.returncode == 2
     assert "FLY_SCALER_MESSAGE" in proc.stderr
+
+
+def _bind(redis_url: str, prefix: str, claim: Claim, machine_id: str) -> str:
+    async def go() -> str:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            return await SlotStore(client, prefix).bind(
+                "jobs", claim.queue, claim.redis_message_id, claim.launch, machine_id, 2,
+                UNFENCED)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_on_a_slot_the_runner_finds_its_job_by_machine_id(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:out"
+    env = runner_env(redis_url, ns, redis_prefix)  # no job in the env: a warm slot's
+    proc = run(env)
+    assert proc.returncode == 0, proc.stderr
+    assert "no job bound to slot m-test" in proc.stdout
+    for word in ("first", "second"):
+        send(broker, "record", key, word)
+        claim = claim_one(redis_url, ns, redis_prefix)
+        assert _bind(redis_url, redis_prefix, claim, "m-test") == "bound"
+        proc = run(env)
+        assert proc.returncode == 0, proc.stderr
+    assert redis_client.lrange(key, 0, -1) == [b"first@m-test", b"second@m-test"]
+    assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0
 
 
 def test_sigterm_leaves_the_message_claimed(

@@ -141,12 +141,19 @@ def run_bound(settings: RunnerSettings, stop: Stop) -> int:
 
     from scaler.jobs.runner_claim import RunnerClaim
 
-    q, rmid = settings.queue, settings.message
     try:
         broker = load_broker(settings.actors, settings.namespace)
     except SetupError as exc:
-        _abort_without_broker(settings, str(exc))
+        if settings.message:
+            _abort_without_broker(settings, str(exc))
         raise
+    if not settings.message:
+        slot = _slot_settings(broker, settings, stop)
+        if slot is None:
+            print(f"runner: no job bound to slot {settings.machine_id}; nothing to run")
+            return EXIT_OK
+        settings = slot
+    q, rmid = settings.queue, settings.message
     claim = RunnerClaim(
         broker.client,
         namespace=settings.namespace,
@@ -202,6 +209,25 @@ def run_bound(settings: RunnerSettings, stop: Stop) -> int:
         return EXIT_OK
     print(f"runner: job {message.message_id} failed: {state.error or 'rejected'}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _slot_settings(broker: Any, settings: RunnerSettings, stop: Stop) -> RunnerSettings | None:
+    """On a warm slot: the settings of the job bound to this machine, or ``None``."""
+    from dataclasses import replace
+
+    from scaler.jobs.slots import SlotBinding, read_binding
+
+    found: list[SlotBinding | None] = []
+
+    def read() -> bool:
+        found.append(read_binding(broker.client, settings.prefix, settings.machine_id))
+        return True
+
+    _retry_redis(read, stop)
+    binding = found[-1]
+    if binding is None:
+        return None
+    return replace(settings, queue=binding.queue, message=binding.job, launch=binding.launch)
 
 
 def _bound_message(broker: Any, settings: RunnerSettings) -> Any:

@@ -7,7 +7,9 @@ Two modes:
   backoff, time limit, age limit, callbacks, pipelines, results), then exit. The message is read
   from ``{ns}:{q}.msgs`` and fed to a real dramatiq ``Worker`` through a consumer that yields
   only it; the queue list is never popped. Ack drops the body and ends the claim in one script;
-  nack moves the body to ``{q}.XQ`` and ends the claim.
+  nack moves the body to ``{q}.XQ`` and ends the claim. On a warm slot (a machine created ahead,
+  whose env names no message) the job is the one the scaler bound to ``FLY_MACHINE_ID`` in Redis
+  (:mod:`scaler.jobs.slots`); with no binding the runner exits 0 at once.
 - **drain** (``--drain`` or ``FLY_SCALER_MODE=drain``): an ordinary dramatiq worker on the given
   queues that exits 0 after ``--idle-timeout`` seconds with nothing to do, but not before it has
   run ``--min-lifetime`` seconds (``FLY_SCALER_MIN_LIFETIME``).
@@ -116,10 +118,10 @@ def resolve(args: argparse.Namespace, env: dict[str, str]) -> RunnerSettings:
     drain = args.drain or env.get("FLY_SCALER_MODE", "") == "drain"
     queue = args.queue or env.get("FLY_SCALER_QUEUE", "")
     message = args.message or env.get("FLY_SCALER_MESSAGE", "")
-    if not drain and not (queue and message):
+    if not drain and not (queue and message) and not env.get("FLY_MACHINE_ID"):
         raise SetupError(
-            "bound mode needs FLY_SCALER_QUEUE and FLY_SCALER_MESSAGE (set by the scaler);"
-            " use --drain to run as an ordinary worker"
+            "bound mode needs FLY_SCALER_QUEUE and FLY_SCALER_MESSAGE (set by the scaler), or"
+            " FLY_MACHINE_ID on a warm slot; use --drain to run as an ordinary worker"
         )
     raw_queues = args.queues or env.get("FLY_SCALER_QUEUES", "")
     launch_raw = env.get("FLY_SCALER_LAUNCH", "1") or "1"

@@ -70,6 +70,14 @@ def _pool_problems(pool: Mapping[str, Any], given: set[str]) -> tuple[_Found, Gu
             problems.append(
                 ((key,), f'{key!r} applies to worker pools only; remove it or set mode = "worker"')
             )
+        slots, cap = get("warm_slots"), get("max_machines")
+        if _is_int(slots) and _is_int(cap) and cap >= 0 and slots > cap:
+            problems.append(((("warm_slots",)), f"{slots} is above max_machines = {cap}; lower "
+                             "it (a slot runs one job at a time, within the pool's cap)"))
+        for key in ("slot_max_jobs", "slot_max_age"):
+            if key in given and not slots:
+                problems.append(((key,), f"{key!r} only applies with warm_slots > 0; set "
+                                 "warm_slots or remove it"))
     elif mode == "worker":
         for key in sorted(given & set(PER_JOB_KEYS)):
             problems.append(

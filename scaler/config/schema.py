@@ -211,7 +211,9 @@ class PoolSpec(_Model):
       (default none: the queues are closed to HTTP producers).
 
     Per-job pools only: ``max_launches`` (3): launches of one job (crashes, boot timeouts) before
-    the job is dead-lettered.
+    the job is dead-lettered; ``warm_slots`` (0): stopped machines of the pool's template kept to
+    run jobs on (a start instead of a create; at most ``max_machines``); ``slot_max_jobs`` and
+    ``slot_max_age`` (none): a slot is replaced after that many jobs, or once that old.
 
     Worker pools only:
 
@@ -249,6 +251,9 @@ class PoolSpec(_Model):
     idle_timeout: PositiveDuration = 60.0
     min_lifetime: Duration = 600.0
     warm_machines: NonNegInt = 0
+    warm_slots: NonNegInt = 0
+    slot_max_jobs: PositiveInt | None = None
+    slot_max_age: PositiveDuration | None = None
     scale_on: Literal["depth", "latency", "prometheus"] = "depth"
     target_latency: PositiveDuration = 30.0
     query: StrictStr | None = None

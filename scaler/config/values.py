@@ -172,4 +172,4 @@ WORKER_KEYS = (
     "target_per_machine",
     "scale_tolerance",
 )
-PER_JOB_KEYS = ("max_launches",)
+PER_JOB_KEYS = ("max_launches", "warm_slots", "slot_max_jobs", "slot_max_age")

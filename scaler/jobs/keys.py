@@ -27,6 +27,8 @@ key                         type    what
 ``{p}:finished``            HASH    machine id -> when its job finished (the machine is exiting)
 ``{p}:wake``                PUBSUB  a queue name here wakes the scaler
 ``{p}:orphans``             HASH    machine id -> when the reaper marked it an orphan
+``{p}:slots``               HASH    warm slot machine id -> its last binding (see
+                                    :mod:`scaler.jobs.slots`)
 ``{p}:leader``              STRING  ``{owner}:{token}`` of the leader lease (``:token`` counter)
 ``{p}:status``              STRING  the leader's last tick, for ``scaler status``
 ``{p}:rl:{action}:{scope}`` HASH    a shared rate-limit bucket (replicas share Fly's budget)
@@ -68,6 +70,7 @@ __all__ = [
     "orphans_key",
     "rate_key",
     "recent_jobs_key",
+    "slots_key",
     "status_key",
     "wake_channel",
 ]
@@ -141,6 +144,11 @@ def wake_channel(prefix: str) -> str:
     """``{prefix}:wake``: the pub/sub channel on which a queue name wakes the scaler
     (:class:`scaler.loop.wake.Waker` listens; enqueues and finished jobs publish)."""
     return f"{prefix}:wake"
+
+
+def slots_key(prefix: str) -> str:
+    """``{prefix}:slots``: HASH of warm slot machine id -> its last binding (JSON)."""
+    return f"{prefix}:slots"
 
 
 def orphans_key(prefix: str) -> str:

@@ -100,7 +100,7 @@ def create_app(config: LocalAPIConfig) -> LocalAPI:
     def runtime_factory(on_exit: ExitCallback) -> Runtime:
         if config.runtime == "sim":
             return SimRuntime(on_exit, config.sim_run_seconds, config.sim_exit_code)
-        return ProcessRuntime(on_exit, workdir, config.images)
+        return ProcessRuntime(on_exit, workdir, config.images, config.image_files)
 
     engine = Engine(
         store,

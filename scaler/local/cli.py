@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where machine directories and logs go (default: a temp dir)")
     parser.add_argument("--image", action="append", default=[], metavar="IMAGE=CMD",
                         help="command a process machine of IMAGE runs when its config has none")
+    parser.add_argument("--image-files", action="append", default=[], metavar="IMAGE=DIR",
+                        help="files of IMAGE: copied into a process machine's fresh root "
+                        "directory on every start (default: an empty root)")
     parser.add_argument("--sim-run-seconds", type=float, default=None,
                         help="sim: seconds a machine runs before exiting 0 (default: forever)")
 
@@ -60,6 +63,14 @@ def run(args: argparse.Namespace) -> int:
                   "--image worker:latest='python -m workers.runner'", file=sys.stderr)
             return 2
         images[image] = cmd.split()
+    image_files: dict[str, Path] = {}
+    for item in args.image_files:
+        image, eq, directory = item.partition("=")
+        if not eq or not image or not Path(directory).is_dir():
+            print(f"scaler local-api: --image-files {item!r}: use IMAGE=DIR with an existing "
+                  "directory, e.g. --image-files worker:latest=./image-root", file=sys.stderr)
+            return 2
+        image_files[image] = Path(directory)
     faults = args.faults
     if faults and faults.startswith("@"):
         try:
@@ -82,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             host=args.host, port=args.port, runtime=args.runtime, token=token,
             timings=args.timings, rate_limits=args.rate_limits, allow_remote=args.allow_remote,
             faults=faults, seed=args.seed, workdir=args.workdir, images=images,
+            image_files=image_files,
             sim_run_seconds=args.sim_run_seconds,
         )
     except ValueError as exc:

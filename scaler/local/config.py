@@ -63,7 +63,9 @@ class LocalAPIConfig:
 
     ``faults`` is a fault spec (see :mod:`scaler.local.faults`): a dict, a JSON string or the
     compact ``OP.field=value,...`` form. ``images`` maps an image reference (or its repository)
-    to the command a ``process`` machine runs when its config has no ``init.exec``/``cmd``.
+    to the command a ``process`` machine runs when its config has no ``init.exec``/``cmd``;
+    ``image_files`` maps one to a directory whose files every start copies into a ``process``
+    machine's fresh root directory (an image with none starts from an empty root).
     """
 
     host: str = "127.0.0.1"
@@ -78,6 +80,7 @@ class LocalAPIConfig:
     seed: int | None = None
     workdir: Path | None = None
     images: Mapping[str, list[str]] = field(default_factory=dict)
+    image_files: Mapping[str, Path] = field(default_factory=dict)
     region: str = "ord"
     org_slug: str = "personal"
     sim_run_seconds: float | None = None

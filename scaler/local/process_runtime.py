@@ -5,6 +5,13 @@ What it runs (first that applies): ``init.exec``; ``init.entrypoint`` + ``init.c
 ``images`` mapping (by full image reference, then by repository without tag). A leading
 ``python``/``python3`` becomes this interpreter (``sys.executable``), so ``python -m pkg`` resolves
 in the server's virtualenv.
+
+Each machine has its own root directory, ``<workdir>/machines/<id>/root``: the process's working
+directory, ``HOME`` and ``FLY_LOCAL_ROOT``. Every start of the main process (create, a start from
+``stopped`` or ``failed``, a restart after an exit, a replace) empties it and fills it from the
+image's files (the ``image_files`` mapping, empty by default), as Fly boots a fresh root filesystem
+from the image each time; a resume from ``suspended`` keeps it (and the frozen process's memory).
+The log, ``machine.log``, sits beside ``root`` and so survives every start.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal as signals
 import sys
 from collections.abc import Mapping
@@ -21,7 +29,7 @@ from typing import Any
 from scaler.local.model import MachineRecord
 from scaler.local.runtime import ExitCallback, RuntimeStartError
 
-__all__ = ["ProcessRuntime", "resolve_command"]
+__all__ = ["ProcessRuntime", "image_source", "resolve_command"]
 
 _PASSTHROUGH_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
 
@@ -49,6 +57,25 @@ def resolve_command(config: Mapping[str, Any], images: Mapping[str, list[str]]) 
     if argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     return argv
+
+
+def image_source(image: str, image_files: Mapping[str, Path]) -> Path | None:
+    """The directory holding ``image``'s files: by full reference, then by repository."""
+    repo = image.split("@", 1)[0]
+    repo = repo.rsplit(":", 1)[0] if ":" in repo.rsplit("/", 1)[-1] else repo
+    return image_files.get(image) or image_files.get(repo)
+
+
+def reset_root(root: Path, source: Path | None) -> None:
+    """Make ``root`` hold exactly the image's files (nothing when ``source`` is None)."""
+    if root.exists() or root.is_symlink():
+        shutil.rmtree(root, ignore_errors=True)
+        if root.exists():  # rmtree left something (read-only dirs): fail loudly, not leak files
+            raise RuntimeStartError(f"cannot reset the root directory {root}")
+    if source is not None:
+        shutil.copytree(source, root, symlinks=True)
+    else:
+        root.mkdir(parents=True)
 
 
 def machine_env(machine: MachineRecord) -> dict[str, str]:
@@ -94,30 +121,45 @@ class ProcessRuntime:
         on_exit: ExitCallback,
         workdir: Path,
         images: Mapping[str, list[str]] | None = None,
+        image_files: Mapping[str, Path] | None = None,
     ) -> None:
         self._on_exit = on_exit
         self._workdir = workdir
         self._images = dict(images or {})
+        self._image_files = {k: Path(v) for k, v in (image_files or {}).items()}
         self._volume_dir = workdir / "volumes"
         self._procs: dict[str, _Proc] = {}
         self._stopping: set[str] = set()
 
     def machine_dir(self, machine: MachineRecord) -> Path:
-        """The machine's working directory (its log is ``machine.log`` in it)."""
+        """The machine's directory: its log ``machine.log`` and its root directory ``root``."""
         return self._workdir / "machines" / machine.id
+
+    def root_dir(self, machine: MachineRecord) -> Path:
+        """The machine's root directory (reset from the image on every start)."""
+        return self.machine_dir(machine) / "root"
 
     async def start(self, machine: MachineRecord, run_token: int) -> None:
         argv = resolve_command(machine.config, self._images)
-        cwd = self.machine_dir(machine)
-        cwd.mkdir(parents=True, exist_ok=True)
+        home = self.machine_dir(machine)
+        home.mkdir(parents=True, exist_ok=True)
+        cwd = self.root_dir(machine)
+        source = image_source(str(machine.config.get("image", "")), self._image_files)
+        try:
+            await asyncio.to_thread(reset_root, cwd, source)
+        except OSError as exc:
+            raise RuntimeStartError(f"cannot prepare the root directory: {exc}") from None
         for mount in machine.config.get("mounts") or []:
             self._link_mount(cwd, mount)
-        log = (cwd / "machine.log").open("ab")
+        env = machine_env(machine)
+        env.setdefault("HOME", str(cwd))
+        env["FLY_LOCAL_ROOT"] = str(cwd)
+        log = (home / "machine.log").open("ab")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=cwd,
-                env=machine_env(machine),
+                env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,

@@ -37,10 +37,12 @@ from scaler.fly.models import CreateMachineRequest
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import orphans_key
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
+from scaler.jobs.slots import SlotStore
 from scaler.loop.claimview import check_options, claim_view
 from scaler.loop.creates import CREATE_RETRY, Created, send_create
 from scaler.loop.machines import per_job_request, worker_request
 from scaler.loop.overlay import InFlight, Overlay
+from scaler.loop.slots import create_slots, launch_on_slots
 from scaler.policy.types import (
     Action,
     ClaimView,
@@ -53,6 +55,8 @@ from scaler.policy.types import (
     Plan,
     Relaunch,
     RequeueOrDeadLetter,
+    SlotCreate,
+    SlotLaunch,
     Start,
 )
 from scaler.telemetry.metrics import Metrics
@@ -145,7 +149,8 @@ class Executor:
         if fence is None or current is None or current.value != fence.value:
             raise Fenced("the lease this plan was made under is gone: not sending the call")
 
-    async def _call(self, fn: Callable[[], Awaitable[Any]], fence: Fence | None) -> Any:
+    async def call(self, fn: Callable[[], Awaitable[Any]], fence: Fence | None) -> Any:
+        """One Fly call under the concurrency limit, the fence checked before every attempt."""
         # The engine runs the check before every attempt and after every governor wait.
         async with self._sem:
             with precondition(lambda: self._check_fence(fence)):
@@ -169,7 +174,8 @@ class Executor:
         phase2 = [
             a for a in plan.actions if isinstance(a, GiveBack | DeadLetter | RequeueOrDeadLetter)
         ]
-        phase3 = [a for a in plan.actions if isinstance(a, Launch | Relaunch | Start | Create)]
+        phase3 = [a for a in plan.actions
+                  if isinstance(a, Launch | Relaunch | Start | Create | SlotLaunch | SlotCreate)]
 
         async def one(action: Action) -> None:
             try:
@@ -222,15 +228,21 @@ class Executor:
         elif isinstance(action, Create):
             for _ in range(action.count):
                 await self._create_worker(action.pool, fence, report)
+        elif isinstance(action, SlotLaunch):
+            await launch_on_slots(self, action, fence, now_ms, report)
+        elif isinstance(action, SlotCreate):
+            await create_slots(self, action, fence, report)
 
     async def _destroy(self, action: Destroy, fence: Fence | None) -> None:
         m = action.machine
         with contextlib.suppress(NotFound):  # already gone: the goal is reached
-            await self._call(
+            await self.call(
                 lambda: self.fly.destroy_machine(m.app, m.id, force=action.force), fence
             )
         self.overlay.destroyed[m.id] = self.clock()
         await self.redis.hdel(orphans_key(self.settings.redis.prefix), m.id)
+        if m.slot is not None:
+            await SlotStore(self.redis, self.settings.redis.prefix).forget(m.id)
         self.metrics.reaps.labels(action.pool or "(unknown)", action.reason).inc()
         log.info("machine destroyed", machine=m.id, name=m.name, pool=action.pool,
                  state=m.state, reason=action.reason, force=action.force,
@@ -290,7 +302,7 @@ class Executor:
         # makes them (its options check included), for their creates to go out now.
         views = [claim_view(c, check_options(c)) for c in got]
         await asyncio.gather(*(
-            self._create_for_claim(action.pool, v, key, fence, report)
+            self.create_for_claim(action.pool, v, key, fence, report)
             for key, v in zip(keys, views, strict=False)
         ))
 
@@ -305,11 +317,12 @@ class Executor:
             return
         pool = self.pools[action.pool]
         (key,) = self.inflight.reserve(action.pool, pool.app, self.clock(), [c.machine_name])
-        await self._create_for_claim(action.pool, c, key, fence, report)
+        await self.create_for_claim(action.pool, c, key, fence, report)
 
-    async def _create_for_claim(
+    async def create_for_claim(
         self, pool_name: str, claim: ClaimView, key: int, fence: Fence | None, report: ActReport
     ) -> None:
+        """Create a claim's own machine and record what the create came to in the claim."""
         if claim.machine_options_error is not None:
             # A claim just made whose options cannot be honoured: no create. The next plan sees
             # the error first and dead-letters the message.
@@ -327,7 +340,7 @@ class Executor:
         # Cancelled (stepped down, shutdown) or fenced, the create may still land: the claim keeps
         # its pending window, after which the leader finds the machine by name or relaunches it
         # under the same name.
-        created = await self._create_counted(pool, request, claim.job, key, fence, report)
+        created = await self.create_counted(pool, request, claim.job, key, fence, report)
         if created.machine_id is not None:
             await self.claims.record_machine(
                 claim.queue, claim.job, claim.launch, created.machine_id,
@@ -357,7 +370,7 @@ class Executor:
         exist already under its deterministic name (an earlier create, abandoned or of another
         leader, landed): the client then looks a name conflict up and returns that machine."""
         return await send_create(
-            lambda: self._call(
+            lambda: self.call(
                 lambda: self.fly.create_machine(
                     pool.app, request, retry=CREATE_RETRY, may_exist=job is not None
                 ),
@@ -368,7 +381,7 @@ class Executor:
 
     async def _start(self, action: Start, fence: Fence | None) -> None:
         m = action.machine
-        await self._call(lambda: self.fly.start_machine(m.app, m.id), fence)
+        await self.call(lambda: self.fly.start_machine(m.app, m.id), fence)
         self.overlay.started[m.id] = self.clock()
         self.metrics.launches.labels(action.pool, "started").inc()
         log.info("machine started", machine=m.id, pool=action.pool, reason=action.reason)
@@ -380,13 +393,13 @@ class Executor:
         request = worker_request(pool, self.settings)
         assert request.name is not None
         (key,) = self.inflight.reserve(pool_name, pool.app, self.clock(), [request.name])
-        created = await self._create_counted(pool, request, None, key, fence, report)
+        created = await self.create_counted(pool, request, None, key, fence, report)
         if created.machine_id is None and created.result == "abandoned":
             self.inflight.returned(key, None, self.clock())  # counted until a listing settles it
         elif created.machine_id is None:
             self.inflight.drop(key)
 
-    async def _create_counted(
+    async def create_counted(
         self, pool: PoolSpec, request: CreateMachineRequest, job: str | None, key: int,
         fence: Fence | None, report: ActReport,
     ) -> Created:

@@ -26,6 +26,7 @@ from scaler.loop.machines import (
     META_QUEUE,
     META_SCALER,
     META_SIZE,
+    META_SLOT,
 )
 from scaler.policy.types import MachineView
 
@@ -101,6 +102,7 @@ def listed_view(
         launch=int(launch) if launch and launch.isdigit() else None,
         size=_text(meta.get(META_SIZE)) or "",
         memory_mb=memory if isinstance(memory, int) else 0,
+        slot=_text(meta.get(META_SLOT)),
     )
 
 

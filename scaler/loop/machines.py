@@ -7,11 +7,15 @@ Metadata (``config.metadata``, queryable with ``?metadata.KEY=value``):
   builder checks it again: a machine without it is never seen, so never touched.
 - ``fly_scaler_pool``: the pool; ``fly_scaler_job`` (dramatiq redis_message_id),
   ``fly_scaler_message`` (dramatiq message_id), ``fly_scaler_queue``, ``fly_scaler_launch``: the
-  per-job binding; ``fly_scaler_size``: the size label for cost accounting.
+  per-job binding; ``fly_scaler_size``: the size label for cost accounting; ``fly_scaler_slot``:
+  on a warm slot (a per-job machine created ahead, bound to jobs in Redis), the fingerprint of
+  the pool template it was made from (:func:`slot_template`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -38,10 +42,13 @@ __all__ = [
     "META_QUEUE",
     "META_SCALER",
     "META_SIZE",
+    "META_SLOT",
     "job_guest",
     "machine_view",
     "per_job_request",
     "pool_policy",
+    "slot_request",
+    "slot_template",
     "worker_request",
 ]
 
@@ -52,6 +59,7 @@ META_MESSAGE = "fly_scaler_message"
 META_QUEUE = "fly_scaler_queue"
 META_LAUNCH = "fly_scaler_launch"
 META_SIZE = "fly_scaler_size"
+META_SLOT = "fly_scaler_slot"
 
 
 def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
@@ -77,6 +85,10 @@ def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:
         idle_timeout_s=pool.idle_timeout,
         scale_tolerance=pool.scale_tolerance,
         min_lifetime_s=pool.min_lifetime,
+        warm_slots=pool.warm_slots,
+        slot_max_jobs=pool.slot_max_jobs,
+        slot_max_age_s=pool.slot_max_age,
+        slot_template=slot_template(pool, settings),
     )
 
 
@@ -135,6 +147,33 @@ def per_job_request(pool: PoolSpec, settings: Settings, claim: ClaimView) -> Cre
         name=claim.machine_name,
         region=(options.region if options else None) or pool.region,
         config=_config(pool, settings, guest, env, meta, auto_destroy=True),
+    )
+
+
+def _slot_env(settings: Settings) -> dict[str, str]:
+    return {"FLY_SCALER_NAMESPACE": settings.redis.namespace,
+            "FLY_SCALER_PREFIX": settings.redis.prefix}
+
+
+def slot_template(pool: PoolSpec, settings: Settings) -> str:
+    """The fingerprint of what a slot of ``pool`` runs (image, size, env, command, stop config,
+    metadata, region): a slot made from another fingerprint never takes a new job."""
+    config = _config(pool, settings, pool.guest, _slot_env(settings), {}, auto_destroy=False)
+    text = json.dumps([pool.region, config.model_dump(mode="json", exclude_none=True)],
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def slot_request(pool: PoolSpec, settings: Settings) -> CreateMachineRequest:
+    """The create request of a warm slot: the pool's template and size, no job in its env (the
+    runner finds its job by ``FLY_MACHINE_ID``), not ``auto_destroy`` (it stops between jobs),
+    restart policy ``no``. It boots once as it is created (the runner finds no job and exits), so
+    it waits ``stopped`` with its first, slowest boot behind it."""
+    return CreateMachineRequest(
+        name=f"{pool.name}-s-{uuid.uuid4().hex[:12]}",
+        region=pool.region,
+        config=_config(pool, settings, pool.guest, _slot_env(settings),
+                       {META_SLOT: slot_template(pool, settings)}, auto_destroy=False),
     )
 
 
@@ -205,4 +244,5 @@ def machine_view(
         size=meta.get(META_SIZE, ""),
         memory_mb=(machine.config.guest.memory_mb or 0)
         if machine.config and machine.config.guest else 0,
+        slot=meta.get(META_SLOT),
     )

@@ -40,6 +40,7 @@ from scaler.fly.errors import Forbidden, NotFound, Unauthorized, listing_problem
 from scaler.jobs.claims import ClaimStore
 from scaler.jobs.keys import finished_machines_key, orphans_key
 from scaler.jobs.queues import read_queue_stats
+from scaler.jobs.slots import SlotStore
 from scaler.loop.claimview import Checked, check_options, claim_view
 from scaler.loop.governor import RateGovernor
 from scaler.loop.listing import ViewCache
@@ -111,7 +112,8 @@ class Observer:
         self._listings: dict[str, _Listing] = {}
         self._view_caches: dict[str, ViewCache] = {}
         self._checked: dict[tuple[str, int], Checked] = {}  # per (job, launch) claimed
-        self._finished_seen: dict[str, float] = {}  # machine id -> when first seen finished
+        # machine id -> (its finished mark, when first seen with that mark)
+        self._finished_seen: dict[str, tuple[str, float]] = {}
         self.unknown: dict[str, str] = {}  # source -> why, for metrics and logs
         # apps whose listing fails for a reason only the operator can fix (token, missing app)
         self.misconfigured: set[str] = set()
@@ -140,6 +142,7 @@ class Observer:
                 budget[app] = 0.0
         all_inflight = {p: inflight.get(p, 0) for p in self.pools}
         metric_values = await self._metrics()
+        slot_jobs = await self._slot_jobs()
         return Observation(
             now=now,
             queues=queues,
@@ -148,7 +151,19 @@ class Observer:
             inflight=all_inflight,
             create_budget=budget,
             metric_values=metric_values,
+            slot_jobs=slot_jobs,
         )
+
+    async def _slot_jobs(self) -> dict[str, int] | None:
+        """Jobs run so far per warm slot (read only when a pool keeps slots)."""
+        if not any(p.warm_slots for p in self.pools.values()):
+            return {}
+        try:
+            bindings = await SlotStore(self.redis, self.settings.redis.prefix).bindings()
+        except Exception as exc:
+            self.unknown["redis"] = str(exc)
+            return None
+        return {mid: b.jobs for mid, b in bindings.items()}
 
     async def _queues(self, now: float) -> dict[str, QueueView | None]:
         s = self.settings.redis
@@ -210,16 +225,20 @@ class Observer:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(orphans_key(prefix))
-                pipe.hkeys(finished_machines_key(prefix))
+                pipe.hgetall(finished_machines_key(prefix))
                 orphans, finished = await pipe.execute()
         except Exception as exc:
             self.unknown["redis"] = str(exc)
             return {}, {}
+        # A warm slot finishes one job after another: a new mark (another value) is seen anew.
         seen, self._finished_seen = self._finished_seen, {}
-        for raw in finished:
-            mid = _text(raw)
-            self._finished_seen[mid] = seen.get(mid, now)
-        return {_text(k): float(v) for k, v in orphans.items()}, dict(self._finished_seen)
+        for raw, value in finished.items():
+            mid, mark = _text(raw), _text(value)
+            first = seen.get(mid)
+            self._finished_seen[mid] = first if first is not None and first[0] == mark else (
+                mark, now)
+        return ({_text(k): float(v) for k, v in orphans.items()},
+                {mid: at for mid, (_, at) in self._finished_seen.items()})
 
     async def _forget_marks_of_gone_machines(
         self, marks: Mapping[str, float], finished: Mapping[str, float],

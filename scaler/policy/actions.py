@@ -25,6 +25,8 @@ __all__ = [
     "Plan",
     "Relaunch",
     "RequeueOrDeadLetter",
+    "SlotCreate",
+    "SlotLaunch",
     "Start",
 ]
 
@@ -130,6 +132,29 @@ class Start:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotLaunch:
+    """Per-job: claim up to ``len(slots)`` ready messages of ``queue``, bind each to one of the
+    free warm ``slots`` and start it (no create token). A claimed job whose own machine options
+    differ from the template gets its own machine created instead."""
+
+    pool: str
+    app: str
+    queue: str
+    slots: tuple[MachineView, ...]
+    reason: str = "demand"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotCreate:
+    """Per-job: create ``count`` warm slots (stopped machines of the pool's template)."""
+
+    pool: str
+    app: str
+    count: int
+    reason: str = "warm_slots"
+
+
+@dataclass(frozen=True, slots=True)
 class Destroy:
     """Destroy a machine; ``force`` kills it first (needed unless it is stopped).
 
@@ -162,6 +187,8 @@ Action = (
     | Start
     | Destroy
     | MarkOrphan
+    | SlotLaunch
+    | SlotCreate
 )
 """Any planned action; every one has ``pool`` and ``reason``."""
 ClaimAction = Relaunch | GiveBack | DeadLetter | RequeueOrDeadLetter

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine, index_apps, index_claims
+from scaler.policy.slots import is_idle_slot
 from scaler.policy.states import is_live
 from scaler.policy.types import Caps, Observation, PoolPolicy
 
@@ -79,7 +80,7 @@ class Ledger:
                 continue
             count = 0
             for m in machines:
-                if not is_live(m.state):
+                if not is_live(m.state) or is_idle_slot(m):
                     continue
                 count += 1
                 owner = by_name.get(m.pool) if m.pool is not None else None
@@ -118,8 +119,8 @@ class Ledger:
             extra = 0
             for c in claims.by_pool.get(p.name, ()):
                 known, m = claim_machine(c, p.app, apps)
-                if not known or m is None:
-                    extra += 1
+                if not known or m is None or is_idle_slot(m):
+                    extra += 1  # no machine yet, or a warm slot bound and about to start
                 elif is_live(m.state) and m.pool != p.name:
                     self.pool_live[p.name] = self.live(p.name) + 1
             self.pool_live[p.name] = self.live(p.name) + extra

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from scaler.policy.builder import PlanBuilder
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine
 from scaler.policy.reaper import Verdict, reap_finished, reap_orphan, verdict
+from scaler.policy.slots import is_idle_slot, judge_slot_claim
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     ClaimView,
@@ -243,6 +244,9 @@ def _claim(
         else:
             gone_id = _destroy_unlisted(c, pool.name, pool.app, out)
             out.claim_action(_requeue(pool, c, "machine_gone", gone_id), "requeue")
+        return
+    if is_idle_slot(m) and not out.touched(m):
+        judge_slot_claim(pool, c, m, now, out)  # bound to a warm slot that is not running
         return
     v = verdict(m, pool, now)
     if v is None and m.state == "stopped":

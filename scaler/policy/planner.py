@@ -12,6 +12,9 @@ Order of work, and why:
    Launches up to the ready count, worker Starts of warm machines before Creates. Every create
    (Launch, Relaunch, Create) spends one token of the app's ``create_budget``.
 4. Worker pools with a known signal destroy stopped machines beyond ``warm_machines``.
+5. Per-job pools with ``warm_slots`` create their missing slots with the create budget left
+   (:mod:`~scaler.policy.slots`; free slots were judged before the reaper, and are started for
+   ready jobs in step 3 before anything is created).
 
 Pools on an app whose listing is unknown get no action at all, only an ``unknown_data`` decision.
 """
@@ -33,6 +36,7 @@ from scaler.policy.perjob import (
     settle_ownerless,
 )
 from scaler.policy.reaper import orphan_grace, reap_finished, reap_orphan
+from scaler.policy.slots import free_slots, refill_slots
 from scaler.policy.states import is_gone
 from scaler.policy.types import (
     Caps,
@@ -46,6 +50,7 @@ from scaler.policy.types import (
     Plan,
     PoolPolicy,
     Relaunch,
+    SlotLaunch,
 )
 from scaler.policy.workers import Signal, desired_workers, reap_workers
 
@@ -84,11 +89,13 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
     settle_ownerless(claims, apps, obs.now, out, owned, every_app_known)
     release_claims_of_destroyed(pools, apps, claims, out)
     stopped: dict[str, list[MachineView]] = {}
+    slots: dict[str, list[MachineView]] = {}
     for p in pools:
         idx = apps.get(p.app)
         if idx is None:
             continue
         if p.mode == "per-job":
+            slots[p.name] = free_slots(p, idx, obs.slot_jobs, obs.now, out, owned)
             reap(p, idx, claims, obs.now, out, owned)
         else:
             stopped[p.name] = reap_workers(p, idx, obs.now, out, owned)
@@ -96,7 +103,13 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
         _reap_unknown_pool(idx, orphan_grace(app, pools), obs.now, out, owned, claims)
 
     _relaunch(pools, relaunch, ledger, obs, out)
-    _scale(pools, obs, apps, claims, stopped, ledger, out, desired)
+    _scale(pools, obs, apps, claims, stopped, ledger, out, desired, slots)
+    for p in pools:
+        idx = apps.get(p.app)
+        if p.mode == "per-job" and idx is not None and (p.warm_slots or p.name in slots):
+            made = refill_slots(p, idx, obs.inflight.get(p.name, 0), ledger.budget.get(p.app, 0),
+                                out)
+            ledger.take(p.name, p.app, 0, made)
     return out.build(desired)
 
 
@@ -202,6 +215,7 @@ def _scale(
     ledger: Ledger,
     out: PlanBuilder,
     desired: dict[str, int],
+    slots: Mapping[str, list[MachineView]],
 ) -> None:
     remaining: dict[str, int] = {}
     demands: dict[str, QueueDemand] = {}
@@ -216,7 +230,8 @@ def _scale(
             d = launch_demand(p, obs, claims, remaining)
             demands[p.name] = d
             desired[p.name] = min(p.max_machines, live + d.total) if d.total else live
-            requests.append(Request(p.name, p.app, d.total, 0, (-d.oldest_age, i)))
+            free = min(d.total, len(slots.get(p.name, ())))
+            requests.append(Request(p.name, p.app, d.total, free, (-d.oldest_age, i)))
         else:
             sig = desired_workers(p, obs, live)
             signals[p.name] = sig
@@ -242,7 +257,8 @@ def _scale(
             )
         elif p.mode == "per-job":
             _apply_launch(
-                p, demands[p.name], grants[p.name], remaining, ledger, out, before[p.name]
+                p, demands[p.name], grants[p.name], remaining, ledger, out, before[p.name],
+                slots.get(p.name, []),
             )
         else:
             _apply_workers(
@@ -277,19 +293,32 @@ def _apply_launch(
     ledger: Ledger,
     out: PlanBuilder,
     snap: Inputs,
+    slots: list[MachineView],
 ) -> None:
     launched = 0
+    free = slots[: g.free]  # warm slots first: a start needs no create token
     for q in d.ready:  # in the pool's queue order
+        n = min(len(free), remaining[q])
+        if n > 0:
+            out.add(SlotLaunch(p.name, p.app, q, tuple(free[:n])))
+            for m in free[:n]:
+                out.machines.add(m.id)
+            free = free[n:]
+            remaining[q] -= n
+            launched += n
+    on_slots = launched
+    for q in d.ready:
         n = min(g.count - launched, remaining[q])
         if n > 0:
             out.add(Launch(p.name, p.app, q, n))
             remaining[q] -= n
             launched += n
-    ledger.take(p.name, p.app, launched, launched)
+    ledger.take(p.name, p.app, launched, launched - on_slots)
     want = d.total
     inputs: Inputs = {"ready": want, **snap}
     head = (
         f"{p.name}: {want} ready, {snap['live']} live of cap {p.max_machines}: launching {launched}"
+        + (f" ({on_slots} on warm slots)" if on_slots else "")
     )
     decided = False
     if launched:

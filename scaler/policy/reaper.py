@@ -30,7 +30,7 @@ def verdict(m: MachineView, pool: PoolPolicy, now: float) -> Verdict | None:
     """The rule that condemns ``m``, if any (stopped machines are the caller's business).
 
     Boot time runs from ``created_at`` for a machine that never started, else from ``updated_at``
-    (a warm worker being started again). Runtime runs from ``started_at``.
+    (a warm worker or a warm slot being started again). Runtime runs from ``started_at``.
     """
     if m.state == "failed":
         return Verdict("failed", True)
@@ -39,7 +39,9 @@ def verdict(m: MachineView, pool: PoolPolicy, now: float) -> Verdict | None:
     if is_gone(m.state) or m.state == "stopped":
         return None
     if m.state in PRE_START_STATES:
-        since = m.created_at if m.started_at is None else m.updated_at
+        # A warm slot is started again and again: its boot runs from its last state change.
+        fresh = m.started_at is None and m.slot is None
+        since = m.created_at if fresh else m.updated_at
         if now - since > pool.boot_timeout_s:
             return Verdict("boot_timeout", True)
         return None

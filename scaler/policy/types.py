@@ -26,6 +26,8 @@ from scaler.policy.actions import (
     Plan,
     Relaunch,
     RequeueOrDeadLetter,
+    SlotCreate,
+    SlotLaunch,
     Start,
 )
 
@@ -53,6 +55,8 @@ __all__ = [
     "Relaunch",
     "RequeueOrDeadLetter",
     "ScaleOn",
+    "SlotCreate",
+    "SlotLaunch",
     "Start",
 ]
 
@@ -113,6 +117,12 @@ class PoolPolicy:
         scale_tolerance: worker, ``depth``/``prometheus``: no scale-up while the load per live
             machine is within this share above its target (as Kubernetes' HPA: 0.1 = 10 %), so
             a demand hovering at a threshold does not buy and idle out a machine on every swing.
+        warm_slots: per-job: stopped machines of the pool's template kept to run jobs on
+            (:mod:`scaler.policy.slots`); 0: every job creates its machine.
+        slot_max_jobs: per-job: a slot is replaced after running this many jobs (``None``: never).
+        slot_max_age_s: per-job: a slot is replaced once this old (``None``: never).
+        slot_template: per-job: the fingerprint of the pool's current machine template (image,
+            size, env, command...); a slot of another fingerprint is never bound again.
     """
 
     name: str
@@ -136,6 +146,10 @@ class PoolPolicy:
     idle_timeout_s: float = 300.0
     scale_tolerance: float = 0.1
     min_lifetime_s: float = 600.0
+    warm_slots: int = 0
+    slot_max_jobs: int | None = None
+    slot_max_age_s: float | None = None
+    slot_template: str = ""
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, fix: str) -> ValueError:
@@ -157,6 +171,14 @@ class PoolPolicy:
             raise bad("jobs_per_machine", self.jobs_per_machine, "use 1 or more")
         if self.warm_machines < 0:
             raise bad("warm_machines", self.warm_machines, "use 0 or more")
+        if self.warm_slots < 0:
+            raise bad("warm_slots", self.warm_slots, "use 0 or more")
+        if self.warm_slots and self.mode != "per-job":
+            raise bad("warm_slots", self.warm_slots, "slots are for per-job pools; use 0")
+        if self.slot_max_jobs is not None and self.slot_max_jobs < 1:
+            raise bad("slot_max_jobs", self.slot_max_jobs, "use 1 or more, or None")
+        if self.slot_max_age_s is not None and self.slot_max_age_s <= 0:
+            raise bad("slot_max_age_s", self.slot_max_age_s, "use a positive number or None")
         if self.max_launches < 1:
             raise bad("max_launches", self.max_launches, "use 1 or more")
         if self.scale_on not in _SCALE_ON:
@@ -223,6 +245,8 @@ class MachineView:
             orphan; it is destroyed only if it lingers past the orphan grace.
         size: preset or guest label, for cost accounting.
         memory_mb: the machine's memory (0 if unknown), for cost accounting.
+        slot: per-job: the template fingerprint of a warm slot (``fly_scaler_slot``);
+            ``None``: not a slot.
     """
 
     id: str
@@ -242,6 +266,7 @@ class MachineView:
     finished_at: float | None = None
     size: str = ""
     memory_mb: int = 0
+    slot: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +383,8 @@ class Observation:
             budget of 0 (nothing is created on it; decisions say "rate_limit").
         metric_values: per pool, the value for ``scale_on="prometheus"``; ``None`` or absent =
             unknown.
+        slot_jobs: per slot machine id, the jobs bound to it so far (absent: none); ``None``:
+            unreadable (no slot is bound or replaced for its job count then).
     """
 
     now: float
@@ -367,3 +394,4 @@ class Observation:
     inflight: Mapping[str, int] = field(default_factory=_empty)
     create_budget: Mapping[str, float] = field(default_factory=dict)
     metric_values: Mapping[str, float | None] = field(default_factory=dict)
+    slot_jobs: Mapping[str, int] | None = field(default_factory=_empty)

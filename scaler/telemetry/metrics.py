@@ -73,7 +73,8 @@ class Metrics:
         # Launches, jobs, reaps.
         self.launches = Counter(
             p + "launches_total", "Machine launches by pool and result (created: a create made "
-            "or found the machine; started: a stopped one started; failed, rate_limited, "
+            "or found the machine; started: a stopped one started; slot: a job started on a "
+            "warm slot; slot_start_failed; failed, rate_limited, "
             "capacity, refused: Fly refused it for good; abandoned: no answer in time).",
             ["pool", "result"], registry=r)
         self.enqueue_to_started = Histogram(

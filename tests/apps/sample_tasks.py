@@ -69,3 +69,17 @@ def too_slow(key: str) -> None:
     while time.monotonic() < deadline:
         time.sleep(0.01)
     _client.rpush(key, "done")
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def leave_traces(key: str, secret: str) -> None:
+    """Record what the machine's root and home hold (as ``<machine>:<files>``), then leave a file
+    in the working directory and ``secret`` in a dotfile of ``HOME`` (no env involved)."""
+    root = os.getcwd()
+    home = os.environ.get("HOME", root)
+    seen = sorted({*os.listdir(root), *os.listdir(home)})
+    _client.rpush(key, f"{_where()}:{','.join(seen)}")
+    with open(os.path.join(root, "job-output.txt"), "w") as f:
+        f.write("left behind")
+    with open(os.path.join(home, ".job-secret"), "w") as f:
+        f.write(secret)
