@@ -41,6 +41,7 @@ APPS = 10
 QUEUES = 100
 GOAL_PLAN_MS = 100.0
 GOAL_RSS_MB = 200.0
+GOAL_TICK_MS = 100.0
 
 # KEYS: ready list, bodies hash. ARGV: queue, first index, count, enqueued_at ms.
 _FILL = """
@@ -160,9 +161,10 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         row("P3", f"plan CPU time ({top['machines']:,} machines, {top['messages']:,} msgs)",
             f"<= {GOAL_PLAN_MS:.0f} ms", top["plan_cpu_ms"], "ms",
             passed=top["plan_cpu_ms"] <= GOAL_PLAN_MS),
-        row("P3", f"tick wall time ({top['machines']:,} machines)", "-", top["tick_ms"], "ms",
-            baseline=points[0]["tick_ms"],
-            note=f"baseline: {points[0]['machines']} machines"),
+        row("P3", f"tick wall time, median ({top['machines']:,} machines)",
+            f"<= {GOAL_TICK_MS:.0f} ms", top["tick_ms"], "ms", baseline=points[0]["tick_ms"],
+            passed=top["tick_ms"] <= GOAL_TICK_MS,
+            note=f"baseline: {points[0]['machines']} machines; includes the local API's answer"),
         row("P3", "Redis round trips per tick (100% vs 1% of messages)", "independent of msgs",
             float(trips_full), "", baseline=float(trips_small), passed=trips_full == trips_small,
             note=f"{points[1]['messages']:,} vs {points[0]['messages']:,} messages"),

@@ -42,7 +42,8 @@ def test_quick_p4_writes_the_report(
     assert "error" not in entry, entry.get("traceback")
     assert entry["details"]["reps"] == 1
     assert len(entry["details"]["runner_ms"]) == 1
-    assert [r["scenario"] for r in report["rows"]] == ["P4", "P4"]
+    assert [(r["scenario"], r["figure"]) for r in report["rows"]] == [
+        ("P4", "runner exec -> job entered vs bare import")]
     for r in report["rows"]:
         assert set(r) >= ROW_KEYS
         assert r["measured"] > 0 and r["baseline"] > 0

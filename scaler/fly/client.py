@@ -81,6 +81,7 @@ class _Operations:
     delete_app = _Operation(ops.delete_app)
     # machines
     list_machines = _Operation(ops.list_machines)
+    list_machines_raw = _Operation(ops.list_machines_raw)
     create_machine = _Operation(ops.create_machine)
     get_machine = _Operation(ops.get_machine)
     update_machine = _Operation(ops.update_machine)

@@ -45,7 +45,8 @@ from scaler.jobs.queues import read_queue_stats
 from scaler.jobs.slots import SlotStore
 from scaler.loop.claimview import Checked, check_options, claim_view
 from scaler.loop.governor import RateGovernor
-from scaler.loop.machines import META_SCALER, machine_view
+from scaler.loop.listing import ViewCache
+from scaler.loop.machines import META_SCALER
 from scaler.loop.overlay import InFlight, Listed, Overlay
 from scaler.loop.prometheus import PrometheusReader
 from scaler.loop.spend import SpendLedger, machine_rates
@@ -116,6 +117,7 @@ class Observer:
         self.queues = tuple(dict.fromkeys(q for p in settings.pools for q in p.queues))
         self.clock_offset = 0.0  # Fly's clock minus ours, as last applied
         self._listings: dict[str, _Listing] = {}
+        self._view_caches: dict[str, ViewCache] = {}
         self._checked: dict[tuple[str, int], Checked] = {}  # per (job, launch) claimed
         # machine id -> (its finished mark, when first seen with that mark)
         self._finished_seen: dict[str, tuple[str, float]] = {}
@@ -342,7 +344,7 @@ class Observer:
             if budget < 1.0:  # reuse the listing rather than wait for budget in the hot path
                 return cached
         try:
-            machines = await self.fly.list_machines(
+            machines = await self.fly.list_machines_raw(
                 app, metadata={META_SCALER: self.settings.scaler.id}
             )
         except Exception as exc:
@@ -351,13 +353,12 @@ class Observer:
                 self.misconfigured.add(app)
             self._listings.pop(app, None)
             return None
-        scaler_id = self.settings.scaler.id
         offset = self.fly.clock_offset()
         self.clock_offset = offset if abs(offset) >= SKEW_MIN_S else 0.0
-        views = tuple(
-            _on_our_clock(v, self.clock_offset) for m in machines
-            if (v := machine_view(m, app, scaler_id, self.pools)) is not None
-        )
+        cache = self._view_caches.get(app)
+        if cache is None:
+            cache = self._view_caches[app] = ViewCache(app, self.settings.scaler.id, self.pools)
+        views = tuple(cache.update(machines, self.clock_offset))
         listing = _Listing(views, Listed(now, frozenset(v.name for v in views),
                                          frozenset(v.id for v in views)))
         self._listings[app] = listing
@@ -418,18 +419,6 @@ class Observer:
                 self.unknown["prometheus"] = self.prometheus.last_error or "no data"
             values[pool.name] = value
         return values
-
-
-def _on_our_clock(v: MachineView, offset: float) -> MachineView:
-    """``v`` with Fly's timestamps on this machine's clock (``offset``: Fly's minus ours)."""
-    if not offset:
-        return v
-    return replace(
-        v,
-        created_at=v.created_at - offset if v.created_at else v.created_at,
-        updated_at=v.updated_at - offset if v.updated_at else v.updated_at,
-        started_at=None if v.started_at is None else v.started_at - offset,
-    )
 
 
 def _text(value: bytes | str) -> str:
