@@ -29,38 +29,33 @@ before ``--exit-when-done`` was done.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
 
 __all__ = ["add_arguments", "run"]
 
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
+N = TypeVar("N", int, float)
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+def _number(kind: Callable[[str], N], noun: str, *, above_zero: bool) -> Callable[[str], N]:
+    """An argparse type: ``kind(text)``, above 0 or at least 0, with an error naming the rule."""
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if value < 0 or (above_zero and value == 0):
+            rule = "above 0" if above_zero else "0 or more"
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+_positive_float = _number(float, "a number", above_zero=True)
+_non_negative_float = _number(float, "a number", above_zero=False)
+_count = _number(int, "a whole number", above_zero=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
