@@ -131,3 +131,23 @@ def test_metadata_changes_invalidate_a_cached_view_and_foreign_machines_are_skip
     assert cache.reused == 0
     assert (shifted.created_at, shifted.started_at) == (again.created_at - 2.0, 1767225602.0)
     assert cache.update([moved], offset=2.0) == [shifted] and cache.reused == 1
+
+
+def test_a_machine_in_a_pools_second_app_belongs_to_the_pool_on_both_paths() -> None:
+    settings = make_settings(
+        api_url="http://x", token="t", redis_url="redis://127.0.0.1:6379/0", namespace="n",
+        prefix="p", app="a1", queue="q",
+        pools=[{"name": "jobs", "mode": "per-job", "apps": ["a1", "a2"], "queues": ["q"],
+                "image": "local/test:latest", "max_machines": 4}],
+    )
+    pools = {p.name: p for p in settings.pools}
+    raw: dict[str, Any] = {
+        "id": "m1", "name": "n1", "state": "started", "region": "iad",
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:05Z",
+        "config": {"metadata": {META_SCALER: settings.scaler.id, "fly_scaler_pool": "jobs"}},
+    }
+    for app, pool in (("a1", "jobs"), ("a2", "jobs"), ("elsewhere", None)):
+        fast = listed_view(raw, app, settings.scaler.id, pools)
+        model = machine_view(Machine.model_validate(raw), app, settings.scaler.id, pools)
+        assert fast == model
+        assert fast is not None and fast.pool == pool, app

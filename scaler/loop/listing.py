@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from scaler.config import PoolSpec
@@ -27,6 +26,8 @@ from scaler.loop.machines import (
     META_SCALER,
     META_SIZE,
     META_SLOT,
+    epoch,
+    pool_of,
 )
 from scaler.policy.types import MachineView
 
@@ -40,15 +41,6 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _epoch(value: Any) -> float:
-    if not isinstance(value, str) or not value:
-        return 0.0
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-
-
 def _started_at(raw: Mapping[str, Any], state: str) -> float | None:
     events = raw.get("events")
     if isinstance(events, list):
@@ -57,7 +49,7 @@ def _started_at(raw: Mapping[str, Any], state: str) -> float | None:
                     and isinstance(ts := event.get("timestamp"), int | float) and ts):
                 return float(ts) / 1000.0
     if state == "started":
-        return _epoch(raw.get("updated_at")) or None
+        return epoch(raw.get("updated_at")) or None
     return None
 
 
@@ -90,11 +82,11 @@ def listed_view(
         id=machine_id,
         name=_text(raw.get("name")) or "",
         app=app,
-        pool=pool if pool is not None and pool in pools and pools[pool].app == app else None,
+        pool=pool_of(pool, app, pools),
         state=state,
         region=_text(raw.get("region")) or "",
-        created_at=_epoch(raw.get("created_at")),
-        updated_at=_epoch(raw.get("updated_at")),
+        created_at=epoch(raw.get("created_at")),
+        updated_at=epoch(raw.get("updated_at")),
         started_at=_started_at(raw, state),
         job=_text(meta.get(META_JOB)),
         queue=_text(meta.get(META_QUEUE)),

@@ -43,9 +43,11 @@ __all__ = [
     "META_SCALER",
     "META_SIZE",
     "META_SLOT",
+    "epoch",
     "job_guest",
     "machine_view",
     "per_job_request",
+    "pool_of",
     "pool_policy",
     "slot_request",
     "slot_template",
@@ -204,13 +206,20 @@ def worker_request(pool: PoolSpec, settings: Settings) -> CreateMachineRequest:
     )
 
 
-def _epoch(text: str | None) -> float:
-    if not text:
+def epoch(text: object) -> float:
+    """Fly's RFC 3339 timestamp as epoch seconds (0.0 when missing or not one)."""
+    if not isinstance(text, str) or not text:
         return 0.0
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return 0.0
+
+
+def pool_of(pool: str | None, app: str, pools: Mapping[str, PoolSpec]) -> str | None:
+    """The pool a machine listed in ``app`` belongs to: the one its metadata names, if that pool
+    still exists and runs machines in ``app`` (any of its ``fly_apps``)."""
+    return pool if pool is not None and pool in pools and app in pools[pool].fly_apps else None
 
 
 def _started_at(machine: Machine) -> float | None:
@@ -220,7 +229,7 @@ def _started_at(machine: Machine) -> float | None:
         if event.status == "started" and event.timestamp:
             return float(event.timestamp) / 1000.0
     if machine.state == "started":
-        return _epoch(machine.updated_at) or None
+        return epoch(machine.updated_at) or None
     return None
 
 
@@ -237,11 +246,11 @@ def machine_view(
         id=machine.id,
         name=machine.name or "",
         app=app,
-        pool=pool if pool is not None and pool in pools and app in pools[pool].fly_apps else None,
+        pool=pool_of(pool, app, pools),
         state=machine.state or "unknown",
         region=machine.region or "",
-        created_at=_epoch(machine.created_at),
-        updated_at=_epoch(machine.updated_at),
+        created_at=epoch(machine.created_at),
+        updated_at=epoch(machine.updated_at),
         started_at=_started_at(machine),
         job=meta.get(META_JOB),
         queue=meta.get(META_QUEUE),
