@@ -31,17 +31,12 @@ from scaler.github.models import JitConfig, Scope
 from scaler.github.routing import RunnerPoolRule
 from scaler.telemetry.metrics import Metrics
 
-__all__ = ["JITCONFIG_ENV", "RunnerLauncher", "scope_of"]
+__all__ = ["JITCONFIG_ENV", "RunnerLauncher"]
 
 JITCONFIG_ENV = "GITHUB_RUNNER_JITCONFIG"
 """The env variable of a runner machine that holds its JIT config (and its only secret)."""
 
 log = structlog.get_logger(__name__)
-
-
-def scope_of(pool: PoolSpec) -> Scope:
-    """Where the pool's runners register."""
-    return Scope.repo(pool.scope) if "/" in pool.scope else Scope.org(pool.scope)
 
 
 def _labels(pool: PoolSpec) -> tuple[str, ...]:
@@ -77,7 +72,7 @@ class RunnerLauncher:
         })
 
     async def _register(self, pool: PoolSpec, name: str) -> JitConfig:
-        scope, labels = scope_of(pool), _labels(pool)
+        scope, labels = Scope.parse(pool.scope), _labels(pool)
         group = pool.runner_group_id if scope.kind == "org" else 1
         try:
             return await self._client.generate_jitconfig(scope, name, labels, group)
@@ -97,7 +92,7 @@ class RunnerLauncher:
         info = (await self.ledger.runners([machine_name])).get(machine_name)
         if info is None or info.runner_id is None:
             return False
-        scope = Scope.repo(info.scope) if "/" in info.scope else Scope.org(info.scope)
+        scope = Scope.parse(info.scope)
         try:
             removed = await self._client.remove_runner(scope, info.runner_id)
         except GitHubAPIError as exc:

@@ -42,6 +42,11 @@ class Scope:
             raise ValueError(f"organization {login!r} must be a login (letters, digits, dashes)")
         return cls("org", login)
 
+    @classmethod
+    def parse(cls, text: str) -> Scope:
+        """``owner/name`` as a repository, anything else as an organization login."""
+        return cls.repo(text) if "/" in text else cls.org(text)
+
     @property
     def path(self) -> str:
         """The API path of the scope: ``/repos/owner/name`` or ``/orgs/login``."""
