@@ -133,6 +133,17 @@ def test_committed_launches_count() -> None:
     assert d.inputs["committed_global_usd"] == pytest.approx(committed)
 
 
+def test_a_machine_in_a_pools_second_app_owes_only_its_own_commitment() -> None:
+    """A pool over two apps: its old machine listed in the second app is listed, so it owes
+    nothing more, not the whole minute of a launch no listing shows."""
+    old = MachineView("m2", "a-j2-1", "app-b", "a", "started", started_at=NOW - 600)
+    pool = PoolPolicy("a", "per-job", "app-a", ("qa",), max_machines=50,
+                      apps=("app-a", "app-b"))
+    p = plan(obs({"qa": 10}, spend(), machines={"app-a": (), "app-b": (old,)}),
+             [pool], Caps(100, budgets=Budgets(2 * UNIT)))
+    assert launched(p) == 2
+
+
 def test_commitment_runs_out_as_time_passes() -> None:
     """The same machines observed 40 s later owe nothing more: a launch fits again."""
     m = MachineView("m1", "a-j1-1", "app-a", "a", "started", started_at=NOW - 20)

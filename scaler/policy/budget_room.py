@@ -141,8 +141,8 @@ def _owed_seconds(
     listed live machine's commitment, and a whole one for each launch no listing shows yet."""
     owed = 0.0
     listed = 0
-    idx = apps.get(p.app)
-    for m in idx.by_pool.get(p.name, ()) if idx is not None else ():
+    listings = (apps[a] for a in p.fly_apps if a in apps)
+    for m in (m for idx in listings for m in idx.by_pool.get(p.name, ())):
         if not is_live(m.state):
             continue
         listed += 1
