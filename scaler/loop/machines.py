@@ -31,7 +31,7 @@ from scaler.fly.models import (
     StopConfig,
 )
 from scaler.jobs.claims import binding_env
-from scaler.policy.types import ClaimView, MachineOptions, MachineView, PoolPolicy
+from scaler.policy.types import Caps, ClaimView, MachineOptions, MachineView, PoolPolicy
 from scaler.telemetry.costs import size_label
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "META_SCALER",
     "META_SIZE",
     "META_SLOT",
+    "caps_of",
     "epoch",
     "job_guest",
     "machine_view",
@@ -62,6 +63,16 @@ META_QUEUE = "fly_scaler_queue"
 META_LAUNCH = "fly_scaler_launch"
 META_SIZE = "fly_scaler_size"
 META_SLOT = "fly_scaler_slot"
+
+
+def caps_of(settings: Settings) -> Caps:
+    """The caps of ``settings``: global, each app any pool runs machines in, and the budgets."""
+    apps = {a for p in settings.pools for a in p.fly_apps}
+    return Caps(
+        global_max=settings.scaler.max_machines,
+        per_app={a: cap for a in apps if (cap := settings.app_cap(a)) is not None},
+        budgets=settings.budgets,
+    )
 
 
 def pool_policy(pool: PoolSpec, settings: Settings) -> PoolPolicy:

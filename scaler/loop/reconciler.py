@@ -26,12 +26,12 @@ from scaler.jobs.claims import ClaimStore
 from scaler.jobs.leader import UNFENCED, Fence, Fenced
 from scaler.loop.act import ActReport, Executor
 from scaler.loop.governor import RateGovernor
-from scaler.loop.machines import pool_policy
+from scaler.loop.machines import caps_of, pool_policy
 from scaler.loop.observe import Observer
 from scaler.loop.overlay import InFlight, Overlay
 from scaler.loop.prometheus import PrometheusReader
 from scaler.policy import plan as make_plan
-from scaler.policy.types import Caps, Observation, Plan
+from scaler.policy.types import Observation, Plan
 from scaler.telemetry.metrics import Metrics
 from scaler.telemetry.recorder import TickRecorder
 
@@ -94,14 +94,7 @@ class Reconciler:
         self.governor = governor
         self.policies = tuple(pool_policy(p, settings) for p in settings.pools)
         metrics.initialize([p.name for p in settings.pools], self.observer.queues)
-        self.caps = Caps(
-            global_max=settings.scaler.max_machines,
-            per_app={
-                app: cap for app in {a for p in settings.pools for a in p.fly_apps}
-                if (cap := settings.app_cap(app)) is not None
-            },
-            budgets=settings.budgets,
-        )
+        self.caps = caps_of(settings)
         self.last: TickResult | None = None
         self.recorder = TickRecorder(
             settings, redis, metrics, governor, self.policies, self.caps, self.observer

@@ -24,11 +24,10 @@ from typing import Any
 from scaler.config import Settings
 from scaler.config.schema import PoolSpec
 from scaler.local.config import REALISTIC, Timings
-from scaler.loop.machines import job_guest, pool_policy
+from scaler.loop.machines import caps_of, job_guest, pool_policy
 from scaler.policy import plan as make_plan
 from scaler.policy.budget import Spend
 from scaler.policy.types import (
-    Caps,
     ClaimView,
     Create,
     DeadLetter,
@@ -70,12 +69,7 @@ class Simulator:
         self.policies = tuple(pool_policy(p, settings) for p in settings.pools)
         self.by_policy = {p.name: p for p in self.policies}
         self.pool_of_queue = {q: p.name for p in settings.pools for q in p.queues}
-        self.caps = Caps(
-            global_max=settings.scaler.max_machines,
-            per_app={a: c for a in {p.app for p in settings.pools}
-                     if (c := settings.app_cap(a)) is not None},
-            budgets=settings.budgets,
-        )
+        self.caps = caps_of(settings)
         self.ready: dict[str, deque[SimJob]] = {
             q: deque() for p in settings.pools for q in p.queues}
         self.claims: dict[str, SimClaim] = {}
