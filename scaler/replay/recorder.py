@@ -58,9 +58,6 @@ class _Bounded:
             self._items.popitem(last=False)
         return True
 
-    def __contains__(self, item: object) -> bool:
-        return item in self._items
-
 
 class TraceWriter:
     """Appends events to ``path``, a header first; with ``rotate_every`` seconds, the file is

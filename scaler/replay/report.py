@@ -3,9 +3,7 @@ JSON report. The chart is drawn by :mod:`scaler.replay.chart`."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = ["PoolStats", "Report", "format_table", "percentile"]
@@ -98,16 +96,6 @@ class Report:
                           for p in self.pools},
             },
         }
-
-    def write_json(self, path: str | Path) -> None:
-        """Write :meth:`to_dict` as indented JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-
-    def summary_dict(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the series (what determinism tests compare)."""
-        out = self.to_dict()
-        out.pop("series")
-        return out
 
 
 def _s(value: float | None) -> str:
