@@ -449,9 +449,15 @@ class Executor:
         self, pool_name: str, fence: Fence | None, report: ActReport
     ) -> None:
         pool = self.pools[pool_name]
-        request = worker_request(pool, self.settings)
+        await self.create_unbound(pool, worker_request(pool, self.settings), fence, report)
+
+    async def create_unbound(
+        self, pool: PoolSpec, request: CreateMachineRequest, fence: Fence | None,
+        report: ActReport,
+    ) -> None:
+        """Create one machine bound to no job (a worker, a warm slot), counted in flight."""
         assert request.name is not None
-        (key,) = self.inflight.reserve(pool_name, pool.app, self.clock(), [request.name])
+        (key,) = self.inflight.reserve(pool.name, pool.app, self.clock(), [request.name])
         created = await self.create_counted(pool, request, None, key, fence, report)
         if created.machine_id is None and created.result == "abandoned":
             self.inflight.returned(key, None, self.clock())  # counted until a listing settles it

@@ -113,11 +113,4 @@ async def create_slots(
     """Create ``action.count`` warm slots, one after the other (each spends a create token)."""
     pool = ex.pools[action.pool]
     for _ in range(action.count):
-        request = slot_request(pool, ex.settings)
-        assert request.name is not None
-        (key,) = ex.inflight.reserve(pool.name, pool.app, ex.clock(), [request.name])
-        created = await ex.create_counted(pool, request, None, key, fence, report)
-        if created.machine_id is None and created.result == "abandoned":
-            ex.inflight.returned(key, None, ex.clock())  # counted until a listing settles it
-        elif created.machine_id is None:
-            ex.inflight.drop(key)
+        await ex.create_unbound(pool, slot_request(pool, ex.settings), fence, report)
