@@ -10,7 +10,9 @@ pool's units of demand (messages waiting in its queue and claims whose runner st
 for each one missing it enqueues a replacement message ``github-job-{id}-{n}`` named after a
 queued job (the name is only for people reading the queue: runners are not bound to jobs), and
 for each one too many (two events raced) it withdraws the newest waiting message. The
-webhook calls it after each ``in_progress`` of a runner of ours, and the resync after listing.
+webhook calls it for every runner pool after each ``in_progress`` (a runner of ours
+may have taken a job with no message, or a runner not ours one with a message), and the resync
+after listing.
 
 The opposite error (a job in the queued set that GitHub no longer has queued, because its
 ``completed`` webhook was lost) would buy a runner too many; :func:`prune` drops such jobs after
