@@ -104,9 +104,7 @@ class Ledger:
                 ledger.app_live[a] = ledger.app_live.get(a, 0) + extra
             ledger.global_live += extra
         ledger._count_claims(
-            obs, pools,
-            apps if apps is not None else index_apps(obs, pools),
-            claims if claims is not None else index_claims(obs.claims, pools),
+            obs, pools, apps, claims if claims is not None else index_claims(obs.claims, pools)
         )
         for app in all_apps:
             ledger.budget[app] = max(0, int(obs.create_budget.get(app, 0.0)))
@@ -116,17 +114,21 @@ class Ledger:
         self,
         obs: Observation,
         pools: Sequence[PoolPolicy],
-        apps: Mapping[str, AppIndex],
+        apps: Mapping[str, AppIndex] | None,
         claims: ClaimIndex,
     ) -> None:
         """A claim holds a slot of its pool: count the claims whose machine is not listed (or is
-        listed under another pool's label, e.g. before a rename) on top of the listing."""
+        listed under another pool's label, e.g. before a rename) on top of the listing. The
+        apps' index (``None``: not built yet) is built only when some pool has claims."""
         for p in pools:
             if p.mode != "per-job" or any(obs.machines_by_app.get(a) is None for a in p.fly_apps):
                 continue  # an unknown app is already at its worst case
             extra = 0
-            for c in claims.by_pool.get(p.name, ()):
-                known, m = claim_machine(c, p.app, apps)
+            held = claims.by_pool.get(p.name, ())
+            if held and apps is None:
+                apps = index_apps(obs, pools)
+            for c in held:
+                known, m = claim_machine(c, p.app, apps or {})
                 if not known or m is None or is_idle_slot(m):
                     extra += 1  # no machine yet, or a warm slot bound and about to start
                     app = c.app or p.app
