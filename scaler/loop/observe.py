@@ -343,22 +343,23 @@ class Observer:
                 budget = 0.0
             if budget < 1.0:  # reuse the listing rather than wait for budget in the hot path
                 return cached
+        cache = self._view_caches.get(app)
+        if cache is None:
+            cache = self._view_caches[app] = ViewCache(app, self.settings.scaler.id, self.pools)
         try:
-            machines = await self.fly.list_machines_raw(
+            answer = await self.fly.list_machines_slim(
                 app, metadata={META_SCALER: self.settings.scaler.id}
             )
+            offset = self.fly.clock_offset()
+            self.clock_offset = offset if abs(offset) >= SKEW_MIN_S else 0.0
+            # A machine of the wrong shape makes the whole listing unknown, never a machine less.
+            views = tuple(cache.update(answer.items, self.clock_offset))
         except Exception as exc:
             self.unknown[f"fly:{app}"] = listing_problem(app, exc)
             if isinstance(exc, Unauthorized | Forbidden | NotFound):
                 self.misconfigured.add(app)
             self._listings.pop(app, None)
             return None
-        offset = self.fly.clock_offset()
-        self.clock_offset = offset if abs(offset) >= SKEW_MIN_S else 0.0
-        cache = self._view_caches.get(app)
-        if cache is None:
-            cache = self._view_caches[app] = ViewCache(app, self.settings.scaler.id, self.pools)
-        views = tuple(cache.update(machines, self.clock_offset))
         listing = _Listing(views, Listed(now, frozenset(v.name for v in views),
                                          frozenset(v.id for v in views)))
         self._listings[app] = listing
