@@ -56,6 +56,11 @@ from scaler.telemetry.costs import cost_per_second
 
 __all__ = ["Observer"]
 
+SLOW_LIST_S = 0.05
+"""A listing whose last refresh took longer than this (seconds) is refreshed in the background
+while the tick uses the newest one read (at most ``max_list_age`` old); a faster one is waited
+for, so small fleets always plan on a listing taken during their tick."""
+
 SKEW_MIN_S = 1.0
 """Clock offsets below this are within the ``Date`` header's resolution and are not applied."""
 
@@ -95,6 +100,7 @@ class Observer:
         clock: Callable[[], float] = time.time,
         list_interval: float = 0.1,
         max_list_age: float = 5.0,
+        slow_list_s: float = SLOW_LIST_S,
         overlay_grace: float = 30.0,
         prometheus: PrometheusReader | None = None,
         ledger: GitHubLedger | None = None,
@@ -108,6 +114,7 @@ class Observer:
         self.clock = clock
         self.list_interval = list_interval
         self.max_list_age = max_list_age
+        self.slow_list_s = slow_list_s
         self.overlay_grace = overlay_grace
         self.overlay = overlay
         self.inflight = inflight
@@ -118,6 +125,9 @@ class Observer:
         self.clock_offset = 0.0  # Fly's clock minus ours, as last applied
         self._listings: dict[str, _Listing] = {}
         self._view_caches: dict[str, ViewCache] = {}
+        self._refreshing: dict[str, asyncio.Task[_Listing]] = {}  # app -> its refresh under way
+        self.refresh_seconds: dict[str, float] = {}  # app -> how long its last refresh took
+        self.oldest_listing = 0.0  # when the oldest listing the last observation used was taken
         self._checked: dict[tuple[str, int], Checked] = {}  # per (job, launch) claimed
         # machine id -> (its finished mark, when first seen with that mark)
         self._finished_seen: dict[str, tuple[str, float]] = {}
@@ -333,37 +343,97 @@ class Observer:
                 log.debug("marks not pruned", key=key, error=str(exc))
 
     async def _list(self, app: str, now: float) -> _Listing | None:
+        """The listing this tick plans on: the newest one read if it is ``list_interval`` young;
+        else a refresh is started (when the list budget allows one) and waited for, unless the
+        app's listings are slow (see :data:`SLOW_LIST_S`) and the newest one read is younger
+        than ``max_list_age``: then the tick plans on that one and the refresh completes in the
+        background, for a later tick. ``None`` (unknown) when a refresh failed (the tick that
+        learns it) or no listing younger than ``max_list_age`` can be read: never an empty one."""
+        failed = self._take_refresh(app)
+        if failed is not None:
+            self._unreadable(app, failed)
+            return None
         cached = self._listings.get(app)
         if cached is not None and now - cached.taken_at < self.list_interval:
             return cached
-        if cached is not None and now - cached.taken_at < self.max_list_age:
-            try:
-                budget = await self.governor.available("Machines_list", f"app:{app}")
-            except Exception:
-                budget = 0.0
-            if budget < 1.0:  # reuse the listing rather than wait for budget in the hot path
-                return cached
+        young = cached is not None and now - cached.taken_at < self.max_list_age
+        task = self._refreshing.get(app)
+        if task is None:
+            if young:
+                try:
+                    budget = await self.governor.available("Machines_list", f"app:{app}")
+                except Exception:
+                    budget = 0.0
+                if budget < 1.0:  # reuse the listing rather than wait for budget in the hot path
+                    return cached
+            task = self._refreshing[app] = asyncio.create_task(self._refresh(app))
+        if young and self.refresh_seconds.get(app, 0.0) > self.slow_list_s:
+            return cached  # the refresh goes on in the background
+        # asyncio.wait neither raises the refresh's error nor cancels it with the tick: a tick
+        # that hits its deadline leaves the refresh to end for the next one.
+        await asyncio.wait([task])
+        if task.cancelled():  # the observer is closing
+            self._refreshing.pop(app, None)
+            self.unknown[f"fly:{app}"] = f"listing app {app!r} was cancelled"
+            return None
+        failed = self._take_refresh(app)
+        if failed is not None:
+            self._unreadable(app, failed)
+            return None
+        return self._listings.get(app)  # the listing just read, however long it took
+
+    def _take_refresh(self, app: str) -> BaseException | None:
+        """Take in the app's refresh if it has ended: its listing becomes the newest one; if it
+        failed, its error is returned (a cancelled refresh changes nothing)."""
+        task = self._refreshing.get(app)
+        if task is None or not task.done():
+            return None
+        del self._refreshing[app]
+        if task.cancelled():
+            return None
+        exc = task.exception()
+        if exc is None:
+            self._listings[app] = task.result()
+        return exc
+
+    def _unreadable(self, app: str, exc: BaseException) -> None:
+        """The app's listing cannot be read: unknown this tick, and no older listing is kept."""
+        self.unknown[f"fly:{app}"] = listing_problem(app, exc)
+        if isinstance(exc, Unauthorized | Forbidden | NotFound):
+            self.misconfigured.add(app)
+        self._listings.pop(app, None)
+
+    async def _refresh(self, app: str) -> _Listing:
+        """List ``app`` once; its listing is taken at the time the request was sent (a listing
+        may show anything that happened before, and nothing can be assumed of what came after).
+
+        Raises:
+            Exception: the listing could not be read (the call failed, or a machine of it is not
+                of the expected shape: the whole listing is unknown, never a machine less).
+        """
         cache = self._view_caches.get(app)
         if cache is None:
             cache = self._view_caches[app] = ViewCache(app, self.settings.scaler.id, self.pools)
+        sent, began = self.clock(), time.monotonic()
         try:
             answer = await self.fly.list_machines_slim(
                 app, metadata={META_SCALER: self.settings.scaler.id}
             )
             offset = self.fly.clock_offset()
             self.clock_offset = offset if abs(offset) >= SKEW_MIN_S else 0.0
-            # A machine of the wrong shape makes the whole listing unknown, never a machine less.
             views = tuple(cache.update(answer.items, self.clock_offset))
-        except Exception as exc:
-            self.unknown[f"fly:{app}"] = listing_problem(app, exc)
-            if isinstance(exc, Unauthorized | Forbidden | NotFound):
-                self.misconfigured.add(app)
-            self._listings.pop(app, None)
-            return None
-        listing = _Listing(views, Listed(now, frozenset(v.name for v in views),
-                                         frozenset(v.id for v in views)))
-        self._listings[app] = listing
-        return listing
+        finally:
+            self.refresh_seconds[app] = time.monotonic() - began
+        return _Listing(views, Listed(sent, frozenset(v.name for v in views),
+                                      frozenset(v.id for v in views)))
+
+    async def aclose(self) -> None:
+        """Cancel the listings still being refreshed in the background."""
+        tasks = list(self._refreshing.values())
+        self._refreshing.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _machines(
         self,
@@ -404,6 +474,7 @@ class Observer:
         claim_names = {c.machine_name for cs in claims.values() for c in cs or ()}
         inflight = self.inflight.count(listed, claim_names)
         self.overlay.prune(oldest_listing - self.overlay_grace)
+        self.oldest_listing = oldest_listing
         return out, inflight
 
     async def _metrics(self) -> dict[str, float | None]:
