@@ -456,26 +456,44 @@ class Observer:
                 listed[app] = None
                 continue
             oldest_listing = min(oldest_listing, listing.taken_at)
-            views: list[MachineView] = []
-            for v in listing.views:
-                if v.id in marks:
-                    v = replace(v, orphan_marked_at=marks[v.id])
-                if v.id in finished:
-                    v = replace(v, finished_at=finished[v.id])
-                if v.id in self._idle:
-                    v = replace(v, idle_since=self._idle[v.id])
-                if destroyed.get(v.id, -1.0) >= listing.taken_at:
-                    v = replace(v, state="destroying")
-                elif started.get(v.id, -1.0) >= listing.taken_at:
-                    v = replace(v, state="starting")
-                views.append(v)
-            out[app] = tuple(views)
+            out[app] = self._marked(listing, marks, finished, destroyed, started)
             listed[app] = listing.listed
         claim_names = {c.machine_name for cs in claims.values() for c in cs or ()}
         inflight = self.inflight.count(listed, claim_names)
         self.overlay.prune(oldest_listing - self.overlay_grace)
         self.oldest_listing = oldest_listing
         return out, inflight
+
+    def _marked(
+        self, listing: _Listing, marks: Mapping[str, float], finished: Mapping[str, float],
+        destroyed: Mapping[str, float], started: Mapping[str, float],
+    ) -> tuple[MachineView, ...]:
+        """The listing's views with the orphan, finished and idle marks, and the overlay's
+        destroys and starts sent since it was taken; only the marked machines are copied (a
+        listing of thousands of machines carries a handful of marks)."""
+        ids = listing.listed.ids
+        marked = {
+            mid for source in (marks, finished, self._idle, destroyed, started)
+            for mid in source if mid in ids
+        }
+        if not marked:
+            return listing.views
+        views = list(listing.views)
+        for i, v in enumerate(views):
+            if v.id not in marked:
+                continue
+            if v.id in marks:
+                v = replace(v, orphan_marked_at=marks[v.id])
+            if v.id in finished:
+                v = replace(v, finished_at=finished[v.id])
+            if v.id in self._idle:
+                v = replace(v, idle_since=self._idle[v.id])
+            if destroyed.get(v.id, -1.0) >= listing.taken_at:
+                v = replace(v, state="destroying")
+            elif started.get(v.id, -1.0) >= listing.taken_at:
+                v = replace(v, state="starting")
+            views[i] = v
+        return tuple(views)
 
     async def _metrics(self) -> dict[str, float | None]:
         values: dict[str, float | None] = {}

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine, index_apps, index_claims
-from scaler.policy.slots import is_idle_slot
-from scaler.policy.states import is_live
+from scaler.policy.slots import IDLE_SLOT_STATES, is_idle_slot
+from scaler.policy.states import NOT_LIVE_STATES, is_live
 from scaler.policy.types import Caps, Observation, PoolPolicy
 
 if TYPE_CHECKING:
@@ -70,7 +70,6 @@ class Ledger:
     ) -> Ledger:
         """Count live machines, in-flight launches and claims without a listed machine; floor the
         create budgets. ``apps`` and ``claims``: the planner's indexes, if already built."""
-        by_name = {p.name: p for p in pools}
         ledger = cls(caps=caps, pool_cap={p.name: p.max_machines for p in pools})
         all_apps = dict.fromkeys([*obs.machines_by_app, *(a for p in pools for a in p.fly_apps)])
         for app in all_apps:
@@ -83,14 +82,20 @@ class Ledger:
                     if app in p.fly_apps:
                         ledger.pool_live[p.name] = p.max_machines
                 continue
+            # The pools a machine listed in this app may belong to; the loop is the planner's
+            # hottest at 10,000 machines, so is_live and is_idle_slot are inlined.
+            owners = {p.name for p in pools if app in p.fly_apps}
             count = 0
+            per_pool: dict[str | None, int] = {}
             for m in machines:
-                if not is_live(m.state) or is_idle_slot(m):
+                state = m.state
+                if state in NOT_LIVE_STATES or (m.slot is not None and state in IDLE_SLOT_STATES):
                     continue
                 count += 1
-                owner = by_name.get(m.pool) if m.pool is not None else None
-                if owner is not None and app in owner.fly_apps:
-                    ledger.pool_live[owner.name] = ledger.pool_live.get(owner.name, 0) + 1
+                per_pool[m.pool] = per_pool.get(m.pool, 0) + 1
+            for pool, n in per_pool.items():
+                if pool in owners:
+                    ledger.pool_live[pool] = ledger.pool_live.get(pool, 0) + n
             ledger.app_live[app] = count
             ledger.global_live += count
         for p in pools:

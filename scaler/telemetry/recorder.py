@@ -198,14 +198,16 @@ class TickRecorder:
             )
             if mv.started_at is not None
         }
-        states: Counter[tuple[str, str]] = Counter()
+        states: dict[tuple[str, str], int] = {}
         # (pool, size label, memory_mb) -> started seconds accrued this tick
         accrued: dict[tuple[str, str, int], float] = {}
-        last_seen, seen = self._cost_seen, {}
+        last_seen: dict[str, float] = self._cost_seen
+        seen: dict[str, float] = {}
         for machines in obs.machines_by_app.values():
             for mv in machines or ():
                 pool = mv.pool or "(unknown)"
-                states[(pool, mv.state)] += 1
+                key_state = (pool, mv.state)
+                states[key_state] = states.get(key_state, 0) + 1
                 if mv.state != "started" or mv.id in seen:
                     continue
                 seen[mv.id] = now
