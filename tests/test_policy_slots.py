@@ -202,3 +202,17 @@ def test_a_new_slot_booting_once_is_left_alone() -> None:
     assert not p.of_type(MarkOrphan) and not destroyed(p)
     p = run((warming, slot("b"), slot("c")), jobs={"a": 1})  # it has run jobs: no claim, orphan
     assert [m.machine.id for m in p.of_type(MarkOrphan)] == ["a"]
+
+
+def test_warm_slots_lowered_to_zero_destroys_the_idle_slots_and_lets_busy_ones_finish() -> None:
+    none_warm = replace(POOL, warm_slots=0)
+    busy = slot("b", state="started")
+    job = claim("j1", machine_name=busy.name, state="running")
+    p = run((slot("a"), busy, slot("c", state="created")), claims=(job,), pool=none_warm)
+    assert destroyed(p) == {"a": "slot_excess", "c": "slot_excess"}
+    assert not p.of_type(SlotCreate)
+    p = run((slot("a"),), ready=1, pool=none_warm)
+    assert not p.of_type(SlotLaunch)  # a slot going away takes no job: the job gets a create
+    assert destroyed(p) == {"a": "slot_excess"}
+    assert sum(a.count for a in p.of_type(Launch)) == 1
+

@@ -106,10 +106,11 @@ def free_slots(
         if m.slot == pool.slot_template and not is_idle_slot(m) and not is_gone(m.state)
         and not out.touched(m)
     )
-    excess = max(0, busy + len(keep) - pool.warm_slots)
+    # Busy slots beyond warm_slots cannot go yet (they finish their jobs): only idle ones can.
+    excess = min(len(keep), max(0, busy + len(keep) - pool.warm_slots))
     for m in reversed(keep[len(keep) - excess:] if excess else []):
         out.destroy(pool.name, m, "slot_excess", False)
-    keep = keep[: len(keep) - excess] if excess else keep
+    keep = keep[: len(keep) - excess]
     owned.update(m.id for m in keep)
     return keep
 
