@@ -32,7 +32,7 @@ from scaler.policy import (
 )
 from scaler.policy.slots import is_idle_slot
 from scaler.policy.states import is_gone, is_live
-from scaler.policy.types import SlotCreate, SlotLaunch
+from scaler.policy.types import PoolMode, SlotCreate, SlotLaunch
 
 NOW = 100_000.0
 APPS = ("a1", "a2", "a3")
@@ -68,7 +68,7 @@ def pools(draw: st.DrawFn) -> tuple[PoolPolicy, ...]:
     out = []
     for name in POOL_NAMES[:n]:
         max_machines = draw(st.integers(0, 6))
-        mode = draw(st.sampled_from(("per-job", "worker")))
+        mode: PoolMode = draw(st.sampled_from(("per-job", "worker")))
         out.append(
             PoolPolicy(
                 name=name,
@@ -531,12 +531,12 @@ def check_jobs_go_only_to_free_slots_of_the_current_template(
             assert m.pool == pool.name and m.app == pool.app
             assert is_idle_slot(m) and m.slot == pool.slot_template, f"{m} is not a free slot"
             assert m.id not in owned and m.name not in owned, f"{m.id} already bound to a job"
-    for a in p.of_type(SlotCreate):
-        pool = by_name[a.pool]
+    for made in p.of_type(SlotCreate):
+        pool = by_name[made.pool]
         have = sum(1 for m in obs.machines_by_app.get(pool.app) or ()
                    if m.pool == pool.name and m.slot == pool.slot_template
                    and not is_gone(m.state))
-        assert a.count <= pool.warm_slots - have
+        assert made.count <= pool.warm_slots - have
 
 
 def check_no_per_job_machine_is_ever_suspended(
