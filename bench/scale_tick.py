@@ -166,7 +166,9 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         row("P3", f"tick wall time, median ({top['machines']:,} machines)",
             f"<= {GOAL_TICK_MS:.0f} ms", top["tick_ms"], "ms", baseline=points[0]["tick_ms"],
             passed=top["tick_ms"] <= GOAL_TICK_MS,
-            note=f"baseline: {points[0]['machines']} machines; includes the local API's answer"),
+            note=f"baseline: {points[0]['machines']} machines; includes the local API's answer "
+                 "when the tick waits for it (a slow listing is refreshed in the background: "
+                 "see the next row)"),
         row("P3", f"listing refresh, slowest app, median ({top['machines']:,} machines)", "-",
             top["list_refresh_ms"], "ms", baseline=points[0]["list_refresh_ms"],
             note=f"baseline: {points[0]['machines']} machines; refreshed in the background when "

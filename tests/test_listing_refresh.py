@@ -20,9 +20,12 @@ from bench.common import UnlimitedGovernor
 from scaler.fly.client import AsyncFlyClient
 from scaler.fly.retry import RetryPolicy
 from scaler.jobs.claims import ClaimStore
+from scaler.jobs.leader import Fence
 from scaler.loop.machines import META_POOL, META_SCALER
 from scaler.loop.observe import Observer
 from scaler.loop.overlay import InFlight, Overlay
+from scaler.loop.reconciler import Reconciler
+from scaler.telemetry.metrics import Metrics
 from tests.scaler_harness import make_settings
 
 
@@ -154,3 +157,43 @@ async def test_a_listing_older_than_max_list_age_is_waited_for_and_unknown_if_it
     assert not task.done()
     fly.answer([], status=500)
     assert _ids(await task) is None and "fly:app" in observer.unknown
+
+
+async def test_a_new_leadership_waits_for_listings_sent_after_it(
+    world: tuple[Observer, _Fly, list[float]],
+) -> None:
+    observer, fly, clock = world
+    fly.answer([_machine("m1")])
+    assert _ids(await observer.observe()) == ["m1"]
+    clock[0] = 1001.0
+    assert _ids(await observer.observe()) == ["m1"]  # a refresh sent at 1001.0 in flight
+    observer.forget_listings()  # e.g. the lease was lost and won again: another leader acted
+    clock[0] = 1002.0
+    task = asyncio.create_task(observer.observe())
+    await asyncio.sleep(0.05)
+    assert not task.done()  # nothing kept: the tick waits for a listing sent after
+    assert fly.calls == 3  # the refresh in flight was dropped, a new one sent
+    fly.answer([_machine("m1"), _machine("m9")])
+    assert _ids(await task) == ["m1", "m9"] and observer.oldest_listing == 1002.0
+
+
+async def test_the_reconciler_forgets_listings_when_its_fence_token_changes(
+    world: tuple[Observer, _Fly, list[float]], redis_url: str,
+) -> None:
+    observer, fly, _clock = world
+    fences: list[Fence | None] = [Fence("k", "me:1", 1)]
+    redis = aioredis.Redis.from_url(redis_url)
+    rec = Reconciler(observer.settings, observer.fly, redis, UnlimitedGovernor(), Metrics(),
+                     fence=lambda: fences[0], is_leader=lambda: False, list_interval=0.0)
+    forgotten: list[int] = []
+    real = rec.observer.forget_listings
+    rec.observer.forget_listings = lambda: (forgotten.append(1), real())[1]  # type: ignore[method-assign]
+    try:
+        for token, expected in ((1, 1), (1, 1), (None, 2), (2, 3), (2, 3)):
+            fences[0] = None if token is None else Fence("k", f"me:{token}", token)
+            fly.answer([_machine("m1")])
+            await rec.tick()
+            assert len(forgotten) == expected, token
+    finally:
+        await rec.observer.aclose()
+        await redis.aclose()

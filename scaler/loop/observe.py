@@ -427,6 +427,15 @@ class Observer:
         return _Listing(views, Listed(sent, frozenset(v.name for v in views),
                                       frozenset(v.id for v in views)))
 
+    def forget_listings(self) -> None:
+        """Forget every listing read and drop the refreshes under way: the next observation
+        waits for listings sent from now on. For a new leadership: another replica may have
+        acted since, and what it created is in no overlay of ours."""
+        for task in self._refreshing.values():
+            task.cancel()
+        self._refreshing.clear()
+        self._listings.clear()
+
     async def aclose(self) -> None:
         """Cancel the listings still being refreshed in the background."""
         tasks = list(self._refreshing.values())
