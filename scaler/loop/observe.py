@@ -136,6 +136,7 @@ class Observer:
         self.misconfigured: set[str] = set()
         self._idle: dict[str, float] = {}  # worker machine id -> when it paused idle (seconds)
         self.spend = SpendLedger(redis, settings.redis.prefix) if settings.budgets.any else None
+        self._slots = SlotStore(redis, settings.redis.prefix)
         self.prices = {
             p.name: cost_per_second(p.guest.cpu_kind or "shared", p.guest.cpus or 1,
                                     p.guest.memory_mb or 0, settings.price_overrides)
@@ -207,11 +208,11 @@ class Observer:
         return runners, counts
 
     async def _slot_jobs(self) -> dict[str, int] | None:
-        """Jobs run so far per warm slot (read only when a pool keeps slots)."""
+        """Jobs run so far per warm slot (read only when a pool keeps slots): one HGETALL."""
         if not any(p.warm_slots for p in self.pools.values()):
             return {}
         try:
-            bindings = await SlotStore(self.redis, self.settings.redis.prefix).bindings()
+            bindings = await self._slots.bindings()
         except Exception as exc:
             self.unknown["redis"] = str(exc)
             return None
