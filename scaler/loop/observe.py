@@ -6,10 +6,12 @@ of machines gone), and at most
 one Fly list call per app (apps listed concurrently), filtered by our metadata. Fly allows one
 list call per second per app (burst 3): a listing is refreshed when it is ``list_interval`` old
 and the rate governor has a token for it, and reused otherwise (for at most ``max_list_age``,
-after which the tick waits for budget). What
-the act step did since (creates in flight, starts, destroys: :mod:`scaler.loop.overlay`) is laid
-over a reused listing so that caps still count every machine. Anything that cannot be read is
-``None``: unknown, never zero.
+after which the tick waits for budget). An app whose listings are slow (thousands of machines:
+see :data:`SLOW_LIST_S`) is refreshed in the background while the tick plans on the newest
+listing read, again for at most ``max_list_age``. A listing is taken when its request was sent.
+What the act step did since (creates in flight, starts, destroys: :mod:`scaler.loop.overlay`) is
+laid over a reused listing so that caps still count every machine. Anything that cannot be read
+is ``None``: unknown, never zero.
 
 The machines whose job finished are read after the claims: a claim the runner ended is then
 either still read, or its machine is already marked finished, never neither (which would look
