@@ -6,12 +6,12 @@ of machines gone), and at most
 one Fly list call per app (apps listed concurrently), filtered by our metadata. Fly allows one
 list call per second per app (burst 3): a listing is refreshed when it is ``list_interval`` old
 and the rate governor has a token for it, and reused otherwise (for at most ``max_list_age``,
-after which the tick waits for budget). An app whose listings are slow (thousands of machines:
-see :data:`SLOW_LIST_S`) is refreshed in the background while the tick plans on the newest
-listing read, again for at most ``max_list_age``. A listing is taken when its request was sent.
-What the act step did since (creates in flight, starts, destroys: :mod:`scaler.loop.overlay`) is
-laid over a reused listing so that caps still count every machine. Anything that cannot be read
-is ``None``: unknown, never zero.
+after which the tick waits for budget). When listings are slow (thousands of machines: see
+:data:`SLOW_LIST_S`) they are refreshed in the background while the tick plans on the newest
+listing read of each app, again for at most ``max_list_age``. A listing is taken when its
+request was sent. What the act step did since (creates in flight, starts, destroys:
+:mod:`scaler.loop.overlay`) is laid over a reused listing so that caps still count every
+machine. Anything that cannot be read is ``None``: unknown, never zero.
 
 The machines whose job finished are read after the claims: a claim the runner ended is then
 either still read, or its machine is already marked finished, never neither (which would look
@@ -58,10 +58,12 @@ from scaler.telemetry.costs import cost_per_second
 
 __all__ = ["Observer"]
 
-SLOW_LIST_S = 0.05
-"""A listing whose last refresh took longer than this (seconds) is refreshed in the background
-while the tick uses the newest one read (at most ``max_list_age`` old); a faster one is waited
-for, so small fleets always plan on a listing taken during their tick."""
+SLOW_LIST_S = 0.1
+"""When the slowest of the last refreshes of the tick's apps took longer than this (seconds, a
+whole tick's budget), the tick does not wait for listings: it plans on the newest listing read
+of each app (at most ``max_list_age`` old) while the refreshes run in the background. Faster
+listings are waited for, so small fleets plan on listings taken during their tick. The apps are
+listed concurrently, so the tick waits for all of them or none."""
 
 SKEW_MIN_S = 1.0
 """Clock offsets below this are within the ``Date`` header's resolution and are not applied."""
@@ -345,10 +347,10 @@ class Observer:
             except Exception as exc:  # retried next tick
                 log.debug("marks not pruned", key=key, error=str(exc))
 
-    async def _list(self, app: str, now: float) -> _Listing | None:
+    async def _list(self, app: str, now: float, slow: bool) -> _Listing | None:
         """The listing this tick plans on: the newest one read if it is ``list_interval`` young;
         else a refresh is started (when the list budget allows one) and waited for, unless the
-        app's listings are slow (see :data:`SLOW_LIST_S`) and the newest one read is younger
+        listings are ``slow`` (see :data:`SLOW_LIST_S`) and the newest one read is younger
         than ``max_list_age``: then the tick plans on that one and the refresh completes in the
         background, for a later tick. ``None`` (unknown) when a refresh failed (the tick that
         learns it) or no listing younger than ``max_list_age`` can be read: never an empty one."""
@@ -370,7 +372,7 @@ class Observer:
                 if budget < 1.0:  # reuse the listing rather than wait for budget in the hot path
                     return cached
             task = self._refreshing[app] = asyncio.create_task(self._refresh(app))
-        if young and self.refresh_seconds.get(app, 0.0) > self.slow_list_s:
+        if young and slow:
             return cached  # the refresh goes on in the background
         # asyncio.wait neither raises the refresh's error nor cancels it with the tick: a tick
         # that hits its deadline leaves the refresh to end for the next one.
@@ -460,7 +462,10 @@ class Observer:
         listed: dict[str, Listed | None] = {}
         oldest_listing = now
         apps = (*self.apps, *claim_apps)
-        listings = await asyncio.gather(*(self._list(app, now) for app in apps))
+        slow = max((self.refresh_seconds.get(a, 0.0) for a in apps), default=0.0)
+        listings = await asyncio.gather(
+            *(self._list(app, now, slow > self.slow_list_s) for app in apps)
+        )
         destroyed, started = self.overlay.destroyed, self.overlay.started
         for app, listing in zip(apps, listings, strict=True):
             if listing is None:
