@@ -77,7 +77,8 @@ async def _reconciler(settings: Any, redis_url: str, app: str) -> Reconciler:
 
 def _state(rec: Reconciler, obs: Any, app: str, mid: str) -> str:
     [m] = [v for v in obs.machines_by_app[app] or () if v.id == mid]
-    return m.state
+    state: str = m.state
+    return state
 
 
 async def _watches_done(rec: Reconciler) -> None:
@@ -174,4 +175,25 @@ async def test_only_machines_listed_running_are_watched_and_not_when_a_listing_c
     await asyncio.gather(*watch._running.values())
     assert watch.overlay.exited["m1"].state == "stopped"  # a slot stops; it is not destroyed
     assert len(calls) == 1 and "state=stopped" in calls[0] and "instance_id=v1" in calls[0]
+    await fly.aclose()
+
+
+async def test_a_machine_fly_no_longer_knows_is_gone_and_an_error_concludes_nothing() -> None:
+    answers = {"m1": httpx.Response(404, json={"error": "machine not found"}),
+               "m2": httpx.Response(400, json={"error": "invalid_argument"})}
+
+    async def waited(request: httpx.Request) -> httpx.Response:
+        return answers[request.url.path.split("/")[-2]]
+
+    fly = AsyncFlyClient("t", base_url="http://fly.invalid",
+                         transport=httpx.MockTransport(waited))
+    woken: list[int] = []
+    watch = ExitWatch(fly, Overlay(), wake=lambda: woken.append(1))
+    gone, refused = _view(), MachineView(id="m2", name="n", app="a", pool="jobs",
+                                         state="started", instance_id="v1")
+    assert await watch.watch(gone, lambda: None) and await watch.watch(refused, lambda: None)
+    await asyncio.gather(*watch._running.values())
+    assert watch.overlay.exited["m1"].state == "destroyed"
+    assert "m2" not in watch.overlay.exited and len(woken) == 1
+    assert not await watch.watch(refused, lambda: None)  # not asked again at once
     await fly.aclose()
