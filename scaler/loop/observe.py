@@ -395,6 +395,8 @@ class Observer:
                     v = replace(v, idle_since=self._idle[v.id])
                 if destroyed.get(v.id, -1.0) >= listing.taken_at:
                     v = replace(v, state="destroying")
+                elif (exited := self.overlay.exit_state(v.id, listing.taken_at)) is not None:
+                    v = replace(v, state=exited)
                 elif started.get(v.id, -1.0) >= listing.taken_at:
                     v = replace(v, state="starting")
                 views.append(v)
