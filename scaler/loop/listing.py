@@ -76,6 +76,7 @@ def listed_view(
         size=meta.get(META_SIZE) or "",
         memory_mb=(guest.memory_mb or 0) if guest is not None else 0,
         slot=meta.get(META_SLOT),
+        instance_id=machine.instance_id,
     )
 
 

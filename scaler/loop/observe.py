@@ -486,11 +486,12 @@ class Observer:
         destroyed: Mapping[str, float], started: Mapping[str, float],
     ) -> tuple[MachineView, ...]:
         """The listing's views with the orphan, finished and idle marks, and the overlay's
-        destroys and starts sent since it was taken; only the marked machines are copied (a
+        destroys, confirmed exits and starts since it was taken; only those machines are copied (a
         listing of thousands of machines carries a handful of marks)."""
         ids = listing.listed.ids
         marked = {
-            mid for source in (marks, finished, self._idle, destroyed, started)
+            mid for source in (marks, finished, self._idle, destroyed, started,
+                               self.overlay.exited)
             for mid in source if mid in ids
         }
         if not marked:
@@ -507,6 +508,8 @@ class Observer:
                 v = replace(v, idle_since=self._idle[v.id])
             if destroyed.get(v.id, -1.0) >= listing.taken_at:
                 v = replace(v, state="destroying")
+            elif (exited := self.overlay.exit_state(v.id, listing.taken_at)) is not None:
+                v = replace(v, state=exited)
             elif started.get(v.id, -1.0) >= listing.taken_at:
                 v = replace(v, state="starting")
             views[i] = v
