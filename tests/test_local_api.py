@@ -208,6 +208,57 @@ def test_summary_reflects_changes(client: httpx.Client, app: str) -> None:
     assert row["state"] == "started" and row["config"]["metadata"] == {"role": "x"}
 
 
+def test_a_listing_is_byte_for_byte_its_machines_as_shown_after_every_kind_of_change(
+    client: httpx.Client, app: str
+) -> None:
+    # The list answer is joined from each machine's cached JSON: after any change it must be the
+    # machines' current bodies, exactly as GET shows each of them.
+    url = f"/v1/apps/{app}/machines"
+    vol = client.post(f"/v1/apps/{app}/volumes",
+                      json={"name": "data", "size_gb": 1, "region": "ams"}).json()
+
+    def same(**params: str) -> None:
+        listed = client.get(url, params=params)
+        ids = [m["id"] for m in listed.json()]
+        leases = {k: v for k, v in params.items() if k == "include_leases"}
+        shown = [client.get(f"{url}/{i}", params=leases).content for i in ids]
+        assert listed.content == b"[" + b",".join(shown) + b"]"
+
+    plain = make_machine(client, app, skip_launch=True)  # no metadata in its config
+    same()
+    mounted = make_machine(client, app, config={"mounts": [{"volume": vol["id"]}]},
+                           skip_launch=True)  # its mount and region are filled in at create
+    same()
+    client.get(f"{url}/{plain['id']}/metadata")  # reading the metadata creates it, empty
+    same()
+    client.post(f"{url}/{plain['id']}/metadata/role", json={"value": "a"})
+    same()
+    client.put(f"{url}/{plain['id']}/metadata", json={"metadata": {"role": None, "k": "v"}})
+    same()
+    client.delete(f"{url}/{plain['id']}/metadata/k")
+    same()
+    client.post(f"{url}/{plain['id']}/start")
+    wait_state(client, app, plain["id"], "started")
+    same()
+    client.post(f"{url}/{plain['id']}/cordon")
+    same()
+    lease = client.post(f"{url}/{plain['id']}/lease", json={"ttl": 30}).json()["data"]
+    nonce = {"fly-machine-lease-nonce": lease["nonce"]}
+    same()
+    same(include_leases="true")
+    client.delete(f"{url}/{plain['id']}/lease", headers=nonce)
+    client.post(f"{url}/{mounted['id']}", json={"config": {
+        **mounted["config"], "env": {"NEW": "1"}}})  # an update: a new config and version
+    same()
+    client.post(f"{url}/{plain['id']}/stop")
+    wait_state(client, app, plain["id"], "stopped")
+    same()
+    client.delete(f"{url}/{plain['id']}", params={"force": "true"})
+    wait_state(client, app, plain["id"], "destroyed")
+    same(include_deleted="true")
+    same()
+
+
 # -- metadata --------------------------------------------------------------------------------------
 
 

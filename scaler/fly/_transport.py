@@ -21,6 +21,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypedDict, TypeVar, cast
 
 import httpx
+import msgspec
 from pydantic import ValidationError
 
 from scaler.fly._operations import Call
@@ -316,8 +317,8 @@ class Engine:
                 request_id=response.headers.get("fly-request-id"), action=route.action,
             )
         try:
-            return call.parse(_body(response))
-        except (ValidationError, TypeError, AttributeError) as err:
+            return call.parse(response.content if call.raw else _body(response))
+        except (ValidationError, msgspec.DecodeError, TypeError, AttributeError) as err:
             count = err.error_count() if isinstance(err, ValidationError) else 1
             raise FlyError(
                 f"{route.action}: HTTP {response.status_code} answer does not have the expected "
@@ -335,6 +336,8 @@ def _first_problem(err: Exception) -> str:
         first = err.errors(include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "(body)"
         return f"{where}: {first['msg']}"
+    if isinstance(err, msgspec.ValidationError):
+        return str(err)  # the expected and found types and where, never the value
     return type(err).__name__
 
 

@@ -82,6 +82,7 @@ class _Operations:
     # machines
     list_machines = _Operation(ops.list_machines)
     list_machines_raw = _Operation(ops.list_machines_raw)
+    list_machines_slim = _Operation(ops.list_machines_slim)
     create_machine = _Operation(ops.create_machine)
     get_machine = _Operation(ops.get_machine)
     update_machine = _Operation(ops.update_machine)

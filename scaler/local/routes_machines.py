@@ -62,7 +62,10 @@ async def list_machines(ctx: Context) -> Response:
     if query_bool(q.get("summary")):
         body = b"[" + b",".join(m.summary_json() for m in selected) + b"]"
         return Response(body, media_type="application/json")
-    return json_response([_wire(ctx, m) for m in selected])
+    if query_bool(q.get("include_leases")):  # a lease expires by itself: not cached
+        return json_response([_wire(ctx, m) for m in selected])
+    body = b"[" + b",".join(m.wire_json() for m in selected) + b"]"
+    return Response(body, media_type="application/json")
 
 
 def _check_mounts(ctx: Context, config: dict[str, Any], machine_id: str | None) -> None:
@@ -85,6 +88,7 @@ def _attach(ctx: Context, m: MachineRecord) -> None:
         mount.setdefault("path", "/data")
         mount.setdefault("name", vol.name)
         m.region = vol.region
+        m.changed()
 
 
 async def create_machine(ctx: Context) -> Response:

@@ -1,22 +1,25 @@
-"""The planner's views of one app's listing, read straight from Fly's JSON and kept between ticks.
+"""The planner's views of one app's listing, read from the slim listing and kept between ticks.
 
-A tick at thousands of machines used to spend most of its time validating every listed machine
-into the full :class:`~scaler.fly.models.Machine` model (config, services, checks, events) only to
-read a dozen fields from it. :class:`ViewCache` reads those fields from the JSON objects of
-:meth:`~scaler.fly.client.AsyncFlyClient.list_machines_raw` and reuses the previous listing's
-view of a machine whose state, instance, update time and metadata are unchanged, so a steady
-fleet costs a dictionary lookup per machine. The views are the ones
+A tick at thousands of machines used to spend most of its time decoding every listed machine's
+full JSON (config, env, services, image, checks, events) only to read a dozen fields from it.
+:class:`ViewCache` takes the listing as :meth:`~scaler.fly.client.AsyncFlyClient.list_machines_slim`
+gives it (each machine's JSON object as Fly sent it, undecoded) and reuses the previous listing's
+view of every machine whose bytes are unchanged; only a new or changed machine is decoded, into
+the slim :class:`~scaler.fly.models.slim.ListedMachine` (msgspec skips the fields the planner does
+not read). A steady fleet costs a dictionary lookup per machine. The views are the ones
 :func:`~scaler.loop.machines.machine_view` builds from the full model (a test holds the two
 equal).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+
+import msgspec
 
 from scaler.config import PoolSpec
+from scaler.fly.models.slim import ListedMachine, decode_listed
 from scaler.loop.machines import (
     META_JOB,
     META_LAUNCH,
@@ -33,69 +36,47 @@ from scaler.policy.types import MachineView
 
 __all__ = ["ViewCache", "listed_view"]
 
-# What makes a cached view stale: any change of these top-level fields or of the metadata.
-_Key = tuple[Any, Any, Any, Any, Any]
+_MISS = object()
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _started_at(raw: Mapping[str, Any], state: str) -> float | None:
-    events = raw.get("events")
-    if isinstance(events, list):
-        for event in events:
-            if (isinstance(event, dict) and event.get("status") == "started"
-                    and isinstance(ts := event.get("timestamp"), int | float) and ts):
-                return float(ts) / 1000.0
+def _started_at(machine: ListedMachine, state: str) -> float | None:
+    for event in machine.events or ():
+        if event.status == "started" and event.timestamp:
+            return float(event.timestamp) / 1000.0
     if state == "started":
-        return epoch(raw.get("updated_at")) or None
+        return epoch(machine.updated_at) or None
     return None
 
 
-def _config(raw: Mapping[str, Any]) -> Mapping[str, Any]:
-    config = raw.get("config")
-    return config if isinstance(config, dict) else {}
-
-
-def _metadata(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = config.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
 def listed_view(
-    raw: Mapping[str, Any], app: str, scaler_id: str, pools: Mapping[str, PoolSpec]
+    machine: ListedMachine, app: str, scaler_id: str, pools: Mapping[str, PoolSpec]
 ) -> MachineView | None:
-    """The planner's view of one machine as Fly listed it (a JSON object), or ``None`` when it is
-    not ours: the same view :func:`~scaler.loop.machines.machine_view` gives for the model."""
-    config = _config(raw)
-    meta = _metadata(config)
-    machine_id = _text(raw.get("id"))
-    if meta.get(META_SCALER) != scaler_id or not machine_id:
+    """The planner's view of one machine as Fly listed it, or ``None`` when it is not ours: the
+    same view :func:`~scaler.loop.machines.machine_view` gives for the full model."""
+    meta = machine.metadata
+    if meta.get(META_SCALER) != scaler_id or not machine.id:
         return None
-    pool = _text(meta.get(META_POOL))
-    launch = _text(meta.get(META_LAUNCH))
-    state = _text(raw.get("state")) or "unknown"
-    guest = config.get("guest")
-    memory = guest.get("memory_mb") if isinstance(guest, dict) else None
+    launch = meta.get(META_LAUNCH)
+    state = machine.state or "unknown"
+    guest = machine.config.guest if machine.config is not None else None
     return MachineView(
-        id=machine_id,
-        name=_text(raw.get("name")) or "",
+        id=machine.id,
+        name=machine.name or "",
         app=app,
-        pool=pool_of(pool, app, pools),
+        pool=pool_of(meta.get(META_POOL), app, pools),
         state=state,
-        region=_text(raw.get("region")) or "",
-        created_at=epoch(raw.get("created_at")),
-        updated_at=epoch(raw.get("updated_at")),
-        started_at=_started_at(raw, state),
-        job=_text(meta.get(META_JOB)),
-        queue=_text(meta.get(META_QUEUE)),
-        message_id=_text(meta.get(META_MESSAGE)),
+        region=machine.region or "",
+        created_at=epoch(machine.created_at),
+        updated_at=epoch(machine.updated_at),
+        started_at=_started_at(machine, state),
+        job=meta.get(META_JOB),
+        queue=meta.get(META_QUEUE),
+        message_id=meta.get(META_MESSAGE),
         launch=int(launch) if launch and launch.isdigit() else None,
-        size=_text(meta.get(META_SIZE)) or "",
-        memory_mb=memory if isinstance(memory, int) else 0,
-        slot=_text(meta.get(META_SLOT)),
-        instance_id=_text(raw.get("instance_id")),
+        size=meta.get(META_SIZE) or "",
+        memory_mb=(guest.memory_mb or 0) if guest is not None else 0,
+        slot=meta.get(META_SLOT),
+        instance_id=machine.instance_id,
     )
 
 
@@ -109,46 +90,50 @@ def _shifted(v: MachineView, offset: float) -> MachineView:
 
 
 class ViewCache:
-    """One app's views by machine id, rebuilt from each listing, reusing unchanged machines' views.
+    """One app's views, rebuilt from each listing, reusing the views of unchanged machines.
 
-    A machine's view is rebuilt when its ``state``, ``instance_id`` (new on every config update),
-    ``updated_at`` (every state change), ``name`` or ``region`` or its metadata differ from the
-    listing the view was built from. Machines gone from the listing leave the cache with it.
+    A machine is unchanged when its JSON object is byte for byte the one the cached view was
+    built from (any change on Fly's side, a state, an event, the metadata, shows in its bytes;
+    bytes that differ for no reason only cost a decode). Machines gone from the listing leave the
+    cache with it. Not ours is cached too (``None``), so foreign machines cost a lookup as well.
     """
 
     def __init__(self, app: str, scaler_id: str, pools: Mapping[str, PoolSpec]) -> None:
         self.app = app
         self.scaler_id = scaler_id
         self.pools = pools
-        self._views: dict[str, tuple[_Key, Mapping[str, Any], MachineView | None]] = {}
+        self._views: dict[bytes, MachineView | None] = {}
         self._offset = 0.0
         self.reused = 0  # views taken from the previous listing by the last update
 
-    def update(self, machines: list[dict[str, Any]], offset: float = 0.0) -> list[MachineView]:
-        """The views of ``machines`` (one listing, as Fly sent it), ours only, in listing order,
-        with Fly's timestamps moved by ``-offset`` (Fly's clock minus ours) onto our clock."""
-        previous, views, out = self._views, {}, []
-        if offset != self._offset:  # a new clock estimate: every view's times move
-            previous, self._offset = {}, offset
+    def update(
+        self, machines: Iterable[msgspec.Raw | bytes], offset: float = 0.0
+    ) -> list[MachineView]:
+        """The views of ``machines`` (one listing: each machine's JSON object as Fly sent it,
+        e.g. :attr:`~scaler.fly.models.slim.SlimListing.items`), ours only, in listing order,
+        with Fly's timestamps moved by ``-offset`` (Fly's clock minus ours) onto our clock.
+
+        Raises:
+            msgspec.ValidationError: a changed machine is not an object, or a field has the
+                wrong type (the listing cannot be read; nothing of it is kept).
+        """
+        # A new clock estimate moves every view's times: nothing is reused.
+        previous = self._views if offset == self._offset else {}
+        views: dict[bytes, MachineView | None] = {}
+        out: list[MachineView] = []
         reused = 0
-        for raw in machines:
-            machine_id = raw.get("id")
-            if not isinstance(machine_id, str):
-                continue
-            meta = _metadata(_config(raw))
-            key = (raw.get("state"), raw.get("instance_id"), raw.get("updated_at"),
-                   raw.get("name"), raw.get("region"))
-            hit = previous.get(machine_id)
-            if hit is not None and hit[0] == key and hit[1] == meta:
-                view = hit[2]
+        for item in machines:
+            raw = bytes(item)
+            cached = previous.get(raw, _MISS)
+            if cached is not _MISS:
+                view = cached if isinstance(cached, MachineView) else None
                 reused += 1
             else:
-                view = listed_view(raw, self.app, self.scaler_id, self.pools)
+                view = listed_view(decode_listed(raw), self.app, self.scaler_id, self.pools)
                 if view is not None and offset:
                     view = _shifted(view, offset)
-            views[machine_id] = (key, meta, view)
+            views[raw] = view
             if view is not None:
                 out.append(view)
-        self._views = views
-        self.reused = reused
+        self._views, self._offset, self.reused = views, offset, reused
         return out

@@ -6,10 +6,12 @@ of machines gone), and at most
 one Fly list call per app (apps listed concurrently), filtered by our metadata. Fly allows one
 list call per second per app (burst 3): a listing is refreshed when it is ``list_interval`` old
 and the rate governor has a token for it, and reused otherwise (for at most ``max_list_age``,
-after which the tick waits for budget). What
-the act step did since (creates in flight, starts, destroys: :mod:`scaler.loop.overlay`) is laid
-over a reused listing so that caps still count every machine. Anything that cannot be read is
-``None``: unknown, never zero.
+after which the tick waits for budget). When listings are slow (thousands of machines: see
+:data:`SLOW_LIST_S`) they are refreshed in the background while the tick plans on the newest
+listing read of each app, again for at most ``max_list_age``. A listing is taken when its
+request was sent. What the act step did since (creates in flight, starts, destroys:
+:mod:`scaler.loop.overlay`) is laid over a reused listing so that caps still count every
+machine. Anything that cannot be read is ``None``: unknown, never zero.
 
 The machines whose job finished are read after the claims: a claim the runner ended is then
 either still read, or its machine is already marked finished, never neither (which would look
@@ -56,6 +58,13 @@ from scaler.telemetry.costs import cost_per_second
 
 __all__ = ["Observer"]
 
+SLOW_LIST_S = 0.1
+"""When the slowest of the last refreshes of the tick's apps took longer than this (seconds, a
+whole tick's budget), the tick does not wait for listings: it plans on the newest listing read
+of each app (at most ``max_list_age`` old) while the refreshes run in the background. Faster
+listings are waited for, so small fleets plan on listings taken during their tick. The apps are
+listed concurrently, so the tick waits for all of them or none."""
+
 SKEW_MIN_S = 1.0
 """Clock offsets below this are within the ``Date`` header's resolution and are not applied."""
 
@@ -95,6 +104,7 @@ class Observer:
         clock: Callable[[], float] = time.time,
         list_interval: float = 0.1,
         max_list_age: float = 5.0,
+        slow_list_s: float = SLOW_LIST_S,
         overlay_grace: float = 30.0,
         prometheus: PrometheusReader | None = None,
         ledger: GitHubLedger | None = None,
@@ -108,6 +118,7 @@ class Observer:
         self.clock = clock
         self.list_interval = list_interval
         self.max_list_age = max_list_age
+        self.slow_list_s = slow_list_s
         self.overlay_grace = overlay_grace
         self.overlay = overlay
         self.inflight = inflight
@@ -118,6 +129,9 @@ class Observer:
         self.clock_offset = 0.0  # Fly's clock minus ours, as last applied
         self._listings: dict[str, _Listing] = {}
         self._view_caches: dict[str, ViewCache] = {}
+        self._refreshing: dict[str, asyncio.Task[_Listing]] = {}  # app -> its refresh under way
+        self.refresh_seconds: dict[str, float] = {}  # app -> how long its last refresh took
+        self.oldest_listing = 0.0  # when the oldest listing the last observation used was taken
         self._checked: dict[tuple[str, int], Checked] = {}  # per (job, launch) claimed
         # machine id -> (its finished mark, when first seen with that mark)
         self._finished_seen: dict[str, tuple[str, float]] = {}
@@ -126,6 +140,7 @@ class Observer:
         self.misconfigured: set[str] = set()
         self._idle: dict[str, float] = {}  # worker machine id -> when it paused idle (seconds)
         self.spend = SpendLedger(redis, settings.redis.prefix) if settings.budgets.any else None
+        self._slots = SlotStore(redis, settings.redis.prefix)
         self.prices = {
             p.name: cost_per_second(p.guest.cpu_kind or "shared", p.guest.cpus or 1,
                                     p.guest.memory_mb or 0, settings.price_overrides)
@@ -197,11 +212,11 @@ class Observer:
         return runners, counts
 
     async def _slot_jobs(self) -> dict[str, int] | None:
-        """Jobs run so far per warm slot (read only when a pool keeps slots)."""
+        """Jobs run so far per warm slot (read only when a pool keeps slots): one HGETALL."""
         if not any(p.warm_slots for p in self.pools.values()):
             return {}
         try:
-            bindings = await SlotStore(self.redis, self.settings.redis.prefix).bindings()
+            bindings = await self._slots.bindings()
         except Exception as exc:
             self.unknown["redis"] = str(exc)
             return None
@@ -332,37 +347,107 @@ class Observer:
             except Exception as exc:  # retried next tick
                 log.debug("marks not pruned", key=key, error=str(exc))
 
-    async def _list(self, app: str, now: float) -> _Listing | None:
+    async def _list(self, app: str, now: float, slow: bool) -> _Listing | None:
+        """The listing this tick plans on: the newest one read if it is ``list_interval`` young;
+        else a refresh is started (when the list budget allows one) and waited for, unless the
+        listings are ``slow`` (see :data:`SLOW_LIST_S`) and the newest one read is younger
+        than ``max_list_age``: then the tick plans on that one and the refresh completes in the
+        background, for a later tick. ``None`` (unknown) when a refresh failed (the tick that
+        learns it) or no listing younger than ``max_list_age`` can be read: never an empty one."""
+        failed = self._take_refresh(app)
+        if failed is not None:
+            self._unreadable(app, failed)
+            return None
         cached = self._listings.get(app)
         if cached is not None and now - cached.taken_at < self.list_interval:
             return cached
-        if cached is not None and now - cached.taken_at < self.max_list_age:
-            try:
-                budget = await self.governor.available("Machines_list", f"app:{app}")
-            except Exception:
-                budget = 0.0
-            if budget < 1.0:  # reuse the listing rather than wait for budget in the hot path
-                return cached
-        try:
-            machines = await self.fly.list_machines_raw(
-                app, metadata={META_SCALER: self.settings.scaler.id}
-            )
-        except Exception as exc:
-            self.unknown[f"fly:{app}"] = listing_problem(app, exc)
-            if isinstance(exc, Unauthorized | Forbidden | NotFound):
-                self.misconfigured.add(app)
-            self._listings.pop(app, None)
+        young = cached is not None and now - cached.taken_at < self.max_list_age
+        task = self._refreshing.get(app)
+        if task is None:
+            if young:
+                try:
+                    budget = await self.governor.available("Machines_list", f"app:{app}")
+                except Exception:
+                    budget = 0.0
+                if budget < 1.0:  # reuse the listing rather than wait for budget in the hot path
+                    return cached
+            task = self._refreshing[app] = asyncio.create_task(self._refresh(app))
+        if young and slow:
+            return cached  # the refresh goes on in the background
+        # asyncio.wait neither raises the refresh's error nor cancels it with the tick: a tick
+        # that hits its deadline leaves the refresh to end for the next one.
+        await asyncio.wait([task])
+        if task.cancelled():  # the observer is closing
+            self._refreshing.pop(app, None)
+            self.unknown[f"fly:{app}"] = f"listing app {app!r} was cancelled"
             return None
-        offset = self.fly.clock_offset()
-        self.clock_offset = offset if abs(offset) >= SKEW_MIN_S else 0.0
+        failed = self._take_refresh(app)
+        if failed is not None:
+            self._unreadable(app, failed)
+            return None
+        return self._listings.get(app)  # the listing just read, however long it took
+
+    def _take_refresh(self, app: str) -> BaseException | None:
+        """Take in the app's refresh if it has ended: its listing becomes the newest one; if it
+        failed, its error is returned (a cancelled refresh changes nothing)."""
+        task = self._refreshing.get(app)
+        if task is None or not task.done():
+            return None
+        del self._refreshing[app]
+        if task.cancelled():
+            return None
+        exc = task.exception()
+        if exc is None:
+            self._listings[app] = task.result()
+        return exc
+
+    def _unreadable(self, app: str, exc: BaseException) -> None:
+        """The app's listing cannot be read: unknown this tick, and no older listing is kept."""
+        self.unknown[f"fly:{app}"] = listing_problem(app, exc)
+        if isinstance(exc, Unauthorized | Forbidden | NotFound):
+            self.misconfigured.add(app)
+        self._listings.pop(app, None)
+
+    async def _refresh(self, app: str) -> _Listing:
+        """List ``app`` once; its listing is taken at the time the request was sent (a listing
+        may show anything that happened before, and nothing can be assumed of what came after).
+
+        Raises:
+            Exception: the listing could not be read (the call failed, or a machine of it is not
+                of the expected shape: the whole listing is unknown, never a machine less).
+        """
         cache = self._view_caches.get(app)
         if cache is None:
             cache = self._view_caches[app] = ViewCache(app, self.settings.scaler.id, self.pools)
-        views = tuple(cache.update(machines, self.clock_offset))
-        listing = _Listing(views, Listed(now, frozenset(v.name for v in views),
-                                         frozenset(v.id for v in views)))
-        self._listings[app] = listing
-        return listing
+        sent, began = self.clock(), time.monotonic()
+        try:
+            answer = await self.fly.list_machines_slim(
+                app, metadata={META_SCALER: self.settings.scaler.id}
+            )
+            offset = self.fly.clock_offset()
+            self.clock_offset = offset if abs(offset) >= SKEW_MIN_S else 0.0
+            views = tuple(cache.update(answer.items, self.clock_offset))
+        finally:
+            self.refresh_seconds[app] = time.monotonic() - began
+        return _Listing(views, Listed(sent, frozenset(v.name for v in views),
+                                      frozenset(v.id for v in views)))
+
+    def forget_listings(self) -> None:
+        """Forget every listing read and drop the refreshes under way: the next observation
+        waits for listings sent from now on. For a new leadership: another replica may have
+        acted since, and what it created is in no overlay of ours."""
+        for task in self._refreshing.values():
+            task.cancel()
+        self._refreshing.clear()
+        self._listings.clear()
+
+    async def aclose(self) -> None:
+        """Cancel the listings still being refreshed in the background."""
+        tasks = list(self._refreshing.values())
+        self._refreshing.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _machines(
         self,
@@ -377,7 +462,10 @@ class Observer:
         listed: dict[str, Listed | None] = {}
         oldest_listing = now
         apps = (*self.apps, *claim_apps)
-        listings = await asyncio.gather(*(self._list(app, now) for app in apps))
+        slow = max((self.refresh_seconds.get(a, 0.0) for a in apps), default=0.0)
+        listings = await asyncio.gather(
+            *(self._list(app, now, slow > self.slow_list_s) for app in apps)
+        )
         destroyed, started = self.overlay.destroyed, self.overlay.started
         for app, listing in zip(apps, listings, strict=True):
             if listing is None:
@@ -385,27 +473,47 @@ class Observer:
                 listed[app] = None
                 continue
             oldest_listing = min(oldest_listing, listing.taken_at)
-            views: list[MachineView] = []
-            for v in listing.views:
-                if v.id in marks:
-                    v = replace(v, orphan_marked_at=marks[v.id])
-                if v.id in finished:
-                    v = replace(v, finished_at=finished[v.id])
-                if v.id in self._idle:
-                    v = replace(v, idle_since=self._idle[v.id])
-                if destroyed.get(v.id, -1.0) >= listing.taken_at:
-                    v = replace(v, state="destroying")
-                elif (exited := self.overlay.exit_state(v.id, listing.taken_at)) is not None:
-                    v = replace(v, state=exited)
-                elif started.get(v.id, -1.0) >= listing.taken_at:
-                    v = replace(v, state="starting")
-                views.append(v)
-            out[app] = tuple(views)
+            out[app] = self._marked(listing, marks, finished, destroyed, started)
             listed[app] = listing.listed
         claim_names = {c.machine_name for cs in claims.values() for c in cs or ()}
         inflight = self.inflight.count(listed, claim_names)
         self.overlay.prune(oldest_listing - self.overlay_grace)
+        self.oldest_listing = oldest_listing
         return out, inflight
+
+    def _marked(
+        self, listing: _Listing, marks: Mapping[str, float], finished: Mapping[str, float],
+        destroyed: Mapping[str, float], started: Mapping[str, float],
+    ) -> tuple[MachineView, ...]:
+        """The listing's views with the orphan, finished and idle marks, and the overlay's
+        destroys, confirmed exits and starts since it was taken; only those machines are copied (a
+        listing of thousands of machines carries a handful of marks)."""
+        ids = listing.listed.ids
+        marked = {
+            mid for source in (marks, finished, self._idle, destroyed, started,
+                               self.overlay.exited)
+            for mid in source if mid in ids
+        }
+        if not marked:
+            return listing.views
+        views = list(listing.views)
+        for i, v in enumerate(views):
+            if v.id not in marked:
+                continue
+            if v.id in marks:
+                v = replace(v, orphan_marked_at=marks[v.id])
+            if v.id in finished:
+                v = replace(v, finished_at=finished[v.id])
+            if v.id in self._idle:
+                v = replace(v, idle_since=self._idle[v.id])
+            if destroyed.get(v.id, -1.0) >= listing.taken_at:
+                v = replace(v, state="destroying")
+            elif (exited := self.overlay.exit_state(v.id, listing.taken_at)) is not None:
+                v = replace(v, state=exited)
+            elif started.get(v.id, -1.0) >= listing.taken_at:
+                v = replace(v, state="starting")
+            views[i] = v
+        return tuple(views)
 
     async def _metrics(self) -> dict[str, float | None]:
         values: dict[str, float | None] = {}

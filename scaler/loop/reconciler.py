@@ -101,6 +101,7 @@ class Reconciler:
             settings, redis, metrics, governor, self.policies, self.caps, self.observer
         )
         self._wake = asyncio.Event()
+        self._listed_under: int | None = 0  # the fence token of the leadership that listed
 
     def wake(self) -> None:
         """Ask for a tick as soon as the current one ends."""
@@ -114,6 +115,13 @@ class Reconciler:
         deadline = started + self.settings.scaler.tick_deadline
         self.metrics.ticks.labels(trigger).inc()
         try:
+            # A new leadership (another fence token) plans on listings sent from now on: a
+            # listing kept from an earlier leadership misses what another leader did meanwhile.
+            held = self.fence()
+            token = None if held is None else held.token
+            if token != self._listed_under:
+                self.observer.forget_listings()
+                self._listed_under = token
             t0 = time.monotonic()
             obs = await asyncio.wait_for(  # a TimeoutError is counted as an observe error by run
                 self.observer.observe(), timeout=self.settings.scaler.tick_deadline,

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine, index_apps, index_claims
-from scaler.policy.slots import is_idle_slot
-from scaler.policy.states import is_live
+from scaler.policy.slots import IDLE_SLOT_STATES, is_idle_slot
+from scaler.policy.states import NOT_LIVE_STATES, is_live
 from scaler.policy.types import Caps, Observation, PoolPolicy
 
 if TYPE_CHECKING:
@@ -70,7 +70,6 @@ class Ledger:
     ) -> Ledger:
         """Count live machines, in-flight launches and claims without a listed machine; floor the
         create budgets. ``apps`` and ``claims``: the planner's indexes, if already built."""
-        by_name = {p.name: p for p in pools}
         ledger = cls(caps=caps, pool_cap={p.name: p.max_machines for p in pools})
         all_apps = dict.fromkeys([*obs.machines_by_app, *(a for p in pools for a in p.fly_apps)])
         for app in all_apps:
@@ -83,14 +82,20 @@ class Ledger:
                     if app in p.fly_apps:
                         ledger.pool_live[p.name] = p.max_machines
                 continue
+            # The pools a machine listed in this app may belong to; the loop is the planner's
+            # hottest at 10,000 machines, so is_live and is_idle_slot are inlined.
+            owners = {p.name for p in pools if app in p.fly_apps}
             count = 0
+            per_pool: dict[str | None, int] = {}
             for m in machines:
-                if not is_live(m.state) or is_idle_slot(m):
+                state = m.state
+                if state in NOT_LIVE_STATES or (m.slot is not None and state in IDLE_SLOT_STATES):
                     continue
                 count += 1
-                owner = by_name.get(m.pool) if m.pool is not None else None
-                if owner is not None and app in owner.fly_apps:
-                    ledger.pool_live[owner.name] = ledger.pool_live.get(owner.name, 0) + 1
+                per_pool[m.pool] = per_pool.get(m.pool, 0) + 1
+            for pool, n in per_pool.items():
+                if pool in owners:
+                    ledger.pool_live[pool] = ledger.pool_live.get(pool, 0) + n
             ledger.app_live[app] = count
             ledger.global_live += count
         for p in pools:
@@ -104,9 +109,7 @@ class Ledger:
                 ledger.app_live[a] = ledger.app_live.get(a, 0) + extra
             ledger.global_live += extra
         ledger._count_claims(
-            obs, pools,
-            apps if apps is not None else index_apps(obs, pools),
-            claims if claims is not None else index_claims(obs.claims, pools),
+            obs, pools, apps, claims if claims is not None else index_claims(obs.claims, pools)
         )
         for app in all_apps:
             ledger.budget[app] = max(0, int(obs.create_budget.get(app, 0.0)))
@@ -116,17 +119,21 @@ class Ledger:
         self,
         obs: Observation,
         pools: Sequence[PoolPolicy],
-        apps: Mapping[str, AppIndex],
+        apps: Mapping[str, AppIndex] | None,
         claims: ClaimIndex,
     ) -> None:
         """A claim holds a slot of its pool: count the claims whose machine is not listed (or is
-        listed under another pool's label, e.g. before a rename) on top of the listing."""
+        listed under another pool's label, e.g. before a rename) on top of the listing. The
+        apps' index (``None``: not built yet) is built only when some pool has claims."""
         for p in pools:
             if p.mode != "per-job" or any(obs.machines_by_app.get(a) is None for a in p.fly_apps):
                 continue  # an unknown app is already at its worst case
             extra = 0
-            for c in claims.by_pool.get(p.name, ()):
-                known, m = claim_machine(c, p.app, apps)
+            held = claims.by_pool.get(p.name, ())
+            if held and apps is None:
+                apps = index_apps(obs, pools)
+            for c in held:
+                known, m = claim_machine(c, p.app, apps or {})
                 if not known or m is None or is_idle_slot(m):
                     extra += 1  # no machine yet, or a warm slot bound and about to start
                     app = c.app or p.app

@@ -28,27 +28,38 @@ def _prefer(old: MachineView | None, new: MachineView) -> bool:
 
 def index_apps(obs: Observation, pools: Sequence[PoolPolicy]) -> dict[str, AppIndex]:
     """Index every app whose listing is known; apps with an unknown listing are absent."""
-    known = {p.name: p.fly_apps for p in pools}
     out: dict[str, AppIndex] = {}
     for app in sorted(obs.machines_by_app):
         machines = obs.machines_by_app[app]
         if machines is None:
             continue
+        owners = {p.name for p in pools if app in p.fly_apps}  # pools with machines here
         idx = AppIndex()
-        seen: set[str] = set()
-        for m in sorted(machines, key=lambda m: m.id):
-            if m.id in seen:
+        by_id, by_name, by_job, by_pool = idx.by_id, idx.by_name, idx.by_job, idx.by_pool
+        for m in sorted(machines, key=_id):
+            if m.id in by_id:
                 continue
-            seen.add(m.id)
-            idx.by_id[m.id] = m
-            if _prefer(idx.by_name.get(m.name), m):
-                idx.by_name[m.name] = m
-            if m.job is not None and _prefer(idx.by_job.get((m.job, m.launch)), m):
-                idx.by_job[(m.job, m.launch)] = m
-            pool = m.pool if m.pool is not None and app in known.get(m.pool, ()) else None
-            idx.by_pool.setdefault(pool, []).append(m)
+            by_id[m.id] = m
+            old = by_name.get(m.name)
+            if old is None or _prefer(old, m):
+                by_name[m.name] = m
+            if m.job is not None:
+                key = (m.job, m.launch)
+                old = by_job.get(key)
+                if old is None or _prefer(old, m):
+                    by_job[key] = m
+            pool = m.pool if m.pool in owners else None
+            group = by_pool.get(pool)
+            if group is None:
+                by_pool[pool] = [m]
+            else:
+                group.append(m)
         out[app] = idx
     return out
+
+
+def _id(m: MachineView) -> str:
+    return m.id
 
 
 def find_machine(c: ClaimView, idx: AppIndex) -> MachineView | None:

@@ -20,7 +20,7 @@ from scaler.loop.observe import Observer
 from scaler.loop.spend import machine_rates
 from scaler.policy.budget_room import BudgetRoom
 from scaler.policy.caps import Ledger
-from scaler.policy.index import index_apps
+from scaler.policy.index import AppIndex, index_apps
 from scaler.policy.types import Caps, Decision, Observation, Plan, PoolPolicy
 from scaler.telemetry.costs import price_per_second
 from scaler.telemetry.metrics import Metrics
@@ -30,6 +30,8 @@ __all__ = ["STATUS_TTL_S", "TickRecorder", "job_cost"]
 log = structlog.get_logger(__name__)
 
 STATUS_TTL_S = 120
+
+_QUEUE_STATES = ("ready", "delayed", "in_flight", "dead", "claimed")
 
 
 class TickRecorder:
@@ -54,7 +56,8 @@ class TickRecorder:
         self.caps = caps
         self.observer = observer
         self._last_logged: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        self._cost_seen: dict[str, float] = {}
+        self._cost_seen: dict[str, float] = {}  # started machine id -> when last accrued
+        self._queues_recorded: dict[str, tuple[int, ...]] = {}  # the counts each queue shows
         self._unavailable: dict[str, str] = {}  # source -> the problem last logged
         self._budgets: list[dict[str, Any]] = []  # for the status, as last recorded
         # started per-job machines as last listed: id -> (started_at, USD per second)
@@ -66,35 +69,13 @@ class TickRecorder:
         for source in ("redis", *(f"fly:{a}" for a in self.observer.apps), "prometheus"):
             m.data_unknown.labels(source).set(1 if source in self.observer.unknown else 0)
         self._log_unavailable(self.observer.unknown)
-        for q, view in obs.queues.items():
-            if view is None:
-                continue
-            for state in ("ready", "delayed", "in_flight", "dead", "claimed"):
-                m.queue_messages.labels(q, state).set(getattr(view, state))
-            m.queue_oldest_age.labels(q).set(view.oldest_ready_age_s or 0.0)
-        m.machines.clear()
-        now = obs.now
-        seen: set[str] = set()
-        self._started = {
-            mv.id: (mv.started_at, rate)
-            for mv, rate in machine_rates(
-                (mv for ms in obs.machines_by_app.values() for mv in ms or () if mv.job),
-                self.settings.price_overrides, self.observer.prices,
-            )
-            if mv.started_at is not None
-        }
-        for machines in obs.machines_by_app.values():
-            for mv in machines or ():
-                pool = mv.pool or "(unknown)"
-                m.machines.labels(pool, mv.state).inc()
-                if mv.state == "started":
-                    seen.add(mv.id)
-                    self._account_cost(mv.id, pool, mv.size, mv.memory_mb, now)
-        for mid in [k for k in self._cost_seen if k not in seen]:
-            del self._cost_seen[mid]
+        self._record_queues(obs)
+        self._record_machines(obs)
         # The planner's own count (unknown apps at their worst case), so the gauges show the
         # numbers the caps were checked against.
-        ledger = Ledger.from_observation(obs, self.policies, self.caps)
+        # The apps' index only when budgets need it (the ledger builds one itself if claims do).
+        apps = index_apps(obs, self.policies) if self.caps.budgets.any else None
+        ledger = Ledger.from_observation(obs, self.policies, self.caps, apps)
         for p in self.policies:
             live = ledger.live(p.name)
             m.live_machines.labels(p.name).set(live)
@@ -122,13 +103,13 @@ class TickRecorder:
                     waiting[d.pool] = waiting.get(d.pool, 0) + d.count
         for p in self.policies:
             m.launches_waiting_budget.labels(p.name).set(waiting.get(p.name, 0))
-        self._record_budgets(obs, ledger)
+        if apps is not None:
+            self._record_budgets(obs, ledger, apps)
 
-    def _record_budgets(self, obs: Observation, ledger: Ledger) -> None:
+    def _record_budgets(
+        self, obs: Observation, ledger: Ledger, apps: Mapping[str, AppIndex]
+    ) -> None:
         """Spend, budget and what is left per budget scope, as the planner counted them."""
-        if not self.caps.budgets.any:
-            return
-        apps = index_apps(obs, self.policies)
         room = BudgetRoom.from_observation(obs, self.policies, self.caps.budgets, ledger, apps)
         m = self.metrics
         self._budgets = []
@@ -188,18 +169,61 @@ class TickRecorder:
 
 
 
-    def _account_cost(
-        self, machine_id: str, pool: str, size: str, memory_mb: int, now: float
-    ) -> None:
-        last = self._cost_seen.get(machine_id)
-        self._cost_seen[machine_id] = now
-        if last is None:
-            return
-        seconds = max(0.0, now - last)
-        label = size or "shared-cpu-1x"
-        self.metrics.machine_seconds.labels(pool, label).inc(seconds)
-        price = price_per_second(label, memory_mb, self.settings.price_overrides)
-        self.metrics.cost.labels(pool, label).inc(seconds * price)
+    def _record_queues(self, obs: Observation) -> None:
+        """Queue gauges; the counts only of the queues whose counts changed since the last tick
+        (the gauges keep their values: at 100 queues this was most of the recorder's label
+        lookups). The oldest message's age moves every tick and is always set."""
+        m = self.metrics
+        for q, view in obs.queues.items():
+            if view is None:
+                continue
+            counts = tuple(getattr(view, state) for state in _QUEUE_STATES)
+            if self._queues_recorded.get(q) != counts:
+                for state, n in zip(_QUEUE_STATES, counts, strict=True):
+                    m.queue_messages.labels(q, state).set(n)
+                self._queues_recorded[q] = counts
+            m.queue_oldest_age.labels(q).set(view.oldest_ready_age_s or 0.0)
+
+    def _record_machines(self, obs: Observation) -> None:
+        """Machines by pool and state, and the started machines' seconds and cost since each was
+        last seen, aggregated per label set first: one gauge set and one counter increment per
+        (pool, state) and per (pool, size), not per machine."""
+        m = self.metrics
+        now = obs.now
+        self._started = {
+            mv.id: (mv.started_at, rate)
+            for mv, rate in machine_rates(
+                (mv for ms in obs.machines_by_app.values() for mv in ms or () if mv.job),
+                self.settings.price_overrides, self.observer.prices,
+            )
+            if mv.started_at is not None
+        }
+        states: dict[tuple[str, str], int] = {}
+        # (pool, size label, memory_mb) -> started seconds accrued this tick
+        accrued: dict[tuple[str, str, int], float] = {}
+        last_seen: dict[str, float] = self._cost_seen
+        seen: dict[str, float] = {}
+        for machines in obs.machines_by_app.values():
+            for mv in machines or ():
+                pool = mv.pool or "(unknown)"
+                key_state = (pool, mv.state)
+                states[key_state] = states.get(key_state, 0) + 1
+                if mv.state != "started" or mv.id in seen:
+                    continue
+                seen[mv.id] = now
+                last = last_seen.get(mv.id)
+                if last is not None:
+                    key = (pool, mv.size or "shared-cpu-1x", mv.memory_mb)
+                    accrued[key] = accrued.get(key, 0.0) + max(0.0, now - last)
+        self._cost_seen = seen
+        m.machines.clear()
+        for (pool, state), n in states.items():
+            m.machines.labels(pool, state).set(n)
+        overrides = self.settings.price_overrides
+        for (pool, label, memory_mb), seconds in accrued.items():
+            m.machine_seconds.labels(pool, label).inc(seconds)
+            m.cost.labels(pool, label).inc(
+                seconds * price_per_second(label, memory_mb, overrides))
 
     def _log_decision(self, d: Decision, leader: bool) -> None:
         key = (d.pool, d.kind, d.reason)

@@ -51,6 +51,7 @@ class Call(Generic[T]):
     lookup: Lookup | None = None
     retry: RetryPolicy | None = None  # overrides the client's policy for this call
     may_exist: bool = False  # a create whose machine an earlier call may have made already
+    raw: bool = False  # parse gets the answer's bytes, not decoded JSON (it decodes them itself)
 
 
 # --- small helpers ------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from scaler.fly.models import (
     parse_lease,
     signal_name,
 )
+from scaler.fly.models.slim import SlimListing, decode_slim_listing
 from scaler.fly.retry import RetryPolicy, Safety
 from scaler.fly.sizing import validate_guest
 
@@ -55,6 +56,7 @@ __all__ = [
     "list_events",
     "list_machines",
     "list_machines_raw",
+    "list_machines_slim",
     "list_versions",
     "refresh_lease",
     "release_lease",
@@ -106,6 +108,30 @@ def list_machines_raw(
     return Call(
         "GET", f"/v1/apps/{_seg(app_name, 'app_name')}/machines", _objects, Safety.IDEMPOTENT,
         params=params,
+    )
+
+
+def list_machines_slim(
+    app_name: str,
+    *,
+    include_deleted: bool | None = None,
+    region: str | None = None,
+    state: str | Sequence[str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Call[SlimListing]:
+    """:func:`list_machines` read into the slim model: the same request, and of each machine only
+    the fields :class:`~scaler.fly.models.slim.ListedMachine` declares (identity, state, region,
+    times, events, ``config.metadata`` and ``config.guest.memory_mb``), decoded on demand.
+
+    For callers that read a few fields of many machines (the scaler's tick at thousands of
+    machines): the rest of each machine (config, services, checks) is skipped, never built into
+    Python objects, and a machine whose JSON did not change can be recognised by its bytes
+    (:attr:`~scaler.fly.models.slim.SlimListing.items`).
+    """
+    params = _list_params(include_deleted, None, region, state, None, metadata)
+    return Call(
+        "GET", f"/v1/apps/{_seg(app_name, 'app_name')}/machines", decode_slim_listing,
+        Safety.IDEMPOTENT, params=params, raw=True,
     )
 
 

@@ -14,6 +14,10 @@ Known spec/reality differences handled here (``docs/fly-behaviour.md``, "Where t
 differ"): ``autostop`` arrives as a bool or a string and is normalised to ``"off" | "stop" |
 "suspend"``; stop signals may be numbers; leases come flat or in a ``{"status", "data"}`` envelope
 (see :func:`parse_lease`); regions under ``regions`` or ``Regions``.
+
+One exception to "every field kept": :mod:`scaler.fly.models.slim` (:class:`ListedMachine`,
+:class:`SlimListing`) reads a machine listing into only the fields the scaler's tick needs,
+with msgspec, for listings of thousands of machines read every tick.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ from scaler.fly.models.resources import (
     Volume,
     VolumeSnapshot,
 )
+from scaler.fly.models.slim import ListedMachine, SlimListing
 
 __all__ = [
     "App",
@@ -122,6 +127,7 @@ __all__ = [
     "ImageRef",
     "Lease",
     "ListAppsResponse",
+    "ListedMachine",
     "Machine",
     "MachineCheck",
     "MachineEvent",
@@ -144,6 +150,7 @@ __all__ = [
     "Rootfs",
     "ServiceConcurrency",
     "SignalRequest",
+    "SlimListing",
     "Spot",
     "StartResponse",
     "Static",
