@@ -176,6 +176,42 @@ MUTANTS.update({
 })
 
 
+# R20-R24: warm slots, pools over several apps, the suspended tier.
+MUTANTS.update({
+    # R20: a job bound to a slot whose start failed waits for that slot forever: never given
+    # back, the slot never replaced.
+    "slot-waits-forever": [
+        ("scaler/policy/slots.py", '    if c.state == "claimed" and now < due:\n',
+         '    if c.state == "claimed":\n'),
+    ],
+    # R21: a slot that died mid-job or never started gives its job back but is kept, to be
+    # bound again: a broken slot is never reaped nor replaced.
+    "broken-slot-kept": [
+        ("scaler/policy/slots.py",
+         "    out.destroy(pool.name, m, reason, False)  # or already destroyed in this plan",
+         "    pass  # or already destroyed in this plan"),
+    ],
+    # R22: an idle slot of an older template is not replaced: new jobs may run on it.
+    "old-template-slots-reused": [
+        ("scaler/policy/slots.py",
+         '    if m.slot != pool.slot_template:\n        return "slot_template"\n', ""),
+    ],
+    # R23: a machine listed in a pool's second or later app belongs to no pool: the pool's cap
+    # does not count it (an earlier bug of the JSON listing path).
+    "pool-first-app-only": [
+        ("scaler/loop/machines.py",
+         "pool in pools and app in pools[pool].fly_apps else None",
+         "pool in pools and app == pools[pool].app else None"),
+    ],
+    # R24: stopped warm machines are started before suspended ones.
+    "stopped-before-suspended": [
+        ("scaler/policy/suspend.py",
+         '    return (0 if m.state == "suspended" else 1, -m.updated_at, m.id)',
+         '    return (1 if m.state == "suspended" else 0, -m.updated_at, m.id)'),
+    ],
+})
+
+
 class MutantError(ValueError):
     """An unknown, stale or ambiguous mutant."""
 
