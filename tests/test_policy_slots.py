@@ -202,3 +202,32 @@ def test_a_new_slot_booting_once_is_left_alone() -> None:
     assert not p.of_type(MarkOrphan) and not destroyed(p)
     p = run((warming, slot("b"), slot("c")), jobs={"a": 1})  # it has run jobs: no claim, orphan
     assert [m.machine.id for m in p.of_type(MarkOrphan)] == ["a"]
+
+
+def test_warm_slots_lowered_to_zero_destroys_the_idle_slots_and_lets_busy_ones_finish() -> None:
+    none_warm = replace(POOL, warm_slots=0)
+    busy = slot("b", state="started")
+    job = claim("j1", machine_name=busy.name, state="running")
+    p = run((slot("a"), busy, slot("c", state="created")), claims=(job,), pool=none_warm)
+    assert destroyed(p) == {"a": "slot_excess", "c": "slot_excess"}
+    assert not p.of_type(SlotCreate)
+    p = run((slot("a"),), ready=1, pool=none_warm)
+    assert not p.of_type(SlotLaunch)  # a slot going away takes no job: the job gets a create
+    assert destroyed(p) == {"a": "slot_excess"}
+    assert sum(a.count for a in p.of_type(Launch)) == 1
+
+
+def test_a_new_slot_boots_within_the_caps() -> None:
+    """A slot boots once as it is created: it is only created where the caps have room."""
+    running = tuple(
+        MachineView(id=f"r{i}", name=f"ci-j{i}-1", app="ci-app", pool="ci", state="started",
+                    created_at=NOW - 10, updated_at=NOW - 10, job=f"j{i}", queue="ci", launch=1)
+        for i in range(9)
+    )
+    claims = tuple(claim(f"j{i}", machine_id=f"r{i}", state="running") for i in range(9))
+    p = run(running, claims=claims)
+    (refill,) = p.of_type(SlotCreate)
+    assert refill.count == 1  # 9 of cap 10 run: room for one of the three missing slots
+    p = run(running, claims=claims, global_max=9)
+    assert not p.of_type(SlotCreate)
+    assert any(d.reason == "cap_global" and d.kind == "create" for d in p.decisions)

@@ -119,9 +119,12 @@ def plan(obs: Observation, pools: Sequence[PoolPolicy], caps: Caps) -> Plan:
     for p in pools:
         idx = apps.get(p.app)
         if p.mode == "per-job" and idx is not None and (p.warm_slots or p.name in slots):
+            rooms = {"cap_pool": ledger.pool_room(p.name), "cap_app": ledger.app_room(p.app),
+                     "cap_global": ledger.global_room()}
+            tightest = min(rooms, key=lambda r: rooms[r])
             made = refill_slots(p, idx, obs.inflight.get(p.name, 0), ledger.budget.get(p.app, 0),
-                                out)
-            ledger.take(p.name, p.app, 0, made)
+                                rooms[tightest], out, tightest)
+            ledger.take(p.name, p.app, made, made)
     return out.build(desired)
 
 

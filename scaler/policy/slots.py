@@ -106,33 +106,39 @@ def free_slots(
         if m.slot == pool.slot_template and not is_idle_slot(m) and not is_gone(m.state)
         and not out.touched(m)
     )
-    excess = max(0, busy + len(keep) - pool.warm_slots)
+    # Busy slots beyond warm_slots cannot go yet (they finish their jobs): only idle ones can.
+    excess = min(len(keep), max(0, busy + len(keep) - pool.warm_slots))
     for m in reversed(keep[len(keep) - excess:] if excess else []):
         out.destroy(pool.name, m, "slot_excess", False)
-    keep = keep[: len(keep) - excess] if excess else keep
+    keep = keep[: len(keep) - excess]
     owned.update(m.id for m in keep)
     return keep
 
 
 def refill_slots(
-    pool: PoolPolicy, idx: AppIndex, inflight: int, budget: int, out: PlanBuilder
+    pool: PoolPolicy, idx: AppIndex, inflight: int, budget: int, room: int, out: PlanBuilder,
+    cap_reason: str = "cap_pool",
 ) -> int:
-    """Plan the creates of missing slots with at most ``budget`` create tokens; return how many.
+    """Plan the creates of missing slots with at most ``budget`` create tokens and within
+    ``room`` under the caps (``cap_reason`` names the tightest); return how many.
 
     Every slot of the current template that is not going away counts, busy or idle, and so do
-    the pool's creates still in flight (they may be slots: never create past ``warm_slots``)."""
+    the pool's creates still in flight (they may be slots: never create past ``warm_slots``). A
+    new slot boots once before it waits stopped, so it needs room under the caps like any
+    machine that boots: caps count it from its create until it is seen stopped."""
     going = {a.machine.id for a in out.actions if isinstance(a, Destroy)}
     have = sum(
         1 for m in idx.by_pool.get(pool.name, ())
         if m.slot == pool.slot_template and not is_gone(m.state) and m.id not in going
     )
     missing = max(0, pool.warm_slots - have - max(0, inflight))
-    n = min(missing, max(0, budget))
+    n = min(missing, max(0, budget), max(0, room))
     if n:
         out.add(SlotCreate(pool.name, pool.app, n))
         out.tally.count(pool.name, "create", "warm_slots", "acted", n)
     if missing > n:
-        out.tally.count(pool.name, "create", "rate_limit", "not_taken", missing - n)
+        reason = "rate_limit" if budget < min(missing, room) else cap_reason
+        out.tally.count(pool.name, "create", reason, "not_taken", missing - n)
     return n
 
 
