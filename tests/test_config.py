@@ -308,6 +308,12 @@ def test_every_problem_is_listed_at_once() -> None:
             "pools[0].budget_per_hour: 3.0 is above apps.my-jobs.budget_per_hour = 2.0",
         ),
         (
+            {"apps": {"jobs-2": {"budget_per_hour": 2.0}},
+             "pools": [{"name": "t", "apps": ["jobs-1", "jobs-2"], "queues": ["t"], "image": "i",
+                        "budget_per_hour": 3.0}]},
+            "pools[0].budget_per_hour: 3.0 is above apps.jobs-2.budget_per_hour = 2.0",
+        ),
+        (
             {"apps": {"nobody": {"budget_per_hour": 2.0}}, "pools": [pool()]},
             "apps.nobody: no pool uses app 'nobody'",
         ),

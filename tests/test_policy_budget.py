@@ -227,3 +227,13 @@ def test_property_spend_plus_committed_never_exceeds_a_budget(
             assert added == 0
         else:
             assert before + added <= budget + 1e-6
+
+
+def test_a_pool_over_several_apps_is_under_each_of_its_apps_budgets() -> None:
+    """The app a launch lands in is chosen at create time: every app's budget holds anyway."""
+    both = PoolPolicy("a", "per-job", "app-a", ("qa",), max_machines=50,
+                      apps=("app-a", "app-b"))
+    caps = Caps(100, budgets=Budgets(per_app={"app-b": 0.5 + 2 * UNIT}))
+    s = spend(0.5, by_app={"app-b": 0.5})
+    p = plan(obs({"qa": 5}, s), [both], caps)
+    assert launched(p) == 2 and refused(p) == 3

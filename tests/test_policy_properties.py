@@ -27,9 +27,12 @@ from scaler.policy import (
     Relaunch,
     RequeueOrDeadLetter,
     Start,
+    Suspend,
     plan,
 )
+from scaler.policy.slots import is_idle_slot
 from scaler.policy.states import is_gone, is_live
+from scaler.policy.types import PoolMode, SlotCreate, SlotLaunch
 
 NOW = 100_000.0
 APPS = ("a1", "a2", "a3")
@@ -56,6 +59,7 @@ STATES = (
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 times = st.floats(min_value=NOW - 2_000, max_value=NOW)
+SLOT_TEMPLATE = "tmpl-now"
 
 
 @st.composite
@@ -64,10 +68,11 @@ def pools(draw: st.DrawFn) -> tuple[PoolPolicy, ...]:
     out = []
     for name in POOL_NAMES[:n]:
         max_machines = draw(st.integers(0, 6))
+        mode: PoolMode = draw(st.sampled_from(("per-job", "worker")))
         out.append(
             PoolPolicy(
                 name=name,
-                mode=draw(st.sampled_from(("per-job", "worker"))),
+                mode=mode,
                 app=draw(st.sampled_from(APPS)),
                 queues=tuple(draw(st.lists(st.sampled_from(QUEUES), min_size=1, max_size=2))),
                 max_machines=max_machines,
@@ -82,6 +87,9 @@ def pools(draw: st.DrawFn) -> tuple[PoolPolicy, ...]:
                 scale_on=draw(st.sampled_from(("depth", "latency", "prometheus"))),
                 target_latency_s=10.0,
                 target_per_machine=draw(st.sampled_from((0.5, 2.0))),
+                warm_slots=draw(st.sampled_from((0, 0, 1, 2))) if mode == "per-job" else 0,
+                slot_template=SLOT_TEMPLATE if mode == "per-job" else "",
+                warm_suspended=draw(st.sampled_from((0, 0, 1))) if mode == "worker" else 0,
             )
         )
     return tuple(out)
@@ -105,6 +113,8 @@ def machine(draw: st.DrawFn, mid: str, app: str, local: tuple[str, ...]) -> Mach
         launch=launch,
         orphan_marked_at=draw(st.one_of(st.none(), times)),
         finished_at=draw(st.one_of(st.none(), st.none(), times)),
+        idle_since=draw(st.one_of(st.none(), st.none(), times)),
+        slot=draw(st.sampled_from((None, None, None, SLOT_TEMPLATE, SLOT_TEMPLATE, "tmpl-old"))),
     )
 
 
@@ -197,6 +207,10 @@ def observations(draw: st.DrawFn) -> tuple[Observation, tuple[PoolPolicy, ...], 
         inflight={p.name: draw(st.integers(0, 2)) for p in ps},
         create_budget={app: draw(st.floats(0, 20)) for app in APPS if draw(st.booleans())},
         metric_values={p.name: draw(st.one_of(st.none(), st.floats(0, 20))) for p in ps},
+        slot_jobs=draw(st.one_of(
+            st.none(),
+            st.dictionaries(st.sampled_from(ids or ["nowhere"]), st.integers(0, 3), max_size=4),
+        )),
     )
     per_app = {app: draw(st.integers(0, 10)) for app in APPS if draw(st.booleans())}
     return obs, ps, Caps(global_max=draw(st.integers(0, 12)), per_app=per_app)
@@ -225,16 +239,26 @@ def added(p: Plan, ps: tuple[PoolPolicy, ...]) -> Added:
             creates[a.app] += 1
         elif isinstance(a, Start):
             per_pool[a.pool] += 1
+        elif isinstance(a, SlotLaunch):  # bound and started: live from the binding
+            per_pool[a.pool] += len(a.slots)
+        elif isinstance(a, SlotCreate):  # a new slot boots once before it waits stopped
+            per_pool[a.pool] += a.count
+            creates[a.app] += a.count
     assert all(app_of[pool] for pool in per_pool)
     return Added(per_pool, creates)
 
 
-def claim_slots(obs: Observation, ps: tuple[PoolPolicy, ...]) -> Counter[str]:
+def claim_slots(
+    obs: Observation, ps: tuple[PoolPolicy, ...]
+) -> tuple[Counter[str], Counter[str]]:
     """Per per-job pool, its claims whose machine is not listed under that pool's label: each one
-    will be (or may still be) a live machine of the pool."""
+    will be (or may still be) a live machine of the pool. First those whose machine no listing
+    shows live (one more machine for the pool, its app and the global cap), then those whose
+    machine is listed live under another label (already counted for its app: the pool only)."""
     per_job = [x for x in ps if x.mode == "per-job"]
     names = {x.name for x in per_job}
     out: Counter[str] = Counter()
+    relabeled: Counter[str] = Counter()
     for q, cs in obs.claims.items():
         for c in cs or ():
             owner = c.pool if c.pool in names else next(
@@ -255,9 +279,11 @@ def claim_slots(obs: Observation, ps: tuple[PoolPolicy, ...]) -> Counter[str]:
                 if not found:
                     found = [m for m in listing if (m.job, m.launch) == (c.job, c.launch)]
             m = min(found, key=lambda m: (is_gone(m.state), m.id)) if found else None
-            if m is None or (is_live(m.state) and m.pool != owner):
+            if m is None or is_idle_slot(m):
                 out[owner] += 1
-    return out
+            elif is_live(m.state) and m.pool != owner:
+                relabeled[owner] += 1
+    return out, relabeled
 
 
 def check_caps_hold_after_the_plan(
@@ -269,16 +295,19 @@ def check_caps_hold_after_the_plan(
     app_live: Counter[str] = Counter()
     for app, ms in obs.machines_by_app.items():
         for m in ms or ():
-            if is_live(m.state):
+            if is_live(m.state) and not is_idle_slot(m):  # an idle slot runs nothing
                 app_live[app] += 1
                 if m.pool in by_name and by_name[m.pool].app == app:
                     pool_live[m.pool] += 1
     for x in ps:
         pool_live[x.name] += obs.inflight[x.name]
         app_live[x.app] += obs.inflight[x.name]
-    for pool, n in claim_slots(obs, ps).items():  # claims hold their slot until settled
+    unlisted, relabeled = claim_slots(obs, ps)
+    for pool, n in unlisted.items():  # claims hold their slot until settled
         pool_live[pool] += n
         app_live[by_name[pool].app] += n
+    for pool, n in relabeled.items():
+        pool_live[pool] += n
     for a in p.of_type(GiveBack):
         if a.reason == "over_cap":
             pool_live[a.pool] -= 1
@@ -358,7 +387,10 @@ def check_every_claim_and_machine_is_touched_at_most_once(
         if isinstance(a, Relaunch | GiveBack | DeadLetter | RequeueOrDeadLetter)
     ]
     assert len(claim_jobs) == len(set(claim_jobs))
-    machine_ids = [a.machine.id for a in p.actions if isinstance(a, Destroy | Start | MarkOrphan)]
+    machine_ids = [
+        a.machine.id for a in p.actions if isinstance(a, Destroy | Start | MarkOrphan | Suspend)
+    ]
+    machine_ids += [m.id for a in p.of_type(SlotLaunch) for m in a.slots]
     assert len(machine_ids) == len(set(machine_ids))
 
 
@@ -422,6 +454,7 @@ def check_unknown_worker_signal_never_scales_down_or_beyond_min(
         live = (
             sum(
                 1 for m in obs.machines_by_app[x.app] or () if m.pool == x.name and is_live(m.state)
+                and not is_idle_slot(m)
             )
             + obs.inflight[x.name]
         )
@@ -484,7 +517,40 @@ def check_machines_owned_by_a_claim_are_never_orphaned(
             assert a.machine.id not in owned, f"orphaned {a.machine.id}, which a claim owns"
 
 
+def check_jobs_go_only_to_free_slots_of_the_current_template(
+    obs: Observation, ps: tuple[PoolPolicy, ...], caps: Caps, p: Plan
+) -> None:
+    by_name = {x.name: x for x in ps}
+    owned = {c.machine_id for cs in obs.claims.values() for c in cs or () if c.machine_id}
+    owned |= {c.machine_name for cs in obs.claims.values() for c in cs or ()}
+    for a in p.of_type(SlotLaunch):
+        pool = by_name[a.pool]
+        assert obs.slot_jobs is not None, "a slot bound while its job counts are unknown"
+        assert pool.mode == "per-job" and 0 < len(a.slots) <= pool.warm_slots
+        for m in a.slots:
+            assert m.pool == pool.name and m.app == pool.app
+            assert is_idle_slot(m) and m.slot == pool.slot_template, f"{m} is not a free slot"
+            assert m.id not in owned and m.name not in owned, f"{m.id} already bound to a job"
+    for made in p.of_type(SlotCreate):
+        pool = by_name[made.pool]
+        have = sum(1 for m in obs.machines_by_app.get(pool.app) or ()
+                   if m.pool == pool.name and m.slot == pool.slot_template
+                   and not is_gone(m.state))
+        assert made.count <= pool.warm_slots - have
+
+
+def check_no_per_job_machine_is_ever_suspended(
+    obs: Observation, ps: tuple[PoolPolicy, ...], caps: Caps, p: Plan
+) -> None:
+    by_name = {x.name: x for x in ps}
+    for a in p.of_type(Suspend):
+        assert by_name[a.pool].mode == "worker" and by_name[a.pool].warm_suspended > 0
+        assert a.machine.state == "started"
+
+
 CHECKS = [
+    check_jobs_go_only_to_free_slots_of_the_current_template,
+    check_no_per_job_machine_is_ever_suspended,
     check_machines_owned_by_a_claim_are_never_orphaned,
     check_no_machine_of_a_claim_is_destroyed_without_releasing_it,
     check_caps_hold_after_the_plan,

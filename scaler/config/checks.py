@@ -416,10 +416,12 @@ def _budget_problems(
     for i, pool in enumerate(pools):
         if not isinstance(pool, Mapping):
             continue
-        value, pool_app = pool.get(BUDGET_KEY), pool.get("app")
-        app_cfg = apps.get(pool_app) if isinstance(pool_app, str) else None
-        if isinstance(app_cfg, Mapping):
-            above(("pools", i, BUDGET_KEY), value, app_cfg.get(BUDGET_KEY),
-                  f"apps.{pool_app}.{BUDGET_KEY}")
+        value, several = pool.get(BUDGET_KEY), pool.get("apps")
+        pool_apps = several if isinstance(several, list | tuple) else [pool.get("app")]
+        for pool_app in pool_apps:  # over several apps, each app's budget applies
+            app_cfg = apps.get(pool_app) if isinstance(pool_app, str) else None
+            if isinstance(app_cfg, Mapping):
+                above(("pools", i, BUDGET_KEY), value, app_cfg.get(BUDGET_KEY),
+                      f"apps.{pool_app}.{BUDGET_KEY}")
         above(("pools", i, BUDGET_KEY), value, glob, f"costs.{BUDGET_KEY}")
     return problems

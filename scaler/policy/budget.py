@@ -20,7 +20,7 @@ already claimed are not refused (their spend is already committed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["LAUNCH_COMMIT_S", "WINDOW_S", "Budgets", "Spend", "commit_seconds"]
@@ -75,13 +75,16 @@ class Budgets:
         """Whether any budget is set."""
         return self.global_usd is not None or bool(self.per_app) or bool(self.per_pool)
 
-    def applying(self, pool: str, app: str) -> list[tuple[str, str, float]]:
-        """The budgets over one pool, as (scope, name, USD): global, its app's, its own."""
+    def applying(self, pool: str, apps: Sequence[str]) -> list[tuple[str, str, float]]:
+        """The budgets over one pool, as (scope, name, USD): global, its apps', its own.
+
+        A pool over several apps is under every one of its apps' budgets: its launch is charged
+        to each, as the app a machine lands in is chosen only when it is created (never more
+        than any app's budget, at the price of launching less under a tight one)."""
         out: list[tuple[str, str, float]] = []
         if self.global_usd is not None:
             out.append(("global", "", self.global_usd))
-        if app in self.per_app:
-            out.append(("app", app, self.per_app[app]))
+        out += [("app", app, self.per_app[app]) for app in apps if app in self.per_app]
         if pool in self.per_pool:
             out.append(("pool", pool, self.per_pool[pool]))
         return out

@@ -67,7 +67,7 @@ class BudgetRoom:
             return out
         spend = obs.spend
         for p in pools:
-            applying = budgets.applying(p.name, p.app)
+            applying = budgets.applying(p.name, p.fly_apps)
             out.scopes[p.name] = [(s, n) for s, n, _ in applying]
             price = spend.price_per_s.get(p.name, 0.0) if spend is not None else 0.0
             commit = commit_seconds(p.mode, p.min_lifetime_s)
