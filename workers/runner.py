@@ -188,11 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _exit_now(code: int) -> None:
-    import atexit, threading
-    if os.environ.get("NOFAST") or any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    import atexit
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if os.environ.get("NOFAST") or any(t.is_alive() and not t.daemon for t in others):
         sys.exit(code)
     atexit._run_exitfuncs()
-    sys.stdout.flush(); sys.stderr.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(code)
 
 
