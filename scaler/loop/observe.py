@@ -54,7 +54,7 @@ from scaler.policy.budget import Spend
 from scaler.policy.types import ClaimView, MachineView, Observation, QueueView, RunnerView
 from scaler.telemetry.costs import cost_per_second
 
-__all__ = ["Observer"]
+__all__ = ["Observer", "overlaid"]
 
 SKEW_MIN_S = 1.0
 """Clock offsets below this are within the ``Date`` header's resolution and are not applied."""
@@ -393,11 +393,8 @@ class Observer:
                     v = replace(v, finished_at=finished[v.id])
                 if v.id in self._idle:
                     v = replace(v, idle_since=self._idle[v.id])
-                if destroyed.get(v.id, -1.0) >= listing.taken_at:
-                    v = replace(v, state="destroying")
-                elif started.get(v.id, -1.0) >= listing.taken_at:
-                    v = replace(v, state="starting")
-                views.append(v)
+                views.append(overlaid(v, destroyed.get(v.id), started.get(v.id),
+                                      listing.taken_at))
             out[app] = tuple(views)
             listed[app] = listing.listed
         claim_names = {c.machine_name for cs in claims.values() for c in cs or ()}
@@ -419,6 +416,20 @@ class Observer:
                 self.unknown["prometheus"] = self.prometheus.last_error or "no data"
             values[pool.name] = value
         return values
+
+
+def overlaid(
+    v: MachineView, destroyed_at: float | None, started_at: float | None, taken_at: float
+) -> MachineView:
+    """A listed view with what act sent after its listing was ``taken_at``: a destroy makes it
+    ``destroying``; a start makes it ``starting`` as of that start. Its boot is timed from
+    ``updated_at``, so keeping the listing's (a warm slot's last stop, maybe hours ago) would
+    reap a slot just started, mid-job, as a boot that timed out."""
+    if destroyed_at is not None and destroyed_at >= taken_at:
+        return replace(v, state="destroying")
+    if started_at is not None and started_at >= taken_at:
+        return replace(v, state="starting", updated_at=max(v.updated_at, started_at))
+    return v
 
 
 def _text(value: bytes | str) -> str:
