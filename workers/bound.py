@@ -201,8 +201,6 @@ def run_bound(settings: RunnerSettings, stop: Stop) -> int:
         beat_stop.set()
         if not state.done.is_set():
             state.abandoned = True  # leave the message claimed: the scaler gives it back
-        if state.done.is_set():
-            _stop_threads_at_once(worker)
         worker.stop(timeout=1000 if state.abandoned else int(settings.shutdown_timeout * 1000))
     if state.abandoned:
         print(f"runner: stopped by signal {stop.signum}; {q}/{rmid} left claimed", file=sys.stderr)
@@ -211,11 +209,6 @@ def run_bound(settings: RunnerSettings, stop: Stop) -> int:
         return EXIT_OK
     print(f"runner: job {message.message_id} failed: {state.error or 'rejected'}", file=sys.stderr)
     return EXIT_FAILED
-
-
-def _stop_threads_at_once(worker: Any) -> None:
-    for thread in (*worker.workers, *worker.consumers.values()):
-        thread.stop()
 
 
 def _slot_settings(broker: Any, settings: RunnerSettings, stop: Stop) -> RunnerSettings | None:

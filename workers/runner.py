@@ -187,18 +187,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SETUP
 
 
-def _exit_now(code: int) -> None:
-    import atexit
-    import threading
-
-    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
-    if os.environ.get("NOFAST") or any(t.is_alive() and not t.daemon for t in others):
-        sys.exit(code)
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    _exit_now(main())
+    sys.exit(main())
