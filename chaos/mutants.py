@@ -191,11 +191,6 @@ MUTANTS.update({
          "    out.destroy(pool.name, m, reason, False)  # or already destroyed in this plan",
          "    pass  # or already destroyed in this plan"),
     ],
-    # R21: a warm slot bound to a job but not started yet holds no place under the caps.
-    "bound-slot-not-counted": [
-        ("scaler/policy/caps.py", "if not known or m is None or is_idle_slot(m):",
-         "if not known or m is None:"),
-    ],
     # R22: an idle slot of an older template is not replaced: new jobs may run on it.
     "old-template-slots-reused": [
         ("scaler/policy/slots.py",
