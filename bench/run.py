@@ -23,7 +23,8 @@ __all__ = ["SCENARIOS", "main", "render_table", "run_scenarios"]
 #: Scenario id -> (module under ``bench``, what it measures). Each module has ``run(cfg)``.
 SCENARIOS: dict[str, tuple[str, str]] = {
     "P1": ("reaction", "enqueue -> create received, wake-ups on vs off"),
-    "P1b": ("slot_latency", "enqueue -> job entered, realistic timings: warm slot vs create"),
+    "P1b": ("slot_latency",
+            "enqueue -> job entered, realistic timings: warm slot vs create vs suspended worker"),
     "P2": ("create_rate", "per-job creates/s against Fly's create limit, 429s"),
     "P2b": ("warm_start", "launches/s starting warm stopped machines vs create-only"),
     "P2d": ("apps_spread", "a burst of per-job jobs created over 1 app vs 4 apps"),

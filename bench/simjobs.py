@@ -64,6 +64,7 @@ class SimJobs:
         self.client = redis.Redis.from_url(redis_url)
         self._seen: set[str] = set()
         self._slot_runs: set[tuple[str, str, int]] = set()
+        self._slot_boots: set[tuple[str, Any]] = set()
         self.started: dict[str, float] = {}
         """Per job (redis_message_id), when this helper saw its machine started (wall time)."""
         self._stop = threading.Event()
@@ -87,9 +88,16 @@ class SimJobs:
                 job, queue = env.get("FLY_SCALER_MESSAGE"), env.get("FLY_SCALER_QUEUE")
                 launch: int | None = None
                 if not job:  # a warm slot: its job is the one bound to it (as the runner finds)
+                    # One Redis read per run of the slot (its newest event is that run's start),
+                    # not one per started slot every poll: this thread shares the process, and
+                    # its GIL, with the local API and the scaler being measured.
+                    boot = (m.id, m.events[0].get("timestamp") if m.events else None)
+                    if boot in self._slot_boots:
+                        continue
                     binding = read_binding(self.client, self.prefix, m.id)
                     if binding is None:
                         continue
+                    self._slot_boots.add(boot)
                     run = (m.id, binding.job, binding.launch)
                     if run in self._slot_runs:
                         continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -102,3 +103,28 @@ def test_quick_p6_github_burst_starts_a_runner_machine_per_webhook(
     assert details["webhook_answers"] == {"202": 4}  # every signed delivery accepted
     assert [r["scenario"] for r in entry["rows"]] == ["P6"] * 4
     assert not list(redis_client.scan_iter(match=f"{redis_prefix}*"))  # cleaned up
+
+
+def test_p5_turnover_pairs_each_destroyed_machine_with_the_create_it_made_room_for() -> None:
+    from bench.end_to_end import CAP, _turnover
+
+    def machine(
+        mid: str, launch: float, started: float, stopped: float, gone: float
+    ) -> dict[str, Any]:
+        events = [("launch", "created", launch), ("start", "started", started),
+                  ("exit", "stopped", stopped), ("destroy", "destroyed", gone)]
+        return {"id": mid, "events": [{"type": t, "status": s, "timestamp": at * 1000}
+                                      for t, s, at in reversed(events)]}  # newest first
+
+    first = [machine(f"a{i}", 0.0, 0.1, 3.0, 3.0) for i in range(CAP)]
+    second = [machine(f"b{i}", 3.5, 3.6, 6.0, 6.0) for i in range(CAP)]
+    recs = [(event, at, m["id"]) for m, (enter, done) in
+            [*((m, (2.0, 2.9)) for m in first), *((m, (5.0, 5.9)) for m in second)]
+            for event, at in (("enter", enter), ("done", done))]
+    steps = _turnover([*first, *second], recs)
+    assert steps == pytest.approx({
+        "create_to_started": 0.1,
+        "started_to_entered": 1.65,  # the median of 1.9 s (first round) and 1.4 s (second)
+        "job": 0.9, "done_to_exit": 0.1, "exit_to_destroyed": 0.0,
+        "destroyed_to_next_create": 0.5,  # each second-round create came 0.5 s after a destroy
+    })

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scaler.policy import (
+    AwaitExit,
     Caps,
     ClaimView,
     DeadLetter,
@@ -289,7 +290,7 @@ def test_orphans_are_not_judged_while_claims_are_unreadable() -> None:
 def test_machine_whose_job_finished_exits_unmarked_and_goes_only_if_it_lingers() -> None:
     done = machine("m1", finished_at=NOW - 30)
     p = run(observe(machines=(done,)))
-    assert p.actions == ()
+    assert p.actions == (AwaitExit("thumbs", done),)  # its exit is awaited, nothing is done to it
     assert not [d for d in p.decisions if d.kind in ("mark_orphan", "reap")]  # nothing to say
     assert p.wake_at == NOW + 30  # the end of its grace
     # still live for the caps until it is gone

@@ -387,3 +387,33 @@ def test_a_redis_blip_at_start_is_waited_out_not_a_crash() -> None:
     calls.clear()
     with pytest.raises(redis.exceptions.ConnectionError):
         _retry_redis(mark, stopping)
+
+
+def _exit_process_script(body: str) -> subprocess.CompletedProcess[str]:
+    code = "import atexit, sys, threading, time\nfrom workers.runtime import exit_process\n" + body
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_exit_process_keeps_the_code_the_hooks_and_buffered_output() -> None:
+    proc = _exit_process_script(
+        "atexit.register(lambda: print('hook ran'))\n"
+        "print('buffered', end=' ')\n"
+        "sys.stderr.write('to stderr')\n"
+        "exit_process(3)\n"
+        "print('never')\n"
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "buffered hook ran\n", "to stderr")
+
+
+def test_exit_process_waits_for_a_non_daemon_thread_as_python_does(tmp_path: Path) -> None:
+    out = tmp_path / "late"
+    proc = _exit_process_script(
+        "def late():\n"
+        "    time.sleep(0.3)\n"
+        f"    open({str(out)!r}, 'w').write('written')\n"
+        "threading.Thread(target=late).start()\n"
+        "exit_process(0)\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == "written"

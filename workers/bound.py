@@ -201,6 +201,14 @@ def run_bound(settings: RunnerSettings, stop: Stop) -> int:
         beat_stop.set()
         if not state.done.is_set():
             state.abandoned = True  # leave the message claimed: the scaler gives it back
+        else:
+            # The job is acked and its claim ended: nothing is left for a thread to finish, so
+            # every thread is told at once and their polls end together, not one after another
+            # as dramatiq's stop does (workers first, to let consumers heartbeat meanwhile).
+            for worker_thread in worker.workers:
+                worker_thread.stop()
+            for consumer_thread in worker.consumers.values():
+                consumer_thread.stop()
         worker.stop(timeout=1000 if state.abandoned else int(settings.shutdown_timeout * 1000))
     if state.abandoned:
         print(f"runner: stopped by signal {stop.signum}; {q}/{rmid} left claimed", file=sys.stderr)

@@ -56,6 +56,7 @@ from workers.runtime import (
     RunnerSettings,
     SetupError,
     Stop,
+    exit_process,
 )
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_SETUP", "SetupError", "build_parser", "main"]
@@ -188,4 +189,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -4,9 +4,13 @@ imported only when the broker is loaded."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +26,7 @@ __all__ = [
     "SetupError",
     "Stop",
     "every",
+    "exit_process",
     "load_broker",
     "now_ms",
 ]
@@ -124,3 +129,25 @@ def every(interval: float, stop: threading.Event, beat: Callable[[], None]) -> t
     thread = threading.Thread(target=loop, name="fly-scaler-heartbeat", daemon=True)
     thread.start()
     return thread
+
+
+def exit_process(code: int) -> None:
+    """End the process with ``code`` as Python's own exit would, minus its teardown.
+
+    A per-job machine holds its cap slot until it is gone, so the runner's exit is on every job's
+    critical path. Python's exit joins non-daemon threads, runs the ``atexit`` hooks, flushes
+    stdio, then tears every module and object down; that teardown is a good part of a bound
+    runner's exit, and on a host running many machines it is paid while the next jobs boot.
+    Python does not promise to finalize objects still alive at exit, so skipping the teardown
+    takes nothing an app may rely on; the hooks (logging's flush, an error reporter's) still run.
+    With a non-daemon thread still alive (an executor the job left open) the normal exit is
+    taken, which joins it.
+    """
+    main = threading.main_thread()
+    if any(t is not main and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # Python's exit runs the same hooks at this point
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing left to say
+            stream.flush()
+    os._exit(code)

@@ -196,6 +196,7 @@ class ClaimStore:
                     pipe.hmget(self.keys(q).msgs, [rmid for rmid, _ in records[q]])
                 for q, reply in zip(wanted, await pipe.execute(), strict=True):
                     bodies[q] = list(reply)
+            await self._drop_ended(records, bodies)
         result: dict[str, list[Claim]] = {}
         for q in queues:
             claims = []
@@ -206,6 +207,35 @@ class ClaimStore:
                     log.warning("skipping a malformed claim record %s in queue %s", rmid, q)
             result[q] = claims
         return result
+
+    async def _drop_ended(
+        self, records: dict[str, list[tuple[str, Any]]], bodies: dict[str, list[Any]]
+    ) -> None:
+        """Drop the claims that ended between the read of the claims and that of their bodies.
+
+        A runner's ack removes the body and the claim in one script, so a claim read just before
+        it, whose body is gone just after, would look like a message with no valid body (and be
+        dead-lettered with its machine force-destroyed: on a warm slot, a good slot lost). The
+        claims whose body is missing are read again; those gone now are dropped, the others
+        (the body is really missing) are kept for the planner to judge."""
+        missing = {
+            q: [rmid for (rmid, _), b in zip(records[q], bodies[q], strict=True) if b is None]
+            for q in records
+        }
+        wanted = [q for q, rmids in missing.items() if rmids]
+        if not wanted:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for q in wanted:
+                pipe.hmget(claims_key(self.prefix, q), missing[q])
+            replies = await pipe.execute()
+        for q, reply in zip(wanted, replies, strict=True):
+            ended = {rmid for rmid, now in zip(missing[q], reply, strict=True) if now is None}
+            if ended:
+                kept = [(r, b) for r, b in zip(records[q], bodies[q], strict=True)
+                        if r[0] not in ended]
+                records[q] = [r for r, _ in kept]
+                bodies[q] = [b for _, b in kept]
 
     async def claim_queues(self) -> set[str]:
         """Every queue with claims (the configured ones and any a pool served before)."""

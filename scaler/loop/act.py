@@ -1,6 +1,7 @@
 """Act: execute a :class:`~scaler.policy.types.Plan` through the Fly client and Redis.
 
-Order within a tick: destroys and orphan marks first; then the claim settlements (give back,
+Order within a tick: destroys, orphan marks and exit watches (:mod:`scaler.loop.exits`: they run
+in the background, never holding the tick) first; then the claim settlements (give back,
 dead-letter, requeue), each only after the destroy it ``requires_destroy`` succeeded; then starts,
 launches and creates. Calls run concurrently under ``max_concurrent_calls``. Creates that outlive
 the tick's deadline keep running as tasks; every machine they may make is in
@@ -42,11 +43,14 @@ from scaler.jobs.leader import UNFENCED, Fence, Fenced
 from scaler.jobs.slots import SlotStore
 from scaler.loop.claimview import check_options, claim_view
 from scaler.loop.creates import CREATE_RETRY, Created, send_create
+from scaler.loop.exits import ExitWatch
+from scaler.loop.governor import RateGovernor
 from scaler.loop.machines import per_job_request, worker_request
 from scaler.loop.overlay import InFlight, Overlay
 from scaler.loop.slots import create_slots, launch_on_slots
 from scaler.policy.types import (
     Action,
+    AwaitExit,
     ClaimView,
     Create,
     DeadLetter,
@@ -98,6 +102,8 @@ class Executor:
         clock: Callable[[], float] = time.time,
         current_fence: Callable[[], Fence | None] = lambda: UNFENCED,
         runners: RunnerLauncher | None = None,
+        wake: Callable[[], None] = lambda: None,
+        governor: RateGovernor | None = None,
     ) -> None:
         self.settings = settings
         self.runners = runners
@@ -112,6 +118,7 @@ class Executor:
         self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}
         self._sem = asyncio.Semaphore(settings.scaler.max_concurrent_calls)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.exits = ExitWatch(fly, overlay, wake=wake, governor=governor, clock=clock)
 
     async def drain(self, wait_s: float | None = None) -> None:
         """Wait (at most ``wait_s``) for every call still running, then abandon the rest (at
@@ -123,6 +130,7 @@ class Executor:
 
     async def abandon(self) -> None:
         """Cancel every call still running, retries included (this replica stopped leading)."""
+        await self.exits.cancel()
         tasks = [t for t in self._tasks if not t.done()]
         for t in tasks:
             t.cancel()
@@ -176,7 +184,8 @@ class Executor:
         self._check_fence(fence)
         report = ActReport()
         destroyed: set[str] = set()
-        phase1 = [a for a in plan.actions if isinstance(a, Destroy | MarkOrphan | Suspend)]
+        phase1 = [a for a in plan.actions
+                  if isinstance(a, Destroy | MarkOrphan | Suspend | AwaitExit)]
         phase2 = [
             a for a in plan.actions
             if isinstance(a, GiveBack | DeadLetter | RequeueOrDeadLetter | Withdraw)
@@ -216,6 +225,8 @@ class Executor:
         if isinstance(action, Destroy):
             await self._destroy(action, fence)
             destroyed.add(action.machine.id)
+        elif isinstance(action, AwaitExit):
+            await self.exits.watch(action.machine, lambda: self._check_fence(fence))
         elif isinstance(action, MarkOrphan):
             await self.redis.hsetnx(
                 orphans_key(self.settings.redis.prefix), action.machine.id, str(self.clock())

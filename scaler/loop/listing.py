@@ -95,6 +95,7 @@ def listed_view(
         size=_text(meta.get(META_SIZE)) or "",
         memory_mb=memory if isinstance(memory, int) else 0,
         slot=_text(meta.get(META_SLOT)),
+        instance_id=_text(raw.get("instance_id")),
     )
 
 

@@ -271,4 +271,5 @@ def machine_view(
         memory_mb=(machine.config.guest.memory_mb or 0)
         if machine.config and machine.config.guest else 0,
         slot=meta.get(META_SLOT),
+        instance_id=machine.instance_id,
     )

@@ -393,8 +393,10 @@ class Observer:
                     v = replace(v, finished_at=finished[v.id])
                 if v.id in self._idle:
                     v = replace(v, idle_since=self._idle[v.id])
-                views.append(overlaid(v, destroyed.get(v.id), started.get(v.id),
-                                      listing.taken_at))
+                views.append(overlaid(
+                    v, destroyed.get(v.id), started.get(v.id), listing.taken_at,
+                    exited=self.overlay.exit_state(v.id, listing.taken_at),
+                ))
             out[app] = tuple(views)
             listed[app] = listing.listed
         claim_names = {c.machine_name for cs in claims.values() for c in cs or ()}
@@ -419,14 +421,18 @@ class Observer:
 
 
 def overlaid(
-    v: MachineView, destroyed_at: float | None, started_at: float | None, taken_at: float
+    v: MachineView, destroyed_at: float | None, started_at: float | None, taken_at: float,
+    *, exited: str | None = None,
 ) -> MachineView:
     """A listed view with what act sent after its listing was ``taken_at``: a destroy makes it
-    ``destroying``; a start makes it ``starting`` as of that start. Its boot is timed from
+    ``destroying``; an exit Fly confirmed since (``exited``: the state it exited to) makes it
+    that; a start makes it ``starting`` as of that start. Its boot is timed from
     ``updated_at``, so keeping the listing's (a warm slot's last stop, maybe hours ago) would
     reap a slot just started, mid-job, as a boot that timed out."""
     if destroyed_at is not None and destroyed_at >= taken_at:
         return replace(v, state="destroying")
+    if exited is not None:
+        return replace(v, state=exited)
     if started_at is not None and started_at >= taken_at:
         return replace(v, state="starting", updated_at=max(v.updated_at, started_at))
     return v

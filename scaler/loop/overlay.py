@@ -11,7 +11,9 @@ explicitly by observe and act.
   only tell the planner that the claim's create is still under way, and count again once the
   claim has ended (a short job) while no listing shows the machine yet.
 - :class:`Overlay`: starts and destroys sent since the listing was taken, laid over a reused
-  listing so that a started machine counts and a destroyed one does not.
+  listing so that a started machine counts and a destroyed one does not; and the exits Fly
+  confirmed (:mod:`scaler.loop.exits`), so a machine whose job finished stops counting once Fly
+  says it stopped, not once a listing shows it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scaler.loop.exits import Exit
 
 __all__ = ["InFlight", "Overlay", "PendingCreate"]
 
@@ -124,8 +130,21 @@ class Overlay:
 
     started: dict[str, float] = field(default_factory=dict)
     destroyed: dict[str, float] = field(default_factory=dict)
+    exited: dict[str, Exit] = field(default_factory=dict)
+
+    def exit_state(self, machine_id: str, taken_at: float) -> str | None:
+        """The state Fly confirmed the machine exited to, for a listing taken at ``taken_at``:
+        only if Fly answered after that listing was taken, and no start was sent since the wait
+        was (a warm slot started again is running, whatever an earlier stop said)."""
+        x = self.exited.get(machine_id)
+        if x is None or x.answered_at < taken_at:
+            return None
+        if self.started.get(machine_id, float("-inf")) >= x.sent_at:
+            return None
+        return x.state
 
     def prune(self, before: float) -> None:
         """Forget changes older than ``before`` (every listing taken since reflects them)."""
         self.started = {k: v for k, v in self.started.items() if v >= before}
         self.destroyed = {k: v for k, v in self.destroyed.items() if v >= before}
+        self.exited = {k: v for k, v in self.exited.items() if v.answered_at >= before}

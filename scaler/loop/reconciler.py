@@ -89,7 +89,8 @@ class Reconciler:
         )
         self.executor = Executor(
             settings, fly, redis, self.claims, metrics, self.overlay, self.inflight,
-            clock=clock, current_fence=fence, runners=runners,
+            clock=clock, current_fence=fence, runners=runners, wake=self.wake,
+            governor=governor,
         )
         self.governor = governor
         self.policies = tuple(pool_policy(p, settings) for p in settings.pools)

@@ -7,6 +7,7 @@ from scaler.policy.budget import Budgets, Spend
 from scaler.policy.planner import plan
 from scaler.policy.types import (
     Action,
+    AwaitExit,
     Caps,
     ClaimAction,
     ClaimView,
@@ -33,6 +34,7 @@ from scaler.policy.types import (
 
 __all__ = [
     "Action",
+    "AwaitExit",
     "Budgets",
     "Caps",
     "ClaimAction",

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Action",
+    "AwaitExit",
     "ClaimAction",
     "Create",
     "DeadLetter",
@@ -200,6 +201,18 @@ class MarkOrphan:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class AwaitExit:
+    """Per-job: the machine's job finished and it is exiting by itself (it still counts against
+    the caps). Ask Fly to tell as soon as it is stopped or destroyed, so its cap slot (or, for a
+    warm slot, the slot itself) is reused without waiting for the next listing. Changes nothing
+    on the machine; at most one such watch per machine runs at a time."""
+
+    pool: str | None
+    machine: MachineView
+    reason: str = "job_finished"
+
+
 Action = (
     Launch
     | Relaunch
@@ -214,6 +227,7 @@ Action = (
     | MarkOrphan
     | SlotLaunch
     | SlotCreate
+    | AwaitExit
 )
 """Any planned action; every one has ``pool`` and ``reason``."""
 ClaimAction = Relaunch | GiveBack | DeadLetter | RequeueOrDeadLetter | Withdraw

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from scaler.policy.builder import PlanBuilder
 from scaler.policy.states import PRE_START_STATES, RESTING_STATES, is_gone, is_wedged
-from scaler.policy.types import DEFAULT_ORPHAN_GRACE_S, MachineView, PoolPolicy
+from scaler.policy.types import DEFAULT_ORPHAN_GRACE_S, AwaitExit, MachineView, PoolPolicy
 
 __all__ = ["Verdict", "orphan_grace", "reap_finished", "reap_orphan", "verdict"]
 
@@ -79,9 +79,12 @@ def reap_finished(
 ) -> None:
     """A machine whose job finished at ``finished_at`` exits by itself: it is neither marked nor
     counted as an orphan. Only one still there ``grace`` seconds later is destroyed, with its own
-    reason; until then it stays live for the caps, as any listed machine."""
+    reason; until then it stays live for the caps, as any listed machine, and its exit is
+    awaited (:class:`~scaler.policy.types.AwaitExit`): Fly's word that it stopped frees its slot
+    before a listing shows it."""
     due = finished_at + grace
     if now >= due:
         out.destroy(pool, m, "finished_lingering", True)
     else:
+        out.add(AwaitExit(pool, m))
         out.wake(due)

@@ -14,6 +14,7 @@ from typing import Literal
 
 from scaler.policy.actions import (
     Action,
+    AwaitExit,
     ClaimAction,
     Create,
     DeadLetter,
@@ -37,6 +38,7 @@ from scaler.policy.budget import Budgets, Spend
 __all__ = [
     "DEFAULT_ORPHAN_GRACE_S",
     "Action",
+    "AwaitExit",
     "Caps",
     "ClaimAction",
     "ClaimView",
@@ -281,6 +283,8 @@ class MachineView:
             appears, and may be suspended); ``None`` while it works or never said.
         slot: per-job: the template fingerprint of a warm slot (``fly_scaler_slot``);
             ``None``: not a slot.
+        instance_id: Fly's id of the machine's current version (what a wait for ``stopped``
+            names); ``None`` if not listed.
     """
 
     id: str
@@ -302,6 +306,7 @@ class MachineView:
     memory_mb: int = 0
     idle_since: float | None = None
     slot: str | None = None
+    instance_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
