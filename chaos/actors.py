@@ -54,6 +54,16 @@ def work(key: str, job: str, seconds: float) -> None:
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def placed(key: str, job: str, seconds: float) -> None:
+    """As :func:`work`, and first ``RPUSH key:at job@machine`` (``FLY_MACHINE_ID``): where each
+    attempt ran, for scenarios about which machine (a warm slot, an app) a job got."""
+    _began(key, job)
+    _client.rpush(f"{key}:at", f"{job}@{os.environ.get('FLY_MACHINE_ID', '')}")
+    time.sleep(seconds)
+    _client.rpush(key, job)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def die_first(key: str, job: str, deaths: int, seconds: float) -> None:
     """The machine dies (SIGKILL: exit 137) ``seconds`` into each of the first ``deaths``
     attempts; a later attempt does the side effect."""

@@ -1,6 +1,6 @@
 """A fault-injecting proxy in front of the local Machines API, for faults that the API's own
-fault spec cannot aim: refusing the creates of one pool only (the API's faults apply to every
-create of every app). Everything else passes through unchanged.
+fault spec cannot aim: refusing the creates of one pool, or of one app, only (the API's faults
+apply to every create of every app). Everything else passes through unchanged.
 
 :class:`FlyProxy` runs on a free loopback port on a background thread until :meth:`close`;
 point the scaler's ``[fly] api_url`` at :attr:`url`. ``refuse`` decides, per create call, whether
@@ -46,13 +46,16 @@ class CreateCall:
 
 
 class FlyProxy:
-    """Forward to ``upstream``; ``refuse(metadata) -> Refusal | None`` for each create call."""
+    """Forward to ``upstream``; ``refuse(metadata) -> Refusal | None`` for each create call, and
+    ``refuse_in(app) -> Refusal | None`` before it when given."""
 
     def __init__(
-        self, upstream: str, refuse: Callable[[dict[str, Any]], Refusal | None]
+        self, upstream: str, refuse: Callable[[dict[str, Any]], Refusal | None],
+        refuse_in: Callable[[str], Refusal | None] | None = None,
     ) -> None:
         self.upstream = upstream
         self.refuse = refuse
+        self.refuse_in = refuse_in
         self.calls: list[CreateCall] = []
         self._lock = threading.Lock()
         self._client: httpx.AsyncClient | None = None
@@ -107,7 +110,8 @@ class FlyProxy:
                 meta = dict(((parsed.get("config") or {}).get("metadata")) or {})
             except (ValueError, AttributeError, TypeError):
                 meta = {}
-            refusal = self.refuse(meta)
+            refusal = self.refuse_in(path.split("/")[3]) if self.refuse_in else None
+            refusal = refusal or self.refuse(meta)
             if refusal is not None:
                 status, payload = refusal
                 self._log(meta, status)

@@ -176,6 +176,37 @@ MUTANTS.update({
 })
 
 
+# R20-R24: warm slots, pools over several apps, the suspended tier.
+MUTANTS.update({
+    # R20: a job bound to a slot whose start failed waits for that slot forever: never given
+    # back, the slot never replaced.
+    "slot-waits-forever": [
+        ("scaler/policy/slots.py", '    if c.state == "claimed" and now < due:\n',
+         '    if c.state == "claimed":\n'),
+    ],
+    # R21: a slot that died mid-job or never started gives its job back but is kept, to be
+    # bound again: a broken slot is never reaped nor replaced.
+    "broken-slot-kept": [
+        ("scaler/policy/slots.py",
+         "    out.destroy(pool.name, m, reason, False)  # or already destroyed in this plan",
+         "    pass  # or already destroyed in this plan"),
+    ],
+    # R22: an idle slot of an older template is not replaced: new jobs may run on it.
+    "old-template-slots-reused": [
+        ("scaler/policy/slots.py",
+         '    if m.slot != pool.slot_template:\n        return "slot_template"\n', ""),
+    ],
+    # R23 FAILs with R6's outage-is-empty: an app of the pool that cannot be listed (missing)
+    # is taken as empty, and the pool launches in its other apps.
+    # R24: stopped warm machines are started before suspended ones.
+    "stopped-before-suspended": [
+        ("scaler/policy/suspend.py",
+         '    return (0 if m.state == "suspended" else 1, -m.updated_at, m.id)',
+         '    return (1 if m.state == "suspended" else 0, -m.updated_at, m.id)'),
+    ],
+})
+
+
 class MutantError(ValueError):
     """An unknown, stale or ambiguous mutant."""
 

@@ -18,6 +18,7 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
+from scaler.jobs.claim_record import SLOT_ENV
 from scaler.jobs.claims import Claim, ClaimStore, binding_env, claims_key, launches_key
 from scaler.jobs.keys import QueueKeys, finished_machines_key, job_events_key
 from scaler.jobs.leader import UNFENCED
@@ -213,11 +214,10 @@ def test_other_setup_errors_exit_2_with_a_clear_message(
     assert proc.returncode == 2
     assert f"{ns}:{Q}.msgs" in proc.stderr
     assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0  # nothing left to run
-    env.pop("FLY_SCALER_MESSAGE")
-    env.pop("FLY_MACHINE_ID")
+    env.pop("FLY_SCALER_MESSAGE")  # Fly still gives it FLY_MACHINE_ID: not a slot for that
     proc = run(env)
     assert proc.returncode == 2
-    assert "FLY_SCALER_MESSAGE" in proc.stderr
+    assert "FLY_SCALER_MESSAGE not set" in proc.stderr
 
 
 def _bind(redis_url: str, prefix: str, claim: Claim, machine_id: str) -> str:
@@ -233,11 +233,16 @@ def _bind(redis_url: str, prefix: str, claim: Claim, machine_id: str) -> str:
     return asyncio.run(go())
 
 
+def slot_env(redis_url: str, ns: str, prefix: str) -> dict[str, str]:
+    """A warm slot's env: no job, and FLY_SCALER_SLOT=1 (as ``slot_request`` sets it)."""
+    return {**runner_env(redis_url, ns, prefix), SLOT_ENV: "1"}
+
+
 def test_on_a_slot_the_runner_finds_its_job_by_machine_id(
     broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
 ) -> None:
     key = f"{redis_prefix}:out"
-    env = runner_env(redis_url, ns, redis_prefix)  # no job in the env: a warm slot's
+    env = slot_env(redis_url, ns, redis_prefix)
     proc = run(env)
     assert proc.returncode == 0, proc.stderr
     assert "no job bound to slot m-test" in proc.stdout
@@ -249,6 +254,49 @@ def test_on_a_slot_the_runner_finds_its_job_by_machine_id(
         assert proc.returncode == 0, proc.stderr
     assert redis_client.lrange(key, 0, -1) == [b"first@m-test", b"second@m-test"]
     assert redis_client.hlen(claims_key(redis_prefix, Q)) == 0
+
+
+def test_a_per_job_machine_without_its_job_env_is_a_setup_error_not_a_slot(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    """A machine whose env names no job and does not say it is a slot must not look a binding up
+    by its machine id (it would exit 0 as an idle slot, hiding a broken binding env), even when
+    a job is bound to that id: it exits 2 saying what is missing, and runs nothing."""
+    key = f"{redis_prefix}:out"
+    send(broker, "record", key, "bound")
+    claim = claim_one(redis_url, ns, redis_prefix)
+    assert _bind(redis_url, redis_prefix, claim, "m-test") == "bound"
+    for missing in (("FLY_SCALER_MESSAGE",), ("FLY_SCALER_QUEUE", "FLY_SCALER_MESSAGE")):
+        env = runner_env(redis_url, ns, redis_prefix, claim)
+        for name in missing:
+            env.pop(name)
+        proc = run(env)
+        assert proc.returncode == 2, proc.stderr
+        assert f"{' and '.join(missing)} not set" in proc.stderr
+        assert "FLY_SCALER_SLOT=1" in proc.stderr  # what a slot would say instead
+        assert "no job bound to slot" not in proc.stdout
+    assert redis_client.lrange(key, 0, -1) == []  # the bound job was not run by mistake
+    record = json.loads(redis_client.hget(claims_key(redis_prefix, Q),
+                                          claim.redis_message_id) or b"{}")
+    assert record["state"] == "claimed"  # still the slot's to run
+    env = slot_env(redis_url, ns, redis_prefix)
+    env.pop("FLY_MACHINE_ID")
+    proc = run(env)
+    assert proc.returncode == 2
+    assert "FLY_MACHINE_ID is not set" in proc.stderr
+
+
+def test_the_job_env_wins_over_a_slot_flag_from_the_pool_env(
+    broker: RedisBroker, redis_client: redis.Redis, redis_url: str, ns: str, redis_prefix: str
+) -> None:
+    """A per-job machine carrying FLY_SCALER_SLOT=1 (a pool env that set it) still runs the job
+    its env names, not a binding."""
+    key = f"{redis_prefix}:out"
+    send(broker, "record", key, "named")
+    claim = claim_one(redis_url, ns, redis_prefix)
+    proc = run({**runner_env(redis_url, ns, redis_prefix, claim), SLOT_ENV: "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert redis_client.lrange(key, 0, -1) == [b"named@m-test"]
 
 
 def test_sigterm_leaves_the_message_claimed(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from scaler.fly.limits import classify
+from scaler.jobs.claim_record import SLOT_ENV
 from scaler.jobs.claims import Claim
 from scaler.loop.claimview import check_options, claim_view
 from scaler.loop.machines import META_SLOT, pool_policy, slot_request, slot_template
@@ -46,6 +47,7 @@ def test_a_slot_is_the_template_stopped_and_kept() -> None:
     assert req.config.metadata[META_SLOT] == slot_template(s.pools[0], s)
     assert req.config.env is not None
     assert "FLY_SCALER_MESSAGE" not in req.config.env  # the runner finds its job by machine id
+    assert req.config.env[SLOT_ENV] == "1"  # and only a slot's runner looks it up that way
     assert req.config.image == s.pools[0].image
 
 

@@ -147,7 +147,7 @@ def run_bound(settings: RunnerSettings, stop: Stop) -> int:
         if settings.message:
             _abort_without_broker(settings, str(exc))
         raise
-    if not settings.message:
+    if settings.slot:
         slot = _slot_settings(broker, settings, stop)
         if slot is None:
             print(f"runner: no job bound to slot {settings.machine_id}; nothing to run")

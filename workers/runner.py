@@ -8,14 +8,16 @@ Two modes:
   from ``{ns}:{q}.msgs`` and fed to a real dramatiq ``Worker`` through a consumer that yields
   only it; the queue list is never popped. Ack drops the body and ends the claim in one script;
   nack moves the body to ``{q}.XQ`` and ends the claim. On a warm slot (a machine created ahead,
-  whose env names no message) the job is the one the scaler bound to ``FLY_MACHINE_ID`` in Redis
-  (:mod:`scaler.jobs.slots`); with no binding the runner exits 0 at once.
+  whose env names no message but sets ``FLY_SCALER_SLOT=1``) the job is the one the scaler bound
+  to ``FLY_MACHINE_ID`` in Redis (:mod:`scaler.jobs.slots`); with no binding the runner exits 0
+  at once. A machine with neither its job nor ``FLY_SCALER_SLOT=1`` in its env exits 2.
 - **drain** (``--drain`` or ``FLY_SCALER_MODE=drain``): an ordinary dramatiq worker on the given
   queues that exits 0 after ``--idle-timeout`` seconds with nothing to do, but not before it has
   run ``--min-lifetime`` seconds (``FLY_SCALER_MIN_LIFETIME``).
 
 Env (set by the scaler, see ``scaler.jobs.claims.binding_env``): ``FLY_SCALER_QUEUE``,
 ``FLY_SCALER_MESSAGE``, ``FLY_SCALER_NAMESPACE``, ``FLY_SCALER_PREFIX``, ``FLY_SCALER_LAUNCH``;
+on a warm slot ``FLY_SCALER_SLOT=1`` instead of the job (``scaler.jobs.claim_record.slot_env``);
 the app's actors module comes from ``SCALER_ACTORS`` or ``--actors`` and must configure a
 ``RedisBroker`` (its namespace is forced to ``FLY_SCALER_NAMESPACE``). Drain mode reads
 ``FLY_SCALER_QUEUES`` (comma-separated), ``FLY_SCALER_THREADS``, ``FLY_SCALER_IDLE_TIMEOUT``.
@@ -119,11 +121,22 @@ def resolve(args: argparse.Namespace, env: dict[str, str]) -> RunnerSettings:
     drain = args.drain or env.get("FLY_SCALER_MODE", "") == "drain"
     queue = args.queue or env.get("FLY_SCALER_QUEUE", "")
     message = args.message or env.get("FLY_SCALER_MESSAGE", "")
-    if not drain and not (queue and message) and not env.get("FLY_MACHINE_ID"):
+    # A machine named by its job (queue and message) runs that job; only one that says it is a
+    # warm slot looks its job up by machine id. Anything else is a per-job machine whose binding
+    # env is broken: exiting 0 as an idle slot would hide that, so it is a set-up error.
+    slot = not drain and not message and env.get("FLY_SCALER_SLOT", "") == "1"
+    if not drain and not slot and not (queue and message):
+        missing = [n for n, v in (("FLY_SCALER_QUEUE", queue), ("FLY_SCALER_MESSAGE", message))
+                   if not v]
         raise SetupError(
-            "bound mode needs FLY_SCALER_QUEUE and FLY_SCALER_MESSAGE (set by the scaler), or"
-            " FLY_MACHINE_ID on a warm slot; use --drain to run as an ordinary worker"
+            f"bound mode: {' and '.join(missing)} not set. A per-job machine gets"
+            " FLY_SCALER_QUEUE and FLY_SCALER_MESSAGE from the scaler (a pool's env must not"
+            " replace them); a warm slot gets FLY_SCALER_SLOT=1. Use --drain to run as an"
+            " ordinary worker"
         )
+    if slot and not env.get("FLY_MACHINE_ID"):
+        raise SetupError("FLY_SCALER_SLOT=1 but FLY_MACHINE_ID is not set: a warm slot finds its"
+                         " job by the machine id Fly gives it")
     raw_queues = args.queues or env.get("FLY_SCALER_QUEUES", "")
     launch_raw = env.get("FLY_SCALER_LAUNCH", "1") or "1"
     if not launch_raw.isdigit():
@@ -151,6 +164,7 @@ def resolve(args: argparse.Namespace, env: dict[str, str]) -> RunnerSettings:
         machine_id=env.get("FLY_MACHINE_ID") or f"{socket.gethostname()}-{os.getpid()}",
         redis_url=env.get("REDIS_URL", ""),
         suspend_idle=drain and env.get("FLY_SCALER_SUSPEND_IDLE", "") == "1",
+        slot=slot,
     )
 
 

@@ -64,6 +64,9 @@ class RunnerSettings:
     suspend_idle: bool = False
     """Drain mode of a pool with a suspended tier: when idle, pause and wait to be suspended
     (:mod:`workers.idle`) before exiting."""
+    slot: bool = False
+    """Bound mode on a warm slot (``FLY_SCALER_SLOT=1``, no job in the env): the job is the one
+    bound to this machine id in Redis."""
 
 
 def load_broker(module: str, namespace: str) -> Any:

@@ -1,6 +1,6 @@
 """One claim record as the scaler reads it (:class:`Claim`; its fields are documented in
 :mod:`scaler.jobs.claims`), and a claim's identity on Fly: the deterministic name of its machine and
-the env that binds that machine to it."""
+the env that binds that machine to it (or, on a warm slot, says the job is found by machine id)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Claim", "binding_env", "machine_name"]
+__all__ = ["SLOT_ENV", "Claim", "binding_env", "machine_name", "slot_env"]
+
+SLOT_ENV = "FLY_SCALER_SLOT"
+"""``1`` in a warm slot's env: only then does the runner look its job up by machine id, so a
+per-job machine whose binding env is missing fails as a set-up error, not as an idle slot."""
 
 
 def machine_name(pool: str, redis_message_id: str, launch: int) -> str:
@@ -114,3 +118,9 @@ def binding_env(
         "FLY_SCALER_PREFIX": prefix,
         "FLY_SCALER_LAUNCH": str(launch),
     }
+
+
+def slot_env(*, namespace: str, prefix: str) -> dict[str, str]:
+    """The env of a warm slot: no job (the runner finds the one bound to its ``FLY_MACHINE_ID``
+    in Redis), and :data:`SLOT_ENV` saying so."""
+    return {"FLY_SCALER_NAMESPACE": namespace, "FLY_SCALER_PREFIX": prefix, SLOT_ENV: "1"}

@@ -30,6 +30,7 @@ from scaler.fly.models import (
     Restart,
     StopConfig,
 )
+from scaler.jobs.claim_record import slot_env
 from scaler.jobs.claims import binding_env
 from scaler.policy.types import Caps, ClaimView, MachineOptions, MachineView, PoolPolicy
 from scaler.telemetry.costs import size_label
@@ -168,8 +169,7 @@ def per_job_request(pool: PoolSpec, settings: Settings, claim: ClaimView) -> Cre
 
 
 def _slot_env(settings: Settings) -> dict[str, str]:
-    return {"FLY_SCALER_NAMESPACE": settings.redis.namespace,
-            "FLY_SCALER_PREFIX": settings.redis.prefix}
+    return slot_env(namespace=settings.redis.namespace, prefix=settings.redis.prefix)
 
 
 def slot_template(pool: PoolSpec, settings: Settings) -> str:
@@ -182,10 +182,10 @@ def slot_template(pool: PoolSpec, settings: Settings) -> str:
 
 
 def slot_request(pool: PoolSpec, settings: Settings) -> CreateMachineRequest:
-    """The create request of a warm slot: the pool's template and size, no job in its env (the
-    runner finds its job by ``FLY_MACHINE_ID``), not ``auto_destroy`` (it stops between jobs),
-    restart policy ``no``. It boots once as it is created (the runner finds no job and exits), so
-    it waits ``stopped`` with its first, slowest boot behind it."""
+    """The create request of a warm slot: the pool's template and size, no job in its env but
+    ``FLY_SCALER_SLOT=1`` (the runner finds its job by ``FLY_MACHINE_ID``), not ``auto_destroy``
+    (it stops between jobs), restart policy ``no``. It boots once as it is created (the runner
+    finds no job and exits), so it waits ``stopped`` with its first, slowest boot behind it."""
     return CreateMachineRequest(
         name=f"{pool.name}-s-{uuid.uuid4().hex[:12]}",
         region=pool.region,

@@ -56,7 +56,7 @@ from scaler.policy.budget import Spend
 from scaler.policy.types import ClaimView, MachineView, Observation, QueueView, RunnerView
 from scaler.telemetry.costs import cost_per_second
 
-__all__ = ["Observer"]
+__all__ = ["Observer", "overlaid"]
 
 SLOW_LIST_S = 0.1
 """When the slowest of the last refreshes of the tick's apps took longer than this (seconds, a
@@ -506,13 +506,10 @@ class Observer:
                 v = replace(v, finished_at=finished[v.id])
             if v.id in self._idle:
                 v = replace(v, idle_since=self._idle[v.id])
-            if destroyed.get(v.id, -1.0) >= listing.taken_at:
-                v = replace(v, state="destroying")
-            elif (exited := self.overlay.exit_state(v.id, listing.taken_at)) is not None:
-                v = replace(v, state=exited)
-            elif started.get(v.id, -1.0) >= listing.taken_at:
-                v = replace(v, state="starting")
-            views[i] = v
+            views[i] = overlaid(
+                v, destroyed.get(v.id), started.get(v.id), listing.taken_at,
+                exited=self.overlay.exit_state(v.id, listing.taken_at),
+            )
         return tuple(views)
 
     async def _metrics(self) -> dict[str, float | None]:
@@ -529,6 +526,24 @@ class Observer:
                 self.unknown["prometheus"] = self.prometheus.last_error or "no data"
             values[pool.name] = value
         return values
+
+
+def overlaid(
+    v: MachineView, destroyed_at: float | None, started_at: float | None, taken_at: float,
+    *, exited: str | None = None,
+) -> MachineView:
+    """A listed view with what act sent after its listing was ``taken_at``: a destroy makes it
+    ``destroying``; an exit Fly confirmed since (``exited``: the state it exited to) makes it
+    that; a start makes it ``starting`` as of that start. Its boot is timed from
+    ``updated_at``, so keeping the listing's (a warm slot's last stop, maybe hours ago) would
+    reap a slot just started, mid-job, as a boot that timed out."""
+    if destroyed_at is not None and destroyed_at >= taken_at:
+        return replace(v, state="destroying")
+    if exited is not None:
+        return replace(v, state=exited)
+    if started_at is not None and started_at >= taken_at:
+        return replace(v, state="starting", updated_at=max(v.updated_at, started_at))
+    return v
 
 
 def _text(value: bytes | str) -> str:
