@@ -442,11 +442,9 @@ class Observer:
         self._listings.clear()
 
     async def aclose(self) -> None:
-        """Cancel the listings still being refreshed in the background."""
+        """Cancel the listings still being refreshed in the background, and wait for them."""
         tasks = list(self._refreshing.values())
-        self._refreshing.clear()
-        for task in tasks:
-            task.cancel()
+        self.forget_listings()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _machines(
