@@ -81,7 +81,6 @@ class _Operations:
     delete_app = _Operation(ops.delete_app)
     # machines
     list_machines = _Operation(ops.list_machines)
-    list_machines_raw = _Operation(ops.list_machines_raw)
     list_machines_slim = _Operation(ops.list_machines_slim)
     create_machine = _Operation(ops.create_machine)
     get_machine = _Operation(ops.get_machine)

@@ -55,7 +55,6 @@ __all__ = [
     "get_metadata_key",
     "list_events",
     "list_machines",
-    "list_machines_raw",
     "list_machines_slim",
     "list_versions",
     "refresh_lease",
@@ -88,26 +87,6 @@ def list_machines(
     return Call(
         "GET", f"/v1/apps/{_seg(app_name, 'app_name')}/machines", _models(Machine),
         Safety.IDEMPOTENT, params=params,
-    )
-
-
-def list_machines_raw(
-    app_name: str,
-    *,
-    include_deleted: bool | None = None,
-    region: str | None = None,
-    state: str | Sequence[str] | None = None,
-    metadata: Mapping[str, str] | None = None,
-) -> Call[list[dict[str, Any]]]:
-    """:func:`list_machines` without the models: each machine is the JSON object Fly sent.
-
-    For callers that read a few fields of many machines (the scaler's tick at thousands of
-    machines), where validating every machine's full config costs more than the request.
-    """
-    params = _list_params(include_deleted, None, region, state, None, metadata)
-    return Call(
-        "GET", f"/v1/apps/{_seg(app_name, 'app_name')}/machines", _objects, Safety.IDEMPOTENT,
-        params=params,
     )
 
 
@@ -146,14 +125,6 @@ def _list_params(
     for key, value in (metadata or {}).items():
         params.append((f"metadata.{key}", str(value)))
     return params
-
-
-def _objects(body: Any) -> list[dict[str, Any]]:
-    if body is None:
-        return []
-    if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
-        raise TypeError(f"expected a list of objects, got {type(body).__name__}")
-    return body
 
 
 def _newest(machines: Iterable[Machine]) -> Machine | None:
