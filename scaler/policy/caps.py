@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from scaler.policy.index import AppIndex, ClaimIndex, claim_machine, index_apps, index_claims
-from scaler.policy.slots import IDLE_SLOT_STATES, is_idle_slot
-from scaler.policy.states import NOT_LIVE_STATES, is_live
+from scaler.policy.slots import is_idle_slot
+from scaler.policy.states import is_live
 from scaler.policy.types import Caps, Observation, PoolPolicy
 
 if TYPE_CHECKING:
@@ -82,14 +82,12 @@ class Ledger:
                     if app in p.fly_apps:
                         ledger.pool_live[p.name] = p.max_machines
                 continue
-            # The pools a machine listed in this app may belong to; the loop is the planner's
-            # hottest at 10,000 machines, so is_live and is_idle_slot are inlined.
+            # The pools a machine listed in this app may belong to.
             owners = {p.name for p in pools if app in p.fly_apps}
             count = 0
             per_pool: dict[str | None, int] = {}
             for m in machines:
-                state = m.state
-                if state in NOT_LIVE_STATES or (m.slot is not None and state in IDLE_SLOT_STATES):
+                if not is_live(m.state) or is_idle_slot(m):
                     continue
                 count += 1
                 per_pool[m.pool] = per_pool.get(m.pool, 0) + 1
