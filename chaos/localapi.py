@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import httpx
 
 from bench.common import ROOT
 from chaos.procs import Proc, kill_under
-from scaler.local.testing import eventually, free_port, make_app
+from scaler.local.testing import SLEEP_FOREVER, eventually, free_port, make_app
 
 __all__ = ["LocalAPI"]
 
@@ -95,6 +96,18 @@ class LocalAPI:
         params = {"operation": operation} if operation else {}
         out: list[dict[str, Any]] = self.client.get("/_admin/requests", params=params).json()
         return out
+
+    def plant(self, app: str, metadata: dict[str, str]) -> str:
+        """Create a sleeping machine with ``metadata`` in ``app`` (as if another process or an
+        earlier scaler made it); waits out Fly's create limit when it answers 429."""
+        body = {"config": {"image": "local/seed:latest", "init": {"exec": SLEEP_FOREVER},
+                           "metadata": metadata, "restart": {"policy": "no"}}}
+        while True:
+            r = self.client.post(f"/v1/apps/{app}/machines", json=body)
+            if r.status_code != 429:
+                r.raise_for_status()
+                return str(r.json()["id"])
+            time.sleep(float(r.headers.get("retry-after", "1")))
 
     def machines(self, app: str) -> list[dict[str, Any]]:
         """Every machine of ``app``, destroyed ones included (no fault, no rate limit)."""

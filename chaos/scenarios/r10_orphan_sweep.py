@@ -9,33 +9,17 @@ touched (no stop, no destroy, no update). Jobs running meanwhile run exactly onc
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime
 from typing import Any
 
 from chaos.harness import ChaosContext
-from chaos.localapi import LocalAPI
 from chaos.measure import all_ran, conclude, wait_for
 from chaos.result import ScenarioResult
-from scaler.local.testing import SLEEP_FOREVER
 from scaler.loop.machines import META_JOB, META_LAUNCH, META_POOL, META_QUEUE, META_SCALER
 
 ID = "R10"
 TITLE = "orphan sweep"
-
-
-def _seed(api: LocalAPI, app: str, metadata: dict[str, str]) -> str:
-    """Create a sleeping machine with ``metadata``; waits out Fly's create limit if it answers
-    429 (Retry-After)."""
-    body = {"config": {"image": "local/seed:latest", "init": {"exec": SLEEP_FOREVER},
-                       "metadata": metadata, "restart": {"policy": "no"}}}
-    while True:
-        r = api.client.post(f"/v1/apps/{app}/machines", json=body)
-        if r.status_code != 429:
-            r.raise_for_status()
-            return str(r.json()["id"])
-        time.sleep(float(r.headers.get("retry-after", "1")))
 
 
 def _ours(ctx: ChaosContext, job: str, scaler_id: str = "fly-scaler") -> dict[str, str]:
@@ -61,10 +45,10 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     api = ctx.local_api()
     app = api.create_app()
     seeds = {
-        "ours, unknown job": _seed(api, app, _ours(ctx, str(uuid.uuid4()))),
-        "ours, finished job": _seed(api, app, _ours(ctx, _finished_job(ctx))),
-        "another scaler's": _seed(api, app, _ours(ctx, str(uuid.uuid4()), "someone-else")),
-        "nobody's": _seed(api, app, {"role": "web"}),
+        "ours, unknown job": api.plant(app, _ours(ctx, str(uuid.uuid4()))),
+        "ours, finished job": api.plant(app, _ours(ctx, _finished_job(ctx))),
+        "another scaler's": api.plant(app, _ours(ctx, str(uuid.uuid4()), "someone-else")),
+        "nobody's": api.plant(app, {"role": "web"}),
     }
     seeding_429s = api.rate_limited()  # ours, not the scaler's
     orphans = {seeds["ours, unknown job"], seeds["ours, finished job"]}

@@ -15,7 +15,6 @@ burst lands in more than one app, none of it in the app that refuses.
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from typing import Any
 
@@ -34,7 +33,6 @@ from chaos.measure import (
     wait_for,
 )
 from chaos.result import ScenarioResult
-from scaler.local.testing import SLEEP_FOREVER
 from scaler.loop.machines import META_POOL, META_QUEUE, META_SCALER
 
 ID = "R23"
@@ -42,18 +40,6 @@ TITLE = "pool over several apps: 429s, missing app"
 
 APP_CAP, POOL_CAP = 2, 3
 _429: Refusal = (429, {"error": "rate limit exceeded"})
-
-
-def _plant(api: LocalAPI, app: str, metadata: dict[str, str]) -> str:
-    """A sleeping machine with ``metadata`` in ``app`` (waiting out the create limit)."""
-    body = {"config": {"image": "local/seed:latest", "init": {"exec": SLEEP_FOREVER},
-                       "metadata": metadata, "restart": {"policy": "no"}}}
-    while True:
-        r = api.client.post(f"/v1/apps/{app}/machines", json=body)
-        if r.status_code != 429:
-            r.raise_for_status()
-            return str(r.json()["id"])
-        time.sleep(float(r.headers.get("retry-after", "1")))
 
 
 def _all_machines(api: LocalAPI, apps: list[str]) -> list[dict[str, Any]]:
@@ -110,7 +96,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
                  f"spread: while b refused, creates should go to both other apps: {seen}")
 
     meta = {META_SCALER: "fly-scaler", META_POOL: "jobs", META_QUEUE: ctx.queue}
-    orphans = {_plant(api, b, meta), _plant(api, c, meta)}
+    orphans = {api.plant(b, meta), api.plant(c, meta)}
     reaped = wait_for(lambda: not [m for m in live(_all_machines(api, apps))
                                    if m["id"] in orphans], 20)
     result.check(reaped, "invariant 3 (reaping spans the apps): an orphan in a pool's second "
