@@ -79,3 +79,16 @@ async def test_redis_errors_propagate(broker: RedisBroker, aredis: aioredis.Redi
     await aredis.set(f"{broker.namespace}:jobs", "not a list")
     with pytest.raises(redis.ResponseError):
         await read_queue_stats(aredis, broker.namespace, "p", ["jobs"], 0)
+
+
+async def test_a_head_that_is_not_json_has_no_age_but_is_counted(
+    broker: RedisBroker, aredis: aioredis.Redis
+) -> None:
+    ns = broker.namespace
+    await aredis.rpush(f"{ns}:jobs", "m1")
+    await aredis.hset(f"{ns}:jobs.msgs", "m1", "not json")
+    broker.enqueue(dramatiq.Message("other", "work", (), {}, {"enqueued_at": 1_000.7}))
+    stats = await read_queue_stats(aredis, ns, "p", ["jobs", "other"], 2_000)
+    assert (stats["jobs"].ready, stats["jobs"].in_flight) == (1, 0)
+    assert stats["jobs"].oldest_ready_age_s is None
+    assert stats["other"].oldest_ready_age_s == pytest.approx(1.0, abs=0.01)
