@@ -107,7 +107,7 @@ async def test_the_tick_plans_on_the_newest_listing_while_a_slow_refresh_runs(
     # taken when its request was sent (1001.0), before the create returned (1001.2): it cannot
     # tell the machine is gone, so it still counts, although 2 s have passed since the return
     assert third.inflight == {"workers": 1}
-    assert observer.oldest_listing == 1001.0
+    assert observer.oldest_listing == 1001.0 and observer.listings_taken == {"app": 1001.0}
     fly.answer([_machine("m1"), _machine("m2"), _machine("m-new")])
     await asyncio.sleep(0.05)
     clock[0] = 1005.0
@@ -128,6 +128,7 @@ async def test_a_failed_refresh_makes_the_app_unknown_never_empty(
     clock[0] = 1002.0
     failed = await observer.observe()
     assert _ids(failed) is None and "fly:app" in observer.unknown  # unknown, not zero machines
+    assert observer.listings_taken == {}  # no age for a listing that is unknown
     # nothing older is kept: the next tick waits for a listing
     task = asyncio.create_task(observer.observe())
     await asyncio.sleep(0.05)

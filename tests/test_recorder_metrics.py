@@ -30,7 +30,8 @@ def _recorder() -> tuple[TickRecorder, Metrics]:
                              namespace="n", prefix="p", app="app", queue="q", pools=pools)
     metrics = Metrics()
     # What record() reads of the observer: its apps, what it could not read, the pools' prices.
-    observer = SimpleNamespace(apps=("app",), unknown={}, prices={"a": 0.0, "b": 0.0})
+    observer = SimpleNamespace(apps=("app",), unknown={}, prices={"a": 0.0, "b": 0.0},
+                               listings_taken={})
     recorder = TickRecorder(
         settings, aioredis.Redis.from_url("redis://127.0.0.1:6379/0"), metrics,
         cast(Any, None), tuple(pool_policy(p, settings) for p in settings.pools),
@@ -115,3 +116,17 @@ def test_queue_gauges_follow_every_change_and_keep_unchanged_values() -> None:
     tick(3.0, 0, None)
     assert _value(metrics, "fly_scaler_queue_messages", queue="q-a", state="ready") == 0
     assert _value(metrics, "fly_scaler_queue_oldest_ready_age_seconds", queue="q-a") == 0.0
+
+
+def test_listing_age_per_app_and_gone_while_the_listing_is_unknown() -> None:
+    recorder, metrics = _recorder()
+    observer = cast(Any, recorder.observer)
+    observer.listings_taken = {"app": 99.25, "claimed-in": 100.0}
+    recorder.record(Observation(now=100.0, machines_by_app={"app": ()}), Plan(), True)
+    assert _value(metrics, "fly_scaler_listing_age_seconds", app="app") == 0.75
+    assert _value(metrics, "fly_scaler_listing_age_seconds", app="claimed-in") == 0.0
+
+    observer.listings_taken = {"claimed-in": 100.5}  # "app" could not be listed this tick
+    recorder.record(Observation(now=101.0, machines_by_app={"app": None}), Plan(), True)
+    assert _value(metrics, "fly_scaler_listing_age_seconds", app="app") is None
+    assert _value(metrics, "fly_scaler_listing_age_seconds", app="claimed-in") == 0.5

@@ -135,6 +135,8 @@ class Observer:
         self._refreshing: dict[str, asyncio.Task[_Listing]] = {}  # app -> its refresh under way
         self.refresh_seconds: dict[str, float] = {}  # app -> how long its last refresh took
         self.oldest_listing = 0.0  # when the oldest listing the last observation used was taken
+        # app -> when the listing the last observation used was taken (apps with a known listing)
+        self.listings_taken: dict[str, float] = {}
         self._checked: dict[tuple[str, int], Checked] = {}  # per (job, launch) claimed
         # machine id -> (its finished mark, when first seen with that mark)
         self._finished_seen: dict[str, tuple[str, float]] = {}
@@ -468,11 +470,13 @@ class Observer:
             *(self._list(app, now, slow > self.slow_list_s) for app in apps)
         )
         destroyed, started = self.overlay.destroyed, self.overlay.started
+        self.listings_taken = {}
         for app, listing in zip(apps, listings, strict=True):
             if listing is None:
                 out[app] = None
                 listed[app] = None
                 continue
+            self.listings_taken[app] = listing.taken_at
             oldest_listing = min(oldest_listing, listing.taken_at)
             out[app] = self._marked(listing, marks, finished, destroyed, started)
             listed[app] = listing.listed

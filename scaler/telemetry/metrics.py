@@ -161,6 +161,10 @@ class Metrics:
             p + "data_unknown", "1 while a source could not be read (redis, fly:<app>, "
             "prometheus); the scaler then neither scales down nor reaps on it.",
             ["source"], registry=r)
+        self.listing_age = Gauge(
+            p + "listing_age_seconds", "Age of the machine listing the last tick planned on, per "
+            "app (a slow listing is refreshed in the background; never over max_list_age). "
+            "Absent while the app's listing is unknown.", ["app"], registry=r)
         self.leader = Gauge(
             p + "leader", "1 if this replica holds the leader lease.", registry=r)
         self.leader_changes = Counter(

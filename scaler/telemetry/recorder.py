@@ -62,6 +62,7 @@ class TickRecorder:
         self._budgets: list[dict[str, Any]] = []  # for the status, as last recorded
         # started per-job machines as last listed: id -> (started_at, USD per second)
         self._started: dict[str, tuple[float, float]] = {}
+        self._aged: set[str] = set()  # apps with a listing age series
 
     def record(self, obs: Observation, plan: Plan, leader: bool) -> None:
         """Metrics and one log event per decision (repeats of an unchanged decision at debug)."""
@@ -71,6 +72,7 @@ class TickRecorder:
         self._log_unavailable(self.observer.unknown)
         self._record_queues(obs)
         self._record_machines(obs)
+        self._record_listing_ages(obs.now)
         # The planner's own count (unknown apps at their worst case), so the gauges show the
         # numbers the caps were checked against.
         # The apps' index only when budgets need it (the ledger builds one itself if claims do).
@@ -183,6 +185,17 @@ class TickRecorder:
                     m.queue_messages.labels(q, state).set(n)
                 self._queues_recorded[q] = counts
             m.queue_oldest_age.labels(q).set(view.oldest_ready_age_s or 0.0)
+
+    def _record_listing_ages(self, now: float) -> None:
+        """How old each app's listing was when the tick planned on it; an app whose listing is
+        unknown has no age (its series is removed: ``data_unknown`` says why)."""
+        gauge = self.metrics.listing_age
+        taken = self.observer.listings_taken
+        for app, at in taken.items():
+            gauge.labels(app).set(max(0.0, now - at))
+        for app in self._aged.difference(taken):
+            gauge.remove(app)
+        self._aged = set(taken)
 
     def _record_machines(self, obs: Observation) -> None:
         """Machines by pool and state, and the started machines' seconds and cost since each was
