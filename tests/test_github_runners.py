@@ -121,7 +121,8 @@ async def test_a_job_cancelled_before_its_machine_exists_launches_nothing(
     w.github.state.complete_job(job, "cancelled")
     assert (await w.deliver(job, "completed"))["outcome"] == "withdrawn"
     await w.tick()
-    assert w.machines() == [] and w.runner_names() == set()
+    eventually(lambda: w.machines() == [], what="the runner machines destroyed")
+    assert w.runner_names() == set()
 
 
 async def test_a_job_cancelled_while_its_runner_idles_withdraws_that_runner(
@@ -138,11 +139,11 @@ async def test_a_job_cancelled_while_its_runner_idles_withdraws_that_runner(
     await w.deliver(job, "completed")
     result = await w.tick()
     assert any(d.kind == "withdraw" and d.reason == "surplus" for d in result.plan.decisions)
-    assert w.machines() == []
+    eventually(lambda: w.machines() == [], what="the runner machines destroyed")
     assert machine["name"] not in w.runner_names()  # its registration removed
     assert await w.ready_count() == 0  # and nothing relaunches it
     await w.tick()
-    assert w.machines() == []
+    eventually(lambda: w.machines() == [], what="the runner machines destroyed")
 
 
 async def test_a_job_cancelled_while_it_runs_ends_its_runners_claim(world_factory: Any) -> None:
@@ -210,7 +211,7 @@ async def test_a_fork_found_by_resync_is_refused(world_factory: Any) -> None:
     queue_job(w.github, event="pull_request", head_repository="mallory/api")
     assert await w.runtime.resync() == 0
     await w.tick()
-    assert w.machines() == []
+    eventually(lambda: w.machines() == [], what="the runner machines destroyed")
 
 
 @pytest.mark.parametrize("limit", [
@@ -226,7 +227,8 @@ async def test_a_rate_limited_launch_makes_no_machine_and_backs_off(
     w.github.state.force_limit(limit, count=5)
     with capture_logs() as logs:
         await w.tick()
-    assert w.machines() == [] and w.runner_names() == set()
+    eventually(lambda: w.machines() == [], what="the runner machines destroyed")
+    assert w.runner_names() == set()
     assert any(e["event"] == "github runner not registered" for e in logs)
     claims = await w.redis.hgetall(f"{w.settings.redis.prefix}:claims:{QUEUE}")
     (claim,) = [json.loads(v) for v in claims.values()]
@@ -327,7 +329,7 @@ async def test_a_runner_machine_still_alive_after_its_job_completed_is_destroyed
     await asyncio.sleep(1.2)
     result = await w.tick()
     assert any(d.reason == "finished_lingering" for d in result.plan.decisions)
-    assert w.machines() == []
+    eventually(lambda: w.machines() == [], what="the runner machines destroyed")
     assert await w.runtime.ledger.runners([machine["name"]]) == {}  # its record is gone
 
 
