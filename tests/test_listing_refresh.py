@@ -188,7 +188,12 @@ async def test_the_reconciler_forgets_listings_when_its_fence_token_changes(
                      fence=lambda: fences[0], is_leader=lambda: False, list_interval=0.0)
     forgotten: list[int] = []
     real = rec.observer.forget_listings
-    rec.observer.forget_listings = lambda: (forgotten.append(1), real())[1]  # type: ignore[method-assign]
+
+    def spy() -> None:
+        forgotten.append(1)
+        real()
+
+    rec.observer.forget_listings = spy  # type: ignore[method-assign]
     try:
         for token, expected in ((1, 1), (1, 1), (None, 2), (2, 3), (2, 3)):
             fences[0] = None if token is None else Fence("k", f"me:{token}", token)
