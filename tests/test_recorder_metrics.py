@@ -12,12 +12,16 @@ import redis.asyncio as aioredis
 
 from scaler.loop.machines import caps_of, pool_policy
 from scaler.loop.observe import Observer
+from scaler.loop.spend import machine_rates
 from scaler.policy.actions import Plan
 from scaler.policy.types import MachineView, Observation, QueueView
 from scaler.telemetry.costs import price_per_second
 from scaler.telemetry.metrics import Metrics
 from scaler.telemetry.recorder import TickRecorder
 from tests.scaler_harness import make_settings
+
+B_PRICE = 2e-5
+"""Pool b's own price (USD per second): what a machine of b without a size label costs."""
 
 
 def _recorder() -> tuple[TickRecorder, Metrics]:
@@ -30,7 +34,7 @@ def _recorder() -> tuple[TickRecorder, Metrics]:
                              namespace="n", prefix="p", app="app", queue="q", pools=pools)
     metrics = Metrics()
     # What record() reads of the observer: its apps, what it could not read, the pools' prices.
-    observer = SimpleNamespace(apps=("app",), unknown={}, prices={"a": 0.0, "b": 0.0},
+    observer = SimpleNamespace(apps=("app",), unknown={}, prices={"a": 0.0, "b": B_PRICE},
                                listings_taken={})
     recorder = TickRecorder(
         settings, aioredis.Redis.from_url("redis://127.0.0.1:6379/0"), metrics,
@@ -58,7 +62,7 @@ def test_machine_counts_seconds_and_cost_are_the_per_machine_sums() -> None:
         _m("a6", "a", "started", "shared-cpu-1x", 256),  # the same label set as a1
         _m("a3", "a", "started", "performance-2x", 4096),
         _m("a4", "a", "stopped", "shared-cpu-1x", 256),
-        _m("b1", "b", "started", "", 0),  # no size: counted as shared-cpu-1x
+        _m("b1", "b", "started", "", 0),  # no size: its pool's price, under shared-cpu-1x
         _m("x1", None, "started", "shared-cpu-1x", 256),
         _m("gone", "b", "started", "shared-cpu-1x", 256),
     )
@@ -80,9 +84,12 @@ def test_machine_counts_seconds_and_cost_are_the_per_machine_sums() -> None:
         if m.id in ("gone", "a4") or m.state != "started":
             continue
         label = m.size or "shared-cpu-1x"
+        # priced as the budgets' ledger prices it (machine_rates), the same rule
+        (rate,) = [r for mv, r in machine_rates([m], {}, {"b": B_PRICE})] or [0.0]
+        assert rate == (price_per_second(m.size, m.memory_mb) if m.size else
+                        B_PRICE if m.pool == "b" else 0.0)
         seconds, cost = expected.get((m.pool or "(unknown)", label), (0.0, 0.0))
-        expected[(m.pool or "(unknown)", label)] = (
-            seconds + 10.0, cost + 10.0 * price_per_second(label, m.memory_mb))
+        expected[(m.pool or "(unknown)", label)] = (seconds + 10.0, cost + 10.0 * rate)
     assert len(expected) == 4
     for (pool, size), (seconds, cost) in expected.items():
         assert _value(metrics, "fly_scaler_machine_seconds_total", pool=pool, size=size) == (

@@ -25,7 +25,7 @@ from scaler.policy.budget import WINDOW_S, Spend
 from scaler.policy.types import MachineView
 from scaler.telemetry.costs import price_per_second
 
-__all__ = ["BUCKET_S", "SpendLedger", "machine_rates"]
+__all__ = ["BUCKET_S", "SpendLedger", "machine_rate", "machine_rates"]
 
 BUCKET_S = 60
 BUCKET_TTL_S = int(2 * WINDOW_S)
@@ -42,19 +42,27 @@ return 1
 """.replace("BUCKET_TTL", str(BUCKET_TTL_S))
 
 
+def machine_rate(
+    size: str, memory_mb: int, pool: str | None, overrides: Mapping[str, float],
+    fallback: Mapping[str, float],
+) -> float:
+    """USD per second of a started machine: by its own size label and memory (list prices,
+    ``overrides`` by label), else its pool's price from ``fallback``, else 0 (not counted). The
+    one pricing rule of the budgets' ledger and of the cost metrics."""
+    rate = price_per_second(size, memory_mb, overrides) if size else 0.0
+    return rate if rate > 0 else fallback.get(pool or "", 0.0)
+
+
 def machine_rates(
     machines: Iterable[MachineView], overrides: Mapping[str, float], fallback: Mapping[str, float]
 ) -> list[tuple[MachineView, float]]:
-    """Started machines with their USD per second: by their own size label and memory (list
-    prices, ``overrides`` by label), else their pool's price from ``fallback``, else nothing
-    (not counted)."""
+    """Started machines with their USD per second (:func:`machine_rate`); those without a price
+    are left out."""
     out = []
     for m in machines:
         if m.state != "started":
             continue
-        rate = price_per_second(m.size, m.memory_mb, overrides) if m.size else 0.0
-        if rate <= 0:
-            rate = fallback.get(m.pool or "", 0.0)
+        rate = machine_rate(m.size, m.memory_mb, m.pool, overrides, fallback)
         if rate > 0:
             out.append((m, rate))
     return out

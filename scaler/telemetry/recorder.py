@@ -17,12 +17,11 @@ from scaler.jobs.keys import job_events_key, status_key
 from scaler.jobs.outcomes import JobEvent
 from scaler.loop.governor import RateGovernor
 from scaler.loop.observe import Observer
-from scaler.loop.spend import machine_rates
+from scaler.loop.spend import machine_rate, machine_rates
 from scaler.policy.budget_room import BudgetRoom
 from scaler.policy.caps import Ledger
 from scaler.policy.index import AppIndex, index_apps
 from scaler.policy.types import Caps, Decision, Observation, Plan, PoolPolicy
-from scaler.telemetry.costs import price_per_second
 from scaler.telemetry.metrics import Metrics
 
 __all__ = ["STATUS_TTL_S", "TickRecorder", "job_cost"]
@@ -212,31 +211,32 @@ class TickRecorder:
             if mv.started_at is not None
         }
         states: dict[tuple[str, str], int] = {}
-        # (pool, size label, memory_mb) -> started seconds accrued this tick
-        accrued: dict[tuple[str, str, int], float] = {}
+        # (pool, size label as listed, memory_mb) -> started seconds accrued this tick
+        accrued: dict[tuple[str | None, str, int], float] = {}
         last_seen: dict[str, float] = self._cost_seen
         seen: dict[str, float] = {}
         for machines in obs.machines_by_app.values():
             for mv in machines or ():
-                pool = mv.pool or "(unknown)"
-                key_state = (pool, mv.state)
+                key_state = (mv.pool or "(unknown)", mv.state)
                 states[key_state] = states.get(key_state, 0) + 1
                 if mv.state != "started" or mv.id in seen:
                     continue
                 seen[mv.id] = now
                 last = last_seen.get(mv.id)
                 if last is not None:
-                    key = (pool, mv.size or "shared-cpu-1x", mv.memory_mb)
+                    key = (mv.pool, mv.size, mv.memory_mb)
                     accrued[key] = accrued.get(key, 0.0) + max(0.0, now - last)
         self._cost_seen = seen
         m.machines.clear()
         for (pool, state), n in states.items():
             m.machines.labels(pool, state).set(n)
-        overrides = self.settings.price_overrides
-        for (pool, label, memory_mb), seconds in accrued.items():
-            m.machine_seconds.labels(pool, label).inc(seconds)
-            m.cost.labels(pool, label).inc(
-                seconds * price_per_second(label, memory_mb, overrides))
+        overrides, prices = self.settings.price_overrides, self.observer.prices
+        for (pool, size, memory_mb), seconds in accrued.items():
+            # Priced as the budgets' ledger prices them (its own size, else its pool's price).
+            rate = machine_rate(size, memory_mb, pool, overrides, prices)
+            label = size or "shared-cpu-1x"
+            m.machine_seconds.labels(pool or "(unknown)", label).inc(seconds)
+            m.cost.labels(pool or "(unknown)", label).inc(seconds * rate)
 
     def _log_decision(self, d: Decision, leader: bool) -> None:
         key = (d.pool, d.kind, d.reason)
