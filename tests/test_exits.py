@@ -104,6 +104,8 @@ async def test_a_finished_machines_exit_frees_its_cap_slot_before_a_listing_show
     assert rec._wake.is_set()  # the loop is woken, not left to its resync
     exit_ = rec.overlay.exited[mid]
     assert exit_.state == "destroyed"
+    assert rec.metrics.registry.get_sample_value(
+        "fly_scaler_exit_waits_total", {"result": "exited"}) == 1.0
     api: httpx.Client = w["api"]
     gone = api.get(f"/v1/apps/{w['app']}/machines/{mid}").json()
     assert gone["state"] == "destroyed"
@@ -125,6 +127,8 @@ async def test_an_exit_that_never_comes_keeps_the_machine_counted(
     await rec.tick()
     await _watches_done(rec)
     assert mid not in rec.overlay.exited  # Fly never said it stopped: nothing is concluded
+    assert rec.metrics.registry.get_sample_value(
+        "fly_scaler_exit_waits_total", {"result": "unanswered"}) == 1.0
     w["enqueue"]()
     obs = await rec.observer.observe()
     assert _state(rec, obs, w["app"], mid) == "started"
@@ -162,7 +166,8 @@ async def test_only_machines_listed_running_are_watched_and_not_when_a_listing_c
     fly = AsyncFlyClient("t", base_url="http://fly.invalid",
                          transport=httpx.MockTransport(waited))
     governor = MemoryGovernor()
-    watch = ExitWatch(fly, Overlay(), governor=governor)
+    results: list[str] = []
+    watch = ExitWatch(fly, Overlay(), governor=governor, on_result=results.append)
     # A slot just started (the listing predates the start) may still be stopped in Fly.
     assert not await watch.watch(_view("starting", slot="t1"), lambda: None)
     # The app's list budget is whole: the next tick relists anyway, no wait is sent.
@@ -174,6 +179,7 @@ async def test_only_machines_listed_running_are_watched_and_not_when_a_listing_c
     assert not await watch.watch(_view(slot="t1"), lambda: None)  # one at a time
     await asyncio.gather(*watch._running.values())
     assert watch.overlay.exited["m1"].state == "stopped"  # a slot stops; it is not destroyed
+    assert results == ["exited"]
     assert len(calls) == 1 and "state=stopped" in calls[0] and "instance_id=v1" in calls[0]
     await fly.aclose()
 
@@ -188,12 +194,14 @@ async def test_a_machine_fly_no_longer_knows_is_gone_and_an_error_concludes_noth
     fly = AsyncFlyClient("t", base_url="http://fly.invalid",
                          transport=httpx.MockTransport(waited))
     woken: list[int] = []
-    watch = ExitWatch(fly, Overlay(), wake=lambda: woken.append(1))
+    results: list[str] = []
+    watch = ExitWatch(fly, Overlay(), wake=lambda: woken.append(1), on_result=results.append)
     gone, refused = _view(), MachineView(id="m2", name="n", app="a", pool="jobs",
                                          state="started", instance_id="v1")
     assert await watch.watch(gone, lambda: None) and await watch.watch(refused, lambda: None)
     await asyncio.gather(*watch._running.values())
     assert watch.overlay.exited["m1"].state == "destroyed"
     assert "m2" not in watch.overlay.exited and len(woken) == 1
+    assert sorted(results) == ["gone", "unanswered"]
     assert not await watch.watch(refused, lambda: None)  # not asked again at once
     await fly.aclose()

@@ -118,7 +118,8 @@ class Executor:
         self.pools: dict[str, PoolSpec] = {p.name: p for p in settings.pools}
         self._sem = asyncio.Semaphore(settings.scaler.max_concurrent_calls)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.exits = ExitWatch(fly, overlay, wake=wake, governor=governor, clock=clock)
+        self.exits = ExitWatch(fly, overlay, wake=wake, governor=governor, clock=clock,
+                               on_result=lambda r: metrics.exit_waits.labels(r).inc())
 
     async def drain(self, wait_s: float | None = None) -> None:
         """Wait (at most ``wait_s``) for every call still running, then abandon the rest (at

@@ -98,8 +98,10 @@ class ExitWatch:
         clock: Callable[[], float] = time.time,
         wait_s: int = WAIT_S,
         max_watches: int = MAX_WATCHES,
+        on_result: Callable[[str], None] = lambda _result: None,
     ) -> None:
         self.fly = fly
+        self.on_result = on_result  # each wait's end: exited, gone or unanswered
         self.overlay = overlay
         self.wake = wake
         self.governor = governor
@@ -178,11 +180,14 @@ class ExitWatch:
                     m.app, m.id, list(states), timeout=self.wait_s, version=m.instance_id
                 )
             state = exited_state(answer.state or states[0], slot)
+            result = "exited"
         except NotFound:
-            state = "destroyed"  # gone already (Fly keeps destroyed machines only a while)
+            state, result = "destroyed", "gone"  # Fly keeps destroyed machines only a while
         except (RequestTimeout, Fenced, FlyAPIError, FlyTransportError) as exc:
             self._unanswered[m.id] = self.clock()
             log.debug("machine exit not confirmed", machine=m.id, error=type(exc).__name__)
+            self.on_result("unanswered")
             return
         self.overlay.exited[m.id] = Exit(state, sent, self.clock())
+        self.on_result(result)
         self.wake()

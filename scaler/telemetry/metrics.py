@@ -37,6 +37,9 @@ GITHUB_DELIVERY_RESULTS = (
 NOT_TAKEN_REASONS = (
     "cap_pool", "cap_app", "cap_global", "rate_limit", "budget", "unknown_data",
 )
+EXIT_WAIT_RESULTS = ("exited", "gone", "unanswered")
+"""How a wait for a finished job's machine to exit ended: Fly answered it stopped or destroyed;
+it was gone already (404); no answer (timeout, error, cut short): left to the listings."""
 JOB_COST_BUCKETS = (0.00001, 0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 """USD per job: a shared-cpu-1x second is about 7.5e-7 USD, a performance-16x hour about 0.69."""
 
@@ -161,6 +164,10 @@ class Metrics:
             p + "data_unknown", "1 while a source could not be read (redis, fly:<app>, "
             "prometheus); the scaler then neither scales down nor reaps on it.",
             ["source"], registry=r)
+        self.exit_waits = Counter(
+            p + "exit_waits_total", "Waits for a finished job's machine to exit, by result "
+            "(exited, gone, unanswered): an answered wait frees the machine's cap slot before "
+            "the next listing.", ["result"], registry=r)
         self.listing_age = Gauge(
             p + "listing_age_seconds", "Age of the machine listing the last tick planned on, per "
             "app (a slow listing is refreshed in the background; never over max_list_age). "
@@ -284,6 +291,8 @@ class Metrics:
             self.ticks.labels(trigger)
         for change in ("gained", "lost"):
             self.leader_changes.labels(change)
+        for result in EXIT_WAIT_RESULTS:
+            self.exit_waits.labels(result)
         for code in ("401", "403", "404", "413", "422"):
             self.http_rejected.labels(code)
         self.leader.set(0)

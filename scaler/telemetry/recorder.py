@@ -231,12 +231,12 @@ class TickRecorder:
         for (pool, state), n in states.items():
             m.machines.labels(pool, state).set(n)
         overrides, prices = self.settings.price_overrides, self.observer.prices
-        for (pool, size, memory_mb), seconds in accrued.items():
+        for (owner, size, memory_mb), seconds in accrued.items():
             # Priced as the budgets' ledger prices them (its own size, else its pool's price).
-            rate = machine_rate(size, memory_mb, pool, overrides, prices)
+            rate = machine_rate(size, memory_mb, owner, overrides, prices)
             label = size or "shared-cpu-1x"
-            m.machine_seconds.labels(pool or "(unknown)", label).inc(seconds)
-            m.cost.labels(pool or "(unknown)", label).inc(seconds * rate)
+            m.machine_seconds.labels(owner or "(unknown)", label).inc(seconds)
+            m.cost.labels(owner or "(unknown)", label).inc(seconds * rate)
 
     def _log_decision(self, d: Decision, leader: bool) -> None:
         key = (d.pool, d.kind, d.reason)
