@@ -324,29 +324,33 @@ async def test_a_refused_create_is_recorded_with_its_reason_until_the_next_attem
     assert (claim.refused, claim.last_error) == (None, "capacity: full")
 
 
-async def test_a_claim_that_ends_between_the_reads_of_claims_and_bodies_is_not_listed(
+async def test_claims_and_their_bodies_are_read_in_one_atomic_step(
     store: ClaimStore, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A runner's ack drops the body and the claim together; read between the two reads of the
-    listing, its claim must not come back without a body (it would be dead-lettered as invalid
-    and its machine, a warm slot perhaps, force-destroyed)."""
+    """A runner's ack drops the body and the claim together; were they read apart, a claim read
+    before an ack whose body was read after it would come back without a body (and be
+    dead-lettered as invalid, its machine, a warm slot perhaps, force-destroyed). They are read
+    by one script, one Redis command: nothing can run between the two reads."""
     ns = store.namespace
     (done, _), (broken, _), (running, _) = (enqueue(redis_client, ns) for _ in range(3))
     await store.claim(Q, "ci", 3, NOW, UNFENCED)
     redis_client.hdel(f"{ns}:{Q}.msgs", broken)  # a claim whose body really is missing
-    pipelines = store._redis.pipeline
-    calls = []
+    runner = RunnerClaim(redis_client, namespace=ns, prefix=store.prefix, queue=Q,
+                         redis_message_id=done)
+    assert runner.mark_running("m1", NOW + 1)
+    await store.list_claims([Q], with_messages=True)  # the script is loaded now
+    sent: list[tuple[object, ...]] = []
+    execute = store._redis.execute_command
 
-    def pipeline(*args: object, **kwargs: object) -> object:
-        calls.append(1)
-        if len(calls) == 2:  # the runner of `done` acks between the claims and their bodies
-            runner = RunnerClaim(redis_client, namespace=ns, prefix=store.prefix, queue=Q,
-                                 redis_message_id=done)
-            assert runner.mark_running("m1", NOW + 1)
-            assert runner.finish("ack", NOW + 2, machine_id="m1")
-        return pipelines(*args, **kwargs)  # type: ignore[arg-type]
+    async def counted(*args: object, **kwargs: object) -> object:
+        sent.append(args)
+        return await execute(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store._redis, "pipeline", pipeline)
+    monkeypatch.setattr(store._redis, "execute_command", counted)
+    listed = (await store.list_claims([Q, "other"], with_messages=True))[Q]
+    assert len(sent) == 1 and sent[0][0] == "EVALSHA"
+    assert {c.redis_message_id: bool(c.message) for c in listed} == {
+        done: True, broken: False, running: True}
+    assert runner.finish("ack", NOW + 2, machine_id="m1")
     listed = (await store.list_claims([Q], with_messages=True))[Q]
-    assert sorted(c.redis_message_id for c in listed) == sorted([broken, running])
     assert {c.redis_message_id: bool(c.message) for c in listed} == {broken: False, running: True}

@@ -24,6 +24,7 @@ __all__ = [
     "CREATE_STATE_LUA",
     "FORGET_QUEUES_LUA",
     "GUARD_LUA",
+    "LIST_CLAIMS_LUA",
     "MARK_LUA",
     "MAX_AGE_SKIPS",
     "SETTLE_LUA",
@@ -224,6 +225,24 @@ else
 end
 redis.call('HSET', KEYS[2], ARGV[2], cjson.encode(c))
 return 1
+"""
+
+# KEYS: per queue, its claims hash and its message bodies hash. ARGV: '1' to read the bodies.
+# Per queue: the claims hash flattened (id, record, ...), then the claims' bodies in that order
+# (nil where missing), read in one atomic step: a runner's ack, which drops a body and its claim
+# together, is either wholly before this read or wholly after it.
+LIST_CLAIMS_LUA = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local flat = redis.call('HGETALL', KEYS[i])
+  local bodies = {}
+  if ARGV[1] == '1' then
+    for j = 1, #flat, 2 do bodies[#bodies + 1] = redis.call('HGET', KEYS[i + 1], flat[j]) end
+  end
+  out[#out + 1] = flat
+  out[#out + 1] = bodies
+end
+return out
 """
 
 # KEYS: claim queues, then each queue's claims hash. ARGV: the queues, in the same order.

@@ -64,6 +64,7 @@ from scaler.jobs.claim_scripts import (
     CREATED_LUA,
     FORGET_QUEUES_LUA,
     GUARD_LUA,
+    LIST_CLAIMS_LUA,
     SETTLE_LUA,
     ClaimKeys,
 )
@@ -134,6 +135,7 @@ class ClaimStore:
         self._created = fenced(CREATED_LUA)
         self._create_state = fenced(CREATE_STATE_LUA)
         self._forget = redis.register_script(FORGET_QUEUES_LUA)
+        self._list = redis.register_script(LIST_CLAIMS_LUA)
 
     def keys(self, queue: str) -> ClaimKeys:
         """The Redis keys of ``queue`` (dramatiq's and ours)."""
@@ -180,62 +182,29 @@ class ClaimStore:
     async def list_claims(
         self, queues: Sequence[str], *, with_messages: bool = False
     ) -> dict[str, list[Claim]]:
-        """Every claim of ``queues`` (one pipeline; a second one for bodies if asked)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for q in queues:
-                pipe.hgetall(claims_key(self.prefix, q))
-            replies = await pipe.execute()
-        records: dict[str, list[tuple[str, Any]]] = {}
-        for q, reply in zip(queues, replies, strict=True):
-            records[q] = sorted(((_text(k), v) for k, v in reply.items()), key=lambda kv: kv[0])
-        bodies: dict[str, list[Any]] = {q: [None] * len(r) for q, r in records.items()}
-        if with_messages and any(records.values()):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                wanted = [q for q in queues if records[q]]
-                for q in wanted:
-                    pipe.hmget(self.keys(q).msgs, [rmid for rmid, _ in records[q]])
-                for q, reply in zip(wanted, await pipe.execute(), strict=True):
-                    bodies[q] = list(reply)
-            await self._drop_ended(records, bodies)
-        result: dict[str, list[Claim]] = {}
+        """Every claim of ``queues``, with its message body if asked: one read-only script, so a
+        claim and its body are read at one instant (a runner's ack removes both together: a
+        claim is never listed with its body already gone unless the body really is missing)."""
+        if not queues:
+            return {}
+        keys: list[str] = []
         for q in queues:
+            keys += (claims_key(self.prefix, q), self.keys(q).msgs)
+        replies = await self._list(keys=keys, args=["1" if with_messages else "0"])
+        result: dict[str, list[Claim]] = {}
+        for i, q in enumerate(queues):
+            flat, bodies = replies[2 * i], replies[2 * i + 1]
+            found = [(_text(flat[j]), flat[j + 1], bodies[j // 2] if with_messages else None)
+                     for j in range(0, len(flat), 2)]
+            found.sort(key=lambda item: item[0])
             claims = []
-            for (rmid, rec), body in zip(records[q], bodies[q], strict=True):
+            for rmid, rec, body in found:
                 try:
                     claims.append(Claim.from_record(rmid, rec, body))
                 except (ValueError, KeyError, TypeError):
                     log.warning("skipping a malformed claim record %s in queue %s", rmid, q)
             result[q] = claims
         return result
-
-    async def _drop_ended(
-        self, records: dict[str, list[tuple[str, Any]]], bodies: dict[str, list[Any]]
-    ) -> None:
-        """Drop the claims that ended between the read of the claims and that of their bodies.
-
-        A runner's ack removes the body and the claim in one script, so a claim read just before
-        it, whose body is gone just after, would look like a message with no valid body (and be
-        dead-lettered with its machine force-destroyed: on a warm slot, a good slot lost). The
-        claims whose body is missing are read again; those gone now are dropped, the others
-        (the body is really missing) are kept for the planner to judge."""
-        missing = {
-            q: [rmid for (rmid, _), b in zip(records[q], bodies[q], strict=True) if b is None]
-            for q in records
-        }
-        wanted = [q for q, rmids in missing.items() if rmids]
-        if not wanted:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for q in wanted:
-                pipe.hmget(claims_key(self.prefix, q), missing[q])
-            replies = await pipe.execute()
-        for q, reply in zip(wanted, replies, strict=True):
-            ended = {rmid for rmid, now in zip(missing[q], reply, strict=True) if now is None}
-            if ended:
-                kept = [(r, b) for r, b in zip(records[q], bodies[q], strict=True)
-                        if r[0] not in ended]
-                records[q] = [r for r, _ in kept]
-                bodies[q] = [b for _, b in kept]
 
     async def claim_queues(self) -> set[str]:
         """Every queue with claims (the configured ones and any a pool served before)."""

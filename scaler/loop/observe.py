@@ -1,10 +1,10 @@
 """Observe: read Redis, Fly and Prometheus into one immutable :class:`Observation` per tick.
 
-Cost per tick: one Redis script call for every queue's counts, one pipeline for the claims (and
-their message bodies), one for the orphan marks and the machines whose job finished (and a delete
-of the marks of machines gone), and at most one Fly list call per app (apps listed concurrently),
-filtered by our metadata. Fly allows one
-list call per second per app (burst 3): a listing is refreshed when it is ``list_interval`` old
+Cost per tick: one Redis script call for every queue's counts, one for the claims and their
+message bodies (read at one instant), one pipeline for the orphan marks and the machines whose job
+finished (and a delete of the marks of machines gone), and at most one Fly list call per app (apps
+listed concurrently), filtered by our metadata. Fly allows one list call per second per app
+(burst 3): a listing is refreshed when it is ``list_interval`` old
 and the rate governor has a token for it, and reused otherwise (for at most ``max_list_age``,
 after which the tick waits for budget). When listings are slow (thousands of machines: see
 :data:`SLOW_LIST_S`) they are refreshed in the background while the tick plans on the newest
