@@ -243,3 +243,23 @@ async def test_default_limits_keep_one_burst_token_of_slack(
     assert await takes(g, 3) == [True, True, False]
     m = MemoryGovernor(clock=t, sleep=t.sleep)
     assert await takes(m, 3) == [True, True, False]
+
+
+async def test_a_local_governor_forgets_full_buckets_and_keeps_the_spent_ones() -> None:
+    """Most scopes are per machine, and per-job machines come and go: a bucket that has refilled
+    is the same as a new one and is dropped, one still short of its burst is kept."""
+    from scaler.fly.limits import PRUNE_MIN
+
+    clock = FakeTime()
+    governor = MemoryGovernor(clock=clock, sleep=clock.sleep)
+    spent = "machine:kept"
+    for _ in range(3):
+        await governor.acquire(CREATE, spent)  # burst 3: empty now
+    for i in range(PRUNE_MIN - 1):  # PRUNE_MIN buckets in all: the next new one prunes
+        await governor.acquire("Machines_start", f"machine:{i}")
+    clock.now += 1.5  # the starts' buckets (burst 2 here) are full again; `spent` has 1.5 of 3
+    await governor.acquire("Machines_start", "machine:new")
+    assert set(governor._buckets) == {(CREATE, spent), ("Machines_start", "machine:new")}
+    # The bucket kept still holds what was spent: two more takes wait for the second one.
+    assert await governor.acquire(CREATE, spent) == 0.0
+    assert await governor.acquire(CREATE, spent) == pytest.approx(0.5)

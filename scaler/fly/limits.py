@@ -18,6 +18,7 @@ from typing import Protocol
 __all__ = [
     "ACTION_LIMITS",
     "DEFAULT_LIMIT",
+    "PRUNE_MIN",
     "Governor",
     "Limit",
     "LocalGovernor",
@@ -213,6 +214,11 @@ class Governor(Protocol):
         ...
 
 
+PRUNE_MIN = 1024
+"""A local governor forgets its full buckets once it holds this many (or twice as many as were
+left at the last pruning): amortized O(1) per new bucket."""
+
+
 class LocalGovernor:
     """In-process token buckets per (action, scope), with an injectable clock and sleep."""
 
@@ -226,14 +232,26 @@ class LocalGovernor:
         self._sleep = sleep
         self._limits = limits
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._prune_at = PRUNE_MIN
 
     def bucket(self, action: str, scope: str) -> TokenBucket:
         """The bucket for one (action, scope), created full on first use."""
         key = (action, scope)
         b = self._buckets.get(key)
         if b is None:
-            b = self._buckets[key] = TokenBucket(self._limits(action), self._clock())
+            now = self._clock()
+            if len(self._buckets) >= self._prune_at:
+                self._prune(now)
+            b = self._buckets[key] = TokenBucket(self._limits(action), now)
         return b
+
+    def _prune(self, now: float) -> None:
+        """Forget the buckets that are full again: one made anew is the same. Scopes are per
+        machine for most actions, and per-job machines come and go, so without this the
+        buckets would grow with every machine ever called."""
+        self._buckets = {k: b for k, b in self._buckets.items()
+                         if b.available(now) < b.limit.burst}
+        self._prune_at = max(PRUNE_MIN, 2 * len(self._buckets))
 
     async def acquire(self, action: str, scope: str) -> float:
         wait = self.bucket(action, scope).reserve(self._clock())
