@@ -463,7 +463,6 @@ class Observer:
         """Listings of our apps and of the apps claims were made in; the in-flight counts."""
         out: dict[str, tuple[MachineView, ...] | None] = {}
         listed: dict[str, Listed | None] = {}
-        oldest_listing = now
         apps = (*self.apps, *claim_apps)
         slow = max((self.refresh_seconds.get(a, 0.0) for a in apps), default=0.0)
         listings = await asyncio.gather(
@@ -477,13 +476,12 @@ class Observer:
                 listed[app] = None
                 continue
             self.listings_taken[app] = listing.taken_at
-            oldest_listing = min(oldest_listing, listing.taken_at)
             out[app] = self._marked(listing, marks, finished, destroyed, started)
             listed[app] = listing.listed
         claim_names = {c.machine_name for cs in claims.values() for c in cs or ()}
         inflight = self.inflight.count(listed, claim_names)
-        self.overlay.prune(oldest_listing - self.overlay_grace)
-        self.oldest_listing = oldest_listing
+        self.oldest_listing = min(self.listings_taken.values(), default=now)
+        self.overlay.prune(self.oldest_listing - self.overlay_grace)
         return out, inflight
 
     def _marked(
