@@ -237,7 +237,7 @@ async def _measure(args: dict[str, Any]) -> dict[str, Any]:
             make_plan(obs, rec.policies, rec.caps)
             plan_cpu.append((time.process_time() - c0) * 1000)
     finally:
-        await rec.observer.aclose()
+        await rec.aclose()
         await fly.aclose()
         await client.aclose()
     return {

@@ -122,9 +122,8 @@ class InProcessScaler:
         await self._close()
 
     async def _close(self) -> None:
-        # Background listings first: they use the Fly client closed next.
         with contextlib.suppress(Exception):
-            await self.reconciler.observer.aclose()
+            await self.reconciler.aclose()  # before the Fly client its background listings use
         with contextlib.suppress(Exception):
             await self.fly.aclose()
         with contextlib.suppress(Exception):

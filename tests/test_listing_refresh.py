@@ -201,5 +201,5 @@ async def test_the_reconciler_forgets_listings_when_its_fence_token_changes(
             await rec.tick()
             assert len(forgotten) == expected, token
     finally:
-        await rec.observer.aclose()
+        await rec.aclose()
         await redis.aclose()

@@ -103,6 +103,11 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._listed_under: int | None = 0  # the fence token of the leadership that listed
 
+    async def aclose(self) -> None:
+        """Stop the background work that outlives a tick (the observer's listing refreshes);
+        call it before closing the Fly client they use."""
+        await self.observer.aclose()
+
     def wake(self) -> None:
         """Ask for a tick as soon as the current one ends."""
         self._wake.set()

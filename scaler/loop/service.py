@@ -250,7 +250,7 @@ class Service:
             await asyncio.to_thread(self.promoter.stop)
         with contextlib.suppress(Exception):
             await self.lease.release()
-        await self.reconciler.observer.aclose()  # background listings use the Fly client
+        await self.reconciler.aclose()  # before the Fly client its background listings use
         await self.fly.aclose()
         if self.github is not None:
             await self.github.aclose()
