@@ -183,13 +183,23 @@ def conclude(
     machines = ours(api.machines(app))
     check_jobs(result, side_effects(ctx.redis, ctx.key), jobs, may_be_dead=may_be_dead)
     check_machines(result, machines, jobs=jobs, leaked=live(machines), max_per_job=max_per_job)
+    check_peak(result, ctx, api, app, cap)
+    return machines
+
+
+def check_peak(
+    result: ScenarioResult, ctx: ChaosContext, api: LocalAPI, app: str, cap: int | None,
+    what: str = "caps hold",
+) -> None:
+    """The shared columns of a scenario's end: peak live vs ``cap`` (invariant 4, ``what`` it
+    says, when a cap is given; who was live at the peak if it was broken), 429s and dead
+    letters."""
     result.peak_live = api.peak_live(app)
     result.cap = cap
     if cap is not None:
         if result.peak_live > cap:
             result.details["crowd"] = crowd(api.machines(app))[1]
-        result.check(result.peak_live <= cap, f"invariant 4 (caps hold): {result.peak_live} "
+        result.check(result.peak_live <= cap, f"invariant 4 ({what}): {result.peak_live} "
                                               f"machines live at once, cap {cap}")
     result.rate_limited = api.rate_limited()
     result.details["dead_letters"] = dead_letters(ctx)
-    return machines

@@ -10,7 +10,7 @@ from typing import Any
 from chaos.harness import ChaosContext
 from chaos.jobs import Job, side_effects
 from chaos.localapi import LocalAPI
-from chaos.measure import check_jobs, crowd, dead_letters, live, metadata, ours, wait_for
+from chaos.measure import check_jobs, check_peak, live, metadata, ours, wait_for
 from chaos.result import ScenarioResult
 from scaler.loop.machines import META_SLOT
 
@@ -95,14 +95,7 @@ def conclude_slots(
                              + ", ".join(f"{m.get('name')} ({m.get('state')})" for m in leaked))
     result.check(len(kept) >= warm, f"slots refilled: {len(kept)} idle slots of {warm} after "
                                     "the drain")
-    result.peak_live = api.peak_live(app)
-    result.cap = cap
-    if result.peak_live > cap:
-        result.details["crowd"] = crowd(api.machines(app))[1]
-    result.check(result.peak_live <= cap, f"invariant 4 (caps hold, slots starting included): "
-                                          f"{result.peak_live} machines live at once, cap {cap}")
-    result.rate_limited = api.rate_limited()
-    result.details["dead_letters"] = dead_letters(ctx)
+    check_peak(result, ctx, api, app, cap, "caps hold, slots starting included")
     result.details["slots_made"] = sum(1 for m in machines if is_slot(m))
     result.details["machines_per_kind"] = dict(Counter(
         "slot" if is_slot(m) else "own" for m in machines))

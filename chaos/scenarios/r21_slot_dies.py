@@ -42,7 +42,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     pool = ctx.pool(app, max_machines=CAP, warm_slots=WARM, boot_timeout="4s")
     # A tick's calls outlive a short deadline in the background: the next tick plans while a
     # bound slot's start is still under way (phase 3).
-    scaler = ctx.start_scaler(ctx.config(api, [pool], scaler={"tick_deadline": "1s"}), api)
+    ctx.start_scaler(ctx.config(api, [pool], scaler={"tick_deadline": "1s"}), api)
     if not wait_idle_slots(api, app, WARM, 30):
         result.fail_with_error(f"set-up: {WARM} warm slots not made within 30 s")
         return result
@@ -91,5 +91,4 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     result.check(len(reaped) >= len(doomed) + 1,
                  f"invariant 3 (broken slots reaped): {len(reaped)} slots destroyed, expected "
                  f"at least the {len(doomed)} killed and the hung one")
-    del scaler
     return result

@@ -53,7 +53,6 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     a, b = api.create_app(), api.create_app()
     c = f"{a}-c"  # created in phase 1
     apps = [a, b, c]
-    refusing = {"on": False}
     proxy = FlyProxy(api.url, lambda _meta: None)
     ctx.on_cleanup(proxy.close)
     pool = ctx.pool(a, max_machines=POOL_CAP)
@@ -61,7 +60,7 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     pool["apps"] = apps
     config = ctx.config(api, [pool], apps={x: {"max_machines": APP_CAP} for x in apps})
     config["fly"]["api_url"] = proxy.url
-    scaler = ctx.start_scaler(config, api)
+    ctx.start_scaler(config, api)
 
     early = ctx.jobs(2, "placed", 0.3)
     wait_for(lambda: False, ctx.seconds(3.0, 6.0))
@@ -77,16 +76,13 @@ def run(ctx: ChaosContext) -> ScenarioResult:
     seen: dict[str, int] = {}
 
     def refuse_b(app: str) -> Refusal | None:
-        if not refusing["on"]:
-            return None
         seen[app] = seen.get(app, 0) + 1
         return _429 if app == b else None
 
     proxy.refuse_in = refuse_b
-    refusing["on"] = True
     burst = ctx.jobs(ctx.n(8, 20), "placed", 1.0, first=len(early))
     wait_for(lambda: False, ctx.seconds(6.0, 15.0))
-    refusing["on"] = False  # a job whose create got the 429 is relaunched in its claim's app
+    proxy.refuse_in = None  # a job whose create got the 429 is relaunched in its claim's app
     ran = wait_for(partial(all_ran, ctx, burst), ctx.seconds(30, 60))
     result.check(ran, "invariant 2 (no lost job): the burst did not run after one app refused")
     landed = {app: n for app, n in seen.items() if app != b}
@@ -117,5 +113,4 @@ def run(ctx: ChaosContext) -> ScenarioResult:
                  f"invariant 4 (per-app caps): peak live per app {peaks}, cap {APP_CAP} each")
     result.check(across <= POOL_CAP, f"invariant 4 (the pool's cap across apps): {across} live "
                                      f"at once ({who}), cap {POOL_CAP}")
-    del scaler
     return result
