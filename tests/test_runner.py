@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
 from scaler.jobs.claim_record import SLOT_ENV
+from scaler.jobs.claim_record import slot_env as claim_slot_env
 from scaler.jobs.claims import Claim, ClaimStore, binding_env, claims_key, launches_key
 from scaler.jobs.keys import QueueKeys, finished_machines_key, job_events_key
 from scaler.jobs.leader import UNFENCED
@@ -234,8 +235,8 @@ def _bind(redis_url: str, prefix: str, claim: Claim, machine_id: str) -> str:
 
 
 def slot_env(redis_url: str, ns: str, prefix: str) -> dict[str, str]:
-    """A warm slot's env: no job, and FLY_SCALER_SLOT=1 (as ``slot_request`` sets it)."""
-    return {**runner_env(redis_url, ns, prefix), SLOT_ENV: "1"}
+    """A warm slot's env (as ``slot_request`` sets it), on top of the runner's base env."""
+    return {**runner_env(redis_url, ns, prefix), **claim_slot_env(namespace=ns, prefix=prefix)}
 
 
 def test_on_a_slot_the_runner_finds_its_job_by_machine_id(

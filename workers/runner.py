@@ -47,6 +47,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from scaler.jobs.claim_record import SLOT_ENV
 from workers.bound import run_bound
 from workers.drain import run_drain
 from workers.runtime import (
@@ -124,7 +125,7 @@ def resolve(args: argparse.Namespace, env: dict[str, str]) -> RunnerSettings:
     # A machine named by its job (queue and message) runs that job; only one that says it is a
     # warm slot looks its job up by machine id. Anything else is a per-job machine whose binding
     # env is broken: exiting 0 as an idle slot would hide that, so it is a set-up error.
-    slot = not drain and not message and env.get("FLY_SCALER_SLOT", "") == "1"
+    slot = not drain and not message and env.get(SLOT_ENV, "") == "1"
     if not drain and not slot and not (queue and message):
         missing = [n for n, v in (("FLY_SCALER_QUEUE", queue), ("FLY_SCALER_MESSAGE", message))
                    if not v]
