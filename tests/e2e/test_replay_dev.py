@@ -70,8 +70,15 @@ def test_a_recorded_dev_run_replays_with_its_job_and_machine_counts(
         eventually(both_recorded, timeout=30, what="both recorders saw every job end")
     finally:
         recorder.send_signal(signal.SIGINT)
-        recorder.communicate(timeout=20)
-        harness.stop()
+        try:
+            recorder.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            _, err = recorder.communicate()
+            pytest.fail(f"scaler record did not stop within 20 s of SIGINT; its stderr:\n"
+                        f"{err[-3000:]}")
+        finally:
+            harness.stop()
     actual_machines = len(w.machines(include_deleted=True))
     assert actual_machines >= JOBS  # one machine per job, at least
 
